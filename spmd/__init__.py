@@ -1,0 +1,33 @@
+"""spmd: run an existing Python function over many inputs, in containers, on any provider.
+
+    knot = spmd.Knot(fit_subject, requirements=["dipy"], vcpus=2, memory="4GiB")
+    job = knot.map(subjects)            # returns at once
+    for future in spmd.as_completed(job):
+        print(future.result())
+"""
+from .args import Args
+from .backend import Backend, Capacity
+from .batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
+from .codec import RemoteTraceback
+from .errors import (
+    BaseImageError, ConfigError, EngineError, ImageError, JobNotFound, ObjectNotFound,
+    PluginError, RemoteError, RequirementError, ResourceError, SerializationError, SpmdError,
+    StoreError, TaskLost, TaskOutOfMemory, TaskTimedOut, UnknownBackendError,
+)
+from .future import Future
+from .hookspecs import hookimpl
+from .image_registry import ImageRegistry
+from .job import Job, as_completed, wait
+from .knot import Knot, attach
+from .object_store import ObjectStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Args", "ArraySpec", "Backend", "BaseImageError", "BatchQueue", "Capacity", "ConfigError",
+    "EngineError", "Future", "ImageError", "ImageRegistry", "Job", "JobNotFound", "Knot",
+    "ObjectNotFound", "ObjectStore", "PluginError", "RemoteError", "RemoteTraceback",
+    "RequirementError", "ResourceError", "Resources", "SerializationError", "SpmdError",
+    "StoreError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
+    "UnknownBackendError", "as_completed", "attach", "hookimpl", "wait",
+]

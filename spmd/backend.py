@@ -1,0 +1,79 @@
+"""Backend: a named bundle of the three interfaces, created from resolved settings.
+
+A backend class declares its configuration keys and what its workers need inside the
+task image; it makes its store, registry and queue lazily, so constructing one has no
+side effects and makes no network calls.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
+
+from .batch_queue import BatchQueue
+from .config import Key, Settings
+from .image_registry import ImageRegistry
+from .object_store import ObjectStore
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the backend can run at once, in total."""
+
+    vcpus: float
+    memory: int
+
+
+class Backend(ABC):
+    """Base class of every backend; subclasses make the three parts and state their capacity."""
+
+    name: ClassVar[str] = ""
+    config_keys: ClassVar[tuple[Key, ...]] = ()
+    #: pip requirements the worker needs in the image besides the core's (e.g. boto3).
+    runtime_requirements: ClassVar[tuple[str, ...]] = ()
+    #: importable packages copied into the image beside ``spmd`` (e.g. the backend's store).
+    runtime_packages: ClassVar[tuple[str, ...]] = ()
+    #: seconds between checks for finished tasks, unless configured.
+    poll_interval: ClassVar[float] = 1.0
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @abstractmethod
+    def make_store(self) -> ObjectStore:
+        """The object store jobs of this backend use."""
+
+    @abstractmethod
+    def make_registry(self) -> ImageRegistry:
+        """Where task images are published."""
+
+    @abstractmethod
+    def make_queue(self) -> BatchQueue:
+        """Where arrays of tasks run."""
+
+    @abstractmethod
+    def capacity(self) -> Capacity:
+        """The most CPU and memory all running tasks may use together."""
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        return self.make_store()
+
+    @cached_property
+    def registry(self) -> ImageRegistry:
+        return self.make_registry()
+
+    @cached_property
+    def queue(self) -> BatchQueue:
+        return self.make_queue()
+
+    def describe(self) -> str:
+        """One line for logs and error messages."""
+        return f"{self.name} backend"
+
+
+def open_backend(settings: Settings) -> Backend:
+    """The backend that settings select."""
+    from .plugins import backend_class
+    return backend_class(settings.backend)(settings)

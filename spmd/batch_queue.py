@@ -1,0 +1,73 @@
+"""BatchQueue: run an array of N tasks of one image/command/resources and report on each.
+
+States are the same on every backend: PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED.
+A queue reports *why* a task failed in ``TaskStatus.lost`` (``"oom"``, ``"timeout"``,
+``"cancelled"``, ``"error"``), which the job turns into the matching TaskLost subclass
+when the task left no output.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Mapping
+
+PENDING = "PENDING"
+RUNNING = "RUNNING"
+SUCCEEDED = "SUCCEEDED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one task may use. ``timeout`` is seconds per attempt; ``retries`` extra attempts."""
+
+    vcpus: float = 1.0
+    memory: int = 2 * 2**30
+    timeout: float | None = None
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of tasks: everything a queue needs to run them."""
+
+    job_id: str
+    image: str
+    command: tuple[str, ...]
+    n_tasks: int
+    resources: Resources
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """One task's state, with the reason it ended when it did not succeed."""
+
+    state: str = PENDING
+    attempts: int = 0
+    exit_code: int | None = None
+    reason: str = ""
+    lost: str | None = None  # "oom", "timeout", "cancelled", "error"
+
+
+class BatchQueue(ABC):
+    """Runs arrays of tasks; the handle it returns is stored with the job for re-attaching."""
+
+    @abstractmethod
+    def submit(self, spec: ArraySpec) -> str:
+        """Start the array; returns a handle (a string) that finds it again from any process."""
+
+    @abstractmethod
+    def states(self, handle: str) -> Mapping[int, TaskStatus]:
+        """Every task's status, by task index (a task not yet known is PENDING)."""
+
+    @abstractmethod
+    def cancel(self, handle: str) -> None:
+        """Stop running tasks and never start pending ones."""
+
+    @abstractmethod
+    def logs(self, handle: str, task: int) -> str:
+        """The log text of a task that has ended (all attempts); '' if there is none."""

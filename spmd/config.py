@@ -1,0 +1,205 @@
+"""Resolved configuration: explicit arguments > environment > project file > user file > defaults.
+
+A file holds top-level keys (defaults for every profile) and named profiles under
+``[profiles.NAME]``. The project file is the nearest ``spmd.toml`` (or ``[tool.spmd]`` in
+``pyproject.toml``) from the working directory upwards; the user file is
+``$XDG_CONFIG_HOME/spmd/config.toml`` (``SPMD_USER_CONFIG`` overrides the path). Every key is
+declared, by the core or by a backend, with a parser; a bad key or value is a ConfigError
+naming the file and the key.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from .errors import ConfigError
+from .units import parse_memory
+
+ENV_PREFIX = "SPMD_"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its name, how to parse a value, its default and a line of help."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    help: str
+    default: Any = None
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value.strip()
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    raise ValueError("expected true or false")
+
+
+def positive_int(value: Any) -> int:
+    number = int(value)
+    if isinstance(value, bool) or number <= 0 or (isinstance(value, float) and value != number):
+        raise ValueError("expected a whole number above zero")
+    return number
+
+
+def positive_float(value: Any) -> float:
+    number = float(value)
+    if isinstance(value, bool) or number <= 0:
+        raise ValueError("expected a number above zero")
+    return number
+
+
+def memory(value: Any) -> int:
+    return parse_memory(value)
+
+
+def string_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings (or a comma-separated string)")
+    return tuple(v.strip() for v in value)
+
+
+CORE_KEYS: tuple[Key, ...] = (
+    Key("backend", text, "which backend runs the tasks", "local"),
+    Key("base_image", text, "the image tasks start from (default python:<client X.Y>-slim)"),
+    Key("poll_interval", positive_float, "seconds between checks for finished tasks"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration values and where each came from."""
+
+    profile: str | None
+    values: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.values.get(key)
+        return default if value is None else value
+
+    @property
+    def backend(self) -> str:
+        return self.values["backend"]
+
+    def describe(self) -> str:
+        """The resolved configuration as lines of `key = value  # source`."""
+        lines = [f"# profile: {self.profile or '(none)'}"]
+        for key in sorted(self.values):
+            value = self.values[key]
+            if value is not None:
+                lines.append(f"{key} = {value!r}  # {self.sources.get(key, 'default')}")
+        return "\n".join(lines)
+
+
+def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    if environ.get("SPMD_USER_CONFIG"):
+        return Path(environ["SPMD_USER_CONFIG"])
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "spmd" / "config.toml"
+
+
+def project_config_path(start: Path | None = None) -> Path | None:
+    """The nearest spmd.toml, or pyproject.toml holding [tool.spmd], from start upwards."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "spmd.toml").is_file():
+            return folder / "spmd.toml"
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and "spmd" in _read_toml(pyproject).get("tool", {}):
+            return pyproject
+    return None
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot parse TOML: {exc}", source=str(path)) from exc
+
+
+def _file_layer(path: Path | None) -> tuple[dict, dict[str, dict], str | None]:
+    """(top-level keys, profiles, selected profile) of one config file."""
+    if path is None or not path.is_file():
+        return {}, {}, None
+    data = _read_toml(path)
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("spmd", {})
+    data = dict(data)
+    profiles = data.pop("profiles", {})
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ConfigError("'profiles' must hold tables like [profiles.aws]", key="profiles",
+                          source=str(path))
+    selected = data.pop("profile", None)
+    return data, profiles, selected
+
+
+def resolve(explicit: Mapping[str, Any] | None = None, *, profile: str | None = None,
+            keys: Iterable[Key] | None = None, cwd: Path | None = None,
+            environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge every layer into Settings, checking each key and value against the declared keys."""
+    environ = os.environ if environ is None else environ
+    if keys is None:
+        from .plugins import known_config_keys
+        keys = known_config_keys()
+    schema = {key.name: key for key in keys}
+
+    project_path = project_config_path(cwd)
+    user_path = user_config_path(environ)
+    layers_by_file = [(str(p), *_file_layer(p)) for p in (project_path, user_path) if p]
+
+    profile = profile or environ.get("SPMD_PROFILE") or next(
+        (selected for _, _, _, selected in layers_by_file if selected), None)
+    if profile and not any(profile in profiles for _, _, profiles, _ in layers_by_file):
+        where = ", ".join(source for source, *_ in layers_by_file) or "no config file found"
+        raise ConfigError(f"profile {profile!r} is not defined; add a [profiles.{profile}] table "
+                          f"to spmd.toml or the user config file", key="profile", source=where)
+
+    # Lowest precedence first; later layers overwrite earlier ones.
+    layers: list[tuple[str, Mapping[str, Any]]] = [("default", {k.name: k.default for k in schema.values()})]
+    for source, top, profiles, _ in reversed(layers_by_file):
+        layers.append((source, top))
+        if profile in profiles:
+            layers.append((f"{source} [profiles.{profile}]", profiles[profile]))
+    env_values = {name: environ[ENV_PREFIX + name.upper()] for name in schema
+                  if environ.get(ENV_PREFIX + name.upper())}
+    layers.append(("environment", env_values))
+    layers.append(("argument", {k: v for k, v in (explicit or {}).items() if v is not None}))
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, layer in layers:
+        for name, raw in layer.items():
+            key = schema.get(name)
+            if key is None:
+                raise ConfigError(f"unknown configuration key {name!r}; known keys: "
+                                  f"{', '.join(sorted(schema))}", key=name, source=source)
+            if raw is None:
+                values.setdefault(name, None)
+                continue
+            try:
+                values[name] = key.parse(raw)
+            except ConfigError as exc:
+                raise ConfigError(f"bad value for {name!r}: {exc}", key=name, source=source) from exc
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"bad value {raw!r} for {name!r}: {exc}", key=name,
+                                  source=source) from exc
+            sources[name] = source
+    return Settings(profile=profile, values=values, sources=sources)

@@ -1,0 +1,165 @@
+"""Every error spmd raises on purpose.
+
+    SpmdError
+    ├── ConfigError (ValueError)         a bad key, value, profile or file; names the source
+    │   └── UnknownBackendError          no backend by that name; lists the ones there are
+    ├── PluginError                      a plugin failed to load or is incomplete
+    ├── SerializationError (TypeError)   the function or an argument cannot be pickled
+    ├── ResourceError (ValueError)       a task asks for more CPU or memory than the backend has
+    ├── EngineError                      the container engine cannot be reached
+    ├── ImageError                       the task image cannot be made
+    │   ├── BaseImageError               base image missing or the wrong Python
+    │   └── RequirementError (ValueError) a requirement cannot be resolved
+    ├── StoreError                       the object store failed
+    │   └── ObjectNotFound (KeyError)
+    ├── JobNotFound (KeyError)           no job with that id in the store
+    ├── RemoteError                      a task's exception whose type cannot be rebuilt here
+    └── TaskLost                         a task ended without writing its output
+        ├── TaskOutOfMemory              killed for exceeding its memory limit
+        └── TaskTimedOut                 killed for exceeding its timeout
+
+Errors carry data (job id, task index, key) as attributes, not only in the message.
+A user's own exception raised in a task is re-raised as itself, not wrapped.
+"""
+from __future__ import annotations
+
+
+class SpmdError(Exception):
+    """Root of every error spmd raises on purpose."""
+
+
+class ConfigError(SpmdError, ValueError):
+    """A configuration key, value, profile or file is wrong."""
+
+    def __init__(self, message: str, *, key: str | None = None, source: str | None = None):
+        self.key = key
+        self.source = source
+        if source:
+            message = f"{message} (in {source})"
+        super().__init__(message)
+
+
+class UnknownBackendError(ConfigError):
+    """No backend is registered under the requested name."""
+
+    def __init__(self, name: str, known: list[str], source: str | None = None):
+        self.name = name
+        self.known = known
+        super().__init__(
+            f"unknown backend {name!r}; known backends: {', '.join(sorted(known)) or 'none'}. "
+            "Install the plugin that provides it, or pick one of these",
+            key="backend",
+            source=source,
+        )
+
+
+class PluginError(SpmdError):
+    """A plugin failed to load, or a backend it registered does not implement the interfaces."""
+
+    def __init__(self, message: str, *, plugin: str):
+        self.plugin = plugin
+        super().__init__(f"plugin {plugin!r}: {message}")
+
+
+class SerializationError(SpmdError, TypeError):
+    """The function or one of the inputs cannot be pickled for transport."""
+
+    def __init__(self, message: str, *, what: str):
+        self.what = what
+        super().__init__(message)
+
+
+class ResourceError(SpmdError, ValueError):
+    """A task asks for resources the backend can never give it."""
+
+
+class EngineError(SpmdError):
+    """The container engine (Docker) cannot be reached or refused a request."""
+
+
+class ImageError(SpmdError):
+    """The task image could not be built or published."""
+
+
+class BaseImageError(ImageError):
+    """The base image is missing, cannot be pulled, or has the wrong Python version."""
+
+    def __init__(self, message: str, *, image: str):
+        self.image = image
+        super().__init__(message)
+
+
+class RequirementError(ImageError, ValueError):
+    """A requirement cannot be resolved into a wheel for the image's platform."""
+
+    def __init__(self, message: str, *, requirement: str | None):
+        self.requirement = requirement
+        super().__init__(message)
+
+
+class StoreError(SpmdError):
+    """The object store failed."""
+
+
+class ObjectNotFound(StoreError, KeyError):
+    """No object under that key."""
+
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(key)
+
+    def __str__(self) -> str:
+        return f"no object at key {self.key!r}"
+
+
+class JobNotFound(SpmdError, KeyError):
+    """No job with that id exists in the configured store."""
+
+    def __init__(self, job_id: str, where: str):
+        self.job_id = job_id
+        self.where = where
+        super().__init__(job_id)
+
+    def __str__(self) -> str:
+        return (f"no job {self.job_id!r} in {self.where}; check the id and that the same "
+                "profile/backend is selected as when it was submitted")
+
+
+class RemoteError(SpmdError):
+    """A task raised an exception whose type cannot be rebuilt on the client."""
+
+    def __init__(self, type_name: str, message: str):
+        self.type_name = type_name
+        super().__init__(f"{type_name}: {message}")
+
+
+class TaskLost(SpmdError):
+    """A task ended without writing its output: crash, out of memory, timeout."""
+
+    def __init__(self, reason: str, *, job_id: str, task: int, log_tail: str = "",
+                 exit_code: int | None = None):
+        self.reason = reason
+        self.job_id = job_id
+        self.task = task
+        self.log_tail = log_tail
+        self.exit_code = exit_code
+        message = f"task {task} of job {job_id} was lost: {reason}"
+        if log_tail:
+            message += "\n--- last lines of the task's log ---\n" + log_tail
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_rebuild_lost, (type(self), self.reason, self.job_id, self.task,
+                                self.log_tail, self.exit_code))
+
+
+def _rebuild_lost(cls, reason, job_id, task, log_tail, exit_code):
+    return cls(reason, job_id=job_id, task=task, log_tail=log_tail, exit_code=exit_code)
+
+
+class TaskOutOfMemory(TaskLost):
+    """The task exceeded its memory limit and was killed."""
+
+
+class TaskTimedOut(TaskLost):
+    """The task exceeded its timeout and was killed."""

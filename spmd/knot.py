@@ -1,0 +1,141 @@
+"""Knot: a function bound to its image, resources and backend; ``map`` runs it over items.
+
+    map(items) ──> pickle function + calls (fail fast, naming the culprit)
+               ──> check resources, choose chunksize ──> ensure image (hash tag)
+               ──> write function, input shards, manifest ──> submit one array ──> Job
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from . import codec, image, layout, shards
+from .args import as_call
+from .backend import Backend, Capacity, open_backend
+from .batch_queue import ArraySpec, Resources
+from .config import Settings, resolve
+from .errors import ResourceError
+from .job import Job
+from .layout import Manifest
+from .units import format_bytes, parse_memory
+
+log = logging.getLogger("spmd")
+
+WORKER_COMMAND = ("python3", "-m", "spmd.worker")
+TASKS_PER_SLOT = 4  # chunksize=None aims at this many tasks per parallel slot
+
+
+class Knot:
+    """Runs ``func`` over many inputs in containers on a backend (local Docker, AWS Batch, ...).
+
+    Constructing a Knot checks its arguments and reads the configuration; it starts
+    nothing and calls no service. ``config`` holds backend settings (e.g. ``store_dir``,
+    ``region``) with the highest precedence; ``profile`` picks a named profile.
+    """
+
+    def __init__(self, func: Callable, *, backend: str | None = None,
+                 requirements: Sequence[str] = (), base_image: str | None = None,
+                 env: Mapping[str, str] | None = None, vcpus: float = 1,
+                 memory: str | int = "2GiB", timeout: float | None = None, retries: int = 0,
+                 name: str | None = None, profile: str | None = None,
+                 config: Mapping[str, Any] | None = None):
+        if not callable(func):
+            raise TypeError(f"Knot needs a callable, got {type(func).__name__}: {func!r:.80}")
+        if isinstance(requirements, str):
+            requirements = [requirements]
+        bad = [r for r in requirements if not isinstance(r, str) or not r.strip()]
+        if bad:
+            raise ValueError(f"requirements must be strings like 'numpy==2.1', got {bad!r}")
+        env = dict(env or {})
+        bad_env = {k: v for k, v in env.items() if not isinstance(k, str) or not isinstance(v, str)}
+        if bad_env:
+            raise ValueError(f"env must map strings to strings; fix {bad_env!r}")
+        if isinstance(vcpus, bool) or not isinstance(vcpus, (int, float)) or vcpus <= 0:
+            raise ValueError(f"vcpus={vcpus!r} must be a number above zero")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f"timeout={timeout!r} must be a number of seconds above zero, or None")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries={retries!r} must be a whole number, 0 or more")
+        self.func = func
+        self.name = name or getattr(func, "__name__", "job")
+        self.requirements = tuple(r.strip() for r in requirements)
+        self.env = env
+        self.resources = Resources(vcpus=float(vcpus), memory=parse_memory(memory),
+                                   timeout=float(timeout) if timeout else None, retries=retries)
+        self.settings: Settings = resolve({**(config or {}), "backend": backend,
+                                           "base_image": base_image}, profile=profile)
+        self.backend: Backend = open_backend(self.settings)
+
+    def __repr__(self) -> str:
+        return f"<spmd.Knot {self.name} on {self.settings.backend}>"
+
+    def image_spec(self) -> image.ImageSpec:
+        cls = type(self.backend)
+        return image.ImageSpec(
+            base_image=self.settings.get("base_image"),
+            requirements=self.requirements,
+            runtime_requirements=image.pinned(image.CORE_RUNTIME + tuple(cls.runtime_requirements)),
+            runtime_packages=tuple(dict.fromkeys(image.CORE_PACKAGES + tuple(cls.runtime_packages))))
+
+    def ensure_image(self) -> image.TaskImage:
+        """The task image, built and published only if its content tag is missing."""
+        return image.ensure(self.image_spec(), self.backend.registry)
+
+    def parallelism(self, capacity: Capacity) -> int:
+        """How many tasks of this Knot the backend runs at once."""
+        res = self.resources
+        if res.vcpus > capacity.vcpus or res.memory > capacity.memory:
+            raise ResourceError(
+                f"a task asks for {res.vcpus:g} vcpus and {format_bytes(res.memory)}, but the "
+                f"{self.settings.backend} backend has at most {capacity.vcpus:g} vcpus and "
+                f"{format_bytes(capacity.memory)}; ask for less or raise max_vcpus/max_memory")
+        return max(1, math.floor(min(capacity.vcpus / res.vcpus, capacity.memory / res.memory)))
+
+    def map(self, items: Iterable[Any], *, chunksize: int | None = None,
+            starmap: bool = False) -> Job:
+        """Run the function over items in containers; returns a Job at once."""
+        items = list(items)
+        calls = [as_call(item, starmap) for item in items]
+        if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int)
+                                      or chunksize < 1):
+            raise ValueError(f"chunksize={chunksize!r} must be a whole number, 1 or more, or None")
+
+        codec.register_local_modules(set(type(self.backend).runtime_packages))
+        function = codec.dumps_function(self.func)
+        slots = self.parallelism(self.backend.capacity())
+        chunksize = chunksize or max(1, math.ceil(len(calls) / (slots * TASKS_PER_SLOT)))
+        payloads = [codec.dumps_calls(calls[i:i + chunksize], i)
+                    for i in range(0, len(calls), chunksize)]
+
+        task_image = self.ensure_image()
+        store = self.backend.store
+        job_id = layout.new_job_id(self.name)
+        per_shard = shards.plan([len(p) for p in payloads])
+        manifest = Manifest(job_id=job_id, name=self.name, backend=self.settings.backend,
+                            profile=self.settings.profile, n_items=len(calls), chunksize=chunksize,
+                            tasks_per_shard=per_shard, image=task_image.reference,
+                            resources=self.resources)
+        store.put(layout.function_key(job_id), function)
+        for shard, start in enumerate(range(0, len(payloads), per_shard)):
+            store.put(layout.shard_key(job_id, shard), shards.pack(payloads[start:start + per_shard]))
+        store.put(layout.manifest_key(job_id), manifest.to_json())
+
+        handle = ""
+        if payloads:
+            env = {**self.env, "SPMD_STORE_URL": store.url, "SPMD_JOB_ID": job_id}
+            handle = self.backend.queue.submit(ArraySpec(
+                job_id=job_id, image=task_image.reference, command=WORKER_COMMAND,
+                n_tasks=len(payloads), resources=self.resources, env=env))
+            store.put_json(layout.queue_key(job_id), {"handle": handle})
+        log.info("job %s: %d items in %d tasks of up to %d, image %s", job_id, len(calls),
+                 len(payloads), chunksize, task_image.reference)
+        return Job(self.backend, manifest, handle)
+
+
+def attach(job_id: str, *, backend: str | None = None, profile: str | None = None,
+           config: Mapping[str, Any] | None = None) -> Job:
+    """The Job of job_id, rebuilt from the store (in this or any other process)."""
+    from .job import load
+    settings = resolve({**(config or {}), "backend": backend}, profile=profile)
+    return load(open_backend(settings), job_id)

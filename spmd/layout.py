@@ -1,0 +1,109 @@
+"""Where a job's pieces live in the store, and its manifest.
+
+    jobs/<job-id>/manifest.json        what the job is (this module's Manifest)
+    jobs/<job-id>/queue.json           the queue's handle, written after submit
+    jobs/<job-id>/function.pkl         the cloudpickled function
+    jobs/<job-id>/input/<shard>.bin    task payloads, packed by spmd.shards
+    jobs/<job-id>/output/<task>.pkl    one per task, written atomically by the worker
+    jobs/<job-id>/logs/<task>.log      a task's log, where the queue keeps logs in the store
+    jobs/<job-id>/queue/...            queue-private state (local scheduler)
+"""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .batch_queue import Resources
+
+JOBS = "jobs/"
+
+
+def new_job_id(name: str) -> str:
+    """A readable, unique, sortable id: ``<name>-<utc time>-<random>``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "job"
+    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def prefix(job_id: str) -> str:
+    return f"{JOBS}{job_id}/"
+
+
+def manifest_key(job_id: str) -> str:
+    return f"{prefix(job_id)}manifest.json"
+
+
+def queue_key(job_id: str) -> str:
+    return f"{prefix(job_id)}queue.json"
+
+
+def function_key(job_id: str) -> str:
+    return f"{prefix(job_id)}function.pkl"
+
+
+def shard_key(job_id: str, shard: int) -> str:
+    return f"{prefix(job_id)}input/{shard:05d}.bin"
+
+
+def output_prefix(job_id: str) -> str:
+    return f"{prefix(job_id)}output/"
+
+
+def output_key(job_id: str, task: int) -> str:
+    return f"{output_prefix(job_id)}{task:06d}.pkl"
+
+
+def task_of_output_key(key: str) -> int:
+    return int(key.rsplit("/", 1)[1].split(".", 1)[0])
+
+
+def log_key(job_id: str, task: int) -> str:
+    return f"{prefix(job_id)}logs/{task:06d}.log"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a job is; enough to rebuild its Job in another process."""
+
+    job_id: str
+    name: str
+    backend: str
+    profile: str | None
+    n_items: int
+    chunksize: int
+    tasks_per_shard: int
+    image: str
+    resources: Resources
+    created: float = field(default_factory=time.time)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_tasks(self) -> int:
+        return -(-self.n_items // self.chunksize)
+
+    @property
+    def max_attempts(self) -> int:
+        return self.resources.retries + 1
+
+    def items_of(self, task: int) -> range:
+        start = task * self.chunksize
+        return range(start, min(start + self.chunksize, self.n_items))
+
+    def task_of(self, item: int) -> int:
+        return item // self.chunksize
+
+    def shard_of(self, task: int) -> tuple[int, int]:
+        """(shard number, index inside the shard) of a task's input."""
+        return divmod(task, self.tasks_per_shard)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Manifest":
+        raw = json.loads(data)
+        raw["resources"] = Resources(**raw["resources"])
+        return cls(**raw)

@@ -1,0 +1,154 @@
+"""The one plugin manager: built-in backends and third-party ones (entry-point group ``spmd``).
+
+Built-ins are registered by the same hooks as plugins. ``SPMD_PLUGINS`` (comma-separated
+plugin names, or ``builtin``) restricts which third-party plugins load.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, UnknownBackendError
+
+log = logging.getLogger("spmd")
+
+BUILTIN_PLUGINS = ("spmd_local.plugin", "spmd_aws.plugin")
+ENTRY_POINT_GROUP = "spmd"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered implementation: a name, where it lives, and how to get it if it is missing."""
+
+    name: str
+    target: str
+    install_hint: str
+    plugin: str
+
+    def load(self) -> Any:
+        module_name, _, attribute = self.target.partition(":")
+        try:
+            obj = importlib.import_module(module_name)
+            for part in attribute.split(".") if attribute else ():
+                obj = getattr(obj, part)
+        except ImportError as exc:
+            hint = f"; {self.install_hint}" if self.install_hint else ""
+            raise PluginError(f"cannot import {self.target} for {self.name!r}: {exc}{hint}",
+                              plugin=self.plugin) from exc
+        except AttributeError as exc:
+            raise PluginError(f"{self.target} does not exist: {exc}", plugin=self.plugin) from exc
+        return obj
+
+
+_lock = threading.Lock()
+_manager: pluggy.PluginManager | None = None
+_backends: dict[str, Entry] = {}
+_stores: dict[str, Entry] = {}
+_broken: dict[str, str] = {}
+
+
+def manager() -> pluggy.PluginManager:
+    """The plugin manager, with built-ins and entry-point plugins loaded once."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            _manager = _load()
+        return _manager
+
+
+def _load() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("spmd")
+    pm.add_hookspecs(hookspecs)
+    for name in BUILTIN_PLUGINS:
+        try:  # a task image holds only the backend it runs on
+            pm.register(importlib.import_module(name), name=name)
+        except ImportError as exc:
+            _broken[name] = f"{type(exc).__name__}: {exc}"
+    allowed = os.environ.get("SPMD_PLUGINS")
+    allowed_names = None if allowed is None else {p.strip() for p in allowed.split(",")}
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if allowed_names is not None and ep.name not in allowed_names:
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # a broken plugin must not break the others
+            _broken[ep.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("spmd plugin %r failed to load: %s", ep.name, exc)
+    pm.check_pending()
+
+    # Each implementation is called with a register bound to its plugin's name, so an
+    # error can say which plugin registered what.
+    for hook_name, table in (("spmd_register_backends", _backends), ("spmd_register_stores", _stores)):
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            def register(name: str, target: str, install_hint: str = "",
+                         _table=table, _plugin=impl.plugin_name) -> None:
+                _table[name] = Entry(name, target, install_hint, _plugin)
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                _broken[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
+                log.warning("spmd plugin %r failed in %s: %s", impl.plugin_name, hook_name, exc)
+    return pm
+
+
+def backend_names() -> list[str]:
+    manager()
+    return sorted(_backends)
+
+
+def broken_plugins() -> dict[str, str]:
+    """Plugins that failed to load, with the reason."""
+    manager()
+    return dict(_broken)
+
+
+def backend_class(name: str) -> type:
+    """The Backend class registered under name; UnknownBackendError or PluginError otherwise."""
+    manager()
+    entry = _backends.get(name)
+    if entry is None:
+        if name in _broken:
+            raise PluginError(f"failed to load, so backend {name!r} is unavailable: {_broken[name]}",
+                              plugin=name)
+        raise UnknownBackendError(name, list(_backends))
+    cls = entry.load()
+    from .backend import Backend
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise PluginError(f"{entry.target} is not a subclass of spmd.Backend", plugin=entry.plugin)
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise PluginError(f"backend {name!r} ({entry.target}) does not implement: "
+                          f"{', '.join(missing)}", plugin=entry.plugin)
+    return cls
+
+
+def store_class(scheme: str) -> type:
+    """The ObjectStore class that opens URLs of this scheme."""
+    manager()
+    entry = _stores.get(scheme)
+    if entry is None:
+        raise UnknownBackendError(f"{scheme}://", [f"{s}://" for s in _stores])
+    return entry.load()
+
+
+def known_config_keys() -> list:
+    """Core keys plus every loadable backend's keys (a key may be shared if declared alike)."""
+    from .config import CORE_KEYS
+    keys = {key.name: key for key in CORE_KEYS}
+    for name in backend_names():
+        try:
+            cls = backend_class(name)
+        except PluginError as exc:
+            log.debug("skipping config keys of backend %r: %s", name, exc)
+            continue
+        for key in cls.config_keys:
+            keys.setdefault(key.name, key)
+    return list(keys.values())

@@ -1,0 +1,1 @@
+"""Registers nothing yet: the AWS backend arrives with its own issue."""

@@ -1,0 +1,55 @@
+"""LocalBackend: the three parts on this machine's Docker engine and file system."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spmd import config
+from spmd.backend import Backend, Capacity
+from spmd.config import Key
+
+from .queue import LocalQueue
+from .registry import DaemonRegistry
+from .store import LocalStore
+
+
+def default_store_dir() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return str(Path(cache) / "spmd" / "local")
+
+
+class LocalBackend(Backend):
+    """Tasks are containers on the local Docker engine; the store is a local directory."""
+
+    name = "local"
+    config_keys = (
+        Key("store_dir", config.text, "directory of the local store (jobs, inputs, outputs, logs)"),
+        Key("max_vcpus", config.positive_float, "CPUs all running tasks may use together "
+            "(default: the engine's)"),
+        Key("max_memory", config.memory, "memory all running tasks may use together "
+            "(default: the engine's)"),
+    )
+    runtime_requirements = ("apache-libcloud", "fasteners")
+    runtime_packages = ("spmd", "spmd_local")
+    poll_interval = 0.2
+
+    def make_store(self) -> LocalStore:
+        return LocalStore(self.settings.get("store_dir") or default_store_dir())
+
+    def make_registry(self) -> DaemonRegistry:
+        return DaemonRegistry()
+
+    def make_queue(self) -> LocalQueue:
+        return LocalQueue(self.store, self.capacity)
+
+    def capacity(self) -> Capacity:
+        vcpus, memory = self.settings.get("max_vcpus"), self.settings.get("max_memory")
+        if vcpus is None or memory is None:
+            from spmd import docker_engine
+            info = docker_engine.client().info()
+            vcpus = vcpus or float(info["NCPU"])
+            memory = memory or int(info["MemTotal"])
+        return Capacity(vcpus=vcpus, memory=memory)
+
+    def describe(self) -> str:
+        return f"local backend (store {self.store.root})"

@@ -1,0 +1,13 @@
+"""Registers the local backend and the file:// store, through the same hooks as any plugin."""
+from spmd.hookspecs import hookimpl
+
+
+@hookimpl
+def spmd_register_backends(register):
+    register("local", "spmd_local.backend:LocalBackend",
+             install_hint="the local backend needs the Docker SDK: pip install docker")
+
+
+@hookimpl
+def spmd_register_stores(register):
+    register("file", "spmd_local.store:LocalStore")

@@ -1,0 +1,119 @@
+"""LocalQueue: the client's side of the local scheduler.
+
+``submit`` writes the array's spec into the store and starts one detached scheduler
+process for the job (its own session, so it outlives the client). Everything the
+client asks afterwards it reads from the store, where the scheduler keeps its state,
+or from the Docker engine, so any process can attach to the job.
+
+    jobs/<id>/queue/spec.json       the ArraySpec, with the capacity to schedule within
+    jobs/<id>/queue/state.json      the scheduler's view of every task, rewritten atomically
+    jobs/<id>/queue/cancel          present once cancel was asked
+    jobs/<id>/queue/scheduler.log   the scheduler process's own log
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+from typing import Callable, Mapping
+
+from spmd import layout
+from spmd.backend import Capacity
+from spmd.batch_queue import FAILED, TERMINAL, ArraySpec, BatchQueue, TaskStatus
+from spmd.errors import ObjectNotFound, ResourceError
+from spmd.units import format_bytes
+
+from .store import LocalStore
+
+LABEL_JOB = "spmd.job"
+
+
+def queue_key(job_id: str, name: str) -> str:
+    return f"{layout.prefix(job_id)}queue/{name}"
+
+
+class LocalQueue(BatchQueue):
+    """Runs each array with a detached scheduler process on this machine."""
+
+    def __init__(self, store: LocalStore, capacity: Callable[[], Capacity]):
+        self.store = store
+        self._capacity = capacity
+
+    def check(self, vcpus: float, memory: int) -> Capacity:
+        """ResourceError when one task could never fit in the capacity."""
+        capacity = self._capacity()
+        if vcpus > capacity.vcpus:
+            raise ResourceError(f"vcpus={vcpus:g} is more than the local capacity of "
+                                f"{capacity.vcpus:g} CPUs; ask for fewer or raise max_vcpus")
+        if memory > capacity.memory:
+            raise ResourceError(f"memory={format_bytes(memory)} is more than the local capacity "
+                                f"of {format_bytes(capacity.memory)}; ask for less or raise max_memory")
+        return capacity
+
+    def submit(self, spec: ArraySpec) -> str:
+        capacity = self.check(spec.resources.vcpus, spec.resources.memory)
+        self.store.put_json(queue_key(spec.job_id, "spec.json"), {
+            "spec": dataclasses.asdict(spec),
+            "capacity": dataclasses.asdict(capacity),
+            "store_root": str(self.store.root),
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+        })
+        log_path = self.store.path(queue_key(spec.job_id, "scheduler.log"))
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "spmd_local.scheduler", str(self.store.root), spec.job_id],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True)
+        # Reap the scheduler when it ends so it never lingers as a zombie of this process.
+        threading.Thread(target=process.wait, daemon=True, name="spmd-reaper").start()
+        return spec.job_id
+
+    def _state(self, handle: str) -> dict:
+        try:
+            return self.store.get_json(queue_key(handle, "state.json"))
+        except ObjectNotFound:
+            return {}
+
+    def states(self, handle: str) -> Mapping[int, TaskStatus]:
+        state = self._state(handle)
+        tasks = {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
+        pid = state.get("pid")
+        if pid and not state.get("done") and not _alive(pid):
+            state = self._state(handle)  # it may have finished just now
+            if not state.get("done"):
+                reason = f"the job's scheduler process (pid {pid}) is gone; see its log " \
+                         f"{self.store.path(queue_key(handle, 'scheduler.log'))}"
+                tasks = {i: s if s.state in TERMINAL else
+                         TaskStatus(FAILED, s.attempts, None, reason, "error")
+                         for i, s in tasks.items()}
+        return tasks
+
+    def cancel(self, handle: str) -> None:
+        self.store.put(queue_key(handle, "cancel"), b"cancelled\n")
+        from spmd import docker_engine
+        from docker.errors import APIError
+        for container in docker_engine.client().containers.list(
+                filters={"label": f"{LABEL_JOB}={handle}"}, sparse=True):
+            try:
+                container.kill()
+            except APIError:
+                pass  # already gone
+
+    def logs(self, handle: str, task: int) -> str:
+        try:
+            return self.store.get(layout.log_key(handle, task)).decode(errors="replace")
+        except ObjectNotFound:
+            return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
