@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Prepares this machine for spmd, doing only what is missing:
+#   1. a virtual environment (.venv) with the project installed (editable, test and aws extras);
+#   2. a Docker engine that answers (installed and started where we are root on Debian);
+#   3. Debian's debootstrap and docker-registry (base image bootstrap, AWS tests);
+#   4. a base image with this Python (pulled, or made from Debian packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { echo "[setup] $*" >&2; }
+PYTHON=${PYTHON:-python3}
+
+# 1. virtual environment, reinstalled when pyproject.toml changes
+stamp=.venv/.spmd-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing spmd and its test dependencies into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,aws]' 2> >(grep -v "^WARNING: Location" >&2)
+    echo "$want" > "$stamp"
+fi
+
+# 2 and 3. system packages and the Docker engine
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing ${missing[*]} with apt-get"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    elif ! docker info >/dev/null 2>&1; then
+        say "no Docker engine answers and I cannot install one (not root, or no apt-get)."
+        say "Install and start Docker (https://docs.docker.com/engine/install/), then run this again."
+        exit 1
+    else
+        say "note: ${missing[*]} not installed; some tests need them (apt-get install ${missing[*]})"
+    fi
+fi
+
+if ! docker info >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null 2>&1; then
+        say "starting dockerd in the background (log: /var/log/spmd-dockerd.log)"
+        setsid nohup dockerd >/var/log/spmd-dockerd.log 2>&1 < /dev/null &
+        for _ in $(seq 1 120); do
+            docker info >/dev/null 2>&1 && break
+            sleep 0.5
+        done
+    fi
+    if ! docker info >/dev/null 2>&1; then
+        say "no Docker engine answers. Start Docker (Docker Desktop, or 'sudo dockerd &'), then run this again."
+        [ -f /var/log/spmd-dockerd.log ] && tail -n 20 /var/log/spmd-dockerd.log >&2
+        exit 1
+    fi
+fi
+say "Docker engine: $(docker info --format '{{.ServerVersion}} ({{.Driver}}, {{.NCPU}} CPUs)')"
+
+# 4. a base image with this Python
+.venv/bin/spmd image bootstrap --if-missing >&2
