@@ -9,7 +9,7 @@ import time
 import spmd
 
 
-def fit_subject(subject: int, n_voxels: int = 200_000) -> dict:
+def fit_subject(subject: int, n_voxels: int = 50_000) -> dict:
     """A stand-in for a per-subject model fit: a least-squares fit on simulated signal."""
     import numpy as np
 

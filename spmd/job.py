@@ -26,6 +26,7 @@ from .layout import Manifest
 log = logging.getLogger("spmd")
 
 LOG_TAIL_LINES = 30
+LOG_WAIT_SECONDS = 60
 _LOST = {"oom": TaskOutOfMemory, "timeout": TaskTimedOut}
 
 
@@ -61,8 +62,10 @@ class Job:
     # -- waiting ----------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every item is done; True if all are, False on timeout."""
+        """Wait until every item is done and its task has ended; True if so, False on timeout."""
         _, not_done = concurrent.futures.wait(self.futures, timeout=timeout)
+        if not not_done and self.handle:
+            self._wait_ended(range(self.manifest.n_tasks), LOG_WAIT_SECONDS)
         return not not_done
 
     def done(self) -> bool:
@@ -93,7 +96,20 @@ class Job:
         """The log text of the task that ran item index (every attempt)."""
         if not 0 <= index < len(self):
             raise IndexError(f"job {self.id} has items 0..{len(self) - 1}, not {index}")
-        return self.backend.queue.logs(self.handle, self.manifest.task_of(index))
+        task = self.manifest.task_of(index)
+        if self.futures[index].done():
+            self._wait_ended([task], LOG_WAIT_SECONDS)
+        return self.backend.queue.logs(self.handle, task)
+
+    def _wait_ended(self, tasks: Iterable[int], seconds: float) -> None:
+        """A result arrives when its task writes it; the task's log and final state come when it
+        has ended, a moment later. Wait (boundedly) for that moment."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            states = self.backend.queue.states(self.handle)
+            if all(states.get(t, TaskStatus()).state in TERMINAL for t in tasks):
+                return
+            time.sleep(self._interval)
 
     def provenance(self, index: int) -> dict:
         """Where and when the task of item index ran: start, end, attempt, peak memory, host, image."""
