@@ -173,8 +173,10 @@ class Scheduler:
             container = self.engine.containers.get(run.container_id)
             state = container.attrs["State"]
             exit_code, oom = state.get("ExitCode"), state.get("OOMKilled", False)
-            self.append_log(task, run.attempt, container.logs(stdout=True, stderr=True)
-                            .decode(errors="replace"))
+            text = container.logs(stdout=True, stderr=True).decode(errors="replace")
+            if run.timed_out or cancelled:
+                text += f"spmd: the task was {'timed out' if run.timed_out else 'cancelled'} and killed\n"
+            self.append_log(task, run.attempt, text)
             container.remove(force=True)
         except NotFound:
             exit_code, oom = None, False
