@@ -1,0 +1,54 @@
+"""AwsBackend: the three parts on AWS, S3 (store), ECR (registry) and AWS Batch (queue).
+
+Constructing it checks the settings and calls nothing; clients are made on first use.
+The queue provisions what is missing before its first submit (``spmd aws up`` does it
+explicitly).
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+from spmd.backend import Backend, Capacity
+from spmd.config import Settings
+
+from .config import KEYS, AwsSettings
+from .queue import AwsBatchQueue
+from .registry import EcrRegistry
+from .store import S3Store
+
+
+class AwsBackend(Backend):
+    """Tasks are AWS Batch array jobs; job data lives in S3, images in ECR."""
+
+    name = "aws"
+    config_keys = KEYS
+    runtime_requirements = ("boto3",)
+    runtime_packages = ("spmd", "spmd_aws")
+    poll_interval = 3.0
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.opts = AwsSettings.from_settings(settings)
+
+    @cached_property
+    def clients(self):
+        return self.opts.clients()
+
+    def make_store(self) -> S3Store:
+        opts = self.opts
+        return S3Store(opts.bucket, opts.prefix, region=opts.region, endpoint_url=opts.endpoint_url,
+                       profile=opts.profile, create=True, stack=opts.stack,
+                       retention_days=opts.retention_days)
+
+    def make_registry(self) -> EcrRegistry:
+        return EcrRegistry(self.clients, self.opts.stack, address=self.opts.registry)
+
+    def make_queue(self) -> AwsBatchQueue:
+        return AwsBatchQueue(self.opts, self.clients)
+
+    def capacity(self) -> Capacity:
+        return Capacity(vcpus=self.opts.max_vcpus, memory=self.opts.memory)
+
+    def describe(self) -> str:
+        where = f"s3://{self.opts.bucket}/{self.opts.prefix}"
+        return f"aws backend (stack {self.opts.stack.name}, {self.opts.stack.kind}, store {where})"

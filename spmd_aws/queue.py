@@ -1,0 +1,394 @@
+"""AwsBatchQueue: arrays of tasks as AWS Batch array jobs.
+
+    submit(spec) ──> deployment (the stack's queue and roles; provisioned when missing)
+                 ──> job definition for image + command + resources: found by name
+                     (<stack>-<content hash>) or registered once
+                 ──> one SubmitJob per ≤10,000 tasks (SPMD_TASK_OFFSET in each one's env);
+                     a part of one task is a plain job (SPMD_SINGLE_TASK=1)
+                 ──> handle: {"v": 1, "jobs": [[job id, first task, size], ...]}
+    states       ──> per array: ListJobs(arrayJobId, status) for RUNNING, SUCCEEDED, FAILED,
+                     paginated; children not listed are PENDING; a child listed twice
+                     keeps its later state; failed children described once (100 per request)
+                     for their reason, attempts and exit code
+    cancel       ──> TerminateJob on each parent, then on every child not done
+    logs         ──> DescribeJobs(child) ──> every attempt's CloudWatch Logs stream
+
+The parents' own status is never read: a parent may stay SUBMITTED after its
+children ended (moto does this; AWS updates it late).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Mapping
+
+from spmd.batch_queue import (
+    CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, ArraySpec, BatchQueue, Resources, TaskStatus,
+)
+from spmd.errors import ResourceError
+
+from .aws import AwsError, Clients, boundary, error_code
+from .config import MAX_ATTEMPTS, AwsSettings
+from .provision import Deployment, deployment
+from .stack import CONTENT_TAG
+from .task import TIMEOUT_EXIT
+
+log = logging.getLogger("spmd")
+
+MAX_ARRAY = 10_000
+MIN_TIMEOUT = 60  # AWS Batch's smallest attemptDurationSeconds
+LOG_GROUP = "/aws/batch/job"
+CANCEL_REASON = "spmd: cancelled by the user"
+NOT_DONE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+_LISTED = ("RUNNING", "SUCCEEDED", "FAILED")  # in the order a child moves through them
+_RANK = {status: rank for rank, status in enumerate(("SUBMITTED", "PENDING", "RUNNABLE", "STARTING",
+                                                     "RUNNING", "SUCCEEDED", "FAILED"))}
+FARGATE_SIZES = {  # vCPU -> allowed memory in MiB
+    0.25: [512, 1024, 2048],
+    0.5: list(range(1024, 4097, 1024)),
+    1: list(range(2048, 8193, 1024)),
+    2: list(range(4096, 16385, 1024)),
+    4: list(range(8192, 30721, 1024)),
+    8: list(range(16384, 61441, 4096)),
+    16: list(range(32768, 122881, 8192)),
+}
+
+
+# -- handles ----------------------------------------------------------------------
+
+def split(n_tasks: int) -> list[tuple[int, int]]:
+    """(first task, size) of each submission: as few as hold n_tasks, sizes balanced."""
+    parts = max(1, math.ceil(n_tasks / MAX_ARRAY))
+    base, extra = divmod(n_tasks, parts)
+    out, offset = [], 0
+    for i in range(parts):
+        size = base + (i < extra)
+        out.append((offset, size))
+        offset += size
+    return out
+
+
+def encode_handle(jobs: list[tuple[str, int, int]]) -> str:
+    return json.dumps({"v": 1, "jobs": [list(job) for job in jobs]}, separators=(",", ":"))
+
+
+def decode_handle(handle: str) -> list[tuple[str, int, int]]:
+    data = json.loads(handle)
+    if data.get("v") != 1:
+        raise AwsError(f"this spmd cannot read queue handle version {data.get('v')!r}")
+    return [(str(job_id), int(offset), int(size)) for job_id, offset, size in data["jobs"]]
+
+
+def child_id(job_id: str, offset: int, size: int, task: int) -> str:
+    """The Batch job id that runs task (a child ``<parent>:<index>``, or the plain job itself)."""
+    return f"{job_id}:{task - offset}" if size > 1 else job_id
+
+
+# -- job definitions ----------------------------------------------------------------
+
+def resource_requirements(res: Resources, gpus: int | None, fargate: bool) -> list[dict]:
+    """Batch resourceRequirements: whole vCPUs on EC2, the next valid size on Fargate."""
+    memory = math.ceil(res.memory / 2**20)
+    if fargate:
+        fits = [v for v in FARGATE_SIZES if v >= res.vcpus and FARGATE_SIZES[v][-1] >= memory]
+        if not fits:
+            raise ResourceError(f"Fargate runs tasks of at most 16 vCPUs and 120 GiB; this task "
+                                f"asks for {res.vcpus:g} vCPUs and {memory} MiB")
+        vcpus = fits[0]
+        memory = next(m for m in FARGATE_SIZES[vcpus] if m >= memory)
+        vcpu_text = f"{vcpus:g}"
+    else:
+        vcpu_text = str(max(1, math.ceil(res.vcpus)))
+    out = [{"type": "VCPU", "value": vcpu_text}, {"type": "MEMORY", "value": str(memory)}]
+    if gpus:
+        out.append({"type": "GPU", "value": str(gpus)})
+    return out
+
+
+def job_definition(spec: ArraySpec, where: Deployment, gpus: int | None = None) -> dict:
+    """The RegisterJobDefinition request (without name and tags) for an array's spec.
+
+    A timeout of 60 s or more is Batch's own (attemptDurationSeconds). A shorter one is
+    enforced in the container by ``spmd_aws.task`` (exit 124, not retried), with
+    Batch's timeout 60 s later as a backstop.
+    """
+    res = spec.resources
+    if res.retries + 1 > MAX_ATTEMPTS:
+        raise ResourceError(f"retries={res.retries}: AWS Batch runs a task at most "
+                            f"{MAX_ATTEMPTS} times, so retries can be at most {MAX_ATTEMPTS - 1}")
+    command = ["python3", "-m", "spmd_aws.task"]
+    retry: dict = {"attempts": res.retries + 1}
+    timeout = None
+    if res.timeout:
+        if res.timeout >= MIN_TIMEOUT:
+            timeout = math.ceil(res.timeout)
+        else:
+            command += ["--timeout", f"{res.timeout:g}"]
+            timeout = math.ceil(res.timeout) + MIN_TIMEOUT
+            retry["evaluateOnExit"] = [{"onExitCode": str(TIMEOUT_EXIT), "action": "EXIT"}]
+    fargate = where.platform == "FARGATE"
+    container = {
+        "image": spec.image,
+        "command": command + ["--", *spec.command],
+        "jobRoleArn": where.job_role,
+        "resourceRequirements": resource_requirements(res, gpus, fargate),
+    }
+    if fargate:
+        container.update({"executionRoleArn": where.execution_role,
+                          "networkConfiguration": {"assignPublicIp": "ENABLED"},
+                          "fargatePlatformConfiguration": {"platformVersion": "LATEST"}})
+    request = {"type": "container", "containerProperties": container, "retryStrategy": retry,
+               "platformCapabilities": [where.platform], "propagateTags": True}
+    if timeout:
+        request["timeout"] = {"attemptDurationSeconds": timeout}
+    return request
+
+
+def content_hash(request: dict) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- states -------------------------------------------------------------------------
+
+def _reasons(job: dict) -> list[str]:
+    texts = [job.get("statusReason"), (job.get("container") or {}).get("reason")]
+    for attempt in job.get("attempts") or ():
+        texts += [attempt.get("statusReason"), (attempt.get("container") or {}).get("reason")]
+    return [t for t in texts if t]
+
+
+def _exit_code(job: dict) -> int | None:
+    code = (job.get("container") or {}).get("exitCode")
+    if code is None:
+        for attempt in reversed(job.get("attempts") or ()):
+            code = (attempt.get("container") or {}).get("exitCode")
+            if code is not None:
+                break
+    return code
+
+
+def merge(summary: dict, detail: dict | None) -> dict:
+    """A child's ListJobs summary with its DescribeJobs record over it, keeping a known exit code."""
+    job = {**summary, **(detail or {})}
+    summary_code = (summary.get("container") or {}).get("exitCode")
+    if _exit_code(job) is None and summary_code is not None:
+        job["container"] = {**(job.get("container") or {}), "exitCode": summary_code}
+    return job
+
+
+def task_status(job: dict) -> TaskStatus:
+    """A task's TaskStatus from its Batch job (a ListJobs summary merged with DescribeJobs)."""
+    status = job.get("status", "SUBMITTED")
+    attempts = len(job.get("attempts") or ())
+    if status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING"):
+        return TaskStatus(PENDING, attempts)
+    if status == "RUNNING":
+        return TaskStatus(RUNNING, attempts)
+    exit_code = _exit_code(job)
+    if status == "SUCCEEDED":
+        return TaskStatus(SUCCEEDED, attempts, 0 if exit_code is None else exit_code)
+    reasons = _reasons(job)
+    text = "; ".join(dict.fromkeys(reasons))
+    command = (job.get("container") or {}).get("command") or ()
+    if any(CANCEL_REASON in r or "cancel" in r.lower() for r in reasons):
+        return TaskStatus(CANCELLED, attempts, exit_code, "cancelled", "cancelled")
+    if any("OutOfMemoryError" in r for r in reasons):
+        return TaskStatus(FAILED, attempts, exit_code, f"out of memory ({text})", "oom")
+    if any("timeout" in r.lower() for r in reasons) or \
+            (exit_code == TIMEOUT_EXIT and "--timeout" in command):
+        limit = _timeout_of(job)
+        return TaskStatus(FAILED, attempts, exit_code,
+                          f"timed out after {limit}" if limit else f"timed out ({text})", "timeout")
+    detail = text or "failed"
+    if exit_code is not None:
+        detail += f" (exit code {exit_code})"
+    return TaskStatus(FAILED, attempts, exit_code, detail, "error")
+
+
+def _timeout_of(job: dict) -> str:
+    command = list((job.get("container") or {}).get("command") or ())
+    if "--timeout" in command:
+        return f"{command[command.index('--timeout') + 1]}s"
+    seconds = (job.get("timeout") or {}).get("attemptDurationSeconds")
+    return f"{seconds}s" if seconds else ""
+
+
+class AwsBatchQueue(BatchQueue):
+    """Runs arrays on the stack's AWS Batch job queue."""
+
+    def __init__(self, opts: AwsSettings, clients: Clients | None = None):
+        self.opts = opts
+        self.clients = clients or opts.clients()
+        self._lock = threading.Lock()
+        self._deployment: Deployment | None = None
+        self._definitions: dict[str, str] = {}
+        self._failed: dict[str, dict] = {}  # child id -> DescribeJobs record; final, kept
+
+    @property
+    def batch(self):
+        return self.clients("batch")
+
+    def deployment(self) -> Deployment:
+        with self._lock:
+            if self._deployment is None:
+                self._deployment = deployment(self.opts)
+            return self._deployment
+
+    def definition_arn(self, spec: ArraySpec) -> str:
+        """The ARN of the job definition for spec, registered only if no such one exists."""
+        request = job_definition(spec, self.deployment(), self.opts.gpus)
+        digest = content_hash(request)
+        if digest in self._definitions:
+            return self._definitions[digest]
+        name = self.opts.stack.job_definition(digest)
+        with boundary(AwsError, f"finding job definition {name}"):
+            found = [d for page in self.batch.get_paginator("describe_job_definitions").paginate(
+                        jobDefinitionName=name, status="ACTIVE") for d in page["jobDefinitions"]]
+            found = [d for d in found if (d.get("tags") or {}).get(CONTENT_TAG) == digest]
+            if found:
+                arn = max(found, key=lambda d: d["revision"])["jobDefinitionArn"]
+            else:
+                arn = self.batch.register_job_definition(
+                    jobDefinitionName=name, tags={**self.opts.stack.tags, CONTENT_TAG: digest},
+                    **request)["jobDefinitionArn"]
+                log.info("registered job definition %s", arn)
+        self._definitions[digest] = arn
+        return arn
+
+    def submit(self, spec: ArraySpec) -> str:
+        where = self.deployment()
+        definition = self.definition_arn(spec)
+        submitted: list[tuple[str, int, int]] = []
+        with boundary(AwsError, f"submitting job {spec.job_id} to AWS Batch"):
+            try:
+                for number, (offset, size) in enumerate(split(spec.n_tasks)):
+                    env = {**spec.env, "SPMD_IMAGE": spec.image}
+                    if offset:
+                        env["SPMD_TASK_OFFSET"] = str(offset)
+                    if size == 1:
+                        env["SPMD_SINGLE_TASK"] = "1"
+                    request = {
+                        "jobName": f"{spec.job_id[:120]}-{number}",
+                        "jobQueue": where.job_queue,
+                        "jobDefinition": definition,
+                        "containerOverrides": {"environment": [
+                            {"name": k, "value": v} for k, v in sorted(env.items())]},
+                        "tags": {**self.opts.stack.tags, "spmd:job": spec.job_id},
+                    }
+                    if size > 1:
+                        request["arrayProperties"] = {"size": size}
+                    submitted.append((self.batch.submit_job(**request)["jobId"], offset, size))
+            except BaseException:
+                for job_id, _, _ in submitted:  # leave no half-submitted job running
+                    self._terminate(job_id)
+                raise
+        return encode_handle(submitted)
+
+    # -- reading states -------------------------------------------------------------
+
+    def _children(self, parent: str, statuses) -> dict[str, dict]:
+        """Child id -> ListJobs summary, in statuses; a child listed twice keeps its later state."""
+        children: dict[str, dict] = {}
+        paginator = self.batch.get_paginator("list_jobs")
+        for status in statuses:
+            for page in paginator.paginate(arrayJobId=parent, jobStatus=status,
+                                           PaginationConfig={"PageSize": 1000}):
+                for summary in page.get("jobSummaryList", ()):
+                    before = children.get(summary["jobId"])
+                    if before is None or _RANK.get(summary["status"], 0) >= _RANK.get(before["status"], 0):
+                        children[summary["jobId"]] = summary
+        return children
+
+    def _describe(self, ids: list[str]) -> dict[str, dict]:
+        out = {}
+        for i in range(0, len(ids), 100):
+            for job in self.batch.describe_jobs(jobs=ids[i:i + 100])["jobs"]:
+                out[job["jobId"]] = job
+        return out
+
+    def states(self, handle: str) -> Mapping[int, TaskStatus]:
+        out: dict[int, TaskStatus] = {}
+        with boundary(AwsError, "reading task states from AWS Batch"):
+            for job_id, offset, size in decode_handle(handle):
+                if size == 1:
+                    jobs = self._describe([job_id])
+                    if job_id in jobs:
+                        out[offset] = task_status(jobs[job_id])
+                    continue
+                children = self._children(job_id, _LISTED)
+                failed = [c for c, s in children.items() if s["status"] == "FAILED"
+                          and c not in self._failed]
+                self._failed.update(self._describe(failed))
+                for child, summary in children.items():
+                    index = (summary.get("arrayProperties") or {}).get("index")
+                    index = int(child.rsplit(":", 1)[1]) if index is None else int(index)
+                    detail = self._failed.get(child) if summary["status"] == "FAILED" else None
+                    out[offset + index] = task_status(merge(summary, detail))
+        return out
+
+    # -- cancel and logs ------------------------------------------------------------------
+
+    def _terminate(self, job_id: str) -> None:
+        try:
+            self.batch.terminate_job(jobId=job_id, reason=CANCEL_REASON)
+        except Exception as exc:
+            log.warning("could not terminate Batch job %s: %s", job_id, error_code(exc) or exc)
+
+    def cancel(self, handle: str) -> None:
+        with boundary(AwsError, "cancelling tasks on AWS Batch"):
+            jobs = decode_handle(handle)
+            for job_id, _, _ in jobs:
+                self._terminate(job_id)  # AWS passes this on to the children, in time
+            children = []
+            for job_id, _, size in jobs:
+                if size > 1:
+                    children += [c for c, s in self._children(job_id, NOT_DONE).items()
+                                 if s["status"] in NOT_DONE]
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(self._terminate, children))
+
+    def logs(self, handle: str, task: int) -> str:
+        for job_id, offset, size in decode_handle(handle):
+            if offset <= task < offset + size:
+                break
+        else:
+            return ""
+        child = child_id(job_id, offset, size, task)
+        with boundary(AwsError, f"reading the log of task {task} from CloudWatch Logs"):
+            jobs = self._describe([child])
+            if child not in jobs:
+                return ""
+            job = jobs[child]
+            streams = [(a.get("container") or {}).get("logStreamName") for a in job.get("attempts") or ()]
+            streams.append((job.get("container") or {}).get("logStreamName"))
+            streams = [s for s in dict.fromkeys(streams) if s]
+            parts = []
+            for number, stream in enumerate(streams, 1):
+                text = self._stream(stream)
+                if len(streams) > 1:
+                    text = f"--- spmd: attempt {number} ---\n" + text
+                parts.append(text)
+        return "".join(parts)
+
+    def _stream(self, stream: str) -> str:
+        logs = self.clients("logs")
+        lines, token = [], None
+        while True:
+            request = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
+            if token:
+                request["nextToken"] = token
+            try:
+                page = logs.get_log_events(**request)
+            except Exception as exc:
+                if error_code(exc) == "ResourceNotFoundException":
+                    return ""
+                raise
+            lines += [event["message"] for event in page.get("events", ())]
+            if not page.get("events") or page.get("nextForwardToken") in (None, token):
+                break
+            token = page["nextForwardToken"]
+        return "".join(line if line.endswith("\n") else line + "\n" for line in lines)

@@ -1,0 +1,125 @@
+"""S3Store: the object store of the AWS backend, one S3 bucket (and an optional key prefix).
+
+The URL a task opens it with is ``s3://bucket/prefix?region=R`` (plus ``endpoint_url=``
+when one is configured). On the client, the bucket is created on first use when it is
+missing: tagged with the stack, encrypted by default (SSE-S3), public access blocked,
+and a lifecycle rule that expires ``jobs/`` after ``retention_days``. In a task the store
+never creates anything (the job role may only read and write ``jobs/``).
+
+A PUT on S3 is atomic (readers see the old object or the new one), ranged reads are
+HTTP ``Range`` requests, and listing pages through ListObjectsV2 1,000 keys at a time.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Iterator
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+from spmd import layout
+from spmd.errors import StoreError
+from spmd.object_store import ObjectStore
+
+from .aws import Clients, boundary, error_code
+from .stack import Stack
+
+
+class S3Store(ObjectStore):
+    """Keys are S3 object keys under ``prefix`` in ``bucket``."""
+
+    scheme = "s3"
+
+    def __init__(self, bucket: str, prefix: str = "", *, region: str | None = None,
+                 endpoint_url: str | None = None, profile: str | None = None,
+                 create: bool = False, stack: Stack | None = None, retention_days: int = 30):
+        if not bucket or "/" in bucket:
+            raise ValueError(f"invalid bucket name {bucket!r}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.clients = Clients(region, endpoint_url, profile)
+        self.create = create
+        self.stack = stack or Stack()
+        self.retention_days = retention_days
+        self._ready = not create
+        self._ready_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> "S3Store":
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(f"not an s3:// URL: {url!r}")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return cls(parts.netloc, parts.path, region=query.get("region"),
+                   endpoint_url=query.get("endpoint_url"))
+
+    @property
+    def url(self) -> str:
+        query = {"region": self.clients.region}
+        if self.clients.endpoint_url:
+            query["endpoint_url"] = self.clients.endpoint_url
+        path = quote(self.prefix.rstrip("/"))
+        return f"s3://{self.bucket}{'/' + path if path else ''}?{urlencode(query)}"
+
+    def __repr__(self) -> str:
+        return f"S3Store(s3://{self.bucket}/{self.prefix})"
+
+    @property
+    def s3(self):
+        if not self._ready:
+            with self._ready_lock:
+                if not self._ready:
+                    from .provision import ensure_bucket
+                    ensure_bucket(self.clients, self.bucket, self.stack, self.retention_days,
+                                  prefix=self.prefix)
+                    self._ready = True
+        return self.clients("s3")
+
+    def _where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    def put(self, key: str, data: bytes) -> None:
+        with boundary(StoreError, f"writing {self._where(key)}"):
+            self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        request = {"Bucket": self.bucket, "Key": self.prefix + key}
+        if start is not None or end is not None:
+            start = start or 0
+            if end is not None and end <= start:
+                return b""
+            request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        with boundary(StoreError, f"reading {self._where(key)}", key=key):
+            try:
+                response = self.s3.get_object(**request)
+            except Exception as exc:
+                if error_code(exc) == "InvalidRange":  # the range starts past the end
+                    return b""
+                raise
+            return response["Body"].read()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        # S3 lists keys in UTF-8 byte order, which is Python's order of str: already sorted.
+        strip = len(self.prefix)
+        with boundary(StoreError, f"listing {self._where(prefix)}"):
+            pages = self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix)
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield item["Key"][strip:]
+
+    def delete(self, key: str) -> None:
+        with boundary(StoreError, f"deleting {self._where(key)}"):
+            self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under prefix, 1,000 per request."""
+        keys = list(self.list(prefix))
+        with boundary(StoreError, f"deleting {self._where(prefix)}*"):
+            for i in range(0, len(keys), 1000):
+                self.s3.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": self.prefix + k} for k in keys[i:i + 1000]], "Quiet": True})
+        return len(keys)
+
+    @property
+    def jobs_prefix(self) -> str:
+        """The key prefix under which job data lives (what the job role may touch)."""
+        return self.prefix + layout.JOBS
