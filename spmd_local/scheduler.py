@@ -1,29 +1,34 @@
 """The local scheduler: one detached process per job, ``python -m spmd_local.scheduler ROOT JOB``.
 
-    spec.json ──> pending tasks ──> start containers while the capacity allows
-        (capacity is shared by every job: running spmd containers are counted from
-         their labels under a file lock)
-    each tick: containers that exited ──> save log ──> SUCCEEDED / retry / FAILED
+    spec.json ──> pending tasks ──> launch containers while the capacity allows
+        (capacity is shared by every job: other jobs' running spmd containers are counted
+         from their labels, under a file lock on the store)
+    each tick: containers that exited ──> save log, remove ──> SUCCEEDED / retry / FAILED
                containers past the timeout ──> killed ──> FAILED (timed out, not retried)
                cancel marker ──> kill running, never start pending ──> CANCELLED
     every change ──> state.json (atomic)
 
-Its state is in the store and in container labels, never only in this process, and it
-does not depend on the client: killing the client loses nothing.
+Docker calls that take long (create+start, logs+remove) run on a small thread pool, so
+a slow engine call for one task does not hold up the others. A task's state becomes
+final only after its log is saved. The state lives in the store and in container
+labels, never only in this process, and nothing depends on the client: killing the
+client loses nothing.
 """
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import fcntl
 import logging
 import os
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-from spmd import docker_engine
+from spmd import docker_engine, layout
 from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TaskStatus
+from spmd.errors import ObjectNotFound
 from spmd.units import format_bytes
 
 from .queue import LABEL_JOB, queue_key
@@ -33,53 +38,52 @@ log = logging.getLogger("spmd.scheduler")
 
 TICK = 0.1
 LABEL_MANAGED = "spmd.managed"
+DOCKER_THREADS = 6
 
 
 @dataclass
 class Running:
-    container_id: str
     attempt: int
-    started: float
+    launch: concurrent.futures.Future  # -> container id
+    started: float = 0.0
+    container_id: str | None = None
     timed_out: bool = False
 
 
-@dataclass
 class Scheduler:
-    store: LocalStore
-    job_id: str
-    config: dict
-    tasks: dict = field(default_factory=dict)
-    running: dict = field(default_factory=dict)
-    pending: collections.deque = field(default_factory=collections.deque)
+    """Runs one job's tasks as containers within the capacity, retrying and timing them out."""
 
-    @property
-    def spec(self) -> dict:
-        return self.config["spec"]
-
-    @property
-    def resources(self) -> dict:
-        return self.spec["resources"]
-
-    def run(self) -> None:
+    def __init__(self, store: LocalStore, job_id: str, config: dict):
+        self.store = store
+        self.job_id = job_id
+        self.config = config
+        self.spec = config["spec"]
+        self.res = self.spec["resources"]
         n = self.spec["n_tasks"]
         self.tasks = {i: TaskStatus() for i in range(n)}
-        self.pending.extend((i, 1) for i in range(n))
+        self.pending = collections.deque((i, 1) for i in range(n))
+        self.running: dict[int, Running] = {}
+        self.finishing: dict[int, tuple[Running, concurrent.futures.Future]] = {}
+        self.cancelled = False
+        self.pool = concurrent.futures.ThreadPoolExecutor(DOCKER_THREADS)
         self.engine = docker_engine.client()
+
+    def run(self) -> None:
         self.write_state()
-        last_written = self.snapshot()
-        cancelled = False
-        while self.pending or self.running:
-            if not cancelled and self.store.exists(queue_key(self.job_id, "cancel")):
-                cancelled = True
+        written = self.snapshot()
+        while self.pending or self.running or self.finishing:
+            if not self.cancelled and self.store.exists(queue_key(self.job_id, "cancel")):
                 self.cancel_all()
-            self.observe(cancelled)
-            if not cancelled:
+            self.observe()
+            self.collect()
+            if not self.cancelled:
                 self.start_what_fits()
-            if self.snapshot() != last_written:
+            if self.snapshot() != written:
                 self.write_state()
-                last_written = self.snapshot()
+                written = self.snapshot()
             time.sleep(TICK)
         self.write_state(done=True)
+        self.pool.shutdown()
 
     def snapshot(self):
         return {i: (s.state, s.attempts) for i, s in self.tasks.items()}
@@ -96,117 +100,138 @@ class Scheduler:
     def start_what_fits(self) -> None:
         if not self.pending:
             return
-        lock_path = self.store.root / ".scheduler.lock"
-        with open(lock_path, "a") as lock:
+        with open(self.store.root / ".scheduler.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            used_cpu, used_mem = self.used()
+            used_cpu, used_mem = self.used_by_others()
             cap = self.config["capacity"]
-            need_cpu, need_mem = self.resources["vcpus"], self.resources["memory"]
-            while self.pending and used_cpu + need_cpu <= cap["vcpus"] + 1e-9 \
-                    and used_mem + need_mem <= cap["memory"]:
+            cpu, mem = self.res["vcpus"], self.res["memory"]
+            used_cpu += cpu * len(self.running)
+            used_mem += mem * len(self.running)
+            launches = []
+            while self.pending and used_cpu + cpu <= cap["vcpus"] + 1e-9 \
+                    and used_mem + mem <= cap["memory"]:
                 task, attempt = self.pending.popleft()
-                self.start(task, attempt)
-                used_cpu += need_cpu
-                used_mem += need_mem
+                launch = self.pool.submit(self.launch, task, attempt)
+                self.running[task] = Running(attempt, launch)
+                self.tasks[task] = TaskStatus(RUNNING, attempt)
+                launches.append(launch)
+                used_cpu += cpu
+                used_mem += mem
+            # Hold the lock until these containers exist, so other jobs' schedulers count them.
+            concurrent.futures.wait(launches)
 
-    def used(self) -> tuple[float, int]:
-        """CPU and memory held by every running spmd container on this engine (all jobs)."""
+    def used_by_others(self) -> tuple[float, int]:
+        """CPU and memory held by running spmd containers of other jobs on this engine."""
         cpu, mem = 0.0, 0
         for container in self.engine.containers.list(filters={"label": LABEL_MANAGED}, sparse=True):
             labels = container.attrs.get("Labels") or {}
-            cpu += float(labels.get("spmd.vcpus", 0))
-            mem += int(labels.get("spmd.memory", 0))
+            if labels.get(LABEL_JOB) != self.job_id:
+                cpu += float(labels.get("spmd.vcpus", 0))
+                mem += int(labels.get("spmd.memory", 0))
         return cpu, mem
 
-    def start(self, task: int, attempt: int) -> None:
-        spec, res = self.spec, self.resources
-        env = dict(spec["env"])
-        env.update({
-            "AWS_BATCH_JOB_ARRAY_INDEX": str(task),
-            "SPMD_ATTEMPT": str(attempt),
-            "SPMD_IMAGE": spec["image"],
-        })
+    def launch(self, task: int, attempt: int) -> str:
+        """Create and start the task's container; returns its id (runs on the pool)."""
+        spec, res = self.spec, self.res
         root = self.config["store_root"]
-        name = f"spmd-{self.job_id}-{task}-a{attempt}"
-        try:
-            container = self.engine.containers.run(
-                spec["image"], list(spec["command"]), name=name, detach=True,
-                environment=env,
-                labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.task": str(task),
-                        "spmd.attempt": str(attempt), "spmd.vcpus": str(res["vcpus"]),
-                        "spmd.memory": str(res["memory"])},
-                volumes={root: {"bind": root, "mode": "rw"}},
-                nano_cpus=int(res["vcpus"] * 1e9),
-                mem_limit=res["memory"], memswap_limit=res["memory"],
-                user=f"{self.config['uid']}:{self.config['gid']}")
-        except Exception as exc:  # the task fails; the scheduler goes on with the others
-            log.exception("cannot start task %d", task)
-            self.append_log(task, attempt, f"spmd: the container could not start: {exc}\n")
-            self.tasks[task] = TaskStatus(FAILED, attempt, None,
-                                          f"the container could not start: {exc}", "error")
-            return
+        env = {**spec["env"], "AWS_BATCH_JOB_ARRAY_INDEX": str(task),
+               "SPMD_ATTEMPT": str(attempt), "SPMD_IMAGE": spec["image"]}
+        container = self.engine.containers.run(
+            spec["image"], list(spec["command"]), name=f"spmd-{self.job_id}-{task}-a{attempt}",
+            detach=True, environment=env,
+            labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.task": str(task),
+                    "spmd.attempt": str(attempt), "spmd.vcpus": str(res["vcpus"]),
+                    "spmd.memory": str(res["memory"])},
+            volumes={root: {"bind": root, "mode": "rw"}},
+            nano_cpus=int(res["vcpus"] * 1e9), mem_limit=res["memory"],
+            memswap_limit=res["memory"], user=f"{self.config['uid']}:{self.config['gid']}")
         log.info("task %d attempt %d started as %s", task, attempt, container.name)
-        self.running[task] = Running(container.id, attempt, time.monotonic())
-        self.tasks[task] = TaskStatus(RUNNING, attempt)
+        return container.id
 
     # -- watching -------------------------------------------------------------
 
-    def observe(self, cancelled: bool) -> None:
+    def observe(self) -> None:
+        """Find exited and overdue containers with one list call."""
         if not self.running:
             return
         live = {c.id: c.status for c in self.engine.containers.list(
             all=True, filters={"label": f"{LABEL_JOB}={self.job_id}"}, sparse=True)}
-        timeout = self.resources["timeout"]
         for task, run in list(self.running.items()):
+            if run.container_id is None:
+                if not run.launch.done():
+                    continue
+                try:
+                    run.container_id = run.launch.result()
+                    run.started = time.monotonic()
+                except Exception as exc:  # the task fails; the others go on
+                    log.error("cannot start task %d: %s", task, exc)
+                    del self.running[task]
+                    self.append_log(task, run.attempt, f"spmd: the container could not start: {exc}\n")
+                    self.settle(task, run, TaskStatus(FAILED, run.attempt, None,
+                                                      f"the container could not start: {exc}", "error"))
+                    continue
+                if self.cancelled:
+                    self.kill(run.container_id)
+                continue  # a container started after the list call is looked at next tick
             status = live.get(run.container_id, "removed")
             if status in ("exited", "dead", "removed"):
-                self.finish(task, run, cancelled)
-            elif timeout and not run.timed_out and time.monotonic() - run.started > timeout:
-                log.info("task %d timed out after %gs", task, timeout)
+                del self.running[task]
+                self.finishing[task] = (run, self.pool.submit(self.wrap_up, task, run))
+            elif self.res["timeout"] and not run.timed_out \
+                    and time.monotonic() - run.started > self.res["timeout"]:
+                log.info("task %d timed out after %gs", task, self.res["timeout"])
                 run.timed_out = True
                 self.kill(run.container_id)
 
-    def finish(self, task: int, run: Running, cancelled: bool) -> None:
-        del self.running[task]
+    def wrap_up(self, task: int, run: Running) -> TaskStatus:
+        """Save an exited container's log, remove it, and say how the attempt ended (on the pool)."""
         from docker.errors import NotFound
         try:
             container = self.engine.containers.get(run.container_id)
             state = container.attrs["State"]
             exit_code, oom = state.get("ExitCode"), state.get("OOMKilled", False)
             text = container.logs(stdout=True, stderr=True).decode(errors="replace")
-            if run.timed_out or cancelled:
+            if run.timed_out or self.cancelled:
                 text += f"spmd: the task was {'timed out' if run.timed_out else 'cancelled'} and killed\n"
             self.append_log(task, run.attempt, text)
             container.remove(force=True)
         except NotFound:
             exit_code, oom = None, False
-        res = self.resources
+        res = self.res
         if run.timed_out:
-            status = TaskStatus(FAILED, run.attempt, exit_code,
-                                f"timed out after {res['timeout']:g}s", "timeout")
-        elif cancelled:
-            status = TaskStatus(CANCELLED, run.attempt, exit_code, "cancelled", "cancelled")
-        elif exit_code == 0:
-            status = TaskStatus(SUCCEEDED, run.attempt, 0)
-        elif oom:
-            status = TaskStatus(FAILED, run.attempt, exit_code,
-                                f"out of memory (limit {format_bytes(res['memory'])})", "oom")
-        else:
-            status = TaskStatus(FAILED, run.attempt, exit_code, f"exited with code {exit_code}",
-                                "error")
-        retry = status.state == FAILED and status.lost != "timeout" \
-            and run.attempt < res["retries"] + 1
-        if retry:
+            return TaskStatus(FAILED, run.attempt, exit_code, f"timed out after {res['timeout']:g}s",
+                              "timeout")
+        if self.cancelled:
+            return TaskStatus(CANCELLED, run.attempt, exit_code, "cancelled", "cancelled")
+        if exit_code == 0:
+            return TaskStatus(SUCCEEDED, run.attempt, 0)
+        if oom:
+            return TaskStatus(FAILED, run.attempt, exit_code,
+                              f"out of memory (limit {format_bytes(res['memory'])})", "oom")
+        return TaskStatus(FAILED, run.attempt, exit_code, f"exited with code {exit_code}", "error")
+
+    def collect(self) -> None:
+        for task, (run, wrapping) in list(self.finishing.items()):
+            if wrapping.done():
+                del self.finishing[task]
+                self.settle(task, run, wrapping.result())
+
+    def settle(self, task: int, run: Running, status: TaskStatus) -> None:
+        """Record how an attempt ended, queueing a retry where one is due."""
+        if status.state == FAILED and status.lost != "timeout" and not self.cancelled \
+                and run.attempt < self.res["retries"] + 1:
             log.info("task %d failed (%s); retrying, attempt %d", task, status.reason, run.attempt + 1)
             self.pending.append((task, run.attempt + 1))
-            status = TaskStatus(PENDING, run.attempt, exit_code, status.reason, status.lost)
+            status = TaskStatus(PENDING, run.attempt, status.exit_code, status.reason, status.lost)
         self.tasks[task] = status
 
     def cancel_all(self) -> None:
+        self.cancelled = True
         log.info("cancel asked: stopping %d running tasks, dropping %d pending",
                  len(self.running), len(self.pending))
         for run in self.running.values():
-            self.kill(run.container_id)
+            if run.container_id:
+                self.kill(run.container_id)
         while self.pending:
             task, attempt = self.pending.popleft()
             self.tasks[task] = TaskStatus(CANCELLED, attempt - 1, None, "cancelled before it started",
@@ -217,15 +242,14 @@ class Scheduler:
         try:
             self.engine.containers.get(container_id).kill()
         except APIError:
-            pass
+            pass  # already gone
 
     def append_log(self, task: int, attempt: int, text: str) -> None:
         """Keep the task's log in the store, every attempt, so it outlives the container."""
-        from spmd import layout
         key = layout.log_key(self.job_id, task)
         try:
             before = self.store.get(key).decode(errors="replace")
-        except KeyError:
+        except ObjectNotFound:
             before = ""
         header = f"--- spmd: attempt {attempt} ---\n" if attempt > 1 or before else ""
         self.store.put(key, (before + header + text).encode())
@@ -245,7 +269,8 @@ def main(argv: list[str]) -> int:
             if status.state in (PENDING, RUNNING):
                 scheduler.tasks[task] = TaskStatus(FAILED, status.attempts, None, reason, "error")
         for run in scheduler.running.values():
-            scheduler.kill(run.container_id)
+            if run.container_id:
+                scheduler.kill(run.container_id)
         scheduler.write_state(done=True)
         return 1
     return 0
