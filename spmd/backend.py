@@ -36,6 +36,9 @@ class Backend(ABC):
     runtime_packages: ClassVar[tuple[str, ...]] = ()
     #: seconds between checks for finished tasks, unless configured.
     poll_interval: ClassVar[float] = 1.0
+    #: False for a backend that runs tasks without container images (e.g. local processes):
+    #: then no image is built and ``make_registry`` may raise NotImplementedError.
+    uses_images: ClassVar[bool] = True
 
     def __init__(self, settings: Settings):
         self.settings = settings
