@@ -23,6 +23,11 @@ from .object_store import ObjectStore
 
 __version__ = "0.1.0"
 
+# Quiet by default: the application decides whether spmd's log is shown.
+import logging as _logging
+
+_logging.getLogger("spmd").addHandler(_logging.NullHandler())
+
 __all__ = [
     "Args", "ArraySpec", "Backend", "BaseImageError", "BatchQueue", "Capacity", "ConfigError",
     "EngineError", "Future", "ImageError", "ImageRegistry", "Job", "JobNotFound", "Knot",

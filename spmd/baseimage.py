@@ -111,7 +111,7 @@ def bootstrap(tag: str = BOOTSTRAPPED, *, mirror: str | None = None) -> str:
     mirror = mirror or apt_mirror()
     with tempfile.TemporaryDirectory(prefix="spmd-rootfs-") as work:
         rootfs = Path(work) / "rootfs"
-        log.warning("making base image %s from Debian %s packages (%s); this takes about a minute",
+        log.info("making base image %s from Debian %s packages (%s); this takes about a minute",
                     tag, suite, mirror)
         subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", suite,
                         str(rootfs), mirror], check=True, stdout=subprocess.DEVNULL)

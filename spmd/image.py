@@ -169,7 +169,7 @@ def build(spec: ImageSpec, base: str, local_tag: str) -> None:
             shutil.copytree(_package_dir(name), root / "runtime" / name,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (root / "Dockerfile").write_text(DOCKERFILE.format(base=base))
-        log.warning("building task image %s (requirements: %s)", local_tag,
+        log.info("building task image %s (requirements: %s)", local_tag,
                     ", ".join(spec.requirements) or "none")
         from docker.errors import APIError, BuildError
         try:

@@ -39,6 +39,7 @@ class Job:
         self.handle = handle
         self.futures: list[Future] = [Future(manifest.job_id, i) for i in range(manifest.n_items)]
         self._resolved: set[int] = set()
+        self._retried: dict[int, int] = {}
         self._stop = threading.Event()
         self._interval = backend.settings.get("poll_interval") or backend.poll_interval
         self._watcher = threading.Thread(target=self._watch, daemon=True,
@@ -141,6 +142,11 @@ class Job:
             if task in self._resolved:
                 continue
             status = statuses.get(task, TaskStatus())
+            if status.state in (PENDING, RUNNING) and status.reason \
+                    and self._retried.get(task) != status.attempts:
+                self._retried[task] = status.attempts
+                log.info("job %s: task %d failed (%s); retrying (attempt %d)", self.id, task,
+                         status.reason, status.attempts + (status.state == PENDING))
             if task in outputs or status.state in TERMINAL:
                 output = self._output(task)
                 if output is not None and (output["final"] or status.state in TERMINAL):

@@ -113,7 +113,9 @@ class Scheduler:
                 task, attempt = self.pending.popleft()
                 launch = self.pool.submit(self.launch, task, attempt)
                 self.running[task] = Running(attempt, launch)
-                self.tasks[task] = TaskStatus(RUNNING, attempt)
+                # A retry keeps the reason the previous attempt failed, for the client's log.
+                reason = self.tasks[task].reason if attempt > 1 else ""
+                self.tasks[task] = TaskStatus(RUNNING, attempt, None, reason)
                 launches.append(launch)
                 used_cpu += cpu
                 used_mem += mem

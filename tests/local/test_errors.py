@@ -93,9 +93,11 @@ def flaky(x):
     return (x, attempt)
 
 
-def test_retries_rerun_a_failing_task(local, engine):
+def test_retries_rerun_a_failing_task(local, engine, caplog):
+    caplog.set_level("INFO", logger="spmd")
     job = spmd.Knot(flaky, retries=2, config=local).map([7])
     assert job.results(timeout=300) == [(7, 3)]
+    assert "retrying (attempt" in caplog.text and "exited with code 1" in caplog.text
     assert job.provenance(0)["attempt"] == 3
     assert job.logs(0).count("transient failure on attempt") == 2
 
