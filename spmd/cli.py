@@ -29,7 +29,7 @@ def cmd_backends(args) -> int:
 
 def _job(args):
     from .knot import attach
-    return attach(args.job_id, backend=args.backend, profile=args.profile)
+    return attach(args.job_id, backend=args.backend, profile=args.profile, watch=False)
 
 
 def cmd_status(args) -> int:

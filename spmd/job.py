@@ -33,7 +33,7 @@ _LOST = {"oom": TaskOutOfMemory, "timeout": TaskTimedOut}
 class Job:
     """The futures of one map, in input order, and the controls of its tasks."""
 
-    def __init__(self, backend: Backend, manifest: Manifest, handle: str):
+    def __init__(self, backend: Backend, manifest: Manifest, handle: str, *, watch: bool = True):
         self.backend = backend
         self.manifest = manifest
         self.handle = handle
@@ -44,7 +44,8 @@ class Job:
         self._interval = backend.settings.get("poll_interval") or backend.poll_interval
         self._watcher = threading.Thread(target=self._watch, daemon=True,
                                          name=f"spmd-watch-{manifest.job_id}")
-        self._watcher.start()
+        if watch:  # a one-off look (spmd status, spmd logs) needs no watcher
+            self._watcher.start()
 
     @property
     def id(self) -> str:
@@ -206,8 +207,8 @@ def wait(fs: Job | Iterable[concurrent.futures.Future], timeout: float | None = 
     return concurrent.futures.wait(_futures_of(fs), timeout=timeout, return_when=return_when)
 
 
-def load(backend: Backend, job_id: str) -> Job:
-    """The Job of job_id from the backend's store."""
+def load(backend: Backend, job_id: str, *, watch: bool = True) -> Job:
+    """The Job of job_id from the backend's store; ``watch`` starts resolving its futures."""
     store = backend.store
     try:
         manifest = Manifest.from_json(store.get(layout.manifest_key(job_id)))
@@ -217,4 +218,4 @@ def load(backend: Backend, job_id: str) -> Job:
         handle = store.get_json(layout.queue_key(job_id))["handle"]
     except ObjectNotFound:
         handle = ""
-    return Job(backend, manifest, handle)
+    return Job(backend, manifest, handle, watch=watch)

@@ -135,8 +135,8 @@ class Knot:
 
 
 def attach(job_id: str, *, backend: str | None = None, profile: str | None = None,
-           config: Mapping[str, Any] | None = None) -> Job:
+           config: Mapping[str, Any] | None = None, watch: bool = True) -> Job:
     """The Job of job_id, rebuilt from the store (in this or any other process)."""
     from .job import load
     settings = resolve({**(config or {}), "backend": backend}, profile=profile)
-    return load(open_backend(settings), job_id)
+    return load(open_backend(settings), job_id, watch=watch)
