@@ -438,7 +438,10 @@ def _delete_iam(iam, stack: Stack, report: Report) -> None:
     for profile in list(_paginate(iam, "list_instance_profiles", "InstanceProfiles",
                                   PathPrefix=stack.iam_path)):
         name = profile["InstanceProfileName"]
-        if not stack.owns(iam.list_instance_profile_tags(InstanceProfileName=name)["Tags"]):
+        if not profile.get("Path", "").startswith(stack.iam_path):
+            continue
+        tags = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"].get("Tags")
+        if not stack.owns(tags or []):
             continue
         for role in profile.get("Roles", ()):
             iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role["RoleName"])
@@ -446,7 +449,7 @@ def _delete_iam(iam, stack: Stack, report: Report) -> None:
         report.add("deleted", "instance profile", name)
     for role in list(_paginate(iam, "list_roles", "Roles", PathPrefix=stack.iam_path)):
         name = role["RoleName"]
-        if not stack.owns(iam.list_role_tags(RoleName=name)["Tags"]):
+        if not role.get("Path", "").startswith(stack.iam_path) or not stack.owns(iam.list_role_tags(RoleName=name)["Tags"]):
             continue
         for policy in _paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name):
             iam.detach_role_policy(RoleName=name, PolicyArn=policy["PolicyArn"])

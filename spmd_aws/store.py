@@ -27,6 +27,8 @@ class S3Store(ObjectStore):
     """Keys are S3 object keys under ``prefix`` in ``bucket``."""
 
     scheme = "s3"
+    #: keys per ListObjectsV2 request (S3's maximum)
+    page_size = 1000
 
     def __init__(self, bucket: str, prefix: str = "", *, region: str | None = None,
                  endpoint_url: str | None = None, profile: str | None = None,
@@ -101,7 +103,8 @@ class S3Store(ObjectStore):
         strip = len(self.prefix)
         with boundary(StoreError, f"listing {self._where(prefix)}"):
             pages = self.s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix + prefix)
+                Bucket=self.bucket, Prefix=self.prefix + prefix,
+                PaginationConfig={"PageSize": self.page_size})
             for page in pages:
                 for item in page.get("Contents", ()):
                     yield item["Key"][strip:]

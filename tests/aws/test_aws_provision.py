@@ -1,0 +1,170 @@
+"""up and down on moto: idempotent, least privilege, tagged, and down touches only the stack's own."""
+import json
+
+import pytest
+
+from spmd_aws import provision
+from spmd_aws.stack import TAG_KEY
+
+from conftest import settings_of
+
+
+def _tags(pairs):
+    return {t["Key"]: t["Value"] for t in pairs}
+
+
+def test_up_twice_creates_each_resource_once(aws_config, calls):
+    settings = settings_of(aws_config)
+    first = provision.up(settings)
+    created = first.names("created")
+    stack = aws_config["stack"]
+    assert set(created) >= {
+        f"bucket {aws_config['bucket']}", f"ECR repository {stack}-tasks",
+        f"IAM role {stack}-job", f"IAM role {stack}-instance", f"instance profile {stack}-instance",
+        f"compute environment {stack}-ec2", f"job queue {stack}-ec2"}
+    assert first.deployment.job_queue.endswith(f":job-queue/{stack}-ec2")
+    creations = [op for _, op, _ in calls.calls if op.startswith("Create")]
+
+    calls.calls.clear()
+    second = provision.up(settings)
+    assert second.names("created") == []
+    assert [op for _, op, _ in calls.calls if op.startswith(("Create", "Register"))] == []
+    assert len(second.names("found")) == len(first.lines)
+    assert second.deployment == first.deployment
+    assert creations.count("CreateComputeEnvironment") == creations.count("CreateJobQueue") == 1
+    assert f"stack {stack}:" in str(second) and "found" in str(second)
+
+
+def test_resources_are_tagged_named_and_least_privilege(aws_config, boto):
+    stack, bucket = aws_config["stack"], aws_config["bucket"]
+    provision.up(settings_of({**aws_config, "bucket": f"{bucket}/runs"}))
+    iam, batch = boto("iam"), boto("batch")
+    job_role = iam.get_role(RoleName=f"{stack}-job")["Role"]
+    assert job_role["Path"] == f"/spmd/{stack}/"
+    assert _tags(iam.list_role_tags(RoleName=f"{stack}-job")["Tags"]) == {TAG_KEY: stack}
+    trust = job_role["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert trust["Statement"][0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    policy = iam.get_role_policy(RoleName=f"{stack}-job", PolicyName="spmd")["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    resources = [s["Resource"] for s in policy["Statement"]]
+    assert resources == [f"arn:aws:s3:::{bucket}/runs/jobs/*", f"arn:aws:s3:::{bucket}"]
+    assert policy["Statement"][1]["Condition"] == {"StringLike": {"s3:prefix": "runs/jobs/*"}}
+    assert {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str)
+                                                     else s["Action"])} == \
+        {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
+    assert iam.list_attached_role_policies(RoleName=f"{stack}-job")["AttachedPolicies"] == []
+    attached = iam.list_attached_role_policies(RoleName=f"{stack}-instance")["AttachedPolicies"]
+    assert [p["PolicyName"] for p in attached] == ["AmazonEC2ContainerServiceforEC2Role"]
+
+    [env] = batch.describe_compute_environments(computeEnvironments=[f"{stack}-ec2"])["computeEnvironments"]
+    assert env["tags"] == {TAG_KEY: stack} and env["type"] == "MANAGED"
+    resources = env["computeResources"]
+    assert resources["type"] == "EC2" and resources["minvCpus"] == 0 and resources["maxvCpus"] == 256
+    assert resources["instanceRole"].endswith(f":instance-profile/spmd/{stack}/{stack}-instance")
+    default_vpc = boto("ec2").describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
+    subnets = boto("ec2").describe_subnets(SubnetIds=resources["subnets"])["Subnets"]
+    assert {s["VpcId"] for s in subnets} == {default_vpc["VpcId"]}
+    [queue] = batch.describe_job_queues(jobQueues=[f"{stack}-ec2"])["jobQueues"]
+    assert queue["tags"] == {TAG_KEY: stack} and queue["state"] == "ENABLED"
+    repo = boto("ecr").describe_repositories(repositoryNames=[f"{stack}-tasks"])["repositories"][0]
+    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+
+
+def test_spot_and_configured_network_and_capacity(aws_config, boto):
+    ec2 = boto("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="spmd-test", Description="t", VpcId=vpc)["GroupId"]
+    config = {**aws_config, "spot": True, "subnets": [subnet], "security_groups": [group],
+              "max_vcpus": 32, "instance_types": ["c5.large"]}
+    report = provision.up(settings_of(config))
+    stack = aws_config["stack"]
+    assert f"compute environment {stack}-spot" in report.names("created")
+    [env] = boto("batch").describe_compute_environments(
+        computeEnvironments=[f"{stack}-spot"])["computeEnvironments"]
+    resources = env["computeResources"]
+    assert resources["type"] == "SPOT" and resources["maxvCpus"] == 32
+    assert resources["subnets"] == [subnet] and resources["securityGroupIds"] == [group]
+    assert resources["instanceTypes"] == ["c5.large"]
+    again = provision.up(settings_of({**config, "max_vcpus": 64}))
+    assert again.names("updated") == [f"compute environment {stack}-spot (maxvCpus 64)"]
+
+
+def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
+    stack, bucket = aws_config["stack"], aws_config["bucket"]
+    s3, iam, batch = boto("s3"), boto("iam"), boto("batch")
+    # Untagged things made beforehand, named like the stack's and in its IAM path.
+    s3.create_bucket(Bucket=f"{stack}-keep")
+    iam.create_role(RoleName=f"{stack}-keep", Path=f"/spmd/{stack}/",
+                    AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
+    settings = settings_of(aws_config)
+    provision.up(settings)
+    profile_arn = iam.get_instance_profile(InstanceProfileName=f"{stack}-instance")[
+        "InstanceProfile"]["Arn"]
+    service_role = iam.list_roles(PathPrefix="/aws-service-role/batch.amazonaws.com/")["Roles"][0]["Arn"]
+    subnet = batch.describe_compute_environments(computeEnvironments=[f"{stack}-ec2"])[
+        "computeEnvironments"][0]["computeResources"]
+    batch.create_compute_environment(
+        computeEnvironmentName=f"{stack}-keep", type="MANAGED", state="ENABLED", serviceRole=service_role,
+        computeResources={"type": "EC2", "minvCpus": 0, "maxvCpus": 2, "instanceTypes": ["optimal"],
+                          "subnets": subnet["subnets"], "securityGroupIds": subnet["securityGroupIds"],
+                          "instanceRole": profile_arn})
+    batch.create_job_queue(jobQueueName=f"{stack}-keep", priority=1, state="ENABLED",
+                           computeEnvironmentOrder=[{"order": 1, "computeEnvironment": f"{stack}-keep"}])
+    s3.put_object(Bucket=bucket, Key="jobs/x/manifest.json", Body=b"{}")
+
+    report = provision.down(settings)
+    deleted = report.names("deleted")
+    assert set(deleted) >= {f"job queue {stack}-ec2", f"compute environment {stack}-ec2",
+                            f"IAM role {stack}-job", f"IAM role {stack}-instance",
+                            f"instance profile {stack}-instance", f"ECR repository {stack}-tasks",
+                            f"bucket {bucket}"}
+    # nothing tagged with the stack is left
+    assert [q for q in batch.describe_job_queues()["jobQueues"]
+            if q.get("tags", {}).get(TAG_KEY) == stack and q["status"] != "DELETED"] == []
+    assert [e for e in batch.describe_compute_environments()["computeEnvironments"]
+            if e.get("tags", {}).get(TAG_KEY) == stack and e["status"] != "DELETED"] == []
+    assert [r["RoleName"] for r in iam.list_roles(PathPrefix=f"/spmd/{stack}/")["Roles"]] == \
+        [f"{stack}-keep"]
+    assert [p for p in iam.list_instance_profiles()["InstanceProfiles"]
+            if p["Path"] == f"/spmd/{stack}/"] == []
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    with pytest.raises(boto("ecr").exceptions.RepositoryNotFoundException):
+        boto("ecr").describe_repositories(repositoryNames=[f"{stack}-tasks"])
+    # the untagged ones are untouched
+    assert f"{stack}-keep" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    [queue] = batch.describe_job_queues(jobQueues=[f"{stack}-keep"])["jobQueues"]
+    assert queue["state"] == "ENABLED"
+    assert batch.describe_compute_environments(
+        computeEnvironments=[f"{stack}-keep"])["computeEnvironments"][0]["state"] == "ENABLED"
+    # a second down finds nothing to do
+    again = provision.down(settings)
+    assert again.names("deleted") == [] and again.names("absent") == [
+        f"ECR repository {stack}-tasks", f"bucket {bucket}"]
+
+
+def test_down_keeps_a_configured_bucket_it_did_not_create(aws_config, boto):
+    s3, bucket = boto("s3"), aws_config["bucket"]
+    s3.create_bucket(Bucket=bucket)
+    settings = settings_of(aws_config)
+    assert "bucket " + bucket in provision.up(settings).names("found")
+    report = provision.down(settings)
+    assert ("kept (not tagged by this stack)", "bucket", bucket) in report.lines
+    assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_deployment_looks_up_and_provisions_only_when_missing(aws_config, calls):
+    settings = settings_of(aws_config)
+    first = provision.deployment(settings)
+    assert calls.count("batch", "CreateJobQueue") == 1
+    calls.calls.clear()
+    assert provision.deployment(settings) == first
+    assert [op for _, op, _ in calls.calls] == ["DescribeJobQueues", "GetRole"]
+
+
+def test_a_configured_job_role_is_used_and_not_created(aws_config, boto):
+    role = boto("iam").create_role(RoleName="lab-own-role", AssumeRolePolicyDocument="{}")["Role"]
+    report = provision.up(settings_of({**aws_config, "job_role": "lab-own-role"}))
+    assert report.deployment.job_role == role["Arn"]
+    assert f"IAM role {aws_config['stack']}-job" not in report.names("created")
