@@ -171,6 +171,17 @@ def _exit_code(job: dict) -> int | None:
     return code
 
 
+def latest(summaries) -> dict[str, dict]:
+    """Job id -> summary; a child listed twice (moto does; a child that moved on between two
+    listings) keeps the later of its states."""
+    children: dict[str, dict] = {}
+    for summary in summaries:
+        before = children.get(summary["jobId"])
+        if before is None or _RANK.get(summary["status"], 0) >= _RANK.get(before["status"], 0):
+            children[summary["jobId"]] = summary
+    return children
+
+
 def merge(summary: dict, detail: dict | None) -> dict:
     """A child's ListJobs summary with its DescribeJobs record over it, keeping a known exit code."""
     job = {**summary, **(detail or {})}
@@ -291,17 +302,12 @@ class AwsBatchQueue(BatchQueue):
     # -- reading states -------------------------------------------------------------
 
     def _children(self, parent: str, statuses) -> dict[str, dict]:
-        """Child id -> ListJobs summary, in statuses; a child listed twice keeps its later state."""
-        children: dict[str, dict] = {}
+        """Child id -> ListJobs summary, for children in statuses (listed in that order)."""
         paginator = self.batch.get_paginator("list_jobs")
-        for status in statuses:
-            for page in paginator.paginate(arrayJobId=parent, jobStatus=status,
-                                           PaginationConfig={"PageSize": 1000}):
-                for summary in page.get("jobSummaryList", ()):
-                    before = children.get(summary["jobId"])
-                    if before is None or _RANK.get(summary["status"], 0) >= _RANK.get(before["status"], 0):
-                        children[summary["jobId"]] = summary
-        return children
+        return latest(summary for status in statuses
+                      for page in paginator.paginate(arrayJobId=parent, jobStatus=status,
+                                                     PaginationConfig={"PageSize": 1000})
+                      for summary in page.get("jobSummaryList", ()))
 
     def _describe(self, ids: list[str]) -> dict[str, dict]:
         out = {}

@@ -1,0 +1,77 @@
+"""API economy: a map of 25,000 items with chunksize=1, counted with botocore's event hooks.
+
+moto's Batch is told not to run containers here (``batch.use_docker = false``): its
+children succeed at once, which is all the counting needs.
+"""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import moto_config
+
+pytestmark = pytest.mark.docker  # the client still builds (or finds) the task image
+
+N_ITEMS = 25_000
+
+CLIENT = textwrap.dedent("""
+    import collections, json, os, resource, sys
+    import spmd, spmd_aws.aws
+
+    counts = collections.Counter()
+
+    def count(model, **_):
+        counts[model.service_model.service_name + "." + model.name] += 1
+
+    spmd_aws.aws.session().events.register("before-call", count)
+    config = json.loads(sys.argv[1])
+    base_image = config.pop("base_image")
+    knot = spmd.Knot(lambda x: x + 1, backend="aws", base_image=base_image, config=config)
+    job = knot.map(range(%d), chunksize=1)
+    print(json.dumps({"calls": dict(counts), "handle": job.handle, "tasks": job.manifest.n_tasks,
+                      "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    sys.stdout.flush()
+    os._exit(0)  # the watcher thread would go on polling
+""" % N_ITEMS)
+
+
+@pytest.fixture
+def batch_without_containers(moto_endpoint):
+    moto_config(moto_endpoint, batch={"use_docker": False})
+    yield
+    moto_config(moto_endpoint, batch={"use_docker": True})
+
+
+def test_25000_items_take_few_requests_and_little_memory(e2e_config, base_image, boto,
+                                                         batch_without_containers, calls):
+    config = {**e2e_config, "base_image": base_image}
+    out = subprocess.run([sys.executable, "-c", CLIENT, json.dumps(config)], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    used = result["calls"]
+    print("API calls of the client:", json.dumps(used, sort_keys=True))
+    print(f"peak memory of the client: {result['peak_bytes'] / 2**20:.0f} MiB")
+    assert result["tasks"] == N_ITEMS
+    assert used["batch.SubmitJob"] <= 3
+    assert used.get("s3.PutObject", 0) <= 30
+    assert result["peak_bytes"] < 300 * 2**20
+
+    # Three arrays of at most 10,000 children cover the 25,000 tasks, each offset once.
+    jobs = json.loads(result["handle"])["jobs"]
+    assert [size for _, _, size in jobs] == [8334, 8333, 8333]
+    assert [offset for _, offset, _ in jobs] == [0, 8334, 16667]
+    parents = boto("batch").describe_jobs(jobs=[job_id for job_id, _, _ in jobs])["jobs"]
+    assert sorted(p["arrayProperties"]["size"] for p in parents) == [8333, 8333, 8334]
+
+    # Reading every task's state lists each array's children per status, page by page.
+    from spmd.config import resolve
+    from spmd_aws.backend import AwsBackend
+    backend = AwsBackend(resolve({**e2e_config, "backend": "aws"}))
+    calls.calls.clear()
+    states = backend.queue.states(result["handle"])
+    assert len(states) == N_ITEMS and {s.state for s in states.values()} == {"SUCCEEDED"}
+    assert calls.count("batch", "ListJobs") == 3 * 3
+    assert calls.count("batch", "DescribeJobs") == 0

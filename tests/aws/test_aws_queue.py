@@ -1,0 +1,150 @@
+"""The Batch queue's own logic: splitting, handles, job definitions, and reading Batch's states."""
+import pytest
+
+from spmd.batch_queue import ArraySpec, Resources
+from spmd.errors import ResourceError
+from spmd_aws.provision import Deployment
+from spmd_aws.queue import (
+    CANCEL_REASON, AwsBatchQueue, child_id, content_hash, decode_handle, encode_handle,
+    job_definition, latest, merge, resource_requirements, split, task_status,
+)
+
+from conftest import settings_of
+
+EC2 = Deployment("arn:aws:batch:us-east-1:1:job-queue/s-ec2", "arn:aws:iam::1:role/s-job")
+FARGATE = Deployment("arn:aws:batch:us-east-1:1:job-queue/s-fargate", "arn:aws:iam::1:role/s-job",
+                     "FARGATE", "arn:aws:iam::1:role/s-execution")
+COMMAND = ("python3", "-m", "spmd.worker")
+
+
+def spec(**resources) -> ArraySpec:
+    return ArraySpec(job_id="j-1", image="reg/repo:abc", command=COMMAND, n_tasks=3,
+                     resources=Resources(**resources))
+
+
+def test_split_keeps_arrays_within_10000_and_balanced():
+    assert split(1) == [(0, 1)]
+    assert split(10_000) == [(0, 10_000)]
+    assert split(10_001) == [(0, 5001), (5001, 5000)]
+    assert split(25_000) == [(0, 8334), (8334, 8333), (16667, 8333)]
+    assert sum(size for _, size in split(123_457)) == 123_457
+    assert all(size <= 10_000 for _, size in split(123_457))
+
+
+def test_handle_round_trip_and_child_ids():
+    handle = encode_handle([("a1", 0, 5), ("b2", 5, 1)])
+    assert decode_handle(handle) == [("a1", 0, 5), ("b2", 5, 1)]
+    assert child_id("a1", 0, 5, 3) == "a1:3"
+    assert child_id("b2", 5, 1, 5) == "b2"
+    with pytest.raises(Exception, match="version"):
+        decode_handle('{"v": 9, "jobs": []}')
+
+
+def test_resources_whole_vcpus_on_ec2_and_valid_sizes_on_fargate():
+    res = Resources(vcpus=1.5, memory=3 * 2**30)
+    assert resource_requirements(res, None, False) == [
+        {"type": "VCPU", "value": "2"}, {"type": "MEMORY", "value": "3072"}]
+    assert resource_requirements(Resources(vcpus=0.3, memory=2**30), 1, False)[::2] == [
+        {"type": "VCPU", "value": "1"}, {"type": "GPU", "value": "1"}]
+    assert resource_requirements(Resources(vcpus=0.3, memory=1500 * 2**20), None, True) == [
+        {"type": "VCPU", "value": "0.5"}, {"type": "MEMORY", "value": "2048"}]
+    # 1 vCPU holds at most 8 GiB: 10 GiB needs 2 vCPUs
+    assert resource_requirements(Resources(vcpus=1, memory=10 * 2**30), None, True)[0]["value"] == "2"
+    with pytest.raises(ResourceError, match="Fargate"):
+        resource_requirements(Resources(vcpus=32, memory=2**30), None, True)
+
+
+def test_job_definition_retries_and_timeouts():
+    request = job_definition(spec(retries=2, timeout=120), EC2)
+    container = request["containerProperties"]
+    assert container["command"] == ["python3", "-m", "spmd_aws.task", "--", *COMMAND]
+    assert container["jobRoleArn"] == EC2.job_role and container["image"] == "reg/repo:abc"
+    assert request["retryStrategy"] == {"attempts": 3}
+    assert request["timeout"] == {"attemptDurationSeconds": 120}
+    assert request["platformCapabilities"] == ["EC2"]
+    assert "environment" not in container  # nothing secret, nothing per job in the definition
+
+    short = job_definition(spec(retries=1, timeout=2.5), EC2)
+    assert short["containerProperties"]["command"][:5] == [
+        "python3", "-m", "spmd_aws.task", "--timeout", "2.5"]
+    assert short["timeout"] == {"attemptDurationSeconds": 63}  # Batch's backstop: at least 60 s
+    assert short["retryStrategy"] == {"attempts": 2, "evaluateOnExit": [
+        {"onExitCode": "124", "action": "EXIT"}]}
+
+    assert "timeout" not in job_definition(spec(), EC2)
+    with pytest.raises(ResourceError, match="at most 9"):
+        job_definition(spec(retries=10), EC2)
+
+    fargate = job_definition(spec(), FARGATE)
+    assert fargate["platformCapabilities"] == ["FARGATE"]
+    assert fargate["containerProperties"]["executionRoleArn"] == FARGATE.execution_role
+    assert fargate["containerProperties"]["networkConfiguration"] == {"assignPublicIp": "ENABLED"}
+
+
+def test_content_hash_follows_what_matters():
+    base = content_hash(job_definition(spec(), EC2))
+    assert content_hash(job_definition(spec(), EC2)) == base
+    assert content_hash(job_definition(spec(memory=2**31 + 2**20), EC2)) != base
+    assert content_hash(job_definition(spec(retries=1), EC2)) != base
+
+
+def test_states_from_batch_records():
+    assert task_status({"status": "RUNNABLE"}).state == "PENDING"
+    assert task_status({"status": "STARTING"}).state == "PENDING"
+    assert task_status({"status": "RUNNING", "attempts": []}).state == "RUNNING"
+    done = task_status({"status": "SUCCEEDED", "container": {"exitCode": 0}, "attempts": [{}]})
+    assert (done.state, done.exit_code, done.attempts) == ("SUCCEEDED", 0, 1)
+
+    oom = task_status({"status": "FAILED", "statusReason": "Essential container in task exited",
+                       "attempts": [{"container": {"exitCode": 137,
+                                                   "reason": "OutOfMemoryError: Container killed due "
+                                                             "to memory usage"}}]})
+    assert (oom.state, oom.lost, oom.exit_code) == ("FAILED", "oom", 137)
+    assert "OutOfMemoryError" in oom.reason
+
+    batch_timeout = task_status({"status": "FAILED", "timeout": {"attemptDurationSeconds": 90},
+                                 "statusReason": "Job attempt duration exceeded timeout"})
+    assert (batch_timeout.lost, batch_timeout.reason) == ("timeout", "timed out after 90s")
+    our_timeout = task_status({"status": "FAILED", "statusReason": "Essential container in task exited",
+                               "container": {"exitCode": 124, "command": [
+                                   "python3", "-m", "spmd_aws.task", "--timeout", "3", "--", "x"]}})
+    assert (our_timeout.lost, our_timeout.reason) == ("timeout", "timed out after 3s")
+    # exit code 124 without spmd's timeout is an ordinary failure
+    assert task_status({"status": "FAILED", "container": {"exitCode": 124}}).lost == "error"
+
+    cancelled = task_status({"status": "FAILED", "statusReason": CANCEL_REASON})
+    assert (cancelled.state, cancelled.lost) == ("CANCELLED", "cancelled")
+
+    crash = task_status({"status": "FAILED", "statusReason": "Essential container in task exited",
+                         "container": {"exitCode": 3}, "attempts": [{}, {}]})
+    assert (crash.state, crash.lost, crash.attempts, crash.exit_code) == ("FAILED", "error", 2, 3)
+    assert crash.reason == "Essential container in task exited (exit code 3)"
+    spot = task_status({"status": "FAILED", "statusReason": "Host EC2 (instance i-1) terminated."})
+    assert spot.lost == "error" and "terminated" in spot.reason
+
+
+def test_children_listed_twice_keep_their_later_state_and_exit_codes_survive():
+    listed = [{"jobId": "p:0", "status": "RUNNING"}, {"jobId": "p:1", "status": "RUNNING"},
+              {"jobId": "p:0", "status": "SUCCEEDED"}, {"jobId": "p:1", "status": "RUNNING"},
+              {"jobId": "p:2", "status": "FAILED"}, {"jobId": "p:2", "status": "FAILED"}]
+    children = latest(listed)
+    assert {k: v["status"] for k, v in children.items()} == \
+        {"p:0": "SUCCEEDED", "p:1": "RUNNING", "p:2": "FAILED"}
+    summary = {"jobId": "p:2", "status": "FAILED", "container": {"exitCode": 2}}
+    detail = {"jobId": "p:2", "status": "FAILED", "attempts": [{}], "container": {"command": ["x"]}}
+    assert task_status(merge(summary, detail)).exit_code == 2
+
+
+def test_job_definitions_are_registered_once_and_found_again(aws_config, calls):
+    from spmd_aws.config import AwsSettings
+    opts = AwsSettings.from_settings(settings_of(aws_config))
+    first = AwsBatchQueue(opts)
+    arn = first.definition_arn(spec())
+    assert first.definition_arn(spec()) == arn
+    assert calls.count("batch", "RegisterJobDefinition") == 1
+    calls.calls.clear()
+    other = AwsBatchQueue(opts)  # another process: finds it by name and content
+    assert other.definition_arn(spec()) == arn
+    assert calls.count("batch", "RegisterJobDefinition") == 0
+    assert other.definition_arn(spec(timeout=300)) != arn
+    assert calls.count("batch", "RegisterJobDefinition") == 1

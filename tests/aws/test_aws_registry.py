@@ -1,0 +1,75 @@
+"""EcrRegistry on moto's ECR, and a real push to the stand-in registry."""
+import io
+import json
+import tarfile
+import urllib.request
+
+import pytest
+
+from spmd_aws.aws import Clients
+from spmd_aws.registry import EcrRegistry, ensure_repository
+from spmd_aws.stack import Stack
+
+from conftest import REGION
+
+
+@pytest.fixture
+def ecr_registry(aws_config):
+    clients = Clients(REGION, aws_config["endpoint_url"])
+    return EcrRegistry(clients, Stack(aws_config["stack"]))
+
+
+def test_repository_is_created_once_tagged_and_scanned_on_push(ecr_registry, boto, calls):
+    stack = ecr_registry.stack
+    assert ecr_registry.reference("abc") == \
+        f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{stack.repository}:abc"
+    assert ensure_repository(ecr_registry.clients, stack)[1] == "found"
+    assert calls.count("ecr", "CreateRepository") == 1
+    ecr = boto("ecr")
+    repo = ecr.describe_repositories(repositoryNames=[stack.repository])["repositories"][0]
+    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+    tags = ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]
+    assert tags == [{"Key": "spmd:stack", "Value": stack.name}]
+
+
+def test_exists_asks_ecr_for_the_tag(ecr_registry, boto):
+    assert not ecr_registry.exists("abc")  # no repository yet
+    ecr_registry.reference("abc")  # makes the repository
+    assert not ecr_registry.exists("abc")
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1,
+                           "digest": "sha256:" + "0" * 64}, "layers": []}
+    boto("ecr").put_image(repositoryName=ecr_registry.stack.repository, imageTag="abc",
+                          imageManifest=json.dumps(manifest))
+    assert ecr_registry.exists("abc") and not ecr_registry.exists("abd")
+
+
+def test_credentials_come_from_the_authorization_token(ecr_registry):
+    creds = ecr_registry.credentials()
+    assert creds["username"] == "AWS" and creds["password"]
+
+
+def _tiny_image(engine, name: str) -> None:
+    """A one-file image, so the push is quick."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"hello\n"))
+    repository, _, tag = name.partition(":")
+    engine.api.import_image_from_data(data.getvalue(), repository=repository, tag=tag)
+
+
+@pytest.mark.docker
+def test_publish_pushes_to_the_configured_address_and_untags_it_here(aws_config, registry, engine):
+    clients = Clients(REGION, aws_config["endpoint_url"])
+    ecr_registry = EcrRegistry(clients, Stack(aws_config["stack"]), address=registry)
+    _tiny_image(engine, "spmd-test-publish:v1")
+    try:
+        reference = ecr_registry.publish("spmd-test-publish:v1", "v1")
+    finally:
+        engine.images.remove("spmd-test-publish:v1", noprune=True)
+    assert reference == f"{registry}/{aws_config['stack']}-tasks:v1"
+    with urllib.request.urlopen(f"http://{registry}/v2/{aws_config['stack']}-tasks/tags/list") as r:
+        assert json.loads(r.read())["tags"] == ["v1"]
+    assert reference not in [t for image in engine.images.list() for t in image.tags]
