@@ -12,11 +12,13 @@ spmd_aws); each bridge says which AWS behaviour it stands in for.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
@@ -188,12 +190,15 @@ class Harness:
         self.registry = registry
         self.calls: list[tuple[str, str, dict]] = []
         self.pushes: list[str] = []
+        self.out_of_memory: set[str] = set()  # names of containers the kernel killed
+        self._events = None
 
     def count(self, service: str, operation: str) -> int:
         return sum(1 for s, o, _ in self.calls if (s, o) == (service, operation))
 
     def record(self, params, model, **_):
-        self.calls.append((model.service_model.service_name, model.name, dict(params)))
+        """Every request as spmd_aws made it (before the bridges below change it)."""
+        self.calls.append((model.service_model.service_name, model.name, copy.deepcopy(params)))
 
     def submit_job(self, params, **_):
         """Wrap the job's command in SHIM, and give the container credentials for moto.
@@ -209,6 +214,46 @@ class Harness:
         env += [{"name": k, "value": v} for k, v in FAKE_CREDENTIALS.items()]
         env.append({"name": "SPMD_TEST_RETRY_STRATEGY",
                     "value": json.dumps(definition.get("retryStrategy") or {})})
+        needs = {r["type"]: r["value"] for r in definition["containerProperties"]["resourceRequirements"]}
+        env.append({"name": "SPMD_TEST_LIMITS", "value": f"{needs['VCPU']},{needs['MEMORY']}"})
+
+    def watch_containers(self, engine) -> None:
+        """AWS (ECS) starts a job's container with its vCPU and memory limits; moto starts it
+        without any. Apply them as the container starts, and remember the containers the
+        kernel kills for memory, which AWS reports as OutOfMemoryError."""
+        self._events = engine.events(decode=True, filters={"type": "container",
+                                                           "event": ["start", "oom"]})
+
+        def run():
+            from docker.errors import APIError
+            for event in self._events:
+                name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
+                if event.get("Action") == "oom":
+                    self.out_of_memory.add(name)
+                    continue
+                try:
+                    container = engine.containers.get(event["id"])
+                    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"] or ())
+                    if "SPMD_TEST_LIMITS" in env:
+                        vcpus, memory = env["SPMD_TEST_LIMITS"].split(",")
+                        container.update(mem_limit=f"{memory}m", memswap_limit=f"{memory}m",
+                                         cpu_period=100_000, cpu_quota=int(float(vcpus) * 100_000))
+                except APIError:
+                    pass  # already gone
+        threading.Thread(target=run, daemon=True, name="spmd-test-limits").start()
+
+    def stop(self) -> None:
+        if self._events is not None:
+            self._events.close()
+
+    def oom_reason(self, parsed, **_):
+        """AWS gives a job killed for memory the reason OutOfMemoryError; moto gives none."""
+        for job in parsed.get("jobs", parsed.get("jobSummaryList", ())):
+            container_name = f"{job.get('jobName')}-{job['jobId'].replace(':', '-')}"
+            if job.get("status") == "FAILED" and container_name in self.out_of_memory:
+                job.setdefault("container", {})["reason"] = \
+                    "OutOfMemoryError: Container killed due to memory usage"
+                job.setdefault("statusReason", "Essential container in task exited")
 
     def describe_jobs(self, parsed, **_):
         """AWS's DescribeJobs has container.exitCode of an ended job; moto's only ListJobs has it."""
@@ -243,11 +288,19 @@ def harness(boto, registry):
     from spmd_aws.registry import EcrRegistry
     bridge = Harness(boto, registry)
     events = spmd_aws.aws.session().events
-    events.register("before-parameter-build", bridge.record, unique_id="spmd-test-record")
+    events.register("provide-client-params", bridge.record, unique_id="spmd-test-record")
     events.register("before-parameter-build.batch.SubmitJob", bridge.submit_job,
                     unique_id="spmd-test-submit")
     events.register("after-call.batch.DescribeJobs", bridge.describe_jobs,
                     unique_id="spmd-test-describe")
+    for operation in ("DescribeJobs", "ListJobs"):
+        events.register(f"after-call.batch.{operation}", bridge.oom_reason,
+                        unique_id=f"spmd-test-oom-{operation}")
+    try:
+        from spmd import docker_engine
+        bridge.watch_containers(docker_engine.client())
+    except Exception:
+        pass  # no engine: only the tests without containers can run
     original = EcrRegistry.publish
 
     def publish(self, local_image, tag):
@@ -259,7 +312,10 @@ def harness(boto, registry):
     patch.setattr(EcrRegistry, "publish", publish)
     yield bridge
     patch.undo()
-    events.unregister("before-parameter-build", unique_id="spmd-test-record")
+    bridge.stop()
+    events.unregister("provide-client-params", unique_id="spmd-test-record")
+    for operation in ("DescribeJobs", "ListJobs"):
+        events.unregister(f"after-call.batch.{operation}", unique_id=f"spmd-test-oom-{operation}")
     events.unregister("before-parameter-build.batch.SubmitJob", unique_id="spmd-test-submit")
     events.unregister("after-call.batch.DescribeJobs", unique_id="spmd-test-describe")
 

@@ -34,6 +34,24 @@ def nap(seconds):
     return seconds
 
 
+def hog(megabytes):
+    blocks = [bytearray(2**20) for _ in range(megabytes)]
+    return len(blocks)
+
+
+def limits(_):
+    """The container's CPU quota (in CPUs) and memory limit (bytes), cgroup v1 or v2."""
+    time.sleep(1)  # the harness applies moto's missing limits just after the start
+    for cpu, memory in (("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/memory.max"),
+                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        if os.path.exists(cpu):
+            quota = open(cpu).read().split()
+            period = int(quota[1]) if len(quota) > 1 else int(
+                open("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read())
+            return int(quota[0]) / period, int(open(memory).read())
+    return None
+
+
 def shout(word):
     print(f"hello from the task: {word}", flush=True)
     return word.upper()
@@ -84,7 +102,9 @@ def test_single_task_is_a_plain_job(aws_knot, calls):
     assert "arrayProperties" not in submit
     env = {e["name"]: e["value"] for e in submit["containerOverrides"]["environment"]}
     assert env["SPMD_SINGLE_TASK"] == "1"
-    assert not [name for name in env if name.startswith("AWS_BATCH")]
+    # Batch forbids setting AWS_BATCH*; and no credentials travel: the job role gives them
+    assert [name for name in env if name.startswith("AWS_")] == []
+    assert set(env) == {"SPMD_IMAGE", "SPMD_JOB_ID", "SPMD_SINGLE_TASK", "SPMD_STORE_URL"}
 
 
 def test_remote_exception_type_message_and_traceback(aws_knot):
@@ -121,6 +141,19 @@ def test_timeout_stops_a_task(aws_knot):
     assert "timed out after 3s" in str(info.value)
     assert "napping 60s" in info.value.log_tail
     assert info.value.exit_code == 124
+
+
+def test_memory_limit_ends_as_out_of_memory(aws_knot):
+    job = aws_knot(hog, memory="128MiB").map([600])
+    with pytest.raises(spmd.TaskOutOfMemory) as info:
+        job.results(timeout=300)
+    assert isinstance(info.value, spmd.TaskLost) and "out of memory" in str(info.value)
+    assert "OutOfMemoryError" in info.value.reason and info.value.exit_code == 137
+
+
+def test_tasks_get_their_vcpus_and_memory(aws_knot):
+    job = aws_knot(limits, vcpus=2, memory="300MiB").map([0])
+    assert job.results(timeout=300) == [(2.0, 300 * 2**20)]
 
 
 def test_cancel_stops_running_and_pending_tasks(aws_knot, engine):
