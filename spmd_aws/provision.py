@@ -112,7 +112,8 @@ def _wait(what: str, check: Callable[[], bool], timeout: float = WAIT_SECONDS) -
 
 def ensure_bucket(clients: Clients, bucket: str, stack: Stack, retention_days: int,
                   prefix: str = "") -> str:
-    """The bucket, created when missing (tagged, encrypted, private, jobs/ expiring); 'created' or 'found'."""
+    """'created' or 'found': the bucket, made when missing (tagged, encrypted, private, with
+    job data expiring)."""
     s3 = clients("s3")
     with boundary(StoreError, f"checking bucket {bucket}"):
         try:
@@ -153,36 +154,42 @@ def ensure_bucket(clients: Clients, bucket: str, stack: Stack, retention_days: i
 
 def _ensure_role(iam, stack: Stack, name: str, service: str, *, inline: dict | None = None,
                  managed: tuple[str, ...] = (), report: Report) -> str:
-    """The role's ARN; created with its trust, tags and policies when missing."""
+    """The role's ARN; created with its trust, tags and policies when missing.
+
+    A role of that name that does not carry the stack's tag is used as it is, never changed.
+    """
     try:
-        arn = iam.get_role(RoleName=name)["Role"]["Arn"]
-        action = "found"
+        role = iam.get_role(RoleName=name)["Role"]
+        ours = stack.owns(role.get("Tags") or [])
+        action = "found" if ours else "found (not tagged by this stack; left as it is)"
     except Exception as exc:
         if error_code(exc) != "NoSuchEntity":
             raise
-        arn = iam.create_role(RoleName=name, Path=stack.iam_path, AssumeRolePolicyDocument=_trust(service),
-                              Description=f"spmd stack {stack.name}", Tags=stack.tag_list)["Role"]["Arn"]
-        action = "created"
+        role = iam.create_role(RoleName=name, Path=stack.iam_path, Tags=stack.tag_list,
+                               AssumeRolePolicyDocument=_trust(service),
+                               Description=f"spmd stack {stack.name}")["Role"]
+        ours, action = True, "created"
         for policy in managed:
             iam.attach_role_policy(RoleName=name, PolicyArn=policy)
-    if inline is not None:  # kept current on every up: it follows the configured bucket
+    if inline is not None and ours:  # kept current on every up: it follows the configured bucket
         iam.put_role_policy(RoleName=name, PolicyName="spmd", PolicyDocument=json.dumps(inline))
     report.add(action, "IAM role", name)
-    return arn
+    return role["Arn"]
 
 
 def _ensure_instance_profile(iam, stack: Stack, role: str, report: Report) -> str:
     name = stack.instance_role
     try:
         profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
-        action = "found"
+        ours = stack.owns(profile.get("Tags") or [])
+        action = "found" if ours else "found (not tagged by this stack; left as it is)"
     except Exception as exc:
         if error_code(exc) != "NoSuchEntity":
             raise
         profile = iam.create_instance_profile(InstanceProfileName=name, Path=stack.iam_path,
                                               Tags=stack.tag_list)["InstanceProfile"]
-        action = "created"
-    if not any(r["RoleName"] == role for r in profile.get("Roles", ())):
+        ours, action = True, "created"
+    if ours and not any(r["RoleName"] == role for r in profile.get("Roles", ())):
         iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=role)
     report.add(action, "instance profile", name)
     return profile["Arn"]
