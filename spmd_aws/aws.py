@@ -78,10 +78,6 @@ class Clients:
                 self._clients[service] = client
             return client
 
-    def account_id(self) -> str:
-        with boundary(AwsError, "finding the AWS account"):
-            return self("sts").get_caller_identity()["Account"]
-
 
 def error_code(exc: BaseException) -> str:
     """AWS's error code of a botocore ClientError, '' for anything else."""

@@ -2,8 +2,8 @@
 
     up(settings)    bucket ─ ECR repository ─ IAM roles + instance profile ─ networking
                     ─ compute environment (EC2, spot or Fargate) ─ job queue
-    down(settings)  job queues ─ compute environments ─ job definitions ─ IAM ─ ECR ─ bucket,
-                    each only when tagged spmd:stack=<stack>
+    down(settings)  job queues ─ compute environments ─ job definitions ─ IAM ─ ECR
+                    ─ bucket, each only when tagged spmd:stack=<stack>
 
 Both are idempotent: what exists is found and reported, never made twice. ``deployment``
 is what the queue calls before its first submit: a quick look (two or three requests),
@@ -69,7 +69,7 @@ class Report:
     def __str__(self) -> str:
         width = max((len(a) for a, _, _ in self.lines), default=0)
         body = [f"{a:<{width}}  {kind}  {name}" for a, kind, name in self.lines]
-        return "\n".join([f"stack {self.stack}:", *body]) if body else f"stack {self.stack}: nothing"
+        return "\n".join([f"stack {self.stack}:", *(body or ["nothing"])])
 
 
 def _partition(region: str) -> str:
@@ -196,7 +196,7 @@ def _ensure_instance_profile(iam, stack: Stack, role: str, report: Report) -> st
 
 
 def _service_role(iam, report: Report) -> str:
-    """AWS Batch's service-linked role (made once per account by AWS's rules; never deleted here)."""
+    """AWS Batch's service-linked role: one per account, AWS's own; ``down`` never deletes it."""
     roles = iam.list_roles(PathPrefix=f"/aws-service-role/{BATCH_SERVICE}/")["Roles"]
     if roles:
         report.add("found", "service-linked role", roles[0]["RoleName"])
@@ -235,7 +235,8 @@ def _compute_resources(opts: AwsSettings, subnets, groups, instance_profile: str
         return resources
     resources.update({
         "type": "SPOT" if stack.spot else "EC2",
-        "allocationStrategy": "SPOT_PRICE_CAPACITY_OPTIMIZED" if stack.spot else "BEST_FIT_PROGRESSIVE",
+        "allocationStrategy": ("SPOT_PRICE_CAPACITY_OPTIMIZED" if stack.spot
+                               else "BEST_FIT_PROGRESSIVE"),
         "minvCpus": 0, "desiredvCpus": 0, "instanceTypes": list(opts.instance_types),
         "instanceRole": instance_profile, "tags": dict(stack.tags)})
     return resources
@@ -247,11 +248,11 @@ def _ensure_compute_environment(batch, opts: AwsSettings, resources: dict, servi
     found = batch.describe_compute_environments(computeEnvironments=[name])["computeEnvironments"]
     if found:
         env = found[0]
-        current = env.get("computeResources", {}).get("maxvCpus")
-        if current is not None and current != resources["maxvCpus"] and opts.stack.owns(env.get("tags")):
+        current, wanted = env.get("computeResources", {}).get("maxvCpus"), resources["maxvCpus"]
+        if current is not None and current != wanted and opts.stack.owns(env.get("tags")):
             batch.update_compute_environment(computeEnvironment=name,
-                                             computeResources={"maxvCpus": resources["maxvCpus"]})
-            report.add("updated", "compute environment", f"{name} (maxvCpus {resources['maxvCpus']})")
+                                             computeResources={"maxvCpus": wanted})
+            report.add("updated", "compute environment", f"{name} (maxvCpus {wanted})")
         else:
             report.add("found", "compute environment", name)
     else:
@@ -270,9 +271,10 @@ def _ensure_compute_environment(batch, opts: AwsSettings, resources: dict, servi
         report.add("created", "compute environment", name)
 
     def valid() -> bool:
-        env = batch.describe_compute_environments(computeEnvironments=[name])["computeEnvironments"][0]
+        [env] = batch.describe_compute_environments(computeEnvironments=[name])["computeEnvironments"]
         if env.get("status") == "INVALID":
-            raise ProvisionError(f"compute environment {name} is INVALID: {env.get('statusReason')}")
+            raise ProvisionError(f"compute environment {name} is INVALID: "
+                                 f"{env.get('statusReason')}")
         return env.get("status") == "VALID"
     _wait(f"compute environment {name}", valid)
     return name
@@ -289,9 +291,9 @@ def _ensure_job_queue(batch, stack: Stack, compute_environment: str, report: Rep
         else:
             report.add("found", "job queue", name)
     else:
+        order = [{"order": 1, "computeEnvironment": compute_environment}]
         batch.create_job_queue(jobQueueName=name, state="ENABLED", priority=1, tags=stack.tags,
-                               computeEnvironmentOrder=[{"order": 1,
-                                                         "computeEnvironment": compute_environment}])
+                               computeEnvironmentOrder=order)
         report.add("created", "job queue", name)
 
     def valid() -> bool:
@@ -337,7 +339,8 @@ def up(settings: Settings | AwsSettings) -> Report:
                                     report=report)
         execution_role = instance_profile = None
         if stack.fargate:
-            execution_role = _ensure_role(iam, stack, stack.execution_role, "ecs-tasks.amazonaws.com",
+            execution_role = _ensure_role(iam, stack, stack.execution_role,
+                                          "ecs-tasks.amazonaws.com",
                                           managed=(managed + EXECUTION_POLICY,), report=report)
         else:
             _ensure_role(iam, stack, stack.instance_role, "ec2.amazonaws.com",
@@ -362,7 +365,8 @@ def deployment(settings: Settings | AwsSettings) -> Deployment:
     clients, stack = opts.clients(), opts.stack
     with boundary(ProvisionError, f"looking up stack {stack.name}"):
         queues = clients("batch").describe_job_queues(jobQueues=[stack.job_queue])["jobQueues"]
-        ready = queues and queues[0].get("status") == "VALID" and queues[0].get("state") == "ENABLED"
+        ready = bool(queues) and (queues[0].get("status"), queues[0].get("state")) == \
+            ("VALID", "ENABLED")
         if ready:
             iam = clients("iam")
             try:
@@ -423,8 +427,11 @@ def down(settings: Settings | AwsSettings, *, keep_bucket: bool = False) -> Repo
 
 def _disable_and_delete(batch, kind: str, name: str, report: Report) -> None:
     queue = kind == "job queue"
-    describe = (lambda: batch.describe_job_queues(jobQueues=[name])["jobQueues"]) if queue else \
-        (lambda: batch.describe_compute_environments(computeEnvironments=[name])["computeEnvironments"])
+    def describe() -> list[dict]:
+        if queue:
+            return batch.describe_job_queues(jobQueues=[name])["jobQueues"]
+        return batch.describe_compute_environments(
+            computeEnvironments=[name])["computeEnvironments"]
     if describe()[0].get("state") != "DISABLED":
         if queue:
             batch.update_job_queue(jobQueue=name, state="DISABLED")
@@ -451,14 +458,17 @@ def _delete_iam(iam, stack: Stack, report: Report) -> None:
         if not stack.owns(tags or []):
             continue
         for role in profile.get("Roles", ()):
-            iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role["RoleName"])
+            iam.remove_role_from_instance_profile(InstanceProfileName=name,
+                                                  RoleName=role["RoleName"])
         iam.delete_instance_profile(InstanceProfileName=name)
         report.add("deleted", "instance profile", name)
     for role in list(_paginate(iam, "list_roles", "Roles", PathPrefix=stack.iam_path)):
         name = role["RoleName"]
-        if not role.get("Path", "").startswith(stack.iam_path) or not stack.owns(iam.list_role_tags(RoleName=name)["Tags"]):
+        if not role.get("Path", "").startswith(stack.iam_path) or \
+                not stack.owns(iam.list_role_tags(RoleName=name)["Tags"]):
             continue
-        for policy in _paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name):
+        for policy in _paginate(iam, "list_attached_role_policies", "AttachedPolicies",
+                                RoleName=name):
             iam.detach_role_policy(RoleName=name, PolicyArn=policy["PolicyArn"])
         for policy in _paginate(iam, "list_role_policies", "PolicyNames", RoleName=name):
             iam.delete_role_policy(RoleName=name, PolicyName=policy)

@@ -183,7 +183,7 @@ def latest(summaries) -> dict[str, dict]:
 
 
 def merge(summary: dict, detail: dict | None) -> dict:
-    """A child's ListJobs summary with its DescribeJobs record over it, keeping a known exit code."""
+    """A child's ListJobs summary under its DescribeJobs record, keeping a known exit code."""
     job = {**summary, **(detail or {})}
     summary_code = (summary.get("container") or {}).get("exitCode")
     if _exit_code(job) is None and summary_code is not None:
@@ -369,7 +369,8 @@ class AwsBatchQueue(BatchQueue):
             if child not in jobs:
                 return ""
             job = jobs[child]
-            streams = [(a.get("container") or {}).get("logStreamName") for a in job.get("attempts") or ()]
+            streams = [(a.get("container") or {}).get("logStreamName")
+                       for a in job.get("attempts") or ()]
             streams.append((job.get("container") or {}).get("logStreamName"))
             streams = [s for s in dict.fromkeys(streams) if s]
             parts = []

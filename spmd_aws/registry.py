@@ -3,7 +3,7 @@
     exists(tag)   ECR DescribeImages for the tag (no image pulled, nothing built)
     publish       repository created if missing (tagged, scan on push)
                   ──> ECR GetAuthorizationToken ──> docker tag + push (Docker SDK)
-                  ──> the remote name is untagged locally again (the engine keeps spmd-task:<tag>)
+                  ──> the remote name is untagged here again (the engine keeps spmd-task:<tag>)
 
 ``registry`` in the config replaces the address docker pushes to and Batch pulls from
 (a private mirror, a VPC endpoint name, a test registry); the ECR API still holds the
@@ -38,7 +38,7 @@ def ensure_repository(clients: Clients, stack: Stack) -> tuple[str, str]:
     with boundary(ImageError, f"creating ECR repository {stack.repository}"):
         try:
             repo = ecr.create_repository(
-                repositoryName=stack.repository, tags=[{"Key": k, "Value": v} for k, v in stack.tags.items()],
+                repositoryName=stack.repository, tags=stack.tag_list,
                 imageScanningConfiguration={"scanOnPush": True}, imageTagMutability="MUTABLE",
                 encryptionConfiguration={"encryptionType": "AES256"})["repository"]
         except Exception as exc:  # made meanwhile by another process

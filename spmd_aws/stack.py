@@ -50,7 +50,7 @@ class Stack:
         return [{"Key": k, "Value": v} for k, v in self.tags.items()]
 
     def owns(self, tags) -> bool:
-        """Whether a resource with these tags (a dict, or a Key/Value list) belongs to this stack."""
+        """Whether a resource with these tags (a dict or a Key/Value list) is this stack's."""
         if isinstance(tags, list):
             tags = {t.get("Key", t.get("key")): t.get("Value", t.get("value")) for t in tags}
         return (tags or {}).get(TAG_KEY) == self.name
