@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from conftest import moto_config
+from awsharness import moto_config
 
 pytestmark = pytest.mark.docker  # the client still builds (or finds) the task image
 

@@ -6,7 +6,7 @@ import pytest
 from spmd_aws import provision
 from spmd_aws.stack import TAG_KEY
 
-from conftest import settings_of
+from awsharness import settings_of
 
 
 def _tags(pairs):

@@ -9,7 +9,7 @@ from spmd_aws.queue import (
     job_definition, latest, merge, resource_requirements, split, task_status,
 )
 
-from conftest import settings_of
+from awsharness import settings_of
 
 EC2 = Deployment("arn:aws:batch:us-east-1:1:job-queue/s-ec2", "arn:aws:iam::1:role/s-job")
 FARGATE = Deployment("arn:aws:batch:us-east-1:1:job-queue/s-fargate", "arn:aws:iam::1:role/s-job",

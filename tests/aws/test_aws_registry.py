@@ -10,7 +10,7 @@ from spmd_aws.aws import Clients
 from spmd_aws.registry import EcrRegistry, ensure_repository
 from spmd_aws.stack import Stack
 
-from conftest import REGION
+from awsharness import REGION
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from spmd.errors import ObjectNotFound, StoreError
 from spmd_aws.stack import Stack
 from spmd_aws.store import S3Store
 
-from conftest import REGION
+from awsharness import REGION
 
 
 @pytest.fixture
