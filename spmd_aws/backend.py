@@ -38,7 +38,7 @@ class AwsBackend(Backend):
         opts = self.opts
         return S3Store(opts.bucket, opts.prefix, region=opts.region, endpoint_url=opts.endpoint_url,
                        profile=opts.profile, create=True, stack=opts.stack,
-                       retention_days=opts.retention_days)
+                       retention_days=opts.retention_days, clients=self.clients)
 
     def make_registry(self) -> EcrRegistry:
         return EcrRegistry(self.clients, self.opts.stack, address=self.opts.registry)

@@ -32,12 +32,13 @@ class S3Store(ObjectStore):
 
     def __init__(self, bucket: str, prefix: str = "", *, region: str | None = None,
                  endpoint_url: str | None = None, profile: str | None = None,
-                 create: bool = False, stack: Stack | None = None, retention_days: int = 30):
+                 create: bool = False, stack: Stack | None = None, retention_days: int = 30,
+                 clients: Clients | None = None):
         if not bucket or "/" in bucket:
             raise ValueError(f"invalid bucket name {bucket!r}")
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.clients = Clients(region, endpoint_url, profile)
+        self.clients = clients or Clients(region, endpoint_url, profile)
         self.create = create
         self.stack = stack or Stack()
         self.retention_days = retention_days
