@@ -8,11 +8,14 @@ or from the Docker engine, so any process can attach to the job.
     jobs/<id>/queue/spec.json       the ArraySpec, with the capacity to schedule within
     jobs/<id>/queue/state.json      the scheduler's view of every task, rewritten atomically
     jobs/<id>/queue/cancel          present once cancel was asked
+    jobs/<id>/queue/scheduler.lock  flock'ed by the live scheduler; free means it died
     jobs/<id>/queue/scheduler.log   the scheduler process's own log
 """
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import logging
 import os
 import subprocess
 import sys
@@ -21,13 +24,14 @@ from typing import Callable, Mapping
 
 from spmd import layout
 from spmd.backend import Capacity
-from spmd.batch_queue import FAILED, TERMINAL, ArraySpec, BatchQueue, TaskStatus
+from spmd.batch_queue import ArraySpec, BatchQueue, TaskStatus
 from spmd.errors import ObjectNotFound, ResourceError
 from spmd.units import format_bytes
 
 from .store import LocalStore
 
 LABEL_JOB = "spmd.job"
+log = logging.getLogger("spmd")
 
 
 def queue_key(job_id: str, name: str) -> str:
@@ -61,15 +65,29 @@ class LocalQueue(BatchQueue):
             "uid": os.getuid(),
             "gid": os.getgid(),
         })
-        log_path = self.store.path(queue_key(spec.job_id, "scheduler.log"))
+        self._start_scheduler(spec.job_id)
+        return spec.job_id
+
+    def _start_scheduler(self, job_id: str) -> None:
+        log_path = self.store.path(queue_key(job_id, "scheduler.log"))
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "spmd_local.scheduler", str(self.store.root), spec.job_id],
+                [sys.executable, "-m", "spmd_local.scheduler", str(self.store.root), job_id],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True)
         # Reap the scheduler when it ends so it never lingers as a zombie of this process.
         threading.Thread(target=process.wait, daemon=True, name="spmd-reaper").start()
-        return spec.job_id
+
+    def scheduler_alive(self, job_id: str) -> bool:
+        """Whether a scheduler holds the job's lock (it does for as long as it lives)."""
+        path = self.store.path(queue_key(job_id, "scheduler.lock"))
+        try:
+            with open(path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        except BlockingIOError:
+            return True
+        return False
 
     def _state(self, handle: str) -> dict:
         try:
@@ -79,17 +97,13 @@ class LocalQueue(BatchQueue):
 
     def states(self, handle: str) -> Mapping[int, TaskStatus]:
         state = self._state(handle)
-        tasks = {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
-        pid = state.get("pid")
-        if pid and not state.get("done") and not _alive(pid):
-            state = self._state(handle)  # it may have finished just now
-            if not state.get("done"):
-                reason = f"the job's scheduler process (pid {pid}) is gone; see its log " \
-                         f"{self.store.path(queue_key(handle, 'scheduler.log'))}"
-                tasks = {i: s if s.state in TERMINAL else
-                         TaskStatus(FAILED, s.attempts, None, reason, "error")
-                         for i, s in tasks.items()}
-        return tasks
+        if state and not state.get("done") and not self.scheduler_alive(handle):
+            # The scheduler died (killed, machine rebooted): start another, which resumes
+            # from state.json and the containers' labels. Two clients racing here start two,
+            # and the one that does not get the lock exits at once.
+            log.warning("the scheduler of job %s is gone; starting a new one", handle)
+            self._start_scheduler(handle)
+        return {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
 
     def cancel(self, handle: str) -> None:
         self.store.put(queue_key(handle, "cancel"), b"cancelled\n")
@@ -107,13 +121,3 @@ class LocalQueue(BatchQueue):
             return self.store.get(layout.log_key(handle, task)).decode(errors="replace")
         except ObjectNotFound:
             return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -25,6 +25,7 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 
 from spmd import docker_engine, layout
 from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TaskStatus
@@ -67,6 +68,28 @@ class Scheduler:
         self.cancelled = False
         self.pool = concurrent.futures.ThreadPoolExecutor(DOCKER_THREADS)
         self.engine = docker_engine.client()
+
+    def resume(self, state: dict) -> None:
+        """Take over from a scheduler that died, from its state.json and the containers' labels."""
+        self.tasks = {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
+        self.pending.clear()
+        containers = {(c.labels.get("spmd.task"), c.labels.get("spmd.attempt")): c for c in
+                      self.engine.containers.list(all=True, filters={"label": f"{LABEL_JOB}={self.job_id}"})}
+        for task, status in sorted(self.tasks.items()):
+            if status.state == PENDING:
+                self.pending.append((task, status.attempts + 1))
+            elif status.state == RUNNING:
+                container = containers.get((str(task), str(status.attempts)))
+                launch = concurrent.futures.Future()
+                run = Running(status.attempts, launch)
+                if container is None:
+                    self.settle(task, run, TaskStatus(FAILED, status.attempts, None,
+                                                      "its container was lost with the scheduler", "error"))
+                    continue
+                launch.set_result(container.id)
+                run.container_id, run.started = container.id, _started(container)
+                self.running[task] = run
+        log.info("resumed: %d running, %d pending", len(self.running), len(self.pending))
 
     def run(self) -> None:
         self.write_state()
@@ -257,12 +280,36 @@ class Scheduler:
         self.store.put(key, (before + header + text).encode())
 
 
+def _started(container) -> float:
+    """The container's start as a time.monotonic() value, for its timeout."""
+    text = container.attrs["State"].get("StartedAt", "")[:26].rstrip("Z")
+    try:
+        started = datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return time.monotonic()
+    return time.monotonic() - max(0.0, time.time() - started)
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     root, job_id = argv
     store = LocalStore(root)
+    lock = open(store.path(queue_key(job_id, "scheduler.lock")), "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process ends
+    except BlockingIOError:
+        log.info("another scheduler runs job %s; leaving it to that one", job_id)
+        return 0
     scheduler = Scheduler(store, job_id, store.get_json(queue_key(job_id, "spec.json")))
     try:
+        state = store.get_json(queue_key(job_id, "state.json"))
+    except ObjectNotFound:
+        state = None
+    if state and state.get("done"):
+        return 0
+    try:
+        if state:
+            scheduler.resume(state)
         scheduler.run()
     except BaseException as exc:
         log.error("scheduler failed: %s", traceback.format_exc())

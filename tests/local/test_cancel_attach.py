@@ -93,3 +93,14 @@ def test_job_survives_sigkill_of_its_client(tmp_path, local, engine):
     reattached = spmd.attach(job_id, config=local)
     assert reattached.results(timeout=300) == [0, 3, 6, 9, 12, 15]
     assert reattached.status()["SUCCEEDED"] == 6
+
+
+def test_a_killed_scheduler_is_replaced_and_resumes(local, engine):
+    job = spmd.Knot(nap, config=local).map([2] * 6, chunksize=1)
+    wait_for(lambda: job.status()["RUNNING"] == 2, what="two running tasks")
+    pid = job.backend.queue._state(job.id)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert job.results(timeout=300) == [2] * 6
+    assert job.backend.queue._state(job.id)["pid"] != pid
+    assert job.status()["SUCCEEDED"] == 6
+    assert all(job.provenance(i)["attempt"] == 1 for i in range(6))  # running tasks were adopted
