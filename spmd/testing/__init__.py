@@ -1,0 +1,51 @@
+"""spmd's conformance kit: the semantics every backend keeps, as pytest test classes.
+
+Like fsspec's abstract test suites, the classes are mixins driven by fixtures. A backend's
+whole test file can be::
+
+    import pytest
+    import spmd.testing
+
+    class TestMyBackend(spmd.testing.BackendContract):
+        @pytest.fixture
+        def spmd_backend_name(self):
+            return "mine"
+
+        @pytest.fixture
+        def spmd_backend_config(self, tmp_path):
+            return {"store_dir": str(tmp_path), "max_vcpus": 2}
+
+``BackendContract`` is all four parts; each is usable alone:
+
+    ObjectStoreContract     bytes by key: round trips (empty, 60 MB, 1,200 objects), ranges,
+                            sorted prefix listing in pages, atomic put, reopening by URL
+    ImageRegistryContract   reference, exists, publish (or: no registry without images)
+    BatchQueueContract      an ArraySpec of a plain command: states, retries, timeout,
+                            cancel, logs, the handle from another client
+    MapContract             Knot.map and Job: results, arguments, remote errors,
+                            unpicklable input, states, retries, timeout, memory, cancel,
+                            logs, attach (also from another process), image reuse
+
+Fixtures: see ``spmd.testing.fixtures``. The functions tasks run are in
+``spmd.testing.functions``.
+
+Importing ``spmd.testing`` needs no pytest: the classes are loaded on first use, so a task
+(which has no pytest) can import ``spmd.testing.functions``.
+"""
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "BackendFixtures": "fixtures", "wait_for": "fixtures", "MapContract": "map",
+    "BatchQueueContract": "queue", "ImageRegistryContract": "registry",
+    "ObjectStoreContract": "store", "BackendContract": "contract",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'spmd.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -1,0 +1,77 @@
+"""What the kit's tasks run.
+
+These live in an importable module of ``spmd`` on purpose: a task image holds ``spmd`` and
+a process backend runs tasks with the client's ``spmd``, so cloudpickle sends them by
+reference and every backend runs the very same code.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+
+class SubjectError(Exception):
+    """A user's own exception type, which must come back as itself."""
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b=0, *, scale=1):
+    return (a + b) * scale
+
+
+def environment(name):
+    return os.environ.get(name)
+
+
+def fragile(x):
+    if x == 3:
+        raise SubjectError(f"subject {x} has no b0 volume")
+    if x == 5:
+        raise ValueError("negative variance")
+    return x * 10
+
+
+def flaky(x, succeed_on):
+    """Fails until attempt ``succeed_on``; the attempt number comes from SPMD_ATTEMPT."""
+    attempt = int(os.environ["SPMD_ATTEMPT"])
+    print(f"item {x} attempt {attempt}", flush=True)
+    if attempt < succeed_on:
+        raise RuntimeError(f"transient failure of {x} on attempt {attempt}")
+    return x, attempt
+
+
+def sleepy(seconds):
+    print(f"going to sleep for {seconds}s", flush=True)
+    time.sleep(seconds)
+    return seconds
+
+
+def sleepy_or_fail(seconds):
+    time.sleep(abs(seconds))
+    if seconds < 0:
+        raise ValueError(f"asked to fail after {-seconds}s")
+    return seconds
+
+
+def hog(megabytes):
+    print(f"allocating {megabytes} MB", flush=True)
+    block = b"x" * (megabytes * 2**20)  # touches every page, unlike bytearray(n)
+    return len(block)
+
+
+def chatty(x):
+    print(f"working on item {x}", flush=True)
+    return x
+
+
+def crash(code):
+    print(f"exiting with code {code} before any output", flush=True)
+    os._exit(code)
+
+
+def slow_triple(x):
+    time.sleep(1)
+    return 3 * x
