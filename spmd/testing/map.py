@@ -162,7 +162,8 @@ class MapContract(BackendFixtures):
         assert all(f"item b attempt {n}" in log for n in (1, 2, 3)), log
         assert log.index("attempt 1") < log.index("attempt 2") < log.index("attempt 3")
         states = job.backend.queue.states(job.handle)
-        assert [(states[t].state, states[t].attempts) for t in (0, 1)] == [(SUCCEEDED, 3), (FAILED, 3)]
+        assert [(states[t].state, states[t].attempts) for t in (0, 1)] == \
+            [(SUCCEEDED, 3), (FAILED, 3)], states
         assert job.status() == counts(SUCCEEDED=1, FAILED=1)
 
     def test_timeout_ends_as_timed_out(self, spmd_knot):
@@ -176,7 +177,8 @@ class MapContract(BackendFixtures):
         assert "going to sleep for 120s" in exc.log_tail
         assert job.futures[1].result(timeout=WAIT) == 0  # the other task is not lost
         assert job.wait(WAIT)
-        assert job.backend.queue.states(job.handle)[0].attempts == 1  # a timeout is not retried
+        states = job.backend.queue.states(job.handle)
+        assert states[0].attempts == 1, states  # a timeout is not retried
         assert job.status() == counts(SUCCEEDED=1, FAILED=1)
 
     def test_memory_limit_ends_as_out_of_memory(self, spmd_knot):
@@ -210,7 +212,8 @@ class MapContract(BackendFixtures):
             job.results()
         assert job.status() == counts(SUCCEEDED=1, CANCELLED=2)
         states = job.backend.queue.states(job.handle)
-        assert (states[1].attempts, states[2].attempts) == (1, 0)  # the pending one never ran
+        # The running task made one attempt; the pending one never ran.
+        assert (states[1].attempts, states[2].attempts) == (1, 0), states
         assert "going to sleep for 120s" in job.logs(1)  # the killed task's log is kept
 
     def test_logs_after_the_task_ends(self, spmd_knot):

@@ -105,9 +105,9 @@ class BatchQueueContract(BackendFixtures):
         assert_forward_only(history)
         assert any(RUNNING in h for h in history.values()), history
         assert [states[i].state for i in range(3)] == [SUCCEEDED, FAILED, SUCCEEDED]
-        assert states[0].attempts == 1 and states[0].exit_code == 0 and states[0].lost is None
+        assert (states[0].attempts, states[0].exit_code, states[0].lost) == (1, 0, None), states
         failed = states[1]
-        assert failed.exit_code == 3 and failed.attempts == 1 and failed.lost == "error"
+        assert (failed.exit_code, failed.attempts, failed.lost) == (3, 1, "error"), failed
         assert failed.reason, "a failed task says why"
         for i in range(3):
             assert f"conformance task {i} attempt 1" in queue.logs(handle, i)
@@ -124,8 +124,8 @@ class BatchQueueContract(BackendFixtures):
         handle = spmd_submit(["fail-once", "exit3"], Resources(retries=1))
         states, history = watch(queue, handle, 2)
         assert_forward_only(history, retries=True)
-        assert (states[0].state, states[0].attempts) == (SUCCEEDED, 2)
-        assert (states[1].state, states[1].attempts, states[1].exit_code) == (FAILED, 2, 3)
+        assert (states[0].state, states[0].attempts) == (SUCCEEDED, 2), states
+        assert (states[1].state, states[1].attempts, states[1].exit_code) == (FAILED, 2, 3), states
         log = queue.logs(handle, 0)
         assert "conformance task 0 attempt 1" in log and "conformance task 0 attempt 2 done" in log
         assert log.index("attempt 1") < log.index("attempt 2")  # every attempt, in order
@@ -139,7 +139,7 @@ class BatchQueueContract(BackendFixtures):
         assert time.monotonic() - started < 90, "the task was not stopped at its timeout"
         assert_forward_only(history)
         status = states[0]
-        assert (status.state, status.lost, status.attempts) == (FAILED, "timeout", 1)  # not retried
+        assert (status.state, status.lost, status.attempts) == (FAILED, "timeout", 1), status  # no retry
         assert "conformance task 0 attempt 1: sleep120" in queue.logs(handle, 0)
 
     def test_queue_cancel_stops_running_and_pending(self, spmd_backend, spmd_submit,
@@ -160,6 +160,6 @@ class BatchQueueContract(BackendFixtures):
         assert time.monotonic() - started < 60, "cancel did not stop the running task"
         assert_forward_only(history)
         assert [states[i].state for i in range(3)] == [CANCELLED] * 3
-        assert sorted(s.attempts for s in states.values())[0] == 0, "a pending task was started"
+        assert sorted(s.attempts for s in states.values())[0] == 0, f"a pending task was started: {states}"
         again = spmd_fresh_backend().queue.states(handle)
         assert [again.get(i, TaskStatus()).state for i in range(3)] == [CANCELLED] * 3

@@ -13,3 +13,16 @@ class TestProcess(spmd.testing.BackendContract):
     def spmd_backend_config(self, tmp_path):
         # A store of this test's own; 2 CPUs, so a task of 2 vcpus runs alone.
         return {"store_dir": str(tmp_path / "store"), "max_vcpus": 2}
+
+
+def test_capacity_is_shared_by_the_jobs_of_one_store(tmp_path):
+    """Beyond the kit: two jobs' schedulers on one store never run more than max_vcpus together."""
+    from spmd.testing.functions import slow_triple
+    config = {"store_dir": str(tmp_path / "store"), "max_vcpus": 2}
+    first = spmd.Knot(slow_triple, vcpus=2, backend="process", config=config).map([1, 2], chunksize=1)
+    second = spmd.Knot(slow_triple, vcpus=2, backend="process", config=config).map([3], chunksize=1)
+    assert first.results(timeout=120) == [3, 6] and second.results(timeout=120) == [9]
+    spans = sorted((job.provenance(i)["started"], job.provenance(i)["ended"])
+                   for job, i in ((first, 0), (first, 1), (second, 0)))
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end, f"two tasks of 2 vcpus ran at once on 2 vcpus: {spans}"
