@@ -16,7 +16,7 @@ import pytest
 
 import spmd
 from spmd import layout
-from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, STATES, SUCCEEDED, TERMINAL
+from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, STATES, SUCCEEDED
 
 from . import functions as fn
 from .fixtures import WAIT, BackendFixtures, wait_for

@@ -3,10 +3,10 @@
     test_local.py          the local Docker backend (built in)
     test_process.py        the example plugin examples/spmd-process-backend ("process")
     test_libcloud_store.py spmd.stores.LibcloudStore over libcloud's local driver (store part only)
-    test_aws.py            the AWS backend on moto: to be added beside these, as
-                           ``class TestAws(spmd.testing.BackendContract)`` whose
-                           ``spmd_backend_name`` is "aws" and whose ``spmd_backend_config``
-                           comes from the AWS test harness (moto endpoint, registry, stack)
+    (AWS)                  the AWS backend on moto runs the same class as
+                           ``TestAws(spmd.testing.BackendContract)`` in
+                           tests/aws/test_aws_conformance.py, beside the AWS harness whose
+                           fixtures (moto endpoint, registry, stack) its config needs
 
 The example plugin must be installed (scripts/setup.sh does it); without it every test here
 fails with the command that installs it, rather than quietly testing less.
