@@ -5,11 +5,12 @@
                      (<stack>-<content hash>) or registered once
                  ──> one SubmitJob per ≤10,000 tasks (SPMD_TASK_OFFSET in each one's env);
                      a part of one task is a plain job (SPMD_SINGLE_TASK=1)
-                 ──> handle: {"v": 1, "jobs": [[job id, first task, size], ...]}
+                 ──> handle: {"v": 1, "jobs": [[job id, first task, size], ...], "attempts": n}
     states       ──> per array: ListJobs(arrayJobId, status) for RUNNING, SUCCEEDED, FAILED,
                      paginated; children not listed are PENDING; a child listed twice
-                     keeps its later state; failed children described once (100 per request)
-                     for their reason, attempts and exit code
+                     keeps its later state; ended children are described once (100 per
+                     request) for their reason, attempts and exit code: the failed ones,
+                     and the succeeded ones only when retries could make them more than 1
     cancel       ──> TerminateJob on each parent, then on every child not done
     logs         ──> DescribeJobs(child) ──> every attempt's CloudWatch Logs stream
 
@@ -72,8 +73,10 @@ def split(n_tasks: int) -> list[tuple[int, int]]:
     return out
 
 
-def encode_handle(jobs: list[tuple[str, int, int]]) -> str:
-    return json.dumps({"v": 1, "jobs": [list(job) for job in jobs]}, separators=(",", ":"))
+def encode_handle(jobs: list[tuple[str, int, int]], attempts: int = 1) -> str:
+    """The handle of submitted jobs ``(job id, first task, size)`` allowing ``attempts`` each."""
+    return json.dumps({"v": 1, "jobs": [list(job) for job in jobs], "attempts": attempts},
+                      separators=(",", ":"))
 
 
 def decode_handle(handle: str) -> list[tuple[str, int, int]]:
@@ -81,6 +84,11 @@ def decode_handle(handle: str) -> list[tuple[str, int, int]]:
     if data.get("v") != 1:
         raise AwsError(f"this spmd cannot read queue handle version {data.get('v')!r}")
     return [(str(job_id), int(offset), int(size)) for job_id, offset, size in data["jobs"]]
+
+
+def max_attempts(handle: str) -> int | None:
+    """How many attempts each task may have (None: not recorded)."""
+    return json.loads(handle).get("attempts")
 
 
 def child_id(job_id: str, offset: int, size: int, task: int) -> str:
@@ -237,7 +245,7 @@ class AwsBatchQueue(BatchQueue):
         self._lock = threading.Lock()
         self._deployment: Deployment | None = None
         self._definitions: dict[str, str] = {}
-        self._failed: dict[str, dict] = {}  # child id -> DescribeJobs record; final, kept
+        self._ended: dict[str, dict] = {}  # child id -> DescribeJobs record; final, kept
 
     @property
     def batch(self):
@@ -297,7 +305,7 @@ class AwsBatchQueue(BatchQueue):
                 for job_id, _, _ in submitted:  # leave no half-submitted job running
                     self._terminate(job_id)
                 raise
-        return encode_handle(submitted)
+        return encode_handle(submitted, spec.resources.retries + 1)
 
     # -- reading states -------------------------------------------------------------
 
@@ -318,6 +326,8 @@ class AwsBatchQueue(BatchQueue):
 
     def states(self, handle: str) -> Mapping[int, TaskStatus]:
         out: dict[int, TaskStatus] = {}
+        # With one attempt allowed, a task that succeeded had exactly one: no need to ask.
+        describe = ("FAILED",) if max_attempts(handle) == 1 else ("FAILED", "SUCCEEDED")
         with boundary(AwsError, "reading task states from AWS Batch"):
             for job_id, offset, size in decode_handle(handle):
                 if size == 1:
@@ -326,13 +336,15 @@ class AwsBatchQueue(BatchQueue):
                         out[offset] = task_status(jobs[job_id])
                     continue
                 children = self._children(job_id, _LISTED)
-                failed = [c for c, s in children.items() if s["status"] == "FAILED"
-                          and c not in self._failed]
-                self._failed.update(self._describe(failed))
+                ended = [c for c, s in children.items() if s["status"] in describe
+                         and c not in self._ended]
+                self._ended.update(self._describe(ended))
                 for child, summary in children.items():
                     index = (summary.get("arrayProperties") or {}).get("index")
                     index = int(child.rsplit(":", 1)[1]) if index is None else int(index)
-                    detail = self._failed.get(child) if summary["status"] == "FAILED" else None
+                    detail = self._ended.get(child) if summary["status"] in describe else None
+                    if summary["status"] == "SUCCEEDED" and detail is None:
+                        detail = {"attempts": [{}]}
                     out[offset + index] = task_status(merge(summary, detail))
         return out
 

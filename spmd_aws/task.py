@@ -1,6 +1,6 @@
 """The AWS task entry point: ``python3 -m spmd_aws.task [--timeout SECONDS] -- COMMAND...``.
 
-It does two things AWS Batch cannot, then runs COMMAND (``python3 -m spmd.worker``):
+It does what AWS Batch does not, then runs COMMAND (``python3 -m spmd.worker``):
 
 * A plain job (one task: Batch arrays have at least 2 children) gets no
   ``AWS_BATCH_JOB_ARRAY_INDEX``, and a job may not set variables starting with
@@ -8,6 +8,9 @@ It does two things AWS Batch cannot, then runs COMMAND (``python3 -m spmd.worker
 * Batch's own timeout is at least 60 s. A shorter timeout is enforced here: COMMAND
   is stopped (SIGTERM, then SIGKILL 10 s later) and this exits with code 124, which the
   job definition's retry strategy treats as final, as Batch does with its own timeouts.
+
+* The attempt number is also given as ``SPMD_ATTEMPT`` (from ``AWS_BATCH_JOB_ATTEMPT``),
+  the name every backend gives it.
 
 Without ``--timeout`` it replaces itself with COMMAND (no extra process).
 """
@@ -37,6 +40,7 @@ def main(argv: list[str]) -> int:
                   file=sys.stderr)
             return 2
         os.environ["AWS_BATCH_JOB_ARRAY_INDEX"] = "0"
+    os.environ["SPMD_ATTEMPT"] = os.environ.get("AWS_BATCH_JOB_ATTEMPT") or "1"
     if timeout is None:
         os.execvp(argv[0], argv)
     return supervise(argv, timeout)

@@ -1,16 +1,26 @@
 """The moto-to-AWS bridges of the AWS tests, and helpers the test modules share.
 
-Each bridge makes moto behave like AWS where it does not, and says which AWS behaviour it
-stands in for; spmd_aws itself never knows about any of them.
+moto 5.2.5 runs each Batch job in a real container, but differs from AWS in ways the
+backend must not have to know about. Each bridge below makes moto behave like AWS in one
+respect and says which; spmd_aws itself never knows about any of them.
+
+    any client's SubmitJob ──> moto (patched in this process): the job's command runs
+        behind SHIM, and its env gets fake credentials and what SHIM needs
+    SHIM in the container ──> Scheduler (HTTP on the Docker bridge): capacity, attempts
+    spmd_aws's ListJobs/DescribeJobs ──> botocore hooks fill in what AWS would say
+    docker events ──> vCPU and memory limits applied; kills for memory remembered
 """
 from __future__ import annotations
 
 import copy
 import json
 import threading
+import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                     "AWS_SESSION_TOKEN": "testing"}
 
@@ -30,62 +40,238 @@ def settings_of(config: dict):
 
 # Runs in the task container in front of the job's command (python3 -m spmd_aws.task ...).
 SHIM = r"""
-import json, os, subprocess, sys
-# AWS sets AWS_BATCH_JOB_ARRAY_INDEX in an array's child; moto 5.2.5 only sets
-# AWS_BATCH_JOB_ID=<parent>:<index>.
+import json, os, subprocess, sys, time, urllib.parse, urllib.request
 job = os.environ.get("AWS_BATCH_JOB_ID", "")
+service = os.environ.pop("SPMD_TEST_SCHEDULER")
+
+def tell(what, **query):
+    try:
+        url = f"{service}/{what}?" + urllib.parse.urlencode({"job": job, **query})
+        return urllib.request.urlopen(url, timeout=30).read().decode()
+    except OSError:
+        return ""
+
+# AWS sets AWS_BATCH_JOB_ARRAY_INDEX in an array's child; moto only sets
+# AWS_BATCH_JOB_ID=<parent>:<index>.
 if ":" in job and "AWS_BATCH_JOB_ARRAY_INDEX" not in os.environ:
     os.environ["AWS_BATCH_JOB_ARRAY_INDEX"] = job.rsplit(":", 1)[1]
+# AWS starts a job only when its compute environment has room for it (maxvCpus), an
+# array's children in order; moto starts every job at once.
+place = {"pool": os.environ.pop("SPMD_TEST_POOL"), "capacity": os.environ.pop("SPMD_TEST_CAPACITY"),
+         "vcpus": os.environ["SPMD_TEST_LIMITS"].split(",")[0]}
+while tell("start", **place) == "wait":
+    time.sleep(0.2)
 # AWS runs a failed job again, up to retryStrategy.attempts times, unless an evaluateOnExit
 # rule says EXIT, and numbers the attempts in AWS_BATCH_JOB_ATTEMPT; moto runs it once.
-strategy = json.loads(os.environ.pop("SPMD_TEST_RETRY_STRATEGY", "{}"))
+strategy = json.loads(os.environ.pop("SPMD_TEST_RETRY_STRATEGY"))
 final = {rule["onExitCode"] for rule in strategy.get("evaluateOnExit", ())
          if rule.get("action", "").upper() == "EXIT"}
 for attempt in range(1, strategy.get("attempts", 1) + 1):
+    tell("attempt", n=attempt)
     os.environ["AWS_BATCH_JOB_ATTEMPT"] = str(attempt)
     code = subprocess.call(sys.argv[1:])
     code = 128 - code if code < 0 else code
     if code == 0 or str(code) in final:
         break
-    print(f"(test harness: attempt {attempt} exited with {code})", flush=True)
+tell("end")
 sys.exit(code)
 """
+
+
+def _moto_job(job_id: str):
+    from moto.batch.models import batch_backends
+    return batch_backends[ACCOUNT][REGION].get_job_by_id(job_id)
+
+
+def _ended(job_id: str) -> bool:
+    job = _moto_job(job_id)
+    return job is None or job.stop or job.job_stopped
+
+
+class Scheduler:
+    """What AWS Batch's scheduler knows and moto does not: which jobs the compute
+    environment has room for (the rest stay RUNNABLE), and each job's attempts.
+    SHIM asks it over HTTP; it reads moto's jobs directly (it runs in moto's process)."""
+
+    def __init__(self, host: str):
+        self.lock = threading.Lock()
+        self.granted: dict[str, tuple[str, float]] = {}  # job id -> (pool, vcpus)
+        self.attempts: dict[str, int] = {}
+        self.next_child: dict[str, int] = {}  # array job id -> index of the next child to start
+        scheduler = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                url = urllib.parse.urlsplit(self.path)
+                query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+                body = scheduler.handle(url.path.strip("/"), query).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = "http://%s:%d" % self.server.server_address[:2]
+        threading.Thread(target=self.server.serve_forever, daemon=True,
+                         name="spmd-test-scheduler").start()
+
+    def handle(self, what: str, query: dict) -> str:
+        job = query["job"]
+        with self.lock:
+            if what == "attempt":
+                self.attempts[job] = int(query["n"])
+            elif what == "end":
+                self.granted.pop(job, None)
+            elif what == "start":
+                return "go" if self._start(job, query["pool"], float(query["capacity"]),
+                                           float(query["vcpus"])) else "wait"
+        return "ok"
+
+    def _start(self, job: str, pool: str, capacity: float, vcpus: float) -> bool:
+        for held in [j for j in self.granted if _ended(j)]:
+            del self.granted[held]  # killed without saying so
+        if _ended(job):
+            return False  # terminated while it waited: AWS never starts it
+        parent, _, index = job.partition(":")
+        if index:
+            following = self.next_child.get(parent, 0)
+            while following < int(index) and _ended(f"{parent}:{following}"):
+                following += 1  # a child cancelled before it could start
+            self.next_child[parent] = following
+            if int(index) != following:
+                return False
+        used = sum(v for p, v in self.granted.values() if p == pool)
+        if used and used + vcpus > capacity + 1e-9:
+            return False
+        self.granted[job] = (pool, vcpus)
+        if index:
+            self.next_child[parent] = int(index) + 1
+        return True
+
+    def waiting(self, job_id: str) -> bool:
+        """Whether moto runs a job that AWS would still hold back (RUNNABLE)."""
+        with self.lock:
+            return job_id not in self.granted and job_id not in self.attempts
+
+    def stop(self) -> None:
+        self.server.shutdown()
 
 
 class Harness:
     """The moto-to-AWS bridges, and a record of the API calls spmd_aws makes."""
 
-    def __init__(self, boto, registry: str):
+    def __init__(self, boto, registry: str, host: str):
         self.boto = boto
         self.registry = registry
         self.calls: list[tuple[str, str, dict]] = []
         self.pushes: list[str] = []
         self.out_of_memory: set[str] = set()  # names of containers the kernel killed
+        self.scheduler = Scheduler(host)
         self._events = None
+        self._undo: list = []
 
     def count(self, service: str, operation: str) -> int:
         return sum(1 for s, o, _ in self.calls if (s, o) == (service, operation))
 
+    # -- installing ----------------------------------------------------------------------
+
+    def install(self, events, monkeypatch, engine=None) -> None:
+        """Hooks on spmd_aws's botocore session, patches of moto and spmd_aws's registry."""
+        from moto.batch.models import BatchBackend
+
+        from spmd_aws.registry import EcrRegistry
+        hooks = [("provide-client-params", self.record),
+                 ("after-call.batch.DescribeJobs", self.exit_codes),
+                 ("after-call.batch.DescribeJobs", self.scheduled),
+                 ("after-call.batch.ListJobs", self.scheduled),
+                 ("after-call.batch.DescribeJobs", self.oom_reason),
+                 ("after-call.batch.ListJobs", self.oom_reason)]
+        for number, (event, handler) in enumerate(hooks):
+            events.register(event, handler, unique_id=f"spmd-test-{number}")
+            self._undo.append(lambda e=event, n=number: events.unregister(
+                e, unique_id=f"spmd-test-{n}"))
+        submit_job = BatchBackend.submit_job
+        harness = self
+
+        def submit(backend, job_name, job_def_id, job_queue, *args, **kwargs):
+            kwargs["container_overrides"] = harness.container_overrides(
+                backend, job_def_id, job_queue, kwargs.get("container_overrides"))
+            return submit_job(backend, job_name, job_def_id, job_queue, *args, **kwargs)
+        monkeypatch.setattr(BatchBackend, "submit_job", submit)
+        publish = EcrRegistry.publish
+
+        def published(registry, local_image, tag):
+            reference = publish(registry, local_image, tag)
+            harness.pushes.append(reference)
+            harness.register_image(registry, tag)
+            return reference
+        monkeypatch.setattr(EcrRegistry, "publish", published)
+        if engine is not None:
+            self.watch_containers(engine)
+
+    def uninstall(self) -> None:
+        for undo in self._undo:
+            undo()
+        if self._events is not None:
+            self._events.close()
+        self.scheduler.stop()
+
+    # -- what spmd_aws asks ---------------------------------------------------------------
+
     def record(self, params, model, **_):
-        """Every request as spmd_aws made it (before the bridges below change it)."""
+        """Every request as spmd_aws made it."""
         self.calls.append((model.service_model.service_name, model.name, copy.deepcopy(params)))
 
-    def submit_job(self, params, **_):
-        """Wrap the job's command in SHIM, and give the container credentials for moto.
+    def container_overrides(self, backend, job_def_id: str, job_queue: str, overrides) -> dict:
+        """The job's command behind SHIM, and in its env what SHIM needs and credentials.
 
         On AWS the job role gives the task its credentials (the container credentials
         endpoint); moto has no such endpoint, so fake keys go into the test job's env.
         """
-        definition = self.boto("batch").describe_job_definitions(
-            jobDefinitions=[params["jobDefinition"]])["jobDefinitions"][0]
-        overrides = params.setdefault("containerOverrides", {})
-        overrides["command"] = ["python3", "-c", SHIM, *definition["containerProperties"]["command"]]
-        env = overrides.setdefault("environment", [])
-        env += [{"name": k, "value": v} for k, v in FAKE_CREDENTIALS.items()]
-        env.append({"name": "SPMD_TEST_RETRY_STRATEGY",
-                    "value": json.dumps(definition.get("retryStrategy") or {})})
-        needs = {r["type"]: r["value"] for r in definition["containerProperties"]["resourceRequirements"]}
-        env.append({"name": "SPMD_TEST_LIMITS", "value": f"{needs['VCPU']},{needs['MEMORY']}"})
+        definition = backend.get_job_definition(job_def_id)
+        queue = backend.get_job_queue(job_queue)
+        overrides = dict(overrides or {})
+        command = overrides.get("command") or definition.container_properties["command"]
+        overrides["command"] = ["python3", "-c", SHIM, *command]
+        needs = {r["type"]: r["value"]
+                 for r in definition.container_properties.get("resourceRequirements", ())}
+        capacity = sum(float(env.compute_resources.get("maxvCpus", 0))
+                       for env in queue.environments)
+        extra = {**FAKE_CREDENTIALS, "SPMD_TEST_SCHEDULER": self.scheduler.url,
+                 "SPMD_TEST_POOL": queue.name, "SPMD_TEST_CAPACITY": str(capacity),
+                 "SPMD_TEST_RETRY_STRATEGY": json.dumps(definition.retry_strategy or {}),
+                 "SPMD_TEST_LIMITS": f"{needs.get('VCPU', 1)},{needs.get('MEMORY', 2048)}"}
+        overrides["environment"] = list(overrides.get("environment") or ()) + [
+            {"name": k, "value": v} for k, v in extra.items()]
+        return overrides
+
+    # -- what moto answers ------------------------------------------------------------------
+
+    def exit_codes(self, parsed, **_):
+        """AWS's DescribeJobs has container.exitCode of an ended job; moto's only ListJobs has it."""
+        for job in parsed.get("jobs", ()):
+            container = job.setdefault("container", {})
+            moto_job = _moto_job(job["jobId"])
+            if job.get("status") in ("SUCCEEDED", "FAILED") and "exitCode" not in container \
+                    and moto_job is not None and moto_job.exit_code is not None:
+                container["exitCode"] = moto_job.exit_code
+
+    def scheduled(self, parsed, **_):
+        """A job AWS would hold back for capacity is RUNNABLE; each job has one entry in
+        ``attempts`` per attempt SHIM ran (moto's has one at most)."""
+        for job in parsed.get("jobs", parsed.get("jobSummaryList", ())):
+            job_id = job["jobId"]
+            if job.get("status") == "RUNNING" and self.scheduler.waiting(job_id):
+                job["status"] = "RUNNABLE"
+            if "attempts" in job:
+                template = (job["attempts"] or [{}])[0]
+                count = self.scheduler.attempts.get(job_id, 0)
+                if job.get("status") == "RUNNING":
+                    count = max(0, count - 1)  # AWS lists attempts once they ended
+                job["attempts"] = [copy.deepcopy(template) for _ in range(count)]
 
     def watch_containers(self, engine) -> None:
         """AWS (ECS) starts a job's container with its vCPU and memory limits; moto starts it
@@ -109,12 +295,8 @@ class Harness:
                         container.update(mem_limit=f"{memory}m", memswap_limit=f"{memory}m",
                                          cpu_period=100_000, cpu_quota=int(float(vcpus) * 100_000))
                 except APIError:
-                    pass  # already gone
+                    pass  # already gone, or more CPUs than this machine has
         threading.Thread(target=run, daemon=True, name="spmd-test-limits").start()
-
-    def stop(self) -> None:
-        if self._events is not None:
-            self._events.close()
 
     def oom_reason(self, parsed, **_):
         """AWS gives a job killed for memory the reason OutOfMemoryError; moto gives none."""
@@ -125,20 +307,7 @@ class Harness:
                     "OutOfMemoryError: Container killed due to memory usage"
                 job.setdefault("statusReason", "Essential container in task exited")
 
-    def describe_jobs(self, parsed, **_):
-        """AWS's DescribeJobs has container.exitCode of an ended job; moto's only ListJobs has it."""
-        for job in parsed.get("jobs", ()):
-            container = job.setdefault("container", {})
-            if job.get("status") not in ("SUCCEEDED", "FAILED") or "exitCode" in container:
-                continue
-            parent, _, index = job["jobId"].partition(":")
-            request = {"arrayJobId": parent} if index else {"jobQueue": job["jobQueue"]}
-            listing = self.boto("batch").list_jobs(jobStatus=job["status"], **request)
-            for summary in listing["jobSummaryList"]:
-                if summary["jobId"] == job["jobId"] and "exitCode" in summary.get("container", {}):
-                    container["exitCode"] = summary["container"]["exitCode"]
-
-    def registered(self, registry, tag: str) -> None:
+    def register_image(self, registry, tag: str) -> None:
         """After a docker push to ECR, AWS's ECR lists the image; moto's ECR never sees the
         push (it went to the stand-in registry), so the pushed manifest is put there."""
         accept = "application/vnd.docker.distribution.manifest.v2+json"
@@ -148,5 +317,9 @@ class Harness:
         with urllib.request.urlopen(request) as response:
             manifest = response.read().decode()
             media_type = response.headers.get("Content-Type", accept)
-        self.boto("ecr").put_image(repositoryName=registry.stack.repository, imageTag=tag,
-                                   imageManifest=manifest, imageManifestMediaType=media_type)
+        ecr = self.boto("ecr")
+        try:
+            ecr.put_image(repositoryName=registry.stack.repository, imageTag=tag,
+                          imageManifest=manifest, imageManifestMediaType=media_type)
+        except ecr.exceptions.ImageAlreadyExistsException:
+            pass  # pushed before: on ECR, pushing the same image again changes nothing

@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -71,11 +72,17 @@ def aws_env():
 def moto_endpoint(aws_env):
     from moto.server import ThreadedMotoServer
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
-    server = ThreadedMotoServer(ip_address=_bridge_address(), port=0, verbose=False)
+    import moto.settings
+    host = _bridge_address()
+    # moto tells containers where it runs (MOTO_HOST); left alone it probes for a Docker socket
+    patch = pytest.MonkeyPatch()
+    patch.setattr(moto.settings, "moto_server_host", lambda: f"http://{host}")
+    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+    patch.undo()
 
 
 @pytest.fixture(scope="session")
@@ -140,41 +147,21 @@ def base_image():
 
 
 @pytest.fixture(scope="session")
-def harness(boto, registry):
+def harness(boto, registry, moto_endpoint):
+    """The bridges from moto to AWS (awsharness.py), installed for the whole session."""
     import spmd_aws.aws
-    from spmd_aws.registry import EcrRegistry
-    bridge = Harness(boto, registry)
-    events = spmd_aws.aws.session().events
-    events.register("provide-client-params", bridge.record, unique_id="spmd-test-record")
-    events.register("before-parameter-build.batch.SubmitJob", bridge.submit_job,
-                    unique_id="spmd-test-submit")
-    events.register("after-call.batch.DescribeJobs", bridge.describe_jobs,
-                    unique_id="spmd-test-describe")
-    for operation in ("DescribeJobs", "ListJobs"):
-        events.register(f"after-call.batch.{operation}", bridge.oom_reason,
-                        unique_id=f"spmd-test-oom-{operation}")
+    host = urllib.parse.urlsplit(moto_endpoint).hostname
+    bridge = Harness(boto, registry, host)
     try:
         from spmd import docker_engine
-        bridge.watch_containers(docker_engine.client())
+        engine = docker_engine.client()
     except Exception:
-        pass  # no engine: only the tests without containers can run
-    original = EcrRegistry.publish
-
-    def publish(self, local_image, tag):
-        reference = original(self, local_image, tag)
-        bridge.pushes.append(reference)
-        bridge.registered(self, tag)
-        return reference
+        engine = None  # no engine: only the tests without containers can run
     patch = pytest.MonkeyPatch()
-    patch.setattr(EcrRegistry, "publish", publish)
+    bridge.install(spmd_aws.aws.session().events, patch, engine)
     yield bridge
     patch.undo()
-    bridge.stop()
-    events.unregister("provide-client-params", unique_id="spmd-test-record")
-    for operation in ("DescribeJobs", "ListJobs"):
-        events.unregister(f"after-call.batch.{operation}", unique_id=f"spmd-test-oom-{operation}")
-    events.unregister("before-parameter-build.batch.SubmitJob", unique_id="spmd-test-submit")
-    events.unregister("after-call.batch.DescribeJobs", unique_id="spmd-test-describe")
+    bridge.uninstall()
 
 
 @pytest.fixture(scope="session")
