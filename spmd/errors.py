@@ -42,15 +42,17 @@ class ConfigError(SpmdError, ValueError):
 class UnknownBackendError(ConfigError):
     """No backend is registered under the requested name."""
 
-    def __init__(self, name: str, known: list[str], source: str | None = None):
+    def __init__(self, name: str, known: list[str], source: str | None = None,
+                 broken: dict[str, str] | None = None):
         self.name = name
         self.known = known
-        super().__init__(
-            f"unknown backend {name!r}; known backends: {', '.join(sorted(known)) or 'none'}. "
-            "Install the plugin that provides it, or pick one of these",
-            key="backend",
-            source=source,
-        )
+        self.broken = dict(broken or {})
+        message = (f"unknown backend {name!r}; known backends: {', '.join(sorted(known)) or 'none'}. "
+                   "Install the plugin that provides it, or pick one of these")
+        if self.broken:
+            message += "; plugins that failed to load: " + "; ".join(
+                f"{plugin} ({reason})" for plugin, reason in sorted(self.broken.items()))
+        super().__init__(message, key="backend", source=source)
 
 
 class PluginError(SpmdError):

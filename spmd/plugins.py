@@ -79,10 +79,12 @@ def _load() -> pluggy.PluginManager:
             continue
         try:
             pm.register(ep.load(), name=ep.name)
+            pm.check_pending()  # a hook no spec declares (a typo) breaks only this plugin
         except Exception as exc:  # a broken plugin must not break the others
+            if pm.get_plugin(ep.name) is not None:
+                pm.unregister(name=ep.name)
             _broken[ep.name] = f"{type(exc).__name__}: {exc}"
             log.warning("spmd plugin %r failed to load: %s", ep.name, exc)
-    pm.check_pending()
 
     # Each implementation is called with a register bound to its plugin's name, so an
     # error can say which plugin registered what.
@@ -118,7 +120,7 @@ def backend_class(name: str) -> type:
         if name in _broken:
             raise PluginError(f"failed to load, so backend {name!r} is unavailable: {_broken[name]}",
                               plugin=name)
-        raise UnknownBackendError(name, list(_backends))
+        raise UnknownBackendError(name, list(_backends), broken=_third_party_broken())
     cls = entry.load()
     from .backend import Backend
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
@@ -135,8 +137,27 @@ def store_class(scheme: str) -> type:
     manager()
     entry = _stores.get(scheme)
     if entry is None:
-        raise UnknownBackendError(f"{scheme}://", [f"{s}://" for s in _stores])
-    return entry.load()
+        raise UnknownBackendError(f"{scheme}://", [f"{s}://" for s in _stores],
+                                  broken=_third_party_broken())
+    cls = entry.load()
+    from .object_store import ObjectStore
+    problems = []
+    if not (isinstance(cls, type) and issubclass(cls, ObjectStore)):
+        problems.append("is not a subclass of spmd.ObjectStore")
+    if not callable(getattr(cls, "from_url", None)):
+        problems.append("has no from_url(url) classmethod, which tasks use to open it")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        problems.append(f"does not implement {', '.join(missing)}")
+    if problems:
+        raise PluginError(f"{entry.target} (store for {scheme}://) {' and '.join(problems)}",
+                          plugin=entry.plugin)
+    return cls
+
+
+def _third_party_broken() -> dict[str, str]:
+    """Failed plugins worth telling a user about (a task image lacking a built-in is not)."""
+    return {name: reason for name, reason in _broken.items() if name not in BUILTIN_PLUGINS}
 
 
 def known_config_keys() -> list:

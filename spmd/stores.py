@@ -1,7 +1,9 @@
-"""ObjectStore over any apache-libcloud storage driver (S3, GCS, Azure Blobs, MinIO, local...).
+"""ObjectStore over any apache-libcloud storage driver (S3, GCS, Azure Blobs, MinIO, ...).
 
-A plugin gets a working store by handing a libcloud driver and a container name to
-``LibcloudStore``; it need not write one of its own.
+A plugin gets a working store by subclassing ``LibcloudStore`` with a scheme and a
+``from_url`` that builds the driver; it need not write the operations. The cloud drivers'
+uploads are atomic, as ``ObjectStore.put`` requires; libcloud's *local* driver writes files
+in place, so for a directory use ``spmd_local.store.LocalStore``, which renames.
 """
 from __future__ import annotations
 
@@ -41,10 +43,10 @@ class LibcloudStore(ObjectStore):
             raise StoreError(f"cannot write {key!r} to {self.url}: {exc}") from exc
 
     def _object(self, key: str):
-        from libcloud.storage.types import ObjectDoesNotExistError
+        from libcloud.storage.types import ContainerDoesNotExistError, ObjectDoesNotExistError
         try:
             return self.driver.get_object(self.container_name, key)
-        except ObjectDoesNotExistError as exc:
+        except (ObjectDoesNotExistError, ContainerDoesNotExistError) as exc:
             raise ObjectNotFound(key) from exc
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
@@ -52,7 +54,8 @@ class LibcloudStore(ObjectStore):
         if start is None and end is None:
             return b"".join(self.driver.download_object_as_stream(obj))
         start = start or 0
-        if end is not None and end <= start:
+        end = obj.size if end is None else min(end, obj.size)
+        if start >= end:  # drivers reject empty and out-of-range ranges
             return b""
         return b"".join(self.driver.download_object_range_as_stream(obj, start, end))
 

@@ -141,11 +141,6 @@ def test_hook_that_raises(install, tmp_path):
     still_working(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "spmd/plugins.py _load(): pm.check_pending() runs once after every plugin is registered, "
-    "so one plugin with a hook name no spec declares raises PluginValidationError from "
-    "manager() and no backend at all can be used; it should unregister that plugin and "
-    "record it in _broken"))
 def test_plugin_with_a_misspelled_hook(install, tmp_path):
     install("spmd-typo", {"typo": "typo_plugin"}, {"typo_plugin": """
         import spmd
@@ -158,11 +153,6 @@ def test_plugin_with_a_misspelled_hook(install, tmp_path):
     still_working(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "spmd/plugins.py backend_class(): when the broken plugin's entry-point name differs from "
-    "the backend it would register, the user gets UnknownBackendError listing the backends "
-    "that loaded, with no word of the plugin that failed (its warning goes to spmd's logger, "
-    "silent by default); the error should list broken_plugins()"))
 def test_unknown_backend_mentions_the_plugins_that_failed(install, tmp_path):
     install("spmd-gcp", {"spmd-gcp": "gcp_spmd_plugin"},
             {"gcp_spmd_plugin": "import google_cloud_batch_not_installed\n"})
@@ -172,10 +162,6 @@ def test_unknown_backend_mentions_the_plugins_that_failed(install, tmp_path):
     still_working(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "spmd/plugins.py store_class(): the registered class is not checked, so a store without "
-    "from_url (or not an ObjectStore) fails inside the task with AttributeError naming "
-    "neither the plugin nor the missing method; it should raise PluginError like backend_class"))
 def test_store_that_misses_from_url(install, tmp_path):
     install("spmd-halfstore", {"halfstore": "halfstore_plugin"}, {"halfstore_plugin": """
         import spmd
