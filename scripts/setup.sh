@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares this machine for spmd, doing only what is missing:
-#   1. a virtual environment (.venv) with the project installed (editable, test and aws extras);
+#   1. a virtual environment (.venv) with the project installed (editable, test and aws extras)
+#      and the example backend plugin (examples/spmd-process-backend);
 #   2. a Docker engine that answers (installed and started where we are root on Debian);
 #   3. Debian's debootstrap and docker-registry (base image bootstrap, AWS tests);
 #   4. a base image with this Python (pulled, or made from Debian packages).
@@ -21,6 +22,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,aws]' 2> >(grep -v "^WARNING: Location" >&2)
     echo "$want" > "$stamp"
 fi
+# the example third-party backend plugin, which the conformance tests run the kit on
+.venv/bin/python -c "import spmd_process" 2>/dev/null || .venv/bin/python -m pip install --quiet \
+    --disable-pip-version-check -e examples/spmd-process-backend 2> >(grep -v "^WARNING: Location" >&2)
 
 # 2 and 3. system packages and the Docker engine
 missing=()
