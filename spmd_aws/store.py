@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import threading
 from typing import Iterator
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from spmd import layout
 from spmd.errors import StoreError
 from spmd.object_store import ObjectStore
 
@@ -51,7 +50,7 @@ class S3Store(ObjectStore):
         if parts.scheme != "s3" or not parts.netloc:
             raise ValueError(f"not an s3:// URL: {url!r}")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        return cls(parts.netloc, parts.path, region=query.get("region"),
+        return cls(parts.netloc, unquote(parts.path), region=query.get("region"),
                    endpoint_url=query.get("endpoint_url"))
 
     @property
@@ -122,8 +121,3 @@ class S3Store(ObjectStore):
                 self.s3.delete_objects(Bucket=self.bucket, Delete={
                     "Objects": [{"Key": self.prefix + k} for k in keys[i:i + 1000]], "Quiet": True})
         return len(keys)
-
-    @property
-    def jobs_prefix(self) -> str:
-        """The key prefix under which job data lives (what the job role may touch)."""
-        return self.prefix + layout.JOBS
