@@ -64,6 +64,37 @@ def cmd_image_bootstrap(args) -> int:
     return 0
 
 
+def _aws_settings(args):
+    from .config import resolve
+    settings = resolve({"backend": args.backend}, profile=args.profile)
+    if settings.backend != "aws":
+        from .errors import ConfigError
+        raise ConfigError(f"`spmd aws` works on the aws backend, but the configuration selects "
+                          f"{settings.backend!r}; pass --profile with an aws profile", key="backend")
+    return settings
+
+
+def cmd_aws_up(args) -> int:
+    from spmd_aws import provision
+    print(provision.up(_aws_settings(args)))
+    return 0
+
+
+def cmd_aws_down(args) -> int:
+    from spmd_aws import provision
+    settings = _aws_settings(args)
+    if not args.keep_bucket and not args.yes:
+        if not sys.stdin.isatty():
+            print("spmd: `aws down` deletes the stack's bucket and the job data in it; pass --yes "
+                  "to go on, or --keep-bucket to keep it", file=sys.stderr)
+            return 2
+        answer = input("This deletes the stack's bucket with every job's data. Go on? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return 1
+    print(provision.down(settings, keep_bucket=args.keep_bucket))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="spmd", description=__doc__)
     top.add_argument("-v", "--verbose", action="store_true", help="log what spmd does")
@@ -85,6 +116,14 @@ def parser() -> argparse.ArgumentParser:
     p = image.add_parser("bootstrap", help="make a base image from Debian packages (needs root)")
     p.add_argument("--if-missing", action="store_true", help="only when no base image is present")
     p.set_defaults(func=cmd_image_bootstrap)
+    aws = sub.add_parser("aws", help="provision or remove the AWS stack").add_subparsers(
+        dest="action", required=True)
+    aws.add_parser("up", help="create what is missing (idempotent) and print it").set_defaults(
+        func=cmd_aws_up)
+    p = aws.add_parser("down", help="delete every resource tagged with this stack, nothing else")
+    p.add_argument("--keep-bucket", action="store_true", help="keep the bucket and its data")
+    p.add_argument("--yes", action="store_true", help="do not ask before deleting the bucket")
+    p.set_defaults(func=cmd_aws_down)
     return top
 
 
