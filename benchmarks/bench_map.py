@@ -46,7 +46,7 @@ def run_docker_per_item(items, image):
             "print(total)")
 
     def one(x):
-        out = subprocess.run(["docker", "run", "--rm", "--network", "none", image,
+        out = subprocess.run(["docker", "run", "--rm", image,
                               "python3", "-c", code, str(x)], capture_output=True, text=True, check=True)
         return int(out.stdout)
 
