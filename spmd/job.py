@@ -40,6 +40,7 @@ class Job:
         self.futures: list[Future] = [Future(manifest.job_id, i) for i in range(manifest.n_items)]
         self._resolved: set[int] = set()
         self._retried: dict[int, int] = {}
+        self._nonfinal: dict[int, int] = {}
         self._stop = threading.Event()
         self._interval = backend.settings.get("poll_interval") or backend.poll_interval
         self._watcher = threading.Thread(target=self._watch, daemon=True,
@@ -148,12 +149,17 @@ class Job:
                 self._retried[task] = status.attempts
                 log.info("job %s: task %d failed (%s); retrying (attempt %d)", self.id, task,
                          status.reason, status.attempts + (status.state == PENDING))
-            if task in outputs or status.state in TERMINAL:
+            seen_nonfinal = self._nonfinal.get(task) == status.attempts
+            if (task in outputs and not seen_nonfinal) or status.state in TERMINAL:
                 output = self._output(task)
                 if output is not None and (output["final"] or status.state in TERMINAL):
                     self._resolve_output(task, output)
                 elif output is None and status.state in TERMINAL:
                     self._resolve_lost(task, status)
+                elif output is not None:
+                    # An attempt failed and a retry is due: read the output again only once
+                    # the queue reports another attempt or the end.
+                    self._nonfinal[task] = status.attempts
             if status.state == RUNNING and task not in self._resolved:
                 for index in self.manifest.items_of(task):
                     self.futures[index]._mark_running()

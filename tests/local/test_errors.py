@@ -123,3 +123,20 @@ def test_too_big_a_task_is_refused_before_submit(local, store_dir):
     with pytest.raises(spmd.ResourceError, match="vcpus"):
         spmd.Knot(str, vcpus=64, config=local).map([1])
     assert not os.path.exists(os.path.join(store_dir, "spmd", "jobs"))
+
+
+def test_output_of_a_failed_attempt_is_read_once_per_attempt(local, engine):
+    knot = spmd.Knot(flaky, retries=2, config=local)
+    store = knot.backend.store
+    reads = []
+    original = store.get
+
+    def counting_get(key, start=None, end=None):
+        if "/output/" in key:
+            reads.append(key)
+        return original(key, start, end)
+
+    store.get = counting_get  # the job's watcher reads through this same store object
+    job = knot.map([7])
+    assert job.results(timeout=300) == [(7, 3)]
+    assert 1 <= len(reads) <= 3 + 1  # at most once per attempt, plus one race at the end
