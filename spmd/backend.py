@@ -6,15 +6,18 @@ side effects and makes no network calls.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
 
-from .batch_queue import BatchQueue
+from .batch_queue import BatchQueue, Resources
 from .config import Key, Settings
+from .errors import ResourceError
 from .image_registry import ImageRegistry
 from .object_store import ObjectStore
+from .units import format_bytes
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,15 @@ class Capacity:
 
     vcpus: float
     memory: int
+
+    def slots(self, resources: Resources, backend: str) -> int:
+        """How many such tasks fit at once; ResourceError when not even one does."""
+        if resources.vcpus > self.vcpus or resources.memory > self.memory:
+            raise ResourceError(
+                f"a task asks for {resources.vcpus:g} vcpus and {format_bytes(resources.memory)}, "
+                f"but the {backend} backend has at most {self.vcpus:g} vcpus and "
+                f"{format_bytes(self.memory)}; ask for less or raise max_vcpus/max_memory")
+        return max(1, math.floor(min(self.vcpus / resources.vcpus, self.memory / resources.memory)))
 
 
 class Backend(ABC):

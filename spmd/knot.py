@@ -15,10 +15,9 @@ from .args import as_call
 from .backend import Backend, Capacity, open_backend
 from .batch_queue import ArraySpec, Resources
 from .config import Settings, resolve
-from .errors import ResourceError
 from .job import Job
 from .layout import Manifest
-from .units import format_bytes, parse_memory
+from .units import parse_memory
 
 log = logging.getLogger("spmd")
 
@@ -84,13 +83,7 @@ class Knot:
 
     def parallelism(self, capacity: Capacity) -> int:
         """How many tasks of this Knot the backend runs at once."""
-        res = self.resources
-        if res.vcpus > capacity.vcpus or res.memory > capacity.memory:
-            raise ResourceError(
-                f"a task asks for {res.vcpus:g} vcpus and {format_bytes(res.memory)}, but the "
-                f"{self.settings.backend} backend has at most {capacity.vcpus:g} vcpus and "
-                f"{format_bytes(capacity.memory)}; ask for less or raise max_vcpus/max_memory")
-        return max(1, math.floor(min(capacity.vcpus / res.vcpus, capacity.memory / res.memory)))
+        return capacity.slots(self.resources, self.settings.backend)
 
     def map(self, items: Iterable[Any], *, chunksize: int | None = None,
             starmap: bool = False) -> Job:

@@ -25,8 +25,7 @@ from typing import Callable, Mapping
 from spmd import layout
 from spmd.backend import Capacity
 from spmd.batch_queue import ArraySpec, BatchQueue, TaskStatus
-from spmd.errors import ObjectNotFound, ResourceError
-from spmd.units import format_bytes
+from spmd.errors import ObjectNotFound
 
 from .store import LocalStore
 
@@ -45,19 +44,9 @@ class LocalQueue(BatchQueue):
         self.store = store
         self._capacity = capacity
 
-    def check(self, vcpus: float, memory: int) -> Capacity:
-        """ResourceError when one task could never fit in the capacity."""
-        capacity = self._capacity()
-        if vcpus > capacity.vcpus:
-            raise ResourceError(f"vcpus={vcpus:g} is more than the local capacity of "
-                                f"{capacity.vcpus:g} CPUs; ask for fewer or raise max_vcpus")
-        if memory > capacity.memory:
-            raise ResourceError(f"memory={format_bytes(memory)} is more than the local capacity "
-                                f"of {format_bytes(capacity.memory)}; ask for less or raise max_memory")
-        return capacity
-
     def submit(self, spec: ArraySpec) -> str:
-        capacity = self.check(spec.resources.vcpus, spec.resources.memory)
+        capacity = self._capacity()
+        capacity.slots(spec.resources, "local")  # ResourceError if a task can never start
         self.store.put_json(queue_key(spec.job_id, "spec.json"), {
             "spec": dataclasses.asdict(spec),
             "capacity": dataclasses.asdict(capacity),

@@ -22,8 +22,7 @@ from typing import Callable, Mapping
 from spmd import layout
 from spmd.backend import Capacity
 from spmd.batch_queue import FAILED, TERMINAL, ArraySpec, BatchQueue, TaskStatus
-from spmd.errors import ObjectNotFound, ResourceError
-from spmd.units import format_bytes
+from spmd.errors import ObjectNotFound
 from spmd_local.store import LocalStore
 
 
@@ -40,11 +39,7 @@ class ProcessQueue(BatchQueue):
 
     def submit(self, spec: ArraySpec) -> str:
         capacity = self._capacity()
-        res = spec.resources
-        if res.vcpus > capacity.vcpus or res.memory > capacity.memory:
-            raise ResourceError(f"a task asks for {res.vcpus:g} vcpus and {format_bytes(res.memory)}, "
-                                f"more than this machine's {capacity.vcpus:g} vcpus and "
-                                f"{format_bytes(capacity.memory)} (max_vcpus/max_memory)")
+        capacity.slots(spec.resources, "process")  # ResourceError if a task can never start
         self.store.put_json(queue_key(spec.job_id, "spec.json"), {
             "spec": dataclasses.asdict(spec),
             "capacity": dataclasses.asdict(capacity),
@@ -70,7 +65,7 @@ class ProcessQueue(BatchQueue):
         state = self._state(handle)
         tasks = {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
         pid = state.get("pid")
-        if pid and not state.get("done") and not _alive(pid):
+        if pid and not state.get("done") and not alive(pid):
             state = self._state(handle)  # it may have finished just now
             if not state.get("done"):
                 reason = (f"the job's scheduler process (pid {pid}) is gone; see its log "
@@ -91,7 +86,8 @@ class ProcessQueue(BatchQueue):
             return ""
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

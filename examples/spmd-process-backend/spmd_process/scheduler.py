@@ -39,7 +39,7 @@ from spmd.units import format_bytes
 from spmd_local.store import LocalStore
 
 from .launch import OOM_EXIT
-from .queue import queue_key
+from .queue import alive, queue_key
 
 log = logging.getLogger("spmd.process")
 
@@ -125,7 +125,7 @@ class Scheduler:
                 usage = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if _alive(usage.get("pid", 0)):
+            if alive(usage.get("pid", 0)):
                 cpu += usage["vcpus"]
                 mem += usage["memory"]
         return cpu, mem
@@ -285,15 +285,6 @@ def _rss(pid: int) -> int:
         pass
     return 0
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str]) -> int:
