@@ -101,9 +101,10 @@ class Scheduler:
             self.collect()
             if not self.cancelled:
                 self.start_what_fits()
-            if self.snapshot() != written:
+            now = self.snapshot()
+            if now != written:
                 self.write_state()
-                written = self.snapshot()
+                written = now
             time.sleep(TICK)
         self.write_state(done=True)
         self.pool.shutdown()
