@@ -1,9 +1,16 @@
 """BatchQueue: run an array of N tasks of one image/command/resources and report on each.
 
 States are the same on every backend: PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED.
-A queue reports *why* a task failed in ``TaskStatus.lost`` (``"oom"``, ``"timeout"``,
-``"cancelled"``, ``"error"``), which the job turns into the matching TaskLost subclass
-when the task left no output.
+A queue reports *why* a task failed in ``TaskStatus.lost``, which the job turns into the
+matching TaskLost subclass when the task left no output:
+
+    "oom"             killed for exceeding its memory limit
+    "timeout"         killed for exceeding its timeout (never retried)
+    "cancelled"       stopped by cancel
+    "error"           the task's process failed (user code, non-zero exit): ``retries`` applies
+    "infrastructure"  lost to the infrastructure, not to the user's code (engine restart,
+                      host or spot instance lost, image not pulled or started): retried
+                      under ``Resources.infra_retries``, a budget of its own
 """
 from __future__ import annotations
 
@@ -22,12 +29,15 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 @dataclass(frozen=True)
 class Resources:
-    """What one task may use. ``timeout`` is seconds per attempt; ``retries`` extra attempts."""
+    """What one task may use. ``timeout`` is seconds per attempt; ``retries`` extra attempts
+    after errors in the user's code; ``infra_retries`` extra attempts after losses to the
+    infrastructure (engine restart, host lost), counted separately."""
 
     vcpus: float = 1.0
     memory: int = 2 * 2**30
     timeout: float | None = None
     retries: int = 0
+    infra_retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ class TaskStatus:
     attempts: int = 0
     exit_code: int | None = None
     reason: str = ""
-    lost: str | None = None  # "oom", "timeout", "cancelled", "error"
+    lost: str | None = None  # "oom", "timeout", "cancelled", "error", "infrastructure"
 
 
 class BatchQueue(ABC):

@@ -37,7 +37,7 @@ class Knot:
                  requirements: Sequence[str] = (), base_image: str | None = None,
                  env: Mapping[str, str] | None = None, vcpus: float = 1,
                  memory: str | int = "2GiB", timeout: float | None = None, retries: int = 0,
-                 name: str | None = None, profile: str | None = None,
+                 infra_retries: int = 3, name: str | None = None, profile: str | None = None,
                  config: Mapping[str, Any] | None = None):
         if not callable(func):
             raise TypeError(f"Knot needs a callable, got {type(func).__name__}: {func!r:.80}")
@@ -56,12 +56,15 @@ class Knot:
             raise ValueError(f"timeout={timeout!r} must be a number of seconds above zero, or None")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries={retries!r} must be a whole number, 0 or more")
+        if isinstance(infra_retries, bool) or not isinstance(infra_retries, int) or infra_retries < 0:
+            raise ValueError(f"infra_retries={infra_retries!r} must be a whole number, 0 or more")
         self.func = func
         self.name = name or getattr(func, "__name__", "job")
         self.requirements = tuple(r.strip() for r in requirements)
         self.env = env
         self.resources = Resources(vcpus=float(vcpus), memory=parse_memory(memory),
-                                   timeout=float(timeout) if timeout else None, retries=retries)
+                                   timeout=float(timeout) if timeout else None, retries=retries,
+                                   infra_retries=infra_retries)
         self.settings: Settings = resolve({**(config or {}), "backend": backend,
                                            "base_image": base_image}, profile=profile)
         self.backend: Backend = open_backend(self.settings)
