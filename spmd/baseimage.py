@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from . import docker_engine
+from . import apt, docker_engine
 from .errors import BaseImageError
 
 log = logging.getLogger("spmd")
@@ -26,7 +25,6 @@ CLIENT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 DEFAULT = f"python:{CLIENT_PYTHON}-slim"
 BOOTSTRAPPED = f"spmd/base:python{CLIENT_PYTHON}"
 DEBIAN_SUITES = {"3.11": "bookworm", "3.13": "trixie", "3.9": "bullseye"}
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
 def resolve(requested: str | None) -> str:
@@ -82,18 +80,16 @@ def check_python(image: str) -> None:
 
 
 def apt_mirror() -> str:
-    """The Debian mirror this machine's apt uses (SPMD_DEBIAN_MIRROR overrides)."""
-    if os.environ.get("SPMD_DEBIAN_MIRROR"):
-        return os.environ["SPMD_DEBIAN_MIRROR"]
-    texts = []
-    for path in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*.sources")]:
-        if path.is_file():
-            texts.append(path.read_text(errors="replace"))
-    for text in texts:
-        for match in re.finditer(r"(?:URIs:|deb)\s+(\S+/debian)\s", text):
-            if "security" not in match.group(1):
-                return match.group(1)
-    return DEFAULT_MIRROR
+    """The Debian mirror for bootstrap: the debian_mirror setting, else this machine's apt's."""
+    from .config import resolve
+    mirror = apt.debian_mirror(resolve().get("debian_mirror"))
+    if mirror is None:
+        raise BaseImageError(
+            "no Debian mirror is configured: this machine's apt configuration (/etc/apt/sources.list, "
+            "/etc/apt/sources.list.d/) names none; set debian_mirror in spmd.toml or "
+            "SPMD_DEBIAN_MIRROR to the URL of a Debian mirror or proxy you can reach",
+            image=BOOTSTRAPPED)
+    return mirror
 
 
 def bootstrap(tag: str = BOOTSTRAPPED, *, mirror: str | None = None) -> str:

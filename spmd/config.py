@@ -75,6 +75,7 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("backend", text, "which backend runs the tasks", "local"),
     Key("base_image", text, "the image tasks start from (default python:<client X.Y>-slim)"),
     Key("poll_interval", positive_float, "seconds between checks for finished tasks"),
+    Key("debian_mirror", text, "Debian mirror URL for system packages and bootstrap (default: this machine's apt's)"),
 )
 
 

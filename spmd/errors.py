@@ -9,7 +9,8 @@
     ├── EngineError                      the container engine cannot be reached
     ├── ImageError                       the task image cannot be made
     │   ├── BaseImageError               base image missing or the wrong Python
-    │   └── RequirementError (ValueError) a requirement cannot be resolved
+    │   ├── RequirementError (ValueError) a requirement cannot be resolved
+    │   └── SystemPackageError (ValueError) a Debian package is misnamed or not in the release
     ├── StoreError                       the object store failed
     │   └── ObjectNotFound (KeyError)
     ├── JobNotFound (KeyError)           no job with that id in the store
@@ -96,6 +97,14 @@ class RequirementError(ImageError, ValueError):
 
     def __init__(self, message: str, *, requirement: str | None):
         self.requirement = requirement
+        super().__init__(message)
+
+
+class SystemPackageError(ImageError, ValueError):
+    """A system (Debian) package name is malformed or not in the image's Debian release."""
+
+    def __init__(self, message: str, *, package: str | None):
+        self.package = package
         super().__init__(message)
 
 

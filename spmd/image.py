@@ -7,7 +7,8 @@ through the store, so changing it never rebuilds anything.
 
 Requirements are resolved on the client into a wheelhouse (``pip download`` for the
 image's platform and Python) and installed with ``--no-index`` while the build runs
-with no network, so an air-gapped engine builds the same image.
+with no network, so an air-gapped engine builds the same image. System (Debian) packages,
+when asked for, go into a layer below it (``apt.ensure_layer``), the one step with network.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import baseimage, docker_engine
+from . import apt, baseimage, docker_engine
 from .errors import ImageError, RequirementError
 from .image_registry import ImageRegistry
 
@@ -44,6 +45,8 @@ class ImageSpec:
     requirements: tuple[str, ...] = ()
     runtime_requirements: tuple[str, ...] = ()
     runtime_packages: tuple[str, ...] = ()
+    system_packages: tuple[str, ...] = ()
+    debian_mirror: str | None = None  # where system packages come from; not part of the tag
 
 
 @dataclass(frozen=True)
@@ -82,13 +85,16 @@ def _source_files(name: str) -> list[Path]:
 def content_tag(spec: ImageSpec, base_id: str) -> str:
     """The content hash naming the image: equal inputs, equal tag."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({
+    content = {
         "base": base_id,
         "python": baseimage.CLIENT_PYTHON,
         "requirements": sorted(spec.requirements),
         "runtime": sorted(spec.runtime_requirements),
         "glibc": GLIBC_MINOR,
-    }, sort_keys=True).encode())
+    }
+    if spec.system_packages:  # only when present, so images without any keep their tags
+        content["system_packages"] = sorted(spec.system_packages)
+    digest.update(json.dumps(content, sort_keys=True).encode())
     for name in sorted(spec.runtime_packages):
         root = _package_dir(name)
         for path in _source_files(name):
@@ -108,6 +114,9 @@ def ensure(spec: ImageSpec, registry: ImageRegistry) -> TaskImage:
     baseimage.check_python(base)
     local = f"{LOCAL_REPOSITORY}:{tag}"
     if not docker_engine.image_exists(local):
+        if spec.system_packages:
+            base = apt.ensure_layer(base, base_id, spec.system_packages,
+                                    apt.debian_mirror(spec.debian_mirror))
         build(spec, base, local)
     return TaskImage(registry.publish(local, tag), tag, built=True)
 

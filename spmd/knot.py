@@ -10,7 +10,7 @@ import logging
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import codec, image, layout, shards
+from . import apt, codec, image, layout, shards
 from .args import as_call
 from .backend import Backend, Capacity, open_backend
 from .batch_queue import ArraySpec, Resources
@@ -35,6 +35,7 @@ class Knot:
 
     def __init__(self, func: Callable, *, backend: str | None = None,
                  requirements: Sequence[str] = (), base_image: str | None = None,
+                 system_packages: Sequence[str] = (),
                  env: Mapping[str, str] | None = None, vcpus: float = 1,
                  memory: str | int = "2GiB", timeout: float | None = None, retries: int = 0,
                  infra_retries: int = 3, name: str | None = None, profile: str | None = None,
@@ -46,6 +47,9 @@ class Knot:
         bad = [r for r in requirements if not isinstance(r, str) or not r.strip()]
         if bad:
             raise ValueError(f"requirements must be strings like 'numpy==2.1', got {bad!r}")
+        if isinstance(system_packages, str):
+            system_packages = [system_packages]
+        self.system_packages = apt.check_names(system_packages)
         env = dict(env or {})
         bad_env = {k: v for k, v in env.items() if not isinstance(k, str) or not isinstance(v, str)}
         if bad_env:
@@ -78,7 +82,8 @@ class Knot:
             base_image=self.settings.get("base_image"),
             requirements=self.requirements,
             runtime_requirements=image.pinned(image.CORE_RUNTIME + tuple(cls.runtime_requirements)),
-            runtime_packages=tuple(dict.fromkeys(image.CORE_PACKAGES + tuple(cls.runtime_packages))))
+            runtime_packages=tuple(dict.fromkeys(image.CORE_PACKAGES + tuple(cls.runtime_packages))),
+            system_packages=self.system_packages, debian_mirror=self.settings.get("debian_mirror"))
 
     def ensure_image(self) -> image.TaskImage:
         """The task image, built and published only if its content tag is missing."""
