@@ -99,13 +99,14 @@ def layer_tag(base_id: str, packages: tuple[str, ...]) -> str:
 
 def dockerfile(base: str, packages: tuple[str, ...], mirror: str | None) -> str:
     """A Dockerfile installing packages on base, from mirror (or the image's own sources)."""
-    options = ""
+    # A stalled connection to the mirror retries, then fails, instead of hanging the build.
+    options = "-o Acquire::Retries=3 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30 "
     setup = ""
     if mirror:
         # Only the chosen mirror, for the image's own release; the image's sources stay as they are.
         setup = (f'. /etc/os-release && echo "deb {shlex.quote(mirror)} $VERSION_CODENAME main" '
                  "> /tmp/spmd-apt.list && ")
-        options = "-o Dir::Etc::SourceList=/tmp/spmd-apt.list -o Dir::Etc::SourceParts=/nonexistent "
+        options += "-o Dir::Etc::SourceList=/tmp/spmd-apt.list -o Dir::Etc::SourceParts=/nonexistent "
     names = " ".join(shlex.quote(p) for p in packages)
     return (f"FROM {base}\n"
             f"RUN {setup}export DEBIAN_FRONTEND=noninteractive "

@@ -69,4 +69,5 @@ def test_the_layer_installs_from_the_mirror_for_the_image_release_only():
     assert 'echo "deb http://m.example.org/debian $VERSION_CODENAME main"' in text
     assert "Dir::Etc::SourceParts=/nonexistent" in text and "install -y" in text
     assert "mrtrix3 jq=1.6-2.1" in text
+    assert "Acquire::Retries" in text
     assert "SourceList" not in apt.dockerfile("base:1", ("mrtrix3",), None)
