@@ -12,8 +12,7 @@ from .codec import RemoteTraceback
 from .errors import (
     BaseImageError, ConfigError, EngineError, ImageError, JobNotFound, ObjectNotFound,
     PluginError, RemoteError, RequirementError, ResourceError, SerializationError, SpmdError,
-    SystemPackageError,
-    StoreError, TaskLost, TaskOutOfMemory, TaskTimedOut, UnknownBackendError,
+    StoreError, SystemPackageError, TaskLost, TaskOutOfMemory, TaskTimedOut, UnknownBackendError,
 )
 from .future import Future
 from .hookspecs import hookimpl
@@ -34,7 +33,6 @@ __all__ = [
     "EngineError", "Future", "ImageError", "ImageRegistry", "Job", "JobNotFound", "Knot",
     "ObjectNotFound", "ObjectStore", "PluginError", "RemoteError", "RemoteTraceback",
     "RequirementError", "ResourceError", "Resources", "SerializationError", "SpmdError",
-    "SystemPackageError",
-    "StoreError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
+    "StoreError", "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
     "UnknownBackendError", "as_completed", "attach", "hookimpl", "wait",
 ]

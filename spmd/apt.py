@@ -116,6 +116,14 @@ def dockerfile(base: str, packages: tuple[str, ...], mirror: str | None) -> str:
 
 
 def _failure(log_text: str, packages: tuple[str, ...], mirror: str | None) -> ImageError:
+    """The error for a failed layer build: mirror unreachable (apt update only warns), or a package."""
+    log_text = re.sub(r"\x1b\[[0-9;]*m", "", log_text)
+    if re.search(r"Failed to fetch|Temporary failure resolving|Could not resolve|Unable to connect",
+                 log_text):
+        where = mirror or "the image's own apt sources"
+        return ImageError(f"the Debian mirror ({where}) cannot be reached from a container; set "
+                          "debian_mirror (spmd.toml or SPMD_DEBIAN_MIRROR) to a mirror or proxy "
+                          f"your containers can reach\n{log_text[-1500:]}")
     missing = re.search(r"Unable to locate package (\S+)|Package '?([^' ]+)'? has no installation "
                         r"candidate|E: Version '[^']+' for '([^']+)' was not found", log_text)
     if missing:
@@ -124,12 +132,6 @@ def _failure(log_text: str, packages: tuple[str, ...], mirror: str | None) -> Im
             f"system package {name!r} is not in the image's Debian release"
             f"{' at ' + mirror if mirror else ''}; check the name with `apt-cache search` or on "
             "packages.debian.org for that release, and fix system_packages", package=name)
-    if re.search(r"Failed to fetch|Temporary failure resolving|Could not resolve|Unable to connect",
-                 log_text):
-        where = mirror or "the image's own apt sources"
-        return ImageError(f"the Debian mirror ({where}) cannot be reached from a container; set "
-                          "debian_mirror (spmd.toml or SPMD_DEBIAN_MIRROR) to a mirror or proxy "
-                          f"your containers can reach\n{log_text[-1500:]}")
     return ImageError(f"installing system packages {', '.join(packages)} failed:\n{log_text[-2000:]}")
 
 

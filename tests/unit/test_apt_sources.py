@@ -71,3 +71,15 @@ def test_the_layer_installs_from_the_mirror_for_the_image_release_only():
     assert "mrtrix3 jq=1.6-2.1" in text
     assert "Acquire::Retries" in text
     assert "SourceList" not in apt.dockerfile("base:1", ("mrtrix3",), None)
+
+
+def test_build_log_failures_name_the_package_or_the_unreachable_mirror():
+    # apt-get update only warns when the mirror is unreachable; install then misses every package.
+    offline = ("W: Failed to fetch http://m.example.org/debian/dists/bookworm/InRelease  "
+               "Temporary failure resolving 'm.example.org'\n"
+               "\x1b[91mE: Unable to locate package jq\x1b[0m\n")
+    error = apt._failure(offline, ("jq",), "http://m.example.org/debian")
+    assert not isinstance(error, spmd.SystemPackageError) and "debian_mirror" in str(error)
+    missing = apt._failure("\x1b[91mE: Unable to locate package no-such-pkg\x1b[0m\n",
+                           ("jq", "no-such-pkg"), None)
+    assert isinstance(missing, spmd.SystemPackageError) and missing.package == "no-such-pkg"
