@@ -154,7 +154,8 @@ def task_status(seen: slurm.ArrayTask | None, marks: dict | None, array_id: str,
                           f"Slurm no longer knows array task {array_id}_{index} and it left no "
                           "exit status", "infrastructure")
     if seen.state in PENDING_STATES:
-        return TaskStatus(PENDING, attempts, None, seen.reason if seen.reason != "None" else "")
+        # (squeue's reason, e.g. "Resources", is not a failure: a reason would read as a retry)
+        return TaskStatus(PENDING, attempts)
     if seen.state in RUNNING_STATES:
         return TaskStatus(RUNNING, attempts)
     name = f"Slurm array task {array_id}_{index}"
