@@ -16,6 +16,7 @@ set -euo pipefail
 action=${1:-}
 DIR=$(realpath -m "${2:-${SPMD_SLURM_DIR:-/tmp/spmd-slurm}}")
 PORT=${SPMD_SLURM_PORT:-17817}
+MAX_ARRAY_SIZE=${SPMD_SLURM_MAX_ARRAY_SIZE:-1001}  # the tests set it small, to split arrays
 CONF=$DIR/etc/slurm.conf
 say() { echo "[slurm.sh] $*" >&2; }
 
@@ -88,7 +89,7 @@ MpiDefault=none
 ReturnToService=2
 MinJobAge=3600
 FirstJobId=7000000
-MaxArraySize=1001
+MaxArraySize=$MAX_ARRAY_SIZE
 KillWait=5
 InactiveLimit=0
 SchedulerParameters=sched_interval=2

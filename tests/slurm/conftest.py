@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slurm.sh"
+#: the test cluster's MaxArraySize: small, so that a map of a few tasks needs several arrays
+MAX_ARRAY_SIZE = 4
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +31,8 @@ def slurm_cluster(tmp_path_factory):
     # Under /tmp itself: munged runs as the munge user, who cannot enter pytest's 0700 folders.
     folder = Path(tempfile.mkdtemp(prefix="spmd-slurm-", dir="/tmp"))
     folder.chmod(0o755)
-    started = subprocess.run([str(SCRIPT), "start", str(folder)], capture_output=True, text=True)
+    started = subprocess.run([str(SCRIPT), "start", str(folder)], capture_output=True, text=True,
+                             env={**os.environ, "SPMD_SLURM_MAX_ARRAY_SIZE": str(MAX_ARRAY_SIZE)})
     if started.returncode != 0:
         subprocess.run([str(SCRIPT), "stop", str(folder)], capture_output=True)
         pytest.fail(f"scripts/slurm.sh start failed:\n{started.stderr}", pytrace=False)
@@ -55,3 +58,8 @@ def slurm_shared_dir(slurm_cluster, tmp_path_factory) -> str:
 @pytest.fixture
 def slurm_config(slurm_shared_dir) -> dict:
     return {"shared_dir": slurm_shared_dir, "partition": "debug"}
+
+
+@pytest.fixture
+def slurm_max_array_size() -> int:
+    return MAX_ARRAY_SIZE
