@@ -167,7 +167,8 @@ def task_status(seen: slurm.ArrayTask | None, marks: dict | None, array_id: str,
     if marks["infra"]:
         return TaskStatus(FAILED, attempts, seen.exit_code,
                           f"{name} was lost to the infrastructure {marks['infra']} times "
-                          "(node failure or preemption)", "infrastructure")
+                          "(node failure, preemption, or a container that could not start; "
+                          "see its log)", "infrastructure")
     if seen.state in LOST and seen.state != "CANCELLED" and \
             not (marks["ends"] and max(marks["ends"]) == attempts):
         lost = LOST[seen.state]

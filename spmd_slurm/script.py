@@ -4,6 +4,7 @@
     task = SLURM_ARRAY_TASK_ID + offset; attempt = attempts that ended + 1
     lost to the infrastructure (requeued) more than infra_retries times ──> give up, mark "infra"
     loop: mark start ──> run the task (under `timeout` when it has one) ──> mark its end
+          docker run could not start the container (exit 125) ──> again, under infra_retries
           exit 0 ──> done; timed out ──> mark "timeout", done (never retried);
           failed and retries left ──> next attempt in the same allocation; else exit its code
 
@@ -79,7 +80,8 @@ def task_command(spec: ArraySpec, options: Options) -> str:
         res = spec.resources
         names = sorted({*spec.env, "AWS_BATCH_JOB_ARRAY_INDEX", "SPMD_TASK_OFFSET", "SPMD_ATTEMPT",
                         "PYTHONUNBUFFERED", "SPMD_IMAGE"})
-        docker = ["docker", "run", "--name", "$container", "--init",
+        # The host's network, as a task outside a container has (and as Apptainer gives).
+        docker = ["docker", "run", "--name", "$container", "--init", "--network=host",
                   # dockerd is outside the job's cgroup: the container gets the same limits
                   f"--memory={res.memory}", f"--memory-swap={res.memory}", f"--cpus={res.vcpus:g}",
                   "--user", f"{os.getuid()}:{os.getgid()}", "--workdir", "/tmp",
@@ -122,6 +124,7 @@ cleanup() {{ [ -n "$container" ] && docker rm -f "$container" >/dev/null 2>&1; r
 trap cleanup EXIT
 trap '[ -n "$container" ] && docker kill "$container" >/dev/null 2>&1; exit 143' TERM
 cd "$work"
+infra=0
 failures=$(ls "$marks" | grep -c "^$task\\.end\\.[0-9]*\\.[1-9]" || true)
 attempt=$(( $(ls "$marks" | grep -c "^$task\\.end\\." || true) + 1 ))
 while true; do
@@ -143,6 +146,19 @@ while true; do
         echo "spmd: the task timed out after ${{timeout_s}}s and was stopped"
         touch "$marks/$task.timeout.$attempt"
         exit 124
+    fi
+    if [ "$code" -eq 125 ] && [ "{runtime}" = docker ]; then
+        # docker run itself failed (the daemon could not create or start the container):
+        # a loss to the infrastructure, retried under infra_retries, not retries
+        infra=$((infra + 1))
+        if [ "$infra" -gt "$infra_retries" ]; then
+            echo "spmd: docker could not start the task's container $infra times; giving up"
+            touch "$marks/$task.infra.$infra"
+            exit 125
+        fi
+        echo "spmd: docker could not start the task's container (exit 125); trying again"
+        sleep 2
+        continue
     fi
     touch "$marks/$task.end.$attempt.$code"
     [ "$code" -eq 0 ] && exit 0
