@@ -89,6 +89,8 @@ def task_command(spec: ArraySpec, options: Options) -> str:
                   "--volume", f"{options.shared_dir}:{options.shared_dir}"]
         for name in names:
             docker += ["--env", name]
+        if res.timeout:  # counted from the task's start in the container, not from docker run
+            command = ["timeout", f"--kill-after={KILL_AFTER}", f"{res.timeout:g}", *command]
         words = [shlex.quote(w) for w in docker + [spec.image] + command]
         return " ".join(words).replace("'$container'", '"$container"')
     if command and command[0] in PYTHONS:
@@ -133,7 +135,7 @@ while true; do
     touch "$marks/$task.start.$attempt"
     {container_name}
     started=$SECONDS
-    if [ -n "$timeout_s" ]; then
+    if [ -n "$timeout_s" ] && [ "{runtime}" = python ]; then  # (docker: inside the container)
         timeout --kill-after={kill_after} "$timeout_s" {command} &
     else
         {command} &

@@ -17,3 +17,16 @@ class TestSlurm(spmd.testing.BackendContract):
     @pytest.fixture
     def spmd_backend_config(self, slurm_config):
         return slurm_config
+
+
+@pytest.mark.docker
+class TestSlurmDocker(spmd.testing.BackendContract):
+    """The same kit with ``runtime = "docker"``: each task is a container the script starts."""
+
+    @pytest.fixture
+    def spmd_backend_name(self):
+        return "slurm"
+
+    @pytest.fixture
+    def spmd_backend_config(self, slurm_config):
+        return {**slurm_config, "runtime": "docker"}
