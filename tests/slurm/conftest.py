@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -18,6 +19,25 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slurm.sh"
 #: the test cluster's MaxArraySize: small, so that a map of a few tasks needs several arrays
 MAX_ARRAY_SIZE = 4
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 free (slurmctld, slurmd), so a cluster left over by a killed
+    session, or the machine's own Slurm, is never in the way."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        if port >= 65535:
+            continue
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("", port))
+                b.bind(("", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports for the test cluster")
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +52,8 @@ def slurm_cluster(tmp_path_factory):
     folder = Path(tempfile.mkdtemp(prefix="spmd-slurm-", dir="/tmp"))
     folder.chmod(0o755)
     started = subprocess.run([str(SCRIPT), "start", str(folder)], capture_output=True, text=True,
-                             env={**os.environ, "SPMD_SLURM_MAX_ARRAY_SIZE": str(MAX_ARRAY_SIZE)})
+                             env={**os.environ, "SPMD_SLURM_MAX_ARRAY_SIZE": str(MAX_ARRAY_SIZE),
+                                  "SPMD_SLURM_PORT": str(free_port_pair())})
     if started.returncode != 0:
         subprocess.run([str(SCRIPT), "stop", str(folder)], capture_output=True)
         pytest.fail(f"scripts/slurm.sh start failed:\n{started.stderr}", pytrace=False)
@@ -57,7 +78,8 @@ def slurm_shared_dir(slurm_cluster, tmp_path_factory) -> str:
 
 @pytest.fixture
 def slurm_config(slurm_shared_dir) -> dict:
-    return {"shared_dir": slurm_shared_dir, "partition": "debug"}
+    # Polling squeue 4 times a second is fine for a one-node test cluster (default: 1 s).
+    return {"shared_dir": slurm_shared_dir, "partition": "debug", "poll_interval": 0.25}
 
 
 @pytest.fixture
