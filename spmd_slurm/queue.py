@@ -4,6 +4,7 @@
             ──> jobs/<id>/slurm/array-<offset>.sh (kept for reading) ──> sbatch, one per array
             ──> handle ``{"job": id, "arrays": [[slurm id, offset, n], ...]}``
     states  ──> ONE ``squeue --array --states=all`` for all arrays + ONE listing of the marks
+            (+ ONE ``sacct`` for tasks squeue forgot, where the cluster keeps accounting)
     cancel  ──> ONE ``scancel`` of all arrays
     logs    ──> jobs/<id>/slurm/<slurm id>_<index>.out, read through the store
 
@@ -48,6 +49,12 @@ class SlurmQueue(BatchQueue):
         self.store = store
         self.options = options
         self._array_size = array_size
+        self._accounting: bool | None = None
+
+    def accounting(self) -> bool:
+        if self._accounting is None:
+            self._accounting = slurm.has_accounting()
+        return self._accounting
 
     def array_size(self) -> int:
         """The most tasks in one array: the cluster's MaxArraySize, or less if configured."""
@@ -115,7 +122,11 @@ class SlurmQueue(BatchQueue):
 
     def states(self, handle: str) -> Mapping[int, TaskStatus]:
         job_id, arrays = self._arrays(handle)
-        seen = slurm.queue([a for a, _, _ in arrays])
+        ids = [a for a, _, _ in arrays]
+        seen = slurm.queue(ids)
+        if any((a, i) not in seen for a, _, n in arrays for i in range(n)) and self.accounting():
+            # squeue forgets ended jobs after MinJobAge; accounting remembers (one more call)
+            seen = {**slurm.accounting(ids), **seen}
         marks = self._marks(job_id)
         states = {}
         for array_id, offset, n in arrays:

@@ -120,6 +120,40 @@ def parse_squeue(text: str) -> dict[tuple[str, int], ArrayTask]:
     return tasks
 
 
+def has_accounting() -> bool:
+    """Whether the cluster keeps accounting (slurmdbd), so that sacct knows ended jobs."""
+    return config().get("AccountingStorageType", "accounting_storage/none") != \
+        "accounting_storage/none"
+
+
+def accounting(array_ids: list[str]) -> dict[tuple[str, int], ArrayTask]:
+    """Array tasks as accounting recorded them (for those squeue forgot): ONE sacct call."""
+    if not array_ids:
+        return {}
+    out = run(["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(array_ids)}",
+               "--format=JobID,State,ExitCode"])
+    return parse_sacct(out)
+
+
+def parse_sacct(text: str) -> dict[tuple[str, int], ArrayTask]:
+    """Parse ``sacct --parsable2 --allocations --format=JobID,State,ExitCode``, e.g.
+    ``7000_3|CANCELLED by 1000|0:15``."""
+    tasks = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 3 or "_" not in parts[0] or "." in parts[0]:
+            continue
+        array_id, _, index = parts[0].partition("_")
+        if not index.isdigit():
+            continue
+        state = parts[1].split()[0] if parts[1] else "UNKNOWN"
+        code, _, signal = parts[2].partition(":")
+        exit_code = -int(signal) if signal.isdigit() and int(signal) else \
+            (int(code) if code.isdigit() else None)
+        tasks[(array_id, int(index))] = ArrayTask(array_id, int(index), state, parts[1], exit_code, 0)
+    return tasks
+
+
 def cancel(array_ids: list[str]) -> None:
     """``scancel`` every task of these arrays, running or pending (one call)."""
     if array_ids:

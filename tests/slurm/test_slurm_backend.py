@@ -190,3 +190,26 @@ def test_squeue_states_map_to_task_statuses():
     assert status(2, {**started, "timeout": True}).lost == "timeout"
     # Forgotten by Slurm (past MinJobAge) without an exit status: lost, not pending forever.
     assert task_status(None, started, "7000000", 9).lost == "infrastructure"
+
+
+# sacct's output where the cluster keeps accounting (this test cluster does not), for tasks
+# squeue has forgotten: --parsable2 --allocations --format=JobID,State,ExitCode
+SACCT = """\
+7000000_0|COMPLETED|0:0
+7000000_1|OUT_OF_MEMORY|0:125
+7000000_2|FAILED|3:0
+7000000_3|CANCELLED by 1000|0:15
+7000000_4|NODE_FAIL|0:0
+7000000_[5-6]|PENDING|0:0
+"""
+
+
+def test_sacct_states_map_to_task_statuses():
+    seen = slurm.parse_sacct(SACCT)
+    assert sorted(i for _, i in seen) == [0, 1, 2, 3, 4]
+    assert seen[("7000000", 2)].exit_code == 3 and seen[("7000000", 3)].state == "CANCELLED"
+    started = {"started": 1, "ends": {}, "timeout": False, "infra": 0}
+    assert task_status(seen[("7000000", 1)], started, "7000000", 1).lost == "oom"
+    assert task_status(seen[("7000000", 3)], started, "7000000", 3).state == CANCELLED
+    assert task_status(seen[("7000000", 4)], started, "7000000", 4).lost == "infrastructure"
+    assert task_status(seen[("7000000", 0)], {**started, "ends": {1: 0}}, "7000000", 0).state == SUCCEEDED
