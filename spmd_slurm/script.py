@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -135,11 +136,7 @@ while true; do
     touch "$marks/$task.start.$attempt"
     {container_name}
     started=$SECONDS
-    if [ -n "$timeout_s" ] && [ "{runtime}" = python ]; then  # (docker: inside the container)
-        timeout --kill-after={kill_after} "$timeout_s" {command} &
-    else
-        {command} &
-    fi
+    {launch} &
     wait $!
     code=$?
     {oom_check}
@@ -149,7 +146,7 @@ while true; do
         touch "$marks/$task.timeout.$attempt"
         exit 124
     fi
-    if [ "$code" -eq 125 ] && [ "{runtime}" = docker ]; then
+    if [ "$code" -eq 125 ] && [ {runtime} = docker ]; then
         # docker run itself failed (the daemon could not create or start the container):
         # a loss to the infrastructure, retried under infra_retries, not retries
         infra=$((infra + 1))
@@ -171,10 +168,19 @@ while true; do
 done
 """
 
-DOCKER_NAME = 'container="spmd-$SLURM_JOB_ID-$attempt"; docker rm -f "$container" >/dev/null 2>&1'
+# named after the spmd job, task and attempt: unique on the engine, and only ever ours
+DOCKER_NAME = 'container="spmd-{job}-$task-$attempt"; docker rm -f "$container" >/dev/null 2>&1'
 # dockerd, not the kernel's cgroup for this job, killed the container: say so as the exit code
 DOCKER_OOM = ('[ "$(docker inspect --format "{{.State.OOMKilled}}" "$container" 2>/dev/null)" '
               '= true ] && code=137; docker rm -f "$container" >/dev/null 2>&1; container=""')
+
+
+def launch(spec: ArraySpec, options: Options) -> str:
+    """The line that starts one attempt: under `timeout` here, or inside the container."""
+    command = task_command(spec, options)
+    if spec.resources.timeout and options.runtime != "docker":
+        return f'timeout --kill-after={KILL_AFTER} "$timeout_s" {command}'
+    return command
 
 
 def render(spec: ArraySpec, offset: int, n: int, options: Options, marks: str, output: str) -> str:
@@ -189,6 +195,7 @@ def render(spec: ArraySpec, offset: int, n: int, options: Options, marks: str, o
         timeout=f"{res.timeout:g}" if res.timeout else "",
         unset="unset " + " ".join(NOT_INHERITED),
         exports="\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
-        kill_after=KILL_AFTER, command=task_command(spec, options),
-        container_name=DOCKER_NAME if docker else ":",
+        launch=launch(spec, options),
+        container_name=DOCKER_NAME.format(job=re.sub(r"[^A-Za-z0-9_.-]", "-", spec.job_id))
+        if docker else ":",
         oom_check=DOCKER_OOM if docker else ":")
