@@ -85,7 +85,7 @@ class SlurmQueue(BatchQueue):
         for offset in range(0, spec.n_tasks, size):
             n = min(size, spec.n_tasks - offset)
             text = script.render(spec, offset, n, self.options, marks, output)
-            self.store.put(slurm_key(spec.job_id, f"array-{offset:06d}.sh"), text.encode())
+            write_private(self.store.path(slurm_key(spec.job_id, f"array-{offset:06d}.sh")), text)
             arrays.append([slurm.submit(text), offset, n])
             # Written after each array, so a failure half way still lets cancel find the rest.
             self.store.put_json(slurm_key(spec.job_id, "arrays.json"), arrays)
@@ -150,6 +150,14 @@ class SlurmQueue(BatchQueue):
                 except ObjectNotFound:
                     return ""
         return ""
+
+
+def write_private(path, text: str) -> None:
+    """Write a file only its owner can read: the script holds the Knot's env, which may be secret."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def task_status(seen: slurm.ArrayTask | None, marks: dict | None, array_id: str,
