@@ -25,7 +25,8 @@ def squeue_states(handle: str) -> list[str]:
     return sorted(t.state for t in slurm.queue(ids).values())
 
 
-def test_arrays_are_split_at_the_clusters_max_array_size(slurm_config, slurm_max_array_size):
+def test_arrays_are_split_at_the_clusters_max_array_size(slurm_config, slurm_max_array_size,
+                                                          monkeypatch):
     knot = spmd.Knot(square, backend="slurm", config=slurm_config)
     assert knot.backend.queue.array_size() == slurm_max_array_size  # read from scontrol show config
     job = knot.map(range(9), chunksize=1)
@@ -33,6 +34,12 @@ def test_arrays_are_split_at_the_clusters_max_array_size(slurm_config, slurm_max
     assert [(offset, n) for _, offset, n in arrays] == [(0, 4), (4, 4), (8, 1)]
     assert len({a for a, _, _ in arrays}) == 3
     assert job.results(timeout=WAIT) == [x * x for x in range(9)]
+    # Three arrays, nine tasks: one Slurm command per look at the states.
+    calls = []
+    real_run = slurm.run
+    monkeypatch.setattr(slurm, "run", lambda argv, **kw: calls.append(argv[0]) or real_run(argv, **kw))
+    states = job.backend.queue.states(job.handle)
+    assert calls == ["squeue"] and [states[i].state for i in range(9)] == [SUCCEEDED] * 9
     assert job.logs(8) and "task 8 attempt 1" in job.logs(8)  # the worker's own log line
     # A configured array_size splits further, never beyond the cluster's limit.
     small = spmd.Knot(square, backend="slurm", config={**slurm_config, "array_size": 2})
