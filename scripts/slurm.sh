@@ -92,7 +92,7 @@ FirstJobId=7000000
 MaxArraySize=$MAX_ARRAY_SIZE
 KillWait=5
 InactiveLimit=0
-SchedulerParameters=sched_interval=2
+SchedulerParameters=sched_interval=1
 NodeName=$node CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
