@@ -3,7 +3,8 @@
 #   1. a virtual environment (.venv) with the project installed (editable, test and aws extras)
 #      and the example backend plugin (examples/spmd-process-backend);
 #   2. a Docker engine that answers (installed and started where we are root on Debian);
-#   3. Debian's debootstrap and docker-registry (base image bootstrap, AWS tests);
+#   3. Debian's debootstrap and docker-registry (base image bootstrap, AWS tests), slurm-wlm
+#      and munge (Slurm backend tests);
 #   4. a base image with this Python (pulled, or made from Debian packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,18 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     else
         say "note: ${missing[*]} not installed; some tests need them (apt-get install ${missing[*]})"
+    fi
+fi
+
+# Slurm and munge from Debian, for the Slurm backend's tests (scripts/slurm.sh starts a
+# private single-node cluster; nothing is started here)
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing slurm-wlm and munge with apt-get"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+    else
+        say "note: Slurm is not installed; the Slurm tests need it (apt-get install slurm-wlm munge)"
     fi
 fi
 

@@ -71,6 +71,11 @@ class Backend(ABC):
     def capacity(self) -> Capacity:
         """The most CPU and memory all running tasks may use together."""
 
+    def prepare_environment(self, spec) -> None:
+        """Called by ``map`` before it submits when ``uses_images`` is False, with the ImageSpec
+        an image would have been built from: make the environment tasks run in match it
+        (e.g. a venv on a shared filesystem). By default there is nothing to prepare."""
+
     @cached_property
     def store(self) -> ObjectStore:
         return self.make_store()

@@ -109,8 +109,11 @@ class Knot:
         payloads = [codec.dumps_calls(calls[i:i + chunksize], i)
                     for i in range(0, len(calls), chunksize)]
 
-        task_image = self.ensure_image() if type(self.backend).uses_images \
-            else image.TaskImage(reference="", tag="", built=False)
+        if type(self.backend).uses_images:
+            task_image = self.ensure_image()
+        else:
+            self.backend.prepare_environment(self.image_spec())
+            task_image = image.TaskImage(reference="", tag="", built=False)
         store = self.backend.store
         job_id = layout.new_job_id(self.name)
         per_shard = shards.plan([len(p) for p in payloads])

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# A private single-node Slurm for the tests: scripts/slurm.sh start|stop|env [DIR]
+#
+#   start  writes DIR/etc/slurm.conf (this node's CPUs and memory from `slurmd -C`),
+#          starts munged (as the munge user, own key, socket and pid file), slurmctld -i and
+#          slurmd, and waits until sinfo shows the node idle
+#   stop   stops the daemons this script started in DIR (by their pid files) and nothing else
+#   env    prints `export SLURM_CONF=...` for a shell that wants to use the cluster
+#
+# Everything lives under DIR (default /tmp/spmd-slurm): config, state, spool, logs, pid files,
+# munge's socket and key. Ports are SPMD_SLURM_PORT (slurmctld) and the next one (slurmd),
+# 17817/17818 by default, not Slurm's 6817/6818, and job ids start at 7000000, so a machine
+# that already runs Slurm (and munge) keeps its own. Debian's slurm-wlm and munge must be
+# installed (scripts/setup.sh does it).
+set -euo pipefail
+action=${1:-}
+DIR=$(realpath -m "${2:-${SPMD_SLURM_DIR:-/tmp/spmd-slurm}}")
+PORT=${SPMD_SLURM_PORT:-17817}
+MAX_ARRAY_SIZE=${SPMD_SLURM_MAX_ARRAY_SIZE:-1001}  # the tests set it small, to split arrays
+CONF=$DIR/etc/slurm.conf
+say() { echo "[slurm.sh] $*" >&2; }
+
+stop_pidfile() {  # stop_pidfile FILE NAME: TERM, then KILL, the process whose pid FILE holds
+    local file=$1 name=$2 pid
+    [ -s "$file" ] || return 0
+    pid=$(cat "$file")
+    if kill -0 "$pid" 2>/dev/null && grep -q "$name" "/proc/$pid/comm" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$file"
+}
+
+case "$action" in
+start)
+    for tool in slurmctld slurmd munged sinfo; do
+        command -v "$tool" >/dev/null || { say "$tool is missing: apt-get install slurm-wlm munge"; exit 1; }
+    done
+    export SLURM_CONF=$CONF
+    if [ -s "$DIR/run/slurmctld.pid" ] && kill -0 "$(cat "$DIR/run/slurmctld.pid")" 2>/dev/null \
+            && sinfo -h -o %T 2>/dev/null | grep -q idle; then
+        say "already running in $DIR"
+        exit 0
+    fi
+    mkdir -p "$DIR"/{etc,state,spool,log,run,munge}
+    chmod 755 "$DIR"
+    node=$(hostname -s)
+    read -r cpus memory < <(slurmd -C | awk '/NodeName/ {
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } print v["CPUs"], v["RealMemory"] }')
+    # munge: a key and socket of our own, owned by the munge user, who runs munged
+    mkdir -p "$DIR/munge/key"
+    if [ ! -s "$DIR/munge/key/munge.key" ]; then
+        dd if=/dev/urandom of="$DIR/munge/key/munge.key" bs=1 count=1024 status=none
+    fi
+    chown -R munge:munge "$DIR/munge"
+    chmod 755 "$DIR/munge"  # clients reach the socket here
+    chmod 700 "$DIR/munge/key"
+    chmod 600 "$DIR/munge/key/munge.key"
+    stop_pidfile "$DIR/munge/munged.pid" munged
+    runuser -u munge -- munged --socket="$DIR/munge/munge.socket" --key-file="$DIR/munge/key/munge.key" \
+        --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/munge/munged.log" \
+        --seed-file="$DIR/munge/munged.seed"
+    cat > "$CONF" <<EOF
+# written by scripts/slurm.sh for spmd's tests
+ClusterName=spmd-test
+SlurmctldHost=$node
+SlurmctldPort=$PORT
+SlurmdPort=$((PORT + 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$DIR/munge/munge.socket
+CredType=cred/munge
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool/%n
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+MinJobAge=3600
+FirstJobId=7000000
+MaxArraySize=$MAX_ARRAY_SIZE
+KillWait=5
+InactiveLimit=0
+SchedulerParameters=sched_interval=1
+NodeName=$node CPUs=$cpus RealMemory=$memory State=UNKNOWN
+PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
+EOF
+    cat > "$DIR/etc/cgroup.conf" <<EOF
+CgroupPlugin=autodetect
+ConstrainCores=yes
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=yes
+AllowedSwapSpace=0
+EOF
+    slurmctld -i -f "$CONF"
+    slurmd -f "$CONF" -N "$node"
+    for _ in $(seq 1 100); do
+        sinfo -h -o %T 2>/dev/null | grep -q idle && break
+        sleep 0.2
+    done
+    if ! sinfo -h -o %T 2>/dev/null | grep -q idle; then
+        say "the node did not become idle; logs in $DIR/log"
+        tail -n 20 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
+        exit 1
+    fi
+    say "Slurm is up in $DIR (SLURM_CONF=$CONF): node $node, $cpus CPUs, $memory MB"
+    ;;
+stop)
+    stop_pidfile "$DIR/run/slurmd.pid" slurmd
+    stop_pidfile "$DIR/run/slurmctld.pid" slurmctld
+    stop_pidfile "$DIR/munge/munged.pid" munged
+    say "stopped the daemons in $DIR"
+    ;;
+env)
+    echo "export SLURM_CONF=$CONF"
+    ;;
+*)
+    echo "usage: $0 start|stop|env [DIR]" >&2
+    exit 2
+    ;;
+esac

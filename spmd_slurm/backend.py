@@ -1,0 +1,141 @@
+"""SlurmBackend: tasks are Slurm array tasks; the store is a directory on the shared filesystem.
+
+    [profiles.hpc]
+    backend = "slurm"
+    shared_dir = "/scratch/me/spmd"    # seen at the same path by the login and compute nodes
+    partition = "normal"               # optional, like account, time and sbatch_options
+    runtime = "python"                 # or "docker": one container per task
+
+With ``runtime = "python"`` (the default) no image is built: ``map`` makes (once per
+content hash) a venv under ``shared_dir/envs/`` with the Knot's requirements, and tasks
+run its interpreter (``environment.py``). ``python = "/path/bin/python"`` runs an existing
+interpreter instead, as is. With ``runtime = "docker"`` the task image is built as for
+the local backend and each task runs ``docker run`` with the job's memory and CPUs.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from spmd import config, image
+from spmd.backend import Backend, Capacity
+from spmd.config import Key, Settings
+from spmd.errors import ConfigError
+
+from . import environment, slurm
+from .queue import SlurmQueue
+from .script import Options
+from .store import DirectoryStore
+
+RUNTIMES = ("python", "docker")
+
+
+def slurm_time(value) -> str:
+    """A Slurm time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    text = config.text(str(value))
+    if not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", text) or text in ("0",):
+        raise ValueError("expected a Slurm time limit such as 30, 2:00:00 or 1-00:00:00")
+    return text
+
+
+def runtime(value) -> str:
+    text = config.text(value).lower()
+    if text not in RUNTIMES:
+        raise ValueError(f"expected one of {', '.join(RUNTIMES)}")
+    return text
+
+
+class SlurmBackend(Backend):
+    """Runs each map as Slurm array jobs; needs Slurm's commands and a shared directory."""
+
+    name = "slurm"
+    config_keys = (
+        Key("shared_dir", config.text, "directory on the cluster's shared filesystem (scratch) "
+            "seen at the same path by every node: the store, logs and task environments"),
+        Key("partition", config.text, "Slurm partition (sbatch --partition; default: the "
+            "cluster's default partition)"),
+        Key("account", config.text, "Slurm account to charge (sbatch --account)"),
+        Key("time", slurm_time, "Slurm time limit of a task without a timeout (sbatch --time; "
+            "default: the partition's)"),
+        Key("sbatch_options", config.string_list, "more #SBATCH options, e.g. "
+            "[\"--qos=short\", \"--constraint=avx2\"]"),
+        Key("runtime", runtime, "how tasks run: 'python' (a venv on shared_dir) or 'docker'",
+            "python"),
+        Key("python", config.text, "an interpreter on the shared filesystem to run tasks with, "
+            "as is, instead of the venv spmd makes"),
+        Key("array_size", config.positive_int, "split arrays at this many tasks (at most the "
+            "cluster's MaxArraySize)"),
+    )
+    runtime_requirements = ("apache-libcloud", "fasteners")  # the directory store's
+    runtime_packages = ("spmd", "spmd_local", "spmd_slurm")
+    uses_images = False
+    poll_interval = 1.0
+
+    def __new__(cls, settings: Settings):
+        if cls is SlurmBackend and settings.get("runtime") == "docker":
+            cls = SlurmContainerBackend
+        return super().__new__(cls)
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        shared = settings.get("shared_dir")
+        if not shared:
+            raise ConfigError("the slurm backend needs shared_dir: a directory every node sees "
+                              "at the same path, e.g. shared_dir = \"/scratch/<you>/spmd\" in "
+                              "[profiles.hpc]", key="shared_dir")
+        if not Path(shared).expanduser().is_absolute():
+            raise ConfigError(f"shared_dir = {shared!r} must be an absolute path (every node "
+                              "resolves it alike)", key="shared_dir")
+        self.shared_dir = Path(shared).expanduser()
+
+    def options(self) -> Options:
+        get = self.settings.get
+        return Options(partition=get("partition"), account=get("account"), time=get("time"),
+                       sbatch_options=tuple(get("sbatch_options") or ()), runtime=get("runtime"),
+                       python=get("python") or "python3", shared_dir=str(self.shared_dir))
+
+    def make_store(self) -> DirectoryStore:
+        return DirectoryStore(self.shared_dir / "store")
+
+    def make_registry(self):
+        raise NotImplementedError("with runtime = 'python' the slurm backend runs tasks in a "
+                                  "Python environment, not an image; set runtime = 'docker' "
+                                  "for containers")
+
+    def make_queue(self) -> SlurmQueue:
+        return SlurmQueue(self.store, self.options(), self.settings.get("array_size"))
+
+    def prepare_environment(self, spec: image.ImageSpec) -> None:
+        """Make (once per content hash) the venv tasks run in, unless ``python`` names one."""
+        if self.settings.get("python"):
+            return
+        python, built = environment.ensure(spec, self.shared_dir / "envs")
+        self.queue.options = replace(self.queue.options, python=str(python))
+
+    def capacity(self) -> Capacity:
+        """The partition's nodes together (``sinfo``); one task must fit on one node."""
+        nodes = slurm.nodes(self.settings.get("partition"))
+        return Capacity(vcpus=float(sum(n.cpus for n in nodes)) or 1.0,
+                        memory=sum(n.memory for n in nodes) or 1)
+
+    def describe(self) -> str:
+        return f"slurm backend (shared_dir {self.shared_dir})"
+
+
+class SlurmContainerBackend(SlurmBackend):
+    """``runtime = "docker"``: each task runs the content-hashed task image with docker run.
+
+    The image lives in the node's Docker daemon (one node here; a real cluster pushes it
+    to a registry every node pulls from, or converts it for Apptainer: docs/slurm.md).
+    """
+
+    uses_images = True
+    runtime_packages = ("spmd", "spmd_local")
+
+    def make_registry(self):
+        from spmd_local.registry import DaemonRegistry
+        return DaemonRegistry()
+
+    def prepare_environment(self, spec: image.ImageSpec) -> None:
+        return None

@@ -1,0 +1,212 @@
+"""SlurmQueue: an ArraySpec becomes one or more ``sbatch --array`` jobs on the cluster.
+
+    submit  ──> arrays of at most MaxArraySize tasks (read once from ``scontrol show config``)
+            ──> jobs/<id>/slurm/array-<offset>.sh (kept for reading) ──> sbatch, one per array
+            ──> handle ``{"job": id, "arrays": [[slurm id, offset, n], ...]}``
+    states  ──> ONE ``squeue --array --states=all`` for all arrays + ONE listing of the marks
+            (+ ONE ``sacct`` for tasks squeue forgot, where the cluster keeps accounting)
+    cancel  ──> ONE ``scancel`` of all arrays
+    logs    ──> jobs/<id>/slurm/<slurm id>_<index>.out, read through the store
+
+The batch script (``script.py``) leaves empty marker files of each attempt's start and end;
+Slurm's own state says what the script could not see: cancelled, killed at Slurm's time
+limit, out of memory, node failure, preemption.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+from spmd import layout
+from spmd.batch_queue import (
+    CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, ArraySpec, BatchQueue, TaskStatus,
+)
+from spmd.errors import ObjectNotFound, ResourceError
+from spmd.units import format_bytes
+
+from . import script, slurm
+from .store import DirectoryStore
+
+PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
+                  "CONFIGURING", "RESIZING"}
+RUNNING_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
+#: Slurm's end states that the batch script never saw, as TaskStatus.lost kinds.
+LOST = {"OUT_OF_MEMORY": "oom", "TIMEOUT": "timeout", "DEADLINE": "timeout",
+        "NODE_FAIL": "infrastructure", "PREEMPTED": "infrastructure", "BOOT_FAIL": "infrastructure",
+        "CANCELLED": "cancelled"}
+
+
+def slurm_key(job_id: str, name: str) -> str:
+    return f"{layout.prefix(job_id)}slurm/{name}"
+
+
+class SlurmQueue(BatchQueue):
+    """Runs arrays with sbatch; states from squeue and the scripts' marks on the shared store."""
+
+    def __init__(self, store: DirectoryStore, options: script.Options,
+                 array_size: int | None = None):
+        self.store = store
+        self.options = options
+        self._array_size = array_size
+        self._accounting: bool | None = None
+
+    def accounting(self) -> bool:
+        if self._accounting is None:
+            self._accounting = slurm.has_accounting()
+        return self._accounting
+
+    def array_size(self) -> int:
+        """The most tasks in one array: the cluster's MaxArraySize, or less if configured."""
+        cluster = slurm.max_array_size()
+        return min(cluster, self._array_size) if self._array_size else cluster
+
+    def check_fits(self, spec: ArraySpec) -> None:
+        """ResourceError before submitting when no node of the partition can ever run a task."""
+        nodes = slurm.nodes(self.options.partition)
+        res = spec.resources
+        where = f"partition {self.options.partition!r}" if self.options.partition else "the default partition"
+        if not nodes:
+            raise ResourceError(f"Slurm lists no nodes in {where}; check the partition name (sinfo)")
+        if not any(n.cpus >= res.vcpus and n.memory >= res.memory for n in nodes):
+            biggest = max(nodes, key=lambda n: (n.cpus, n.memory))
+            raise ResourceError(
+                f"a task asks for {res.vcpus:g} vcpus and {format_bytes(res.memory)}, but no node "
+                f"of {where} has that much (the biggest, {biggest.name}, has {biggest.cpus} CPUs "
+                f"and {format_bytes(biggest.memory)}); ask for less or choose another partition")
+
+    def submit(self, spec: ArraySpec) -> str:
+        self.check_fits(spec)
+        size = self.array_size()
+        marks = str(self.store.path(slurm_key(spec.job_id, "marks")))
+        os.makedirs(marks, exist_ok=True)
+        output = str(self.store.path(slurm_key(spec.job_id, "%A_%a.out")))
+        arrays = []
+        for offset in range(0, spec.n_tasks, size):
+            n = min(size, spec.n_tasks - offset)
+            text = script.render(spec, offset, n, self.options, marks, output)
+            write_private(self.store.path(slurm_key(spec.job_id, f"array-{offset:06d}.sh")), text)
+            arrays.append([slurm.submit(text), offset, n])
+            # Written after each array, so a failure half way still lets cancel find the rest.
+            self.store.put_json(slurm_key(spec.job_id, "arrays.json"), arrays)
+        return json.dumps({"job": spec.job_id, "arrays": arrays}, separators=(",", ":"))
+
+    def _arrays(self, handle: str) -> tuple[str, list[tuple[str, int, int]]]:
+        data = json.loads(handle)
+        return data["job"], [(str(a), int(o), int(n)) for a, o, n in data["arrays"]]
+
+    def _marks(self, job_id: str) -> dict[int, dict]:
+        """Per task: attempts started, end codes by attempt, timed out, given up (one listing)."""
+        folder = self.store.path(slurm_key(job_id, "marks"))
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            names = []
+        marks: dict[int, dict] = {}
+        for name in names:
+            parts = name.split(".")
+            if len(parts) < 3 or not parts[0].isdigit() or not parts[2].isdigit():
+                continue
+            m = marks.setdefault(int(parts[0]), {"started": 0, "ends": {}, "timeout": False,
+                                                 "infra": 0})
+            what, number = parts[1], int(parts[2])
+            if what == "start":
+                m["started"] = max(m["started"], number)
+            elif what == "end" and len(parts) == 4:
+                m["ends"][number] = int(parts[3])
+            elif what == "timeout":
+                m["timeout"] = True
+            elif what == "infra":
+                m["infra"] = number
+        return marks
+
+    def states(self, handle: str) -> Mapping[int, TaskStatus]:
+        job_id, arrays = self._arrays(handle)
+        ids = [a for a, _, _ in arrays]
+        seen = slurm.queue(ids)
+        if any((a, i) not in seen for a, _, n in arrays for i in range(n)) and self.accounting():
+            # squeue forgets ended jobs after MinJobAge; accounting remembers (one more call)
+            seen = {**slurm.accounting(ids), **seen}
+        marks = self._marks(job_id)
+        states = {}
+        for array_id, offset, n in arrays:
+            for index in range(n):
+                task = offset + index
+                states[task] = task_status(seen.get((array_id, index)), marks.get(task), array_id,
+                                           index)
+        return states
+
+    def cancel(self, handle: str) -> None:
+        _, arrays = self._arrays(handle)
+        slurm.cancel([a for a, _, _ in arrays])
+
+    def logs(self, handle: str, task: int) -> str:
+        job_id, arrays = self._arrays(handle)
+        for array_id, offset, n in arrays:
+            if offset <= task < offset + n:
+                try:
+                    key = slurm_key(job_id, f"{array_id}_{task - offset}.out")
+                    return self.store.get(key).decode(errors="replace")
+                except ObjectNotFound:
+                    return ""
+        return ""
+
+
+def write_private(path, text: str) -> None:
+    """Write a file only its owner can read: the script holds the Knot's env, which may be secret."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def task_status(seen: slurm.ArrayTask | None, marks: dict | None, array_id: str,
+                index: int) -> TaskStatus:
+    """One task's status from what squeue says about it and the marks its script left."""
+    marks = marks or {"started": 0, "ends": {}, "timeout": False, "infra": 0}
+    attempts = marks["started"]
+    if seen is None:
+        if marks["ends"] and max(marks["ends"]) == attempts:
+            return ended(attempts, marks["ends"][attempts], None)
+        # Slurm forgot it (after MinJobAge) or never had it; accounting (sacct) would know.
+        return TaskStatus(FAILED, attempts, None,
+                          f"Slurm no longer knows array task {array_id}_{index} and it left no "
+                          "exit status", "infrastructure")
+    if seen.state in PENDING_STATES:
+        # (squeue's reason, e.g. "Resources", is not a failure: a reason would read as a retry)
+        return TaskStatus(PENDING, attempts)
+    if seen.state in RUNNING_STATES:
+        return TaskStatus(RUNNING, attempts)
+    name = f"Slurm array task {array_id}_{index}"
+    if seen.state == "CANCELLED":
+        return TaskStatus(CANCELLED, attempts, seen.exit_code, "cancelled", "cancelled")
+    if marks["timeout"]:
+        return TaskStatus(FAILED, attempts, 124, "timed out (stopped by spmd inside the task)",
+                          "timeout")
+    if marks["infra"]:
+        return TaskStatus(FAILED, attempts, seen.exit_code,
+                          f"{name} was lost to the infrastructure {marks['infra']} times "
+                          "(node failure, preemption, or a container that could not start; "
+                          "see its log)", "infrastructure")
+    if seen.state in LOST and seen.state != "CANCELLED" and \
+            not (marks["ends"] and max(marks["ends"]) == attempts):
+        lost = LOST[seen.state]
+        return TaskStatus(FAILED, attempts, seen.exit_code,
+                          f"{name} ended {seen.state} ({seen.reason})", lost)
+    if marks["ends"] and max(marks["ends"]) == attempts:
+        return ended(attempts, marks["ends"][attempts], seen.state)
+    if seen.state == "COMPLETED":
+        return TaskStatus(SUCCEEDED, attempts, 0)
+    return TaskStatus(FAILED, attempts, seen.exit_code,
+                      f"{name} ended {seen.state} ({seen.reason}) before its task ran", "error")
+
+
+def ended(attempt: int, code: int, slurm_state: str | None) -> TaskStatus:
+    """The status of a task whose last attempt left its exit code."""
+    if code == 0:
+        return TaskStatus(SUCCEEDED, attempt, 0)
+    if code == 137 or slurm_state == "OUT_OF_MEMORY":
+        # SIGKILL that spmd did not send: the cgroup's (or the container's) OOM killer
+        return TaskStatus(FAILED, attempt, code, "out of memory (killed at the job's memory "
+                          "limit)", "oom")
+    return TaskStatus(FAILED, attempt, code, f"exited with code {code}", "error")

@@ -1,0 +1,201 @@
+"""The batch script of one array: what each Slurm array task runs.
+
+    #SBATCH --array=0-(n-1), --cpus-per-task, --mem, --time, partition, account, extra options
+    task = SLURM_ARRAY_TASK_ID + offset; attempt = attempts that ended + 1
+    lost to the infrastructure (requeued) more than infra_retries times ──> give up, mark "infra"
+    loop: mark start ──> run the task (under `timeout` when it has one) ──> mark its end
+          docker run could not start the container (exit 125) ──> again, under infra_retries
+          exit 0 ──> done; timed out ──> mark "timeout", done (never retried);
+          failed and retries left ──> next attempt in the same allocation; else exit its code
+
+Marks are empty files in ``jobs/<id>/slurm/marks/`` named ``<task>.<what>.<attempt>[.<code>]``,
+so the client learns every task's attempts and exit codes from one directory listing. A
+Slurm-level requeue (node failure, preemption) runs the script again: the attempt that was
+lost is run again under the same number, and ``retries`` is not spent on it.
+
+The task's output goes to Slurm's ``--output`` file (``%A_%a.out``, appended across requeues),
+which the queue reads as the task's log.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+from dataclasses import dataclass
+
+from spmd.batch_queue import ArraySpec
+
+#: variables the worker reads that must come from this script, never from the submitter.
+NOT_INHERITED = ("AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ATTEMPT", "SPMD_TASK_OFFSET",
+                 "SPMD_ATTEMPT", "SPMD_SINGLE_TASK")
+KILL_AFTER = 5  # seconds between `timeout`'s TERM and KILL
+PYTHONS = ("python", "python3")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Where and how the arrays of one backend run (from the profile)."""
+
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None  # Slurm's --time when a task has no timeout
+    sbatch_options: tuple[str, ...] = ()
+    runtime: str = "python"  # or "docker"
+    python: str = "python3"  # the interpreter tasks run (an environment on shared_dir)
+    shared_dir: str = ""  # bind-mounted into containers at the same path
+
+
+def time_limit(spec: ArraySpec, options: Options) -> str | None:
+    """Slurm's --time (minutes): every attempt's timeout plus a margin, or the profile's."""
+    res = spec.resources
+    if res.timeout is None:
+        return options.time
+    # The script enforces each attempt's timeout itself (Slurm checks only every ~30 s, in
+    # whole minutes); Slurm's limit is the backstop for the whole allocation.
+    seconds = (res.timeout + KILL_AFTER + 5) * (res.retries + 1) + 60
+    return str(math.ceil(seconds / 60))
+
+
+def sbatch_lines(spec: ArraySpec, n: int, options: Options, output: str) -> list[str]:
+    res = spec.resources
+    lines = [f"--job-name=spmd-{spec.job_id}", f"--array=0-{n - 1}",
+             f"--cpus-per-task={max(1, math.ceil(res.vcpus))}",
+             f"--mem={max(1, math.ceil(res.memory / 2**20))}M",
+             f"--output={output}", "--open-mode=append", "--requeue"]
+    limit = time_limit(spec, options)
+    if limit:
+        lines.append(f"--time={limit}")
+    if options.partition:
+        lines.append(f"--partition={options.partition}")
+    if options.account:
+        lines.append(f"--account={options.account}")
+    lines += list(options.sbatch_options)
+    return [f"#SBATCH {line}" for line in lines]
+
+
+def task_command(spec: ArraySpec, options: Options) -> str:
+    """The shell words that run one attempt (the worker, or the queue's own command)."""
+    command = list(spec.command)
+    if options.runtime == "docker":
+        res = spec.resources
+        names = sorted({*spec.env, "AWS_BATCH_JOB_ARRAY_INDEX", "SPMD_TASK_OFFSET", "SPMD_ATTEMPT",
+                        "PYTHONUNBUFFERED", "SPMD_IMAGE"})
+        # The host's network, as a task outside a container has (and as Apptainer gives).
+        docker = ["docker", "run", "--name", "$container", "--init", "--network=host",
+                  # dockerd is outside the job's cgroup: the container gets the same limits
+                  f"--memory={res.memory}", f"--memory-swap={res.memory}", f"--cpus={res.vcpus:g}",
+                  "--user", f"{os.getuid()}:{os.getgid()}", "--workdir", "/tmp",
+                  "--label", "spmd.managed=1", "--label", f"spmd.job={spec.job_id}",
+                  "--volume", f"{options.shared_dir}:{options.shared_dir}"]
+        for name in names:
+            docker += ["--env", name]
+        if res.timeout:  # counted from the task's start in the container, not from docker run
+            command = ["timeout", f"--kill-after={KILL_AFTER}", f"{res.timeout:g}", *command]
+        words = [shlex.quote(w) for w in docker + [spec.image] + command]
+        return " ".join(words).replace("'$container'", '"$container"')
+    if command and command[0] in PYTHONS:
+        command[0] = options.python
+    return " ".join(shlex.quote(w) for w in command)
+
+
+TEMPLATE = """\
+#!/bin/bash
+{sbatch}
+# spmd job {job_id}: tasks {offset}..{last} of {n_tasks} ({runtime} runtime)
+set -u
+offset={offset}
+task=$((SLURM_ARRAY_TASK_ID + offset))
+marks={marks}
+retries={retries}
+infra_retries={infra_retries}
+timeout_s={timeout}
+{unset}
+{exports}
+export AWS_BATCH_JOB_ARRAY_INDEX=$SLURM_ARRAY_TASK_ID SPMD_TASK_OFFSET=$offset PYTHONUNBUFFERED=1
+mkdir -p "$marks"
+restarts=${{SLURM_RESTART_COUNT:-0}}
+if [ "$restarts" -gt "$infra_retries" ]; then
+    echo "spmd: task $task was lost to the infrastructure (node failure or preemption) $restarts times, more than infra_retries=$infra_retries; giving up"
+    touch "$marks/$task.infra.$restarts"
+    exit 1
+fi
+[ "$restarts" -gt 0 ] && echo "--- spmd: requeued by Slurm (restart $restarts) ---"
+work=$(mktemp -d "${{TMPDIR:-/tmp}}/spmd-task-XXXXXX")
+container=""
+cleanup() {{ [ -n "$container" ] && docker rm -f "$container" >/dev/null 2>&1; rm -rf "$work"; }}
+trap cleanup EXIT
+trap '[ -n "$container" ] && docker kill "$container" >/dev/null 2>&1; exit 143' TERM
+cd "$work"
+infra=0
+failures=$(ls "$marks" | grep -c "^$task\\.end\\.[0-9]*\\.[1-9]" || true)
+attempt=$(( $(ls "$marks" | grep -c "^$task\\.end\\." || true) + 1 ))
+while true; do
+    export SPMD_ATTEMPT=$attempt
+    [ "$attempt" -gt 1 ] && echo "--- spmd: attempt $attempt ---"
+    touch "$marks/$task.start.$attempt"
+    {container_name}
+    started=$SECONDS
+    {launch} &
+    wait $!
+    code=$?
+    {oom_check}
+    if [ -n "$timeout_s" ] && [ "$code" -eq 124 -o "$code" -eq 137 ] \\
+            && [ $((SECONDS - started)) -ge "${{timeout_s%.*}}" ]; then
+        echo "spmd: the task timed out after ${{timeout_s}}s and was stopped"
+        touch "$marks/$task.timeout.$attempt"
+        exit 124
+    fi
+    if [ "$code" -eq 125 ] && [ {runtime} = docker ]; then
+        # docker run itself failed (the daemon could not create or start the container):
+        # a loss to the infrastructure, retried under infra_retries, not retries
+        infra=$((infra + 1))
+        if [ "$infra" -gt "$infra_retries" ]; then
+            echo "spmd: docker could not start the task's container $infra times; giving up"
+            touch "$marks/$task.infra.$infra"
+            exit 125
+        fi
+        echo "spmd: docker could not start the task's container (exit 125); trying again"
+        sleep 2
+        continue
+    fi
+    touch "$marks/$task.end.$attempt.$code"
+    [ "$code" -eq 0 ] && exit 0
+    failures=$((failures + 1))
+    [ "$failures" -gt "$retries" ] && exit "$code"
+    echo "spmd: attempt $attempt of task $task failed (exit $code); retrying"
+    attempt=$((attempt + 1))
+done
+"""
+
+# named after the spmd job, task and attempt: unique on the engine, and only ever ours
+DOCKER_NAME = 'container="spmd-{job}-$task-$attempt"; docker rm -f "$container" >/dev/null 2>&1'
+# dockerd, not the kernel's cgroup for this job, killed the container: say so as the exit code
+DOCKER_OOM = ('[ "$(docker inspect --format "{{.State.OOMKilled}}" "$container" 2>/dev/null)" '
+              '= true ] && code=137; docker rm -f "$container" >/dev/null 2>&1; container=""')
+
+
+def launch(spec: ArraySpec, options: Options) -> str:
+    """The line that starts one attempt: under `timeout` here, or inside the container."""
+    command = task_command(spec, options)
+    if spec.resources.timeout and options.runtime != "docker":
+        return f'timeout --kill-after={KILL_AFTER} "$timeout_s" {command}'
+    return command
+
+
+def render(spec: ArraySpec, offset: int, n: int, options: Options, marks: str, output: str) -> str:
+    """The batch script for tasks ``offset .. offset+n-1`` of spec."""
+    res = spec.resources
+    env = {**spec.env, "SPMD_IMAGE": spec.image}
+    docker = options.runtime == "docker"
+    return TEMPLATE.format(
+        sbatch="\n".join(sbatch_lines(spec, n, options, output)), job_id=spec.job_id,
+        offset=offset, last=offset + n - 1, n_tasks=spec.n_tasks, runtime=options.runtime,
+        marks=shlex.quote(marks), retries=res.retries, infra_retries=res.infra_retries,
+        timeout=f"{res.timeout:g}" if res.timeout else "",
+        unset="unset " + " ".join(NOT_INHERITED),
+        exports="\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
+        launch=launch(spec, options),
+        container_name=DOCKER_NAME.format(job=re.sub(r"[^A-Za-z0-9_.-]", "-", spec.job_id))
+        if docker else ":",
+        oom_check=DOCKER_OOM if docker else ":")

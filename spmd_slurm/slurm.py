@@ -1,0 +1,160 @@
+"""Slurm's commands, called and parsed in one place: sbatch, squeue, scancel, scontrol, sinfo.
+
+Every call is one process; a failure becomes a SlurmError naming the command and what
+Slurm said. Nothing here keeps state: the cluster is asked each time.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from spmd.errors import SpmdError
+
+#: squeue's fields, fixed width: array task id, state, reason, exit status, restarts.
+SQUEUE_FIELDS = "JobArrayID:40,State:24,Reason:40,exit_code:12,RestartCnt:8"
+
+
+class SlurmError(SpmdError):
+    """A Slurm command failed or is missing; the message says which and what it printed."""
+
+
+def run(argv: list[str], *, stdin: str | None = None, timeout: float = 60) -> str:
+    """Run a Slurm command; its standard output, or SlurmError."""
+    if shutil.which(argv[0]) is None:
+        raise SlurmError(f"{argv[0]} is not on PATH: run spmd where Slurm's commands are "
+                         "(a login node), or install Slurm's client (Debian: slurm-client)")
+    try:
+        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise SlurmError(f"{' '.join(argv[:2])} did not answer within {timeout:g}s; "
+                         "is slurmctld up (scontrol ping)?") from exc
+    if result.returncode != 0:
+        said = (result.stderr or result.stdout).strip()[-800:]
+        raise SlurmError(f"{' '.join(argv[:2])} failed (exit {result.returncode}): {said}")
+    return result.stdout
+
+
+def config() -> dict[str, str]:
+    """``scontrol show config`` as a dict (``MaxArraySize`` -> ``'1001'``)."""
+    values = {}
+    for line in run(["scontrol", "show", "config"]).splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip()
+    return values
+
+
+def max_array_size() -> int:
+    """Array task ids must be below this (``MaxArraySize``, 1001 unless configured)."""
+    try:
+        return int(config().get("MaxArraySize", "1001").split()[0])
+    except ValueError:
+        return 1001
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    cpus: int
+    memory: int  # bytes
+
+
+def nodes(partition: str | None) -> list[Node]:
+    """The nodes of a partition (or of the default one), with their CPUs and memory."""
+    argv = ["sinfo", "--noheader", "--Node", "--format=%N %c %m"]
+    if partition:
+        argv.append(f"--partition={partition}")
+    found: dict[str, Node] = {}
+    for line in run(argv).splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            name, cpus, memory = parts
+            found[name] = Node(name, int(cpus), int(memory.rstrip("+")) * 2**20)
+    return list(found.values())
+
+
+def submit(script: str) -> str:
+    """``sbatch --parsable`` of a script given on stdin; the job id."""
+    out = run(["sbatch", "--parsable"], stdin=script).strip()
+    return out.split(";")[0]  # "id" or "id;cluster"
+
+
+@dataclass(frozen=True)
+class ArrayTask:
+    """One array task as squeue reports it."""
+
+    array_id: str
+    index: int
+    state: str
+    reason: str
+    exit_code: int | None  # the batch script's exit code, or -signal
+    restarts: int
+
+
+def queue(array_ids: list[str]) -> dict[tuple[str, int], ArrayTask]:
+    """Every task of these arrays, ended ones included (kept for MinJobAge): ONE squeue call."""
+    if not array_ids:
+        return {}
+    out = run(["squeue", "--noheader", "--array", "--states=all", f"--jobs={','.join(array_ids)}",
+               f"--Format={SQUEUE_FIELDS}"])
+    return parse_squeue(out)
+
+
+def parse_squeue(text: str) -> dict[tuple[str, int], ArrayTask]:
+    """Parse ``squeue --array --Format=SQUEUE_FIELDS`` lines, e.g. ``7000_3 FAILED NonZeroExitCode 768 0``."""
+    tasks = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 5 or "_" not in parts[0]:
+            continue
+        array_id, _, index = parts[0].partition("_")
+        if not index.isdigit():  # "7000_[3-9]": squeue folds pending tasks without --array
+            continue
+        status = int(parts[-2]) if parts[-2].lstrip("-").isdigit() else None
+        if status is not None:  # a wait status: exit code in the high byte, signal in the low
+            status = -(status & 0x7F) if status & 0x7F else status >> 8
+        restarts = int(parts[-1]) if parts[-1].isdigit() else 0
+        tasks[(array_id, int(index))] = ArrayTask(array_id, int(index), parts[1],
+                                                  " ".join(parts[2:-2]), status, restarts)
+    return tasks
+
+
+def has_accounting() -> bool:
+    """Whether the cluster keeps accounting (slurmdbd), so that sacct knows ended jobs."""
+    return config().get("AccountingStorageType", "accounting_storage/none") != \
+        "accounting_storage/none"
+
+
+def accounting(array_ids: list[str]) -> dict[tuple[str, int], ArrayTask]:
+    """Array tasks as accounting recorded them (for those squeue forgot): ONE sacct call."""
+    if not array_ids:
+        return {}
+    out = run(["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(array_ids)}",
+               "--format=JobID,State,ExitCode"])
+    return parse_sacct(out)
+
+
+def parse_sacct(text: str) -> dict[tuple[str, int], ArrayTask]:
+    """Parse ``sacct --parsable2 --allocations --format=JobID,State,ExitCode``, e.g.
+    ``7000_3|CANCELLED by 1000|0:15``."""
+    tasks = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 3 or "_" not in parts[0] or "." in parts[0]:
+            continue
+        array_id, _, index = parts[0].partition("_")
+        if not index.isdigit():
+            continue
+        state = parts[1].split()[0] if parts[1] else "UNKNOWN"
+        code, _, signal = parts[2].partition(":")
+        exit_code = -int(signal) if signal.isdigit() and int(signal) else \
+            (int(code) if code.isdigit() else None)
+        tasks[(array_id, int(index))] = ArrayTask(array_id, int(index), state, parts[1], exit_code, 0)
+    return tasks
+
+
+def cancel(array_ids: list[str]) -> None:
+    """``scancel`` every task of these arrays, running or pending (one call)."""
+    if array_ids:
+        run(["scancel", *array_ids])
