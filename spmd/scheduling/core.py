@@ -174,7 +174,11 @@ class Scheduler:
 
     def end(self, task: int, outcome: Outcome) -> None:
         """Save the attempt's log and record how it ended, queueing a retry where one is due."""
-        attempt = self.running.pop(task, self.tasks[task].attempts)
+        if task not in self.running:
+            return  # not an attempt of this scheduler's (one a runner found but did not start)
+        if not self.cancelled and self.cancel_asked():
+            self.cancel_all()  # the client may have stopped the task itself, just now
+        attempt = self.running.pop(task)
         timed_out = task in self.timed_out
         self.timed_out.discard(task)
         status = self.judge(attempt, outcome, timed_out)
