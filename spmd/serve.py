@@ -165,6 +165,7 @@ class Server:
         try:
             os.setsid()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             try:
                 with open("/proc/self/oom_score_adj", "w") as adj:
                     adj.write("1000")
@@ -204,5 +205,7 @@ class Server:
 def main(argv: list[str]) -> int:
     """``--serve SOCKET -- COMMAND...`` (the ``--serve`` already taken off by spmd.worker)."""
     path, command = argv[0], argv[argv.index("--") + 1:]
+    # As the container's PID 1 the server would ignore SIGTERM; a stopping engine sends it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
     Server(path, command).serve()
     return 0

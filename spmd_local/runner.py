@@ -91,26 +91,39 @@ class LocalRunner(Runner):
 
     def engine_call(self, call, *args, **kwargs):
         """Call the engine; when it does not answer, wait (boundedly) for it to come back."""
-        import requests
-        from docker.errors import APIError, DockerException, NotFound
+        from docker.errors import APIError
         try:
             return call(*args, **kwargs)
-        except (NotFound, APIError):
-            raise
-        except (requests.ConnectionError, DockerException) as exc:
-            log.warning("the Docker engine does not answer (%s); waiting up to %gs", exc, ENGINE_WAIT)
+        except APIError:
+            raise  # the engine answered
+        except Exception as exc:
+            log.warning("the Docker engine did not answer (%s); waiting up to %gs", exc, ENGINE_WAIT)
             self.wait_for_engine()
             return call(*args, **kwargs)
+
+    @staticmethod
+    def engine_answers() -> bool:
+        """Whether the engine accepts a NEW connection (a stopping engine still answers on
+        the connections it has, while its socket is gone)."""
+        import docker
+        try:
+            fresh = docker.from_env(timeout=5)
+        except Exception:
+            return False
+        try:
+            return bool(fresh.ping())
+        except Exception:
+            return False
+        finally:
+            fresh.close()
 
     def wait_for_engine(self) -> None:
         deadline = time.monotonic() + ENGINE_WAIT
         while time.monotonic() < deadline:
-            try:
-                self.engine.ping()
+            if self.engine_answers():
                 log.info("the Docker engine answers again")
                 return
-            except Exception:
-                time.sleep(1)
+            time.sleep(1)
         raise EngineError(f"the Docker engine did not come back within {ENGINE_WAIT:g}s")
 
     # -- capacity ---------------------------------------------------------------------
