@@ -194,6 +194,8 @@ class Scheduler:
         code, res = outcome.exit_code, self.res
         if timed_out:
             return TaskStatus(FAILED, attempt, code, f"timed out after {res['timeout']:g}s", "timeout")
+        if code == 0 and not outcome.lost:  # it finished before a cancel could stop it
+            return TaskStatus(SUCCEEDED, attempt, 0)
         if self.cancelled:
             return TaskStatus(CANCELLED, attempt, code, "cancelled", "cancelled")
         if outcome.oom:
@@ -201,8 +203,6 @@ class Scheduler:
                               f"out of memory (limit {format_bytes(res['memory'])})", "oom")
         if outcome.lost:
             return TaskStatus(FAILED, attempt, code, outcome.reason or outcome.lost, outcome.lost)
-        if code == 0:
-            return TaskStatus(SUCCEEDED, attempt, 0)
         if code is not None and code < 0:
             return TaskStatus(FAILED, attempt, code, f"killed by signal {-code}", "error")
         return TaskStatus(FAILED, attempt, code, outcome.reason or f"exited with code {code}", "error")
