@@ -388,6 +388,8 @@ class LocalRunner(Runner):
                 continue
             self.slots[slot.name] = slot
             answered = self.hello(slot)
+            log.info("adopting %s: answered %s, runs %s", slot.name, answered,
+                     slot.task if answered else container.labels.get("spmd.first"))
             if not answered or (slot.task is None and slot.fresh):
                 # Its server is starting, or waits for the attempt the container was made for.
                 task, attempt = (int(n) for n in container.labels.get("spmd.first", "-1:0").split(":"))

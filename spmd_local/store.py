@@ -3,6 +3,8 @@
 The directory is bind-mounted at the same path into every task container, so the client,
 the scheduler and the tasks share one URL (``file:///abs/path``).
 """
-from spmd.scheduling.store import DirectoryStore as LocalStore
+from spmd.scheduling.store import DirectoryStore
 
-__all__ = ["LocalStore"]
+
+class LocalStore(DirectoryStore):
+    """A directory holding objects as files under ``<root>/spmd/``."""
