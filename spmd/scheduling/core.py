@@ -61,6 +61,7 @@ class Scheduler:
         self.infra_lost: dict[int, int] = {}  # task -> attempts lost to the infrastructure
         self.timed_out: set[int] = set()
         self.cancelled = False
+        self.checked = 0.0  # when others' usage was last read and nothing fitted
 
     # -- state --------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class Scheduler:
                     self.cancel_all()
                 if not self.cancelled:
                     self.start_what_fits()
-                for task, outcome in self.runner.poll(TICK if self.running else 0.02).items():
+                for task, outcome in self.runner.poll(TICK).items():
                     self.end(task, outcome)
                 self.time_out()
                 now = self.snapshot()
@@ -128,12 +129,16 @@ class Scheduler:
             self.launch(batch)
         if not self.pending:
             return
+        cap = self.config["capacity"]
+        cpu, mem = self.res["vcpus"], self.res["memory"]
+        held = self.runner.held(len(self.running))
+        if (held + 1) * cpu > cap["vcpus"] + 1e-9 or (held + 1) * mem > cap["memory"]:
+            return  # the job holds all it may: no need to ask what the others hold
+        if time.monotonic() - self.checked < TICK:
+            return  # others' usage was read a moment ago and nothing fitted
         with open(self.store.root / self.runner.lock_name, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             used_cpu, used_mem = self.runner.used_by_others()
-            cap = self.config["capacity"]
-            cpu, mem = self.res["vcpus"], self.res["memory"]
-            held = self.runner.held(len(self.running))
             used_cpu += cpu * held
             used_mem += mem * held
             batch = []
@@ -144,6 +149,8 @@ class Scheduler:
                 used_mem += mem
             if batch:  # under the lock, so other jobs' schedulers count what starts
                 self.launch(batch)
+            else:
+                self.checked = time.monotonic()
 
     def launch(self, batch: list[tuple[int, int]]) -> None:
         env = {}

@@ -2,7 +2,8 @@
 as attempts lost to the infrastructure (their own budget, not ``retries``).
 
 The engine restarted is a PRIVATE dockerd this test starts (own socket, data and exec roots,
-no bridge, no iptables), with the task image loaded into it; never the shared one.
+no bridge, no iptables, its own network namespace), with the task image loaded into it;
+never the shared one.
 """
 import json
 import os
@@ -40,8 +41,10 @@ class PrivateEngine:
 
     def start(self) -> None:
         log = open(self.base / "dockerd.log", "ab")
+        # In a network namespace of its own: a dockerd with --bridge=none deletes the host's
+        # docker0 interface at start, which the shared engine's containers need.
         self.process = subprocess.Popen(
-            ["dockerd", f"--host={self.url}", f"--data-root={self.base}/data",
+            ["unshare", "--net", "dockerd", f"--host={self.url}", f"--data-root={self.base}/data",
              f"--exec-root={self.base}/exec", f"--pidfile={self.base}/dockerd.pid",
              "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
