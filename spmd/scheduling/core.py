@@ -37,6 +37,7 @@ from .store import DirectoryStore
 log = logging.getLogger("spmd.scheduler")
 
 TICK = 0.1
+STATE_EVERY = 0.05
 
 
 def queue_key(job_id: str, name: str) -> str:
@@ -62,6 +63,7 @@ class Scheduler:
         self.timed_out: set[int] = set()
         self.cancelled = False
         self.checked = 0.0  # when others' usage was last read and nothing fitted
+        self.written = 0.0  # when state.json was last written
 
     # -- state --------------------------------------------------------------------
 
@@ -69,6 +71,7 @@ class Scheduler:
         return {i: (s.state, s.attempts) for i, s in self.tasks.items()}
 
     def write_state(self, done: bool = False) -> None:
+        self.written = time.monotonic()
         self.store.put_json(queue_key(self.job_id, "state.json"), {
             "pid": os.getpid(),
             "done": done,
@@ -107,7 +110,10 @@ class Scheduler:
                     self.end(task, outcome)
                 self.time_out()
                 now = self.snapshot()
-                if now != written:
+                # At most once per STATE_EVERY while tasks run: with warm workers tasks end
+                # many times a second, and the file holds every task.
+                if now != written and (time.monotonic() - self.written >= STATE_EVERY
+                                       or not self.running):
                     self.write_state()
                     written = now
         finally:
