@@ -11,6 +11,7 @@ the scheduler keeps the container:
         scheduler that restarts finds it; oom = the container cgroup's oom_kill count grew
     {"op": "kill"} ──> SIGKILL to the child's process group (timeout, cancel)
     {"op": "hello"} ──> which task runs now (a resumed scheduler adopts it)
+    idle with no scheduler connected for ORPHANED seconds ──> the server (and container) ends
 
 The container's limits are one task's, so memory and vcpus hold per task. A child that
 dies (os._exit, a segfault) loses only its own task; the server goes on to the next.
@@ -24,9 +25,11 @@ import selectors
 import signal
 import socket
 import sys
+import time
 import traceback
 
 WORKER = ("-m", "spmd.worker")
+ORPHANED = 300  # seconds idle with no scheduler connected before the server ends
 OOM_COUNTERS = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 
 
@@ -90,8 +93,13 @@ class Server:
             self.conn, self.buffer = None, b""
 
     def serve(self) -> None:
+        alone_since = time.monotonic()
         while True:
-            for key, _ in self.selector.select():
+            if self.conn is not None or self.child is not None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > ORPHANED:
+                return  # no scheduler came back for this container: end it
+            for key, _ in self.selector.select(timeout=5):
                 if key.data == "accept":
                     conn, _ = self.listener.accept()
                     self.drop()  # a new scheduler replaces the old one
