@@ -185,9 +185,9 @@ class LocalRunner(Runner):
         spec, res, root = self.spec, self.res, self.config["store_root"]
         inside = f"{SERVE_DIR}/{os.path.basename(slot.socket_path)}"
         container = self.engine_call(
-            self.engine.containers.run,
+            self.engine.containers.create,
             spec["image"], ["python3", "-m", "spmd.worker", "--serve", inside, "--", *spec["command"]],
-            name=slot.name, detach=True, environment={**spec["env"], "SPMD_IMAGE": spec["image"]},
+            name=slot.name, environment={**spec["env"], "SPMD_IMAGE": spec["image"]},
             labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.vcpus": str(res["vcpus"]),
                     "spmd.memory": str(res["memory"]), "spmd.socket": slot.socket_path,
                     "spmd.first": f"{slot.task}:{slot.attempt}"},
@@ -196,6 +196,11 @@ class LocalRunner(Runner):
             network_mode=None if spec.get("network") else "none",
             nano_cpus=int(res["vcpus"] * 1e9), mem_limit=res["memory"],
             memswap_limit=res["memory"], user=f"{self.config['uid']}:{self.config['gid']}")
+        try:
+            self.engine_call(container.start)
+        except Exception:
+            self.remove(container.id)  # a container that never started is not left behind
+            raise
         log.info("warm container %s started", slot.name)
         return container.id
 
