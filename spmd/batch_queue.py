@@ -50,6 +50,7 @@ class ArraySpec:
     n_tasks: int
     resources: Resources
     env: Mapping[str, str] = field(default_factory=dict)
+    network: bool = False  # tasks need a network (the local backend gives none otherwise)
 
 
 @dataclass(frozen=True)

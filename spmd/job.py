@@ -42,6 +42,7 @@ class Job:
         self._retried: dict[int, int] = {}
         self._nonfinal: dict[int, int] = {}
         self._stop = threading.Event()
+        self._polling = threading.Lock()  # the watcher's polls and cancel's last one
         self._interval = backend.settings.get("poll_interval") or backend.poll_interval
         self._watcher = threading.Thread(target=self._watch, daemon=True,
                                          name=f"spmd-watch-{manifest.job_id}")
@@ -85,9 +86,18 @@ class Job:
     # -- controls -----------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Stop running tasks and never start pending ones; finished results stay."""
+        """Stop running tasks and never start pending ones; finished results stay. When it
+        returns, every item whose task had not finished reports ``cancelled()``."""
         if self.handle:
             self.backend.queue.cancel(self.handle)
+        with self._polling:
+            if self.handle:
+                self._poll()  # results of tasks that finished before the cancel stay
+            for task in range(self.manifest.n_tasks):
+                if task not in self._resolved:
+                    for index in self.manifest.items_of(task):
+                        self.futures[index]._cancel_remote()
+                    self._resolved.add(task)
 
     def status(self) -> dict[str, int]:
         """How many tasks are in each state (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)."""
@@ -126,7 +136,8 @@ class Job:
         failures = 0
         while len(self._resolved) < self.manifest.n_tasks and not self._stop.is_set():
             try:
-                self._poll()
+                with self._polling:
+                    self._poll()
                 failures = 0
             except Exception:
                 failures += 1

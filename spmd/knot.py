@@ -39,7 +39,7 @@ class Knot:
                  env: Mapping[str, str] | None = None, vcpus: float = 1,
                  memory: str | int = "2GiB", timeout: float | None = None, retries: int = 0,
                  infra_retries: int = 3, name: str | None = None, profile: str | None = None,
-                 config: Mapping[str, Any] | None = None):
+                 config: Mapping[str, Any] | None = None, network: bool | None = None):
         if not callable(func):
             raise TypeError(f"Knot needs a callable, got {type(func).__name__}: {func!r:.80}")
         if isinstance(requirements, str):
@@ -72,6 +72,10 @@ class Knot:
         self.settings: Settings = resolve({**(config or {}), "backend": backend,
                                            "base_image": base_image}, profile=profile)
         self.backend: Backend = open_backend(self.settings)
+        if network is not None and not isinstance(network, bool):
+            raise ValueError(f"network={network!r} must be True or False (or None: the config's)")
+        # Tasks get no network unless asked: the local store is a bind mount.
+        self.network = bool(self.settings.get("network")) if network is None else network
 
     def __repr__(self) -> str:
         return f"<spmd.Knot {self.name} on {self.settings.backend}>"
@@ -131,7 +135,7 @@ class Knot:
             env = {**self.env, "SPMD_STORE_URL": store.url, "SPMD_JOB_ID": job_id}
             handle = self.backend.queue.submit(ArraySpec(
                 job_id=job_id, image=task_image.reference, command=WORKER_COMMAND,
-                n_tasks=len(payloads), resources=self.resources, env=env))
+                n_tasks=len(payloads), resources=self.resources, env=env, network=self.network))
             store.put_json(layout.queue_key(job_id), {"handle": handle})
         log.info("job %s: %d items in %d tasks of up to %d, image %s", job_id, len(calls),
                  len(payloads), chunksize, task_image.reference)

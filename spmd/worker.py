@@ -37,13 +37,24 @@ def attempt_number(environ=os.environ) -> int:
     return int(environ.get("AWS_BATCH_JOB_ATTEMPT") or environ.get("SPMD_ATTEMPT") or 1)
 
 
+_jobs: dict = {}
+
+
+def load_job(store, job_id: str):
+    """The job's manifest and function, read once per process (a warm server loads them
+    before it forks, so its tasks do not read them again)."""
+    if job_id not in _jobs:
+        manifest = Manifest.from_json(store.get(layout.manifest_key(job_id)))
+        _jobs[job_id] = (manifest, codec.loads(store.get(layout.function_key(job_id))))
+    return _jobs[job_id]
+
+
 def run_task(store, job_id: str, task: int, attempt: int) -> bool:
     """Run one task's calls and write its output; True when every call succeeded."""
     started = time.time()
-    manifest = Manifest.from_json(store.get(layout.manifest_key(job_id)))
+    manifest, func = load_job(store, job_id)
     shard, index = manifest.shard_of(task)
     calls = codec.loads(shards.read(store, layout.shard_key(job_id, shard), index))
-    func = codec.loads(store.get(layout.function_key(job_id)))
 
     previous: list = [None] * len(calls)
     if attempt > 1:
@@ -85,6 +96,9 @@ def run_task(store, job_id: str, task: int, attempt: int) -> bool:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--serve"]:  # a warm container's server (spmd.serve)
+        from .serve import main as serve
+        return serve(sys.argv[2:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s spmd.worker %(message)s")
     store = open_store(os.environ["SPMD_STORE_URL"])
     job_id = os.environ["SPMD_JOB_ID"]

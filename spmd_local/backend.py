@@ -28,6 +28,8 @@ class LocalBackend(Backend):
             "(default: the engine's)"),
         Key("max_memory", config.memory, "memory all running tasks may use together "
             "(default: the engine's)"),
+        Key("network", config.boolean, "give task containers a network (default: none; the "
+            "store is a bind mount, so tasks need none unless they download)"),
     )
     runtime_requirements = ("apache-libcloud", "fasteners")
     runtime_packages = ("spmd", "spmd_local")

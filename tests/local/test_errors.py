@@ -97,7 +97,9 @@ def test_retries_rerun_a_failing_task(local, engine, caplog):
     caplog.set_level("INFO", logger="spmd")
     job = spmd.Knot(flaky, retries=2, config=local).map([7])
     assert job.results(timeout=300) == [(7, 3)]
-    assert "retrying (attempt" in caplog.text and "exited with code 1" in caplog.text
+    # A warm container retries within milliseconds, so the client may never see the task
+    # PENDING between attempts; the task's log keeps every attempt and why it failed.
+    assert "--- spmd: attempt 2 ---" in job.logs(0) and "--- spmd: attempt 3 ---" in job.logs(0)
     assert job.provenance(0)["attempt"] == 3
     assert job.logs(0).count("transient failure on attempt") == 2
 

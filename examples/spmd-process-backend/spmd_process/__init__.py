@@ -1,8 +1,9 @@
 """spmd-process-backend: an example third-party spmd backend that runs tasks as local processes.
 
     registry = none (``uses_images = False``: tasks run with this Python environment)
-    store    = spmd_local's LocalStore, a directory (``file://`` URLs, atomic puts)
-    queue    = one detached scheduler process per job, starting ``python -m spmd.worker``
+    store    = spmd's DirectoryStore, a directory (``file://`` URLs, atomic puts)
+    queue    = spmd's scheduler core (one detached process per job) with a runner starting
+               ``python -m spmd.worker``
                children within a CPU/memory capacity, with timeouts, retries, cancel,
                a memory limit per task and logs saved in the store
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from spmd import Backend, Capacity
 from spmd import config
 from spmd.config import Key
-from spmd_local.store import LocalStore
+from spmd.scheduling import DirectoryStore
 
 from .queue import ProcessQueue
 
@@ -41,8 +41,8 @@ class ProcessBackend(Backend):
     uses_images = False
     poll_interval = 0.2
 
-    def make_store(self) -> LocalStore:
-        return LocalStore(self.settings.get("store_dir") or default_store_dir())
+    def make_store(self) -> DirectoryStore:
+        return DirectoryStore(self.settings.get("store_dir") or default_store_dir())
 
     def make_registry(self):
         raise NotImplementedError("the process backend runs tasks without images, so it has no "

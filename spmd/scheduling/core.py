@@ -1,0 +1,309 @@
+"""The scheduler core: one detached process per job, shared by every backend that schedules
+on this machine (the local Docker backend, the process plugin). A backend supplies a Runner.
+
+    spec.json ──> pending (task, attempt) ──> start while the capacity allows
+        (warm slots the job already holds first; then, under a file lock shared by every
+         scheduler of the store, as many as fit beside the other jobs' usage)
+    each event or tick: ended attempts ──> log saved ──> SUCCEEDED / retry (PENDING) / FAILED
+        attempts past the timeout ──> killed ──> FAILED, timed out (never retried)
+        cancel marker ──> kill running, never start pending ──> CANCELLED
+    every change ──> state.json (atomic), with this pid and ``done``
+
+Retries: ``retries`` more attempts after errors in the user's code (and out-of-memory);
+``infra_retries`` more after losses to the infrastructure, counted apart. The state lives
+in the store (state.json, each task's log), never only in this process: a new scheduler
+resumes from it and the runner's ``adopt``.
+"""
+from __future__ import annotations
+
+import collections
+import fcntl
+import logging
+import os
+import signal
+import time
+import traceback
+from dataclasses import asdict
+from typing import Callable
+
+from spmd import layout
+from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TaskStatus
+from spmd.errors import ObjectNotFound
+from spmd.units import format_bytes
+
+from .runner import Outcome, Runner
+from .store import DirectoryStore
+
+log = logging.getLogger("spmd.scheduler")
+
+TICK = 0.1
+STATE_EVERY = 0.05
+
+
+def queue_key(job_id: str, name: str) -> str:
+    """Where a job's scheduler keeps its files in the store (spec, state, cancel, lock, log)."""
+    return f"{layout.prefix(job_id)}queue/{name}"
+
+
+class Scheduler:
+    """Runs one job's tasks through a Runner within the capacity, retrying and timing them out."""
+
+    def __init__(self, store: DirectoryStore, job_id: str, config: dict, runner: Runner | None):
+        self.store = store
+        self.job_id = job_id
+        self.config = config
+        self.spec = config["spec"]
+        self.res = self.spec["resources"]
+        self.runner = runner
+        n = self.spec["n_tasks"]
+        self.tasks = {i: TaskStatus() for i in range(n)}
+        self.pending = collections.deque((i, 1) for i in range(n))
+        self.running: dict[int, int] = {}  # task -> attempt
+        self.infra_lost: dict[int, int] = {}  # task -> attempts lost to the infrastructure
+        self.timed_out: set[int] = set()
+        self.cancelled = False
+        self.checked = 0.0  # when others' usage was last read and nothing fitted
+        self.written = 0.0  # when state.json was last written
+
+    # -- state --------------------------------------------------------------------
+
+    def snapshot(self):
+        return {i: (s.state, s.attempts) for i, s in self.tasks.items()}
+
+    def write_state(self, done: bool = False) -> None:
+        self.written = time.monotonic()
+        self.store.put_json(queue_key(self.job_id, "state.json"), {
+            "pid": os.getpid(),
+            "done": done,
+            "tasks": {str(i): asdict(s) for i, s in self.tasks.items()},
+            "infra_lost": {str(i): n for i, n in self.infra_lost.items()},
+        })
+
+    def resume(self, state: dict) -> None:
+        """Take over from a scheduler that died, from its state.json and the runner's adopt()."""
+        self.tasks = {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
+        self.infra_lost = {int(k): n for k, n in state.get("infra_lost", {}).items()}
+        self.pending.clear()
+        running = []
+        for task, status in sorted(self.tasks.items()):
+            if status.state == PENDING:
+                self.pending.append((task, status.attempts + 1))
+            elif status.state == RUNNING:
+                self.running[task] = status.attempts
+                running.append((task, status.attempts))
+        for task, outcome in self.runner.adopt(running).items():
+            self.end(task, outcome)
+        log.info("resumed: %d running, %d pending", len(self.running), len(self.pending))
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run(self) -> None:
+        self.write_state()
+        written = self.snapshot()
+        try:
+            while self.pending or self.running:
+                if not self.cancelled and self.cancel_asked():
+                    self.cancel_all()
+                if not self.cancelled:
+                    self.start_what_fits()
+                for task, outcome in self.runner.poll(TICK).items():
+                    self.end(task, outcome)
+                self.time_out()
+                now = self.snapshot()
+                # At most once per STATE_EVERY while tasks run: with warm workers tasks end
+                # many times a second, and the file holds every task.
+                if now != written and (time.monotonic() - self.written >= STATE_EVERY
+                                       or not self.running):
+                    self.write_state()
+                    written = now
+        finally:
+            self.runner.close()
+        self.write_state(done=True)
+
+    def cancel_asked(self) -> bool:
+        return self.store.exists(queue_key(self.job_id, "cancel"))
+
+    # -- starting -------------------------------------------------------------------
+
+    def start_what_fits(self) -> None:
+        if not self.pending:
+            return
+        batch = []
+        for _ in range(min(self.runner.idle(), len(self.pending))):
+            batch.append(self.pending.popleft())
+        if batch:
+            self.launch(batch)
+        if not self.pending:
+            return
+        cap = self.config["capacity"]
+        cpu, mem = self.res["vcpus"], self.res["memory"]
+        held = self.runner.held(len(self.running))
+        if (held + 1) * cpu > cap["vcpus"] + 1e-9 or (held + 1) * mem > cap["memory"]:
+            return  # the job holds all it may: no need to ask what the others hold
+        if time.monotonic() - self.checked < TICK:
+            return  # others' usage was read a moment ago and nothing fitted
+        with open(self.store.root / self.runner.lock_name, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            used_cpu, used_mem = self.runner.used_by_others()
+            used_cpu += cpu * held
+            used_mem += mem * held
+            batch = []
+            while self.pending and used_cpu + cpu <= cap["vcpus"] + 1e-9 \
+                    and used_mem + mem <= cap["memory"]:
+                batch.append(self.pending.popleft())
+                used_cpu += cpu
+                used_mem += mem
+            if batch:  # under the lock, so other jobs' schedulers count what starts
+                self.launch(batch)
+            else:
+                self.checked = time.monotonic()
+
+    def launch(self, batch: list[tuple[int, int]]) -> None:
+        env = {}
+        for task, attempt in batch:
+            self.running[task] = attempt
+            # A retry keeps the reason the previous attempt failed, for the client's log.
+            reason = self.tasks[task].reason if attempt > 1 else ""
+            self.tasks[task] = TaskStatus(RUNNING, attempt, None, reason)
+            env[task] = {**self.spec["env"], "AWS_BATCH_JOB_ARRAY_INDEX": str(task),
+                         "SPMD_ATTEMPT": str(attempt), "SPMD_IMAGE": self.spec["image"]}
+        for task, outcome in self.runner.start(batch, env).items():
+            log.error("cannot start task %d: %s", task, outcome.reason)
+            self.end(task, outcome)
+
+    # -- ending ---------------------------------------------------------------------
+
+    def time_out(self) -> None:
+        timeout = self.res["timeout"]
+        if not timeout:
+            return
+        now = time.monotonic()
+        for task in self.running:
+            started = self.runner.started_at(task)
+            if task not in self.timed_out and started is not None and now - started > timeout:
+                log.info("task %d timed out after %gs", task, timeout)
+                self.timed_out.add(task)
+                self.runner.kill(task)
+
+    def end(self, task: int, outcome: Outcome) -> None:
+        """Save the attempt's log and record how it ended, queueing a retry where one is due."""
+        if task not in self.running:
+            return  # not an attempt of this scheduler's (one a runner found but did not start)
+        if not self.cancelled and self.cancel_asked():
+            self.cancel_all()  # the client may have stopped the task itself, just now
+        attempt = self.running.pop(task)
+        timed_out = task in self.timed_out
+        self.timed_out.discard(task)
+        status = self.judge(attempt, outcome, timed_out)
+        text = outcome.log
+        if timed_out or status.state == CANCELLED:
+            text += f"spmd: the task was {'timed out' if timed_out else 'cancelled'} and killed\n"
+        elif status.lost in ("oom", "infrastructure"):
+            text += f"spmd: the task was stopped: {status.reason}\n"
+        self.append_log(task, attempt, text)
+        self.settle(task, attempt, status)
+
+    def judge(self, attempt: int, outcome: Outcome, timed_out: bool) -> TaskStatus:
+        code, res = outcome.exit_code, self.res
+        if timed_out:
+            return TaskStatus(FAILED, attempt, code, f"timed out after {res['timeout']:g}s", "timeout")
+        if code == 0 and not outcome.lost:  # it finished before a cancel could stop it
+            return TaskStatus(SUCCEEDED, attempt, 0)
+        if self.cancelled:
+            return TaskStatus(CANCELLED, attempt, code, "cancelled", "cancelled")
+        if outcome.oom:
+            return TaskStatus(FAILED, attempt, code,
+                              f"out of memory (limit {format_bytes(res['memory'])})", "oom")
+        if outcome.lost:
+            return TaskStatus(FAILED, attempt, code, outcome.reason or outcome.lost, outcome.lost)
+        if code is not None and code < 0:
+            return TaskStatus(FAILED, attempt, code, f"killed by signal {-code}", "error")
+        return TaskStatus(FAILED, attempt, code, outcome.reason or f"exited with code {code}", "error")
+
+    def settle(self, task: int, attempt: int, status: TaskStatus) -> None:
+        """Record the status, or queue the next attempt when a retry budget allows one."""
+        if status.state == FAILED and status.lost != "timeout" and not self.cancelled \
+                and not self.cancel_asked():
+            infra = self.infra_lost.get(task, 0)
+            if status.lost == "infrastructure":
+                again = infra < self.res.get("infra_retries", 3)
+                if again:
+                    self.infra_lost[task] = infra + 1
+            else:
+                again = attempt - infra < self.res["retries"] + 1
+            if again:
+                log.info("task %d failed (%s); retrying, attempt %d", task, status.reason, attempt + 1)
+                self.pending.append((task, attempt + 1))
+                status = TaskStatus(PENDING, attempt, status.exit_code, status.reason, status.lost)
+        self.tasks[task] = status
+
+    def cancel_all(self) -> None:
+        self.cancelled = True
+        log.info("cancel asked: stopping %d running tasks, dropping %d pending",
+                 len(self.running), len(self.pending))
+        for task in self.running:
+            self.runner.kill(task)
+        while self.pending:
+            task, attempt = self.pending.popleft()
+            self.tasks[task] = TaskStatus(CANCELLED, attempt - 1, None, "cancelled before it started",
+                                          "cancelled")
+
+    def append_log(self, task: int, attempt: int, text: str) -> None:
+        """Keep the task's log in the store, every attempt, so it outlives where it ran."""
+        key = layout.log_key(self.job_id, task)
+        try:
+            before = self.store.get(key).decode(errors="replace")
+        except ObjectNotFound:
+            before = ""
+        header = f"--- spmd: attempt {attempt} ---\n" if attempt > 1 or before else ""
+        self.store.put(key, (before + header + text).encode())
+
+    def fail_all(self, reason: str) -> None:
+        """The scheduler itself failed: stop what runs and end every unfinished task."""
+        try:
+            for task in list(self.running):
+                self.runner.kill(task)
+            self.runner.close()
+        except Exception:  # the runner may be what failed
+            pass
+        for task, status in self.tasks.items():
+            if status.state in (PENDING, RUNNING):
+                self.tasks[task] = TaskStatus(FAILED, status.attempts, None, reason, "error")
+        self.write_state(done=True)
+
+
+def main(argv: list[str], make_runner: Callable[[DirectoryStore, str, dict], Runner],
+         kind: str) -> int:
+    """``python -m <backend's scheduler> ROOT JOB``: run (or resume) the job's scheduler."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    root, job_id = argv
+    store = DirectoryStore(root)
+    lock = open(store.path(queue_key(job_id, "scheduler.lock")), "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process ends
+    except BlockingIOError:
+        log.info("another scheduler runs job %s; leaving it to that one", job_id)
+        return 0
+    try:
+        state = store.get_json(queue_key(job_id, "state.json"))
+    except ObjectNotFound:
+        state = None
+    if state and state.get("done"):
+        return 0
+
+    def stop(signum, frame):
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    config = store.get_json(queue_key(job_id, "spec.json"))
+    scheduler = Scheduler(store, job_id, config, None)
+    try:
+        scheduler.runner = make_runner(store, job_id, config)
+        if state:
+            scheduler.resume(state)
+        scheduler.run()
+    except BaseException as exc:
+        log.error("scheduler failed: %s", traceback.format_exc())
+        scheduler.fail_all(f"the {kind} scheduler failed: {type(exc).__name__}: {exc}")
+        return 1
+    return 0

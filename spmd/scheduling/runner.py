@@ -1,0 +1,76 @@
+"""Runner: what a backend that schedules on this machine supplies to the scheduler core.
+
+The core decides which task runs when, retries, times out, cancels and records; a runner
+only knows how to run one task attempt somewhere (a container, a process) and how it ended.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended, as its runner saw it.
+
+    ``exit_code`` is the task process's code (negative: killed by that signal; None: unknown);
+    ``oom`` says it was killed for its memory; ``lost`` overrides the core's judgement when the
+    runner knows better ("infrastructure": the engine or the container went away under it);
+    ``log`` is everything the attempt printed.
+    """
+
+    exit_code: int | None
+    log: str = ""
+    oom: bool = False
+    lost: str | None = None
+    reason: str = ""
+
+
+class Runner(ABC):
+    """Launch, poll, kill and count the attempts of one job's tasks (one runner per scheduler)."""
+
+    #: a file all schedulers of one kind lock while they check and claim capacity
+    lock_name = ".scheduler.lock"
+
+    @abstractmethod
+    def start(self, attempts: list[tuple[int, int]], env: dict[int, dict[str, str]]) -> dict[int, Outcome]:
+        """Begin these ``(task, attempt)`` pairs; returns the Outcome of each that could not start.
+
+        Called under the capacity lock: a runner makes what it starts visible to other
+        schedulers (labels, a usage file) before it returns.
+        """
+
+    @abstractmethod
+    def poll(self, timeout: float) -> dict[int, Outcome]:
+        """Wait up to ``timeout`` seconds for attempts to end; returns those that ended, by task."""
+
+    @abstractmethod
+    def started_at(self, task: int) -> float | None:
+        """When the task's attempt began to run (``time.monotonic()``), None while it is starting."""
+
+    @abstractmethod
+    def kill(self, task: int) -> None:
+        """Stop the task's running attempt at once (its Outcome still comes through ``poll``)."""
+
+    @abstractmethod
+    def used_by_others(self) -> tuple[float, int]:
+        """vCPUs and memory held by the other jobs of this kind on this machine."""
+
+    def idle(self) -> int:
+        """How many more tasks this job can start on capacity it already holds (warm slots)."""
+        return 0
+
+    def held(self, running: int) -> int:
+        """How many tasks' worth of capacity this job holds, with ``running`` tasks running."""
+        return running
+
+    def adopt(self, attempts: Iterable[tuple[int, int]]) -> dict[int, Outcome]:
+        """After a scheduler died: take over these running attempts; the Outcome of each that
+        cannot be found (by default: all of them, lost to the infrastructure)."""
+        return {task: Outcome(None, lost="infrastructure",
+                              reason="its attempt was lost with the scheduler")
+                for task, _ in attempts}
+
+    def close(self) -> None:
+        """The job has ended (or the scheduler is failing): release what the runner holds."""

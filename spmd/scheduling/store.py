@@ -1,0 +1,82 @@
+"""A directory as an object store, through apache-libcloud's local storage driver.
+
+Every backend that schedules on this machine keeps its jobs in one (the local backend
+bind-mounts it at the same path into its task containers, so the client, the scheduler
+and the tasks share one URL, ``file:///abs/path``). Three operations bypass the driver for plain file-system calls, each for a reason:
+``put`` writes a temporary file and renames it (the driver writes in place, so a reader
+could see half an object); ranged ``get`` seeks (the driver reads the whole file to
+learn its size); ``list`` walks only the prefix's folder (the driver walks everything).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from spmd.errors import ObjectNotFound, StoreError
+from spmd.stores import LibcloudStore
+
+CONTAINER = "spmd"
+
+
+class DirectoryStore(LibcloudStore):
+    """A directory holding objects as files under ``<root>/spmd/``."""
+
+    scheme = "file"
+
+    def __init__(self, root: str | os.PathLike):
+        from libcloud.storage.drivers.local import LocalStorageDriver
+        self.root = Path(root).expanduser().resolve()
+        (self.root / CONTAINER).mkdir(parents=True, exist_ok=True)
+        super().__init__(LocalStorageDriver(str(self.root)), CONTAINER, url=self.root.as_uri())
+
+    @classmethod
+    def from_url(cls, url: str) -> "DirectoryStore":
+        if not url.startswith("file://"):
+            raise ValueError(f"not a file:// URL: {url!r}")
+        return cls(url[len("file://"):])
+
+    def path(self, key: str) -> Path:
+        """The file that holds key."""
+        if key.startswith("/") or ".." in key.split("/"):
+            raise StoreError(f"invalid key {key!r}")
+        return self.root / CONTAINER / key
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp, 0o664)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        if start is None and end is None:
+            return super().get(key)
+        try:
+            with open(self.path(key), "rb") as handle:
+                handle.seek(start or 0)
+                return handle.read(-1 if end is None else max(0, end - (start or 0)))
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.root / CONTAINER
+        folder = base / prefix.rpartition("/")[0]
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if d not in (".lock", ".hash")]
+            rel = os.path.relpath(dirpath, base)
+            for name in filenames:
+                if name.startswith(".tmp-"):
+                    continue
+                key = name if rel == "." else f"{rel}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        return iter(sorted(keys))

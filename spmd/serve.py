@@ -1,0 +1,219 @@
+"""A warm task container's server: ``python -m spmd.worker --serve SOCKET -- COMMAND...``.
+
+It runs as the container's main process and serves one task at a time, for as long as
+the scheduler keeps the container:
+
+    scheduler ──{"op": "run", task, attempt, env, log}──> fork ──> child: own session,
+        output to the attempt's log file, oom_score_adj 1000 (the kernel's OOM killer picks
+        the task, not the server), env of the task ──> spmd.worker.run_task in this already
+        imported interpreter (COMMAND is spmd's worker), or exec(COMMAND) otherwise
+    child ends ──> {"op": "ended", code, oom} to the scheduler and into <log>.exit, so a
+        scheduler that restarts finds it; oom = the container cgroup's oom_kill count grew
+    {"op": "kill"} ──> SIGKILL to the child's process group (timeout, cancel)
+    {"op": "hello"} ──> which task runs now (a resumed scheduler adopts it)
+    idle with no scheduler connected for ORPHANED seconds ──> the server (and container) ends
+
+The container's limits are one task's, so memory and vcpus hold per task. A child that
+dies (os._exit, a segfault) loses only its own task; the server goes on to the next.
+Messages are JSON lines on a unix socket in a directory the scheduler bind-mounts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+
+WORKER = ("-m", "spmd.worker")
+ORPHANED = 300  # seconds idle with no scheduler connected before the server ends
+OOM_COUNTERS = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
+
+
+def oom_kills() -> int:
+    """How many processes the container's memory cgroup has OOM-killed (v1 or v2)."""
+    for path in OOM_COUNTERS:
+        try:
+            with open(path) as counters:
+                for line in counters:
+                    name, _, value = line.partition(" ")
+                    if name == "oom_kill":
+                        return int(value)
+        except OSError:
+            continue
+    return 0
+
+
+def is_worker(command: list[str]) -> bool:
+    return len(command) == 3 and os.path.basename(command[0]).startswith("python") \
+        and tuple(command[1:]) == WORKER
+
+
+class Server:
+    """Forks one child per task; reports how each ended."""
+
+    def __init__(self, path: str, command: list[str]):
+        self.command = command
+        self.worker = is_worker(command)
+        self.store = None
+        if self.worker:  # import and load once; every child inherits it
+            from . import worker
+            self.store = worker.open_store(os.environ["SPMD_STORE_URL"])
+            try:
+                worker.load_job(self.store, os.environ["SPMD_JOB_ID"])
+            except Exception:  # each task then fails on it, with the traceback in its log
+                traceback.print_exc()
+        if os.path.exists(path):
+            os.unlink(path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(2)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+        self.conn: socket.socket | None = None
+        self.buffer = b""
+        self.child: dict | None = None  # task, attempt, pid, log, oom_kills, pidfd
+        self.last: dict | None = None  # the last ended record
+
+    def send(self, message: dict) -> None:
+        if self.conn is None:
+            return
+        try:
+            self.conn.sendall(json.dumps(message).encode() + b"\n")
+        except OSError:
+            self.drop()
+
+    def drop(self) -> None:
+        if self.conn is not None:
+            self.selector.unregister(self.conn)
+            self.conn.close()
+            self.conn, self.buffer = None, b""
+
+    def serve(self) -> None:
+        alone_since = time.monotonic()
+        while True:
+            if self.conn is not None or self.child is not None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > ORPHANED:
+                return  # no scheduler came back for this container: end it
+            for key, _ in self.selector.select(timeout=5):
+                if key.data == "accept":
+                    conn, _ = self.listener.accept()
+                    self.drop()  # a new scheduler replaces the old one
+                    self.conn = conn
+                    self.selector.register(conn, selectors.EVENT_READ, "conn")
+                elif key.data == "conn":
+                    self.read()
+                elif key.data == "child":
+                    self.reap()
+
+    def read(self) -> None:
+        data = self.conn.recv(65536) if self.conn else b""
+        if not data:
+            self.drop()
+            return
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            self.handle(json.loads(line))
+
+    def handle(self, message: dict) -> None:
+        op = message["op"]
+        if op == "run":
+            self.run(message)
+        elif op == "kill" and self.child and self.child["task"] == message["task"]:
+            try:
+                os.killpg(self.child["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        elif op == "hello":
+            busy = self.child and [self.child["task"], self.child["attempt"]]
+            self.send({"op": "hello", "busy": busy, "last": self.last})
+
+    def run(self, message: dict) -> None:
+        if self.child is not None:
+            self.send({"op": "ended", "task": message["task"], "attempt": message["attempt"],
+                       "code": None, "oom": False, "error": "the server is busy"})
+            return
+        before = oom_kills()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self.child_main(message)  # never returns
+        pidfd = os.pidfd_open(pid)
+        self.child = {"task": message["task"], "attempt": message["attempt"], "pid": pid,
+                      "log": message["log"], "oom_kills": before, "pidfd": pidfd}
+        self.selector.register(pidfd, selectors.EVENT_READ, "child")
+        self.send({"op": "started", "task": message["task"], "attempt": message["attempt"]})
+
+    def reap(self) -> None:
+        child = self.child
+        self.selector.unregister(child["pidfd"])
+        os.close(child["pidfd"])
+        _, status = os.waitpid(child["pid"], 0)
+        try:  # whatever the task left running in its session
+            os.killpg(child["pid"], signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        code = os.waitstatus_to_exitcode(status)
+        record = {"op": "ended", "task": child["task"], "attempt": child["attempt"], "code": code,
+                  "oom": code == -signal.SIGKILL and oom_kills() > child["oom_kills"]}
+        with open(child["log"] + ".exit.tmp", "w") as exit_file:
+            json.dump(record, exit_file)
+        os.replace(child["log"] + ".exit.tmp", child["log"] + ".exit")
+        self.child, self.last = None, record
+        self.send(record)
+
+    def child_main(self, message: dict) -> None:
+        code = 1
+        try:
+            os.setsid()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            try:
+                with open("/proc/self/oom_score_adj", "w") as adj:
+                    adj.write("1000")
+            except OSError:
+                pass
+            fd = os.open(message["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o664)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+            os.environ.update(message["env"])
+            if self.worker:
+                code = self.run_worker(message)
+            else:
+                os.execvp(self.command[0], self.command)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def run_worker(self, message: dict) -> int:
+        import logging
+
+        from . import worker
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s spmd.worker %(message)s")
+        task, attempt = worker.task_index(), worker.attempt_number()
+        job_id = os.environ["SPMD_JOB_ID"]
+        logging.getLogger("spmd").info("job %s task %d attempt %d", job_id, task, attempt)
+        return 0 if worker.run_task(self.store, job_id, task, attempt) else 1
+
+
+def main(argv: list[str]) -> int:
+    """``--serve SOCKET -- COMMAND...`` (the ``--serve`` already taken off by spmd.worker)."""
+    path, command = argv[0], argv[argv.index("--") + 1:]
+    # As the container's PID 1 the server would ignore SIGTERM; a stopping engine sends it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
+    Server(path, command).serve()
+    return 0

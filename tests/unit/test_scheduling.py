@@ -1,0 +1,94 @@
+"""The scheduler core's policy with a scripted Runner: no Docker, no processes."""
+import time
+
+from spmd.batch_queue import CANCELLED, FAILED, SUCCEEDED
+from spmd.scheduling import DirectoryStore, Outcome, Runner, Scheduler, queue_key
+
+ENDINGS = {"ok": Outcome(0, "fine\n"), "error": Outcome(1, "boom\n"),
+           "oom": Outcome(-9, "", oom=True),
+           "lost": Outcome(None, "", lost="infrastructure", reason="the engine restarted")}
+
+
+class ScriptedRunner(Runner):
+    """Each attempt of a task ends as the next word of its plan; "hang" ends only when killed."""
+
+    def __init__(self, plans):
+        self.plans = {task: list(words) for task, words in plans.items()}
+        self.running = {}
+        self.killed = []
+        self.attempts = []
+
+    def start(self, attempts, env):
+        for task, attempt in attempts:
+            assert env[task]["SPMD_ATTEMPT"] == str(attempt)
+            self.attempts.append((task, attempt))
+            self.running[task] = (self.plans[task].pop(0), time.monotonic())
+        return {}
+
+    def poll(self, timeout):
+        time.sleep(0.005)
+        ended = {}
+        for task, (word, _) in list(self.running.items()):
+            if word == "killed" or word != "hang":
+                del self.running[task]
+                ended[task] = Outcome(-9) if word == "killed" else ENDINGS[word]
+        return ended
+
+    def started_at(self, task):
+        return self.running[task][1] if task in self.running else None
+
+    def kill(self, task):
+        self.killed.append(task)
+        self.running[task] = ("killed", self.running[task][1])
+
+    def used_by_others(self):
+        return 0.0, 0
+
+
+def run(tmp_path, plans, **resources):
+    store = DirectoryStore(tmp_path)
+    res = {"vcpus": 1.0, "memory": 2**30, "timeout": None, "retries": 0, "infra_retries": 3,
+           **resources}
+    config = {"spec": {"n_tasks": len(plans), "resources": res, "env": {}, "image": ""},
+              "capacity": {"vcpus": 1.0, "memory": 2**30}}
+    runner = ScriptedRunner(plans)
+    scheduler = Scheduler(store, "job-1", config, runner)
+    scheduler.run()
+    state = store.get_json(queue_key("job-1", "state.json"))
+    return scheduler, runner, state
+
+
+def test_user_errors_and_infrastructure_losses_have_separate_budgets(tmp_path):
+    scheduler, runner, state = run(tmp_path, {0: ["lost", "error", "ok"], 1: ["lost", "lost"],
+                                              2: ["oom", "error"]}, retries=1, infra_retries=1)
+    tasks = scheduler.tasks
+    assert (tasks[0].state, tasks[0].attempts) == (SUCCEEDED, 3)  # one of each budget
+    assert (tasks[1].state, tasks[1].attempts, tasks[1].lost) == (FAILED, 2, "infrastructure")
+    assert tasks[1].reason == "the engine restarted"
+    assert (tasks[2].state, tasks[2].attempts, tasks[2].lost) == (FAILED, 2, "error")
+    assert state["done"] and state["infra_lost"] == {"0": 1, "1": 1}
+    log = DirectoryStore(tmp_path).get("jobs/job-1/logs/000000.log").decode()
+    assert "--- spmd: attempt 2 ---" in log and "the engine restarted" in log and "fine" in log
+
+
+def test_a_timeout_is_killed_and_never_retried(tmp_path):
+    scheduler, runner, _ = run(tmp_path, {0: ["hang", "ok"]}, timeout=0.2, retries=2)
+    assert runner.killed == [0]
+    assert (scheduler.tasks[0].state, scheduler.tasks[0].lost, scheduler.tasks[0].attempts) == \
+        (FAILED, "timeout", 1)
+
+
+def test_cancel_kills_running_and_drops_pending(tmp_path, monkeypatch):
+    store = DirectoryStore(tmp_path)
+    poll = ScriptedRunner.poll
+
+    def poll_then_cancel(self, timeout):  # the client cancels while task 0 runs
+        if 0 in self.running:
+            store.put(queue_key("job-1", "cancel"), b"cancelled\n")
+        return poll(self, timeout)
+
+    monkeypatch.setattr(ScriptedRunner, "poll", poll_then_cancel)
+    scheduler, runner, state = run(tmp_path, {0: ["hang"], 1: ["ok"]})  # room for one at a time
+    assert runner.killed == [0] and runner.attempts == [(0, 1)]
+    assert [(s.state, s.attempts) for s in scheduler.tasks.values()] == [(CANCELLED, 1), (CANCELLED, 0)]
+    assert state["done"]
