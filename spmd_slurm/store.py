@@ -1,8 +1,5 @@
-"""The one place this backend takes its directory store from.
-
-The directory store lives in ``spmd_local`` for now; when it moves into the core (say
-``spmd.dirstore.DirectoryStore``), this import is the only line to change.
-"""
-from spmd_local.store import LocalStore as DirectoryStore
+"""The one place this backend takes its directory store from: the core's ``DirectoryStore``,
+so a Slurm install needs no other backend's package for its store."""
+from spmd.scheduling.store import DirectoryStore
 
 __all__ = ["DirectoryStore"]
