@@ -74,6 +74,30 @@ def test_command_retries_and_timeout_like_a_function(local, engine):
     assert isinstance(future.exception(timeout=300), spmd.TaskTimedOut)
 
 
+def test_python_is_installed_with_the_images_package_manager(local, engine):
+    # A Debian image with Python purged: spmd installs python3 with apt-get (from the mirror
+    # in the image's own sources.list) while it builds the derived image.
+    from spmd import baseimage, image as images
+    base = baseimage.resolve(None)
+    image = _image("spmd-test-nopython", {}, (
+        f"FROM {base}\nRUN apt-get purge -y --allow-remove-essential python3 python3-minimal "
+        "python3.11 python3.11-minimal libpython3.11-minimal libpython3.11-stdlib "
+        "libpython3-stdlib >/dev/null && apt-get autoremove -y >/dev/null && ! command -v python3\n"))
+    image_id = engine.images.get(image).id
+    assert images._python_of(image_id) is None
+    knot = spmd.Knot(spmd.Command(["sh", "-c", "echo $(command -v python3) on {0}"], image=image),
+                     config=local)
+    # this test's own images, removed so that every run installs Python again
+    stage = f"{images.PYTHON_STAGE}:{image_id.split(':')[-1][:20]}"
+    derived = f"{images.LOCAL_REPOSITORY}:{images.content_tag(knot.image_spec(), f'command:{image_id}')}"
+    for name in (derived, stage):
+        if docker_engine.image_exists(name):
+            engine.images.remove(name, force=True)
+    [result] = knot.map(["debian"]).results(timeout=300)
+    assert result.log == "/usr/bin/python3 on debian"
+    assert docker_engine.image_exists(stage)
+
+
 def test_image_without_python_or_package_manager_is_a_clear_error(local, engine):
     # busybox has a shell but no python3 and no apt-get/apk/dnf/yum
     image = _image("spmd-test-busybox", {"busybox": (_busybox(), 0o755)},
