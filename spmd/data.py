@@ -280,15 +280,20 @@ def outputs() -> Path:
 _STORES: dict[str, ObjectStore] = {}
 
 
+def store_at(store_url: str) -> ObjectStore:
+    """The store of a URL, opened once per process (clients of cloud SDKs are costly to make)."""
+    if store_url not in _STORES:
+        from .worker import open_store
+        _STORES[store_url] = open_store(store_url)
+    return _STORES[store_url]
+
+
 def _split(url: str) -> tuple[ObjectStore, str]:
     store_url, sep, key = url.partition("#")
     if not sep or not key:
         raise DataError(f"{url!r} is not an spmd object URL (<store url>#<key>, as "
                         "job.output_urls() and Command results give)", path=url)
-    if store_url not in _STORES:
-        from .worker import open_store
-        _STORES[store_url] = open_store(store_url)
-    return _STORES[store_url], key
+    return store_at(store_url), key
 
 
 def open_url(url: str) -> IO[bytes]:

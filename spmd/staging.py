@@ -30,8 +30,7 @@ class Staged:
         return f"Staged({self.func!r})"
 
     def __call__(self, _spmd_index: int, /, *args: Any, **kwargs: Any) -> Any:
-        from .worker import open_store
-        store = open_store(os.environ["SPMD_STORE_URL"])
+        store = data.store_at(os.environ["SPMD_STORE_URL"])
         item = data.ItemContext(store, os.environ["SPMD_JOB_ID"], _spmd_index)
         data.set_current(item)
         try:

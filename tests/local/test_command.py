@@ -2,8 +2,6 @@
 attach, and images spmd cannot add Python to (the kit's DataContract covers the rest)."""
 import hashlib
 import os
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
