@@ -236,8 +236,9 @@ class ItemContext:
         """Put every file under the outputs folder in the store; returns their relative paths."""
         if self._outputs is None:
             return []
+        # Puts only: an AWS job role may read and write jobs/, not delete. A rerun of the item
+        # overwrites the files of the same names.
         prefix = files_prefix(self.job_id, self.index)
-        self.store.delete_prefix(prefix)  # a rerun of this item replaces what an earlier wrote
         written = []
         for dirpath, _, filenames in sorted(os.walk(self._outputs)):
             for name in sorted(filenames):
