@@ -74,17 +74,20 @@ class DataRef:
 
 @dataclass
 class UploadReport:
-    """What a map sent to the store for its data references."""
+    """What a map sends to the store for its data references (``job.uploads``)."""
 
     references: int = 0          # distinct files and folders referenced
-    files: int = 0               # regular files among them (folders counted by their files)
+    files: int = 0               # distinct regular files among them (folders by their files)
     bytes: int = 0               # their total size
     uploaded_objects: int = 0    # objects put by this map (blobs and folder listings)
     uploaded_bytes: int = 0      # bytes put by this map: 0 when the store had every blob
-    _seen: dict = field(default_factory=dict, repr=False)
+    # what to send: blob key -> file, listing key -> listing; references by path
+    _blobs: dict = field(default_factory=dict, repr=False)
+    _listings: dict = field(default_factory=dict, repr=False)
+    _refs: dict = field(default_factory=dict, repr=False)
 
 
-# -- client: hashing and uploading -------------------------------------------------------
+# -- client: hashing, then uploading -----------------------------------------------------
 
 _HASHES: dict[tuple, str] = {}
 _HASHES_LOCK = threading.Lock()
@@ -106,29 +109,25 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _put_blob(store: ObjectStore, path: Path, report: UploadReport) -> tuple[str, int]:
-    sha = file_sha256(path)
-    key = BLOBS + sha
+def _blob(path: Path, report: UploadReport) -> tuple[str, int]:
+    key = BLOBS + file_sha256(path)
     size = path.stat().st_size
-    report.files += 1
-    report.bytes += size
-    if key not in report._seen:
-        report._seen[key] = True
-        if not store.exists(key):
-            store.put_file(key, path)
-            report.uploaded_objects += 1
-            report.uploaded_bytes += size
+    if key not in report._blobs:
+        report._blobs[key] = path
+        report.files += 1
+        report.bytes += size
     return key, size
 
 
-def upload(store: ObjectStore, ref: File, report: UploadReport) -> DataRef:
-    """The DataRef of a File, its content put in the store unless already there."""
+def reference(ref: File, report: UploadReport) -> DataRef:
+    """The DataRef of a File, by content; what it needs in the store is noted in report
+    (``send`` puts it). Nothing here talks to the store."""
     path = ref.path
-    if path in report._seen:
-        return report._seen[path]
+    if path in report._refs:
+        return report._refs[path]
     report.references += 1
     if path.is_file():
-        key, size = _put_blob(store, path, report)
+        key, size = _blob(path, report)
         result = DataRef(key=key, name=path.name, is_dir=False, size=size)
     else:
         files, dirs, total = {}, [], 0
@@ -140,20 +139,30 @@ def upload(store: ObjectStore, ref: File, report: UploadReport) -> DataRef:
                 full = Path(dirpath) / name
                 if not full.is_file():
                     continue  # sockets, fifos, broken links: not data
-                key, size = _put_blob(store, full, report)
+                key, size = _blob(full, report)
                 files[str(rel / name)] = key
                 total += size
         listing = json.dumps({"files": files, "dirs": dirs}, sort_keys=True).encode()
         key = TREES + hashlib.sha256(listing).hexdigest()
-        if key not in report._seen:
-            report._seen[key] = True
-            if not store.exists(key):
-                store.put(key, listing)
-                report.uploaded_objects += 1
-                report.uploaded_bytes += len(listing)
+        report._listings[key] = listing
         result = DataRef(key=key, name=path.name, is_dir=True, size=total)
-    report._seen[path] = result
+    report._refs[path] = result
     return result
+
+
+def send(store: ObjectStore, report: UploadReport) -> None:
+    """Put every blob and folder listing the store does not have yet (blobs first, so a
+    listing is never there without its files)."""
+    for key, path in report._blobs.items():
+        if not store.exists(key):
+            store.put_file(key, path)
+            report.uploaded_objects += 1
+            report.uploaded_bytes += path.stat().st_size
+    for key, listing in report._listings.items():
+        if not store.exists(key):
+            store.put(key, listing)
+            report.uploaded_objects += 1
+            report.uploaded_bytes += len(listing)
 
 
 def replace(value: Any, convert) -> Any:

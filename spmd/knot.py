@@ -10,7 +10,7 @@ import logging
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import codec, image, layout, shards, staging
+from . import codec, data, image, layout, shards, staging
 from .args import as_call
 from .backend import Backend, Capacity, open_backend
 from .batch_queue import ArraySpec, Resources
@@ -112,15 +112,16 @@ class Knot:
         self._check_command_image()
         slots = self.parallelism(self.backend.capacity())
         chunksize = chunksize or max(1, math.ceil(len(calls) / (slots * TASKS_PER_SLOT)))
-        store = self.backend.store
         # Files become content-addressed references; the function is wrapped to stage them
         # in the task and to store its outputs folder (spmd/staging.py).
-        function, staged, uploads = staging.prepare(self.func, calls, store)
+        function, staged, uploads = staging.prepare(self.func, calls)
         payloads = [staging.dumps_calls(staged[i:i + chunksize], calls[i:i + chunksize], i)
                     for i in range(0, len(calls), chunksize)]
 
         task_image = self.ensure_image() if type(self.backend).uses_images \
             else image.TaskImage(reference="", tag="", built=False)
+        store = self.backend.store
+        data.send(store, uploads)  # only what the store lacks, after every check has passed
         job_id = layout.new_job_id(self.name)
         per_shard = shards.plan([len(p) for p in payloads])
         manifest = Manifest(job_id=job_id, name=self.name, backend=self.settings.backend,

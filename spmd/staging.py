@@ -2,7 +2,7 @@
 
     client (Knot.map)                          task (spmd.worker calls Staged)
     call (args, kwargs) ── File ─> DataRef     Staged(index, *args, **kwargs)
-      uploaded once by content (spmd.data)       DataRef ─> local path (spmd.data.stage)
+      (hashed; sent after the image is ready)    DataRef ─> local path (spmd.data.stage)
     ──> ((index, *args), kwargs)                 func(*args, **kwargs), spmd.outputs() set
                                                  outputs/ ─> jobs/<job>/files/<index>/
 
@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 from . import codec, data
 from .errors import SerializationError
-from .object_store import ObjectStore
 
 
 class Staged:
@@ -44,10 +43,10 @@ class Staged:
             item.close()
 
 
-def prepare(func: Callable, calls: list[tuple[tuple, dict]], store: ObjectStore
+def prepare(func: Callable, calls: list[tuple[tuple, dict]]
             ) -> tuple[bytes, list[tuple[tuple, dict]], data.UploadReport]:
-    """The pickled ``Staged(func)``, the calls with their index first and every File uploaded
-    and replaced by its DataRef, and what was uploaded."""
+    """The pickled ``Staged(func)``, the calls with their index first and every File replaced
+    by its DataRef, and the report of what to send (``data.send``, once the image is there)."""
     try:
         function = codec.dumps(Staged(func))
     except Exception:
@@ -55,12 +54,13 @@ def prepare(func: Callable, calls: list[tuple[tuple, dict]], store: ObjectStore
         raise
     check = getattr(func, "check_call", None)
     report = data.UploadReport()
+
+    def ref(value):
+        return data.reference(value, report)
     staged = []
     for index, (args, kwargs) in enumerate(calls):
         if check is not None:
             check(index, args, kwargs)
-        def ref(value):
-            return data.upload(store, value, report)
         staged.append(((index, *data.replace(args, ref)), data.replace(kwargs, ref)))
     return function, staged, report
 
