@@ -96,15 +96,17 @@ def test_python_is_installed_with_the_images_package_manager(local, engine):
     assert docker_engine.image_exists(stage)
 
 
-def test_image_without_python_or_package_manager_is_a_clear_error(local, engine):
+def test_image_without_python_or_package_manager_is_a_clear_error(local, engine, tmp_path):
     # busybox has a shell but no python3 and no apt-get/apk/dnf/yum
     image = _image("spmd-test-busybox", {"busybox": (_busybox(), 0o755)},
                    "FROM scratch\nCOPY busybox /bin/busybox\n"
                    'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n')
-    knot = spmd.Knot(spmd.Command(["echo", "{0}"], image=image), config=local)
+    (tmp_path / "input.bin").write_bytes(b"not sent")
+    knot = spmd.Knot(spmd.Command(["cat", "{0}"], image=image), config=local)
     with pytest.raises(spmd.CommandImageError, match="no python3 and none of the package managers") as info:
-        knot.map(["x"])
+        knot.map([spmd.File(tmp_path / "input.bin")])
     assert "image that has python3" in str(info.value) and info.value.image == image
+    assert list(knot.backend.store.list("")) == []  # the error came before any upload
 
 
 def test_image_without_a_shell_is_a_clear_error(local, engine):
