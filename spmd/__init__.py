@@ -9,10 +9,14 @@ from .args import Args
 from .backend import Backend, Capacity
 from .batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
 from .codec import RemoteTraceback
+from .command import Command, CommandResult
+from .data import File, open_url, outputs
 from .errors import (
-    BaseImageError, ConfigError, EngineError, ImageError, JobNotFound, ObjectNotFound,
-    PluginError, RemoteError, RequirementError, ResourceError, SerializationError, SpmdError,
-    StoreError, SystemPackageError, TaskLost, TaskOutOfMemory, TaskTimedOut, UnknownBackendError,
+    BaseImageError, CommandFailed, CommandImageError, CommandSpecError, ConfigError, DataError,
+    EngineError, ImageError, JobNotFound, ObjectNotFound, PluginError, RemoteError,
+    RequirementError, ResourceError, SerializationError, SpmdError, StoreError,
+    SystemPackageError, TaskLost,
+    TaskOutOfMemory, TaskTimedOut, UnknownBackendError,
 )
 from .future import Future
 from .hookspecs import hookimpl
@@ -29,10 +33,11 @@ import logging as _logging
 _logging.getLogger("spmd").addHandler(_logging.NullHandler())
 
 __all__ = [
-    "Args", "ArraySpec", "Backend", "BaseImageError", "BatchQueue", "Capacity", "ConfigError",
-    "EngineError", "Future", "ImageError", "ImageRegistry", "Job", "JobNotFound", "Knot",
-    "ObjectNotFound", "ObjectStore", "PluginError", "RemoteError", "RemoteTraceback",
-    "RequirementError", "ResourceError", "Resources", "SerializationError", "SpmdError",
-    "StoreError", "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
-    "UnknownBackendError", "as_completed", "attach", "hookimpl", "wait",
+    "Args", "ArraySpec", "Backend", "BaseImageError", "BatchQueue", "Capacity", "Command",
+    "CommandFailed", "CommandImageError", "CommandResult", "CommandSpecError", "ConfigError",
+    "DataError", "EngineError", "File", "Future", "ImageError", "ImageRegistry", "Job",
+    "JobNotFound", "Knot", "ObjectNotFound", "ObjectStore", "PluginError", "RemoteError",
+    "RemoteTraceback", "RequirementError", "ResourceError", "Resources", "SerializationError",
+    "SpmdError", "StoreError", "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
+    "UnknownBackendError", "as_completed", "attach", "hookimpl", "open_url", "outputs", "wait",
 ]

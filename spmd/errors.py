@@ -7,8 +7,12 @@
     ├── SerializationError (TypeError)   the function or an argument cannot be pickled
     ├── ResourceError (ValueError)       a task asks for more CPU or memory than the backend has
     ├── EngineError                      the container engine cannot be reached
+    ├── DataError (ValueError)           a data reference (spmd.File, object URL) is unusable
+    ├── CommandSpecError (ValueError)    a Command's argv, outputs or an item do not fit
+    ├── CommandFailed                    a command exited non-zero or missed a declared output
     ├── ImageError                       the task image cannot be made
     │   ├── BaseImageError               base image missing or the wrong Python
+    │   ├── CommandImageError            a Command's image has no python3 and none can be added
     │   ├── RequirementError (ValueError) a requirement cannot be resolved
     │   └── SystemPackageError (ValueError) a Debian package is misnamed or not in the release
     ├── StoreError                       the object store failed
@@ -76,6 +80,39 @@ class ResourceError(SpmdError, ValueError):
     """A task asks for resources the backend can never give it."""
 
 
+class DataError(SpmdError, ValueError):
+    """A data reference cannot be used: the file is missing, or a URL is not an object URL."""
+
+    def __init__(self, message: str, *, path: str):
+        self.path = path
+        super().__init__(message)
+
+
+class CommandSpecError(SpmdError, ValueError):
+    """A Command's argv or outputs are malformed, or an item does not fill its placeholders."""
+
+
+class CommandFailed(SpmdError):
+    """A command exited with a non-zero status, or did not write a declared output."""
+
+    def __init__(self, reason: str, *, argv: list[str], exit_code: int, log_tail: str = ""):
+        self.reason = reason
+        self.argv = list(argv)
+        self.exit_code = exit_code
+        self.log_tail = log_tail
+        message = f"command {' '.join(self.argv)[:200]!r} {reason}"
+        if log_tail:
+            message += "\n--- last lines of its output ---\n" + log_tail
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_rebuild_command_failed, (self.reason, self.argv, self.exit_code, self.log_tail))
+
+
+def _rebuild_command_failed(reason, argv, exit_code, log_tail):
+    return CommandFailed(reason, argv=argv, exit_code=exit_code, log_tail=log_tail)
+
+
 class EngineError(SpmdError):
     """The container engine (Docker) cannot be reached or refused a request."""
 
@@ -86,6 +123,14 @@ class ImageError(SpmdError):
 
 class BaseImageError(ImageError):
     """The base image is missing, cannot be pulled, or has the wrong Python version."""
+
+    def __init__(self, message: str, *, image: str):
+        self.image = image
+        super().__init__(message)
+
+
+class CommandImageError(ImageError):
+    """A Command's image has no python3, and spmd cannot install one into it."""
 
     def __init__(self, message: str, *, image: str):
         self.image = image

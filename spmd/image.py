@@ -126,12 +126,13 @@ def _platform() -> str:
     return {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
 
 
-def download_wheels(requirements: tuple[str, ...], dest: Path) -> None:
+def download_wheels(requirements: tuple[str, ...], dest: Path,
+                    python: str = baseimage.CLIENT_PYTHON) -> None:
     """Resolve requirements into wheels for the image's platform; RequirementError naming the bad one."""
     arch = _platform()
     platforms = [f"manylinux_2_{v}_{arch}" for v in range(GLIBC_MINOR, 16, -1)]
     platforms += [f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}", f"linux_{arch}"]
-    version = baseimage.CLIENT_PYTHON
+    version = python
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
            "--only-binary=:all:", "--dest", str(dest), "--python-version", version,
            "--implementation", "cp", "--abi", f"cp{version.replace('.', '')}", "--abi", "abi3",
@@ -166,18 +167,19 @@ CMD ["python3", "-m", "spmd.worker"]
 """
 
 
-def build(spec: ImageSpec, base: str, local_tag: str) -> None:
+def build(spec: ImageSpec, base: str, local_tag: str, *, python: str = baseimage.CLIENT_PYTHON,
+          dockerfile: str = DOCKERFILE) -> None:
     """Build the image under local_tag, with no network during the build."""
     requirements = tuple(spec.requirements) + tuple(spec.runtime_requirements)
     with tempfile.TemporaryDirectory(prefix="spmd-build-") as context:
         root = Path(context)
         (root / "wheels").mkdir()
-        download_wheels(requirements, root / "wheels")
+        download_wheels(requirements, root / "wheels", python)
         (root / "wheels" / "requirements.txt").write_text("\n".join(requirements) + "\n")
         for name in spec.runtime_packages:
             shutil.copytree(_package_dir(name), root / "runtime" / name,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (root / "Dockerfile").write_text(DOCKERFILE.format(base=base))
+        (root / "Dockerfile").write_text(dockerfile.format(base=base))
         log.info("building task image %s (requirements: %s)", local_tag,
                     ", ".join(spec.requirements) or "none")
         from docker.errors import APIError, BuildError
@@ -190,3 +192,123 @@ def build(spec: ImageSpec, base: str, local_tag: str) -> None:
             raise ImageError(f"building the task image failed: {exc}\n{lines[-2000:]}") from exc
         except APIError as exc:
             raise ImageError(f"building the task image failed: {exc}") from exc
+
+
+# -- Command images: the user's own image with spmd's runtime on top ----------------------
+
+COMMAND_DOCKERFILE = DOCKERFILE.replace("FROM {base}\n", "FROM {base}\nUSER root\n").replace(
+    "CMD [", 'ENTRYPOINT []\nCMD [')
+PACKAGE_MANAGERS = {
+    "apt-get": "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+               "--no-install-recommends python3 && rm -rf /var/lib/apt/lists/*",
+    "apk": "apk add --no-cache python3",
+    "dnf": "dnf install -y python3 && dnf clean all",
+    "microdnf": "microdnf install -y python3 && microdnf clean all",
+    "yum": "yum install -y python3 && yum clean all",
+}
+PYTHON_STAGE = "spmd-python"
+_FIND_PM = ("for pm in " + " ".join(PACKAGE_MANAGERS) + "; do if command -v $pm >/dev/null 2>&1; "
+            "then echo $pm; exit 0; fi; done; exit 3")
+
+
+def _probe(image_id: str, argv: list[str]) -> tuple[int, str] | None:
+    """Run argv in the image (no entrypoint, no network): exit code and output, or None when it
+    cannot even start (no such program)."""
+    from docker.errors import APIError
+    client = docker_engine.client()
+    container = client.containers.create(image_id, argv, entrypoint=[], network_mode="none",
+                                         labels={"spmd.probe": "1"})
+    try:
+        try:
+            container.start()
+        except APIError:
+            return None
+        code = container.wait().get("StatusCode", 1)
+        return code, container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+
+
+def _python_of(image_id: str) -> str | None:
+    found = _probe(image_id, ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+    if not found or found[0] != 0:
+        return None
+    version = found[1].strip().splitlines()[-1]
+    return version if re.fullmatch(r"3\.\d+", version) else None
+
+
+def _user_image(reference: str) -> str:
+    """The id of the user's image: present in the engine, or pulled."""
+    from docker.errors import DockerException, ImageNotFound
+    client = docker_engine.client()
+    try:
+        return client.images.get(reference).id
+    except ImageNotFound:
+        pass
+    try:
+        log.info("pulling %s", reference)
+        return client.images.pull(reference).id
+    except DockerException as exc:
+        raise ImageError(f"Command image {reference!r} is not in the local engine and cannot be "
+                         f"pulled ({exc}); build it or `docker pull` it first, or fix the name") from exc
+
+
+def _add_python(reference: str, image_id: str) -> str:
+    """A stage of the user's image with python3 from its package manager; CommandImageError
+    saying what to do when that cannot be."""
+    from .errors import CommandImageError
+    stage = f"{PYTHON_STAGE}:{image_id.split(':')[-1][:20]}"
+    if docker_engine.image_exists(stage):
+        return stage
+    found = _probe(image_id, ["sh", "-c", _FIND_PM])
+    advice = (f"Use an image that has python3 (any 3.x), or build one FROM {reference} that "
+              "installs it (e.g. RUN apt-get install -y python3), or copy your tool into such an image")
+    if found is None:
+        raise CommandImageError(f"image {reference!r} has no python3 and no shell (sh) to install "
+                                f"one with, so spmd cannot add its runtime. {advice}", image=reference)
+    code, output = found
+    manager = output.strip().splitlines()[-1] if code == 0 and output.strip() else ""
+    if manager not in PACKAGE_MANAGERS:
+        raise CommandImageError(
+            f"image {reference!r} has no python3 and none of the package managers spmd knows "
+            f"({', '.join(PACKAGE_MANAGERS)}), so spmd cannot install one. {advice}", image=reference)
+    log.info("image %s has no python3; installing one with %s", reference, manager)
+    with tempfile.TemporaryDirectory(prefix="spmd-python-") as context:
+        Path(context, "Dockerfile").write_text(
+            f"FROM {image_id}\nUSER root\nRUN {PACKAGE_MANAGERS[manager]}\n")
+        from docker.errors import APIError, BuildError
+        try:
+            docker_engine.client().images.build(path=context, tag=stage, rm=True, forcerm=True,
+                                                pull=False, labels={"spmd.managed": "1"})
+        except (BuildError, APIError) as exc:
+            lines = "".join(str(c.get("stream", c.get("error", "")))
+                            for c in getattr(exc, "build_log", ()))
+            raise CommandImageError(
+                f"installing python3 into {reference!r} with {manager} failed: {exc}\n"
+                f"{lines[-1500:]}\n{advice}", image=reference) from exc
+    return stage
+
+
+def ensure_for_command(reference: str, spec: ImageSpec, registry: ImageRegistry) -> TaskImage:
+    """The task image of a Command: the user's image plus spmd's runtime, on the image's own
+    python3 (any 3.x; wheels are fetched for that version) or on one its package manager adds.
+
+    Tagged by content (the user's image id and the runtime), so a second map builds nothing.
+    """
+    image_id = _user_image(reference)
+    tag = content_tag(spec, f"command:{image_id}")
+    if registry.exists(tag):
+        return TaskImage(registry.reference(tag), tag, built=False)
+    local = f"{LOCAL_REPOSITORY}:{tag}"
+    if not docker_engine.image_exists(local):
+        base, python = image_id, _python_of(image_id)
+        if python is None:
+            base = _add_python(reference, image_id)
+            python = _python_of(base)
+            if python is None:
+                from .errors import CommandImageError
+                raise CommandImageError(f"python3 was installed into {reference!r} but does not "
+                                        "run; use an image that has python3", image=reference)
+        log.info("Command image %s has Python %s", reference, python)
+        build(spec, base, local, python=python, dockerfile=COMMAND_DOCKERFILE)
+    return TaskImage(registry.publish(local, tag), tag, built=True)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from . import codec, layout
@@ -38,6 +40,8 @@ class Job:
         self.manifest = manifest
         self.handle = handle
         self.futures: list[Future] = [Future(manifest.job_id, i) for i in range(manifest.n_items)]
+        #: what the map uploaded for its data references (spmd.data.UploadReport); None after attach
+        self.uploads = None
         self._resolved: set[int] = set()
         self._retried: dict[int, int] = {}
         self._nonfinal: dict[int, int] = {}
@@ -113,6 +117,23 @@ class Job:
         if self.futures[index].done():
             self._wait_ended([task], LOG_WAIT_SECONDS)
         return self.backend.queue.logs(self.handle, task)
+
+    def download(self, index: int, dest: str | os.PathLike) -> list[Path]:
+        """Fetch the files item index wrote under ``spmd.outputs()`` into the folder dest."""
+        from . import data
+        self._check_index(index)
+        return data.download(self.backend.store, self.id, index, dest)
+
+    def output_urls(self, index: int) -> dict[str, str]:
+        """The files item index wrote under ``spmd.outputs()``: relative path -> URL
+        (``spmd.open_url`` opens one, in the client or in a task)."""
+        from . import data
+        self._check_index(index)
+        return data.output_urls(self.backend.store, self.id, index)
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < len(self):
+            raise IndexError(f"job {self.id} has items 0..{len(self) - 1}, not {index}")
 
     def _wait_ended(self, tasks: Iterable[int], seconds: float) -> None:
         """A result arrives when its task writes it; the task's log and final state come when it

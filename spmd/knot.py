@@ -10,7 +10,7 @@ import logging
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import apt, codec, image, layout, shards
+from . import apt, codec, data, image, layout, shards, staging
 from .args import as_call
 from .backend import Backend, Capacity, open_backend
 from .batch_queue import ArraySpec, Resources
@@ -91,7 +91,18 @@ class Knot:
 
     def ensure_image(self) -> image.TaskImage:
         """The task image, built and published only if its content tag is missing."""
+        command_image = getattr(self.func, "image", None) if _is_command(self.func) else None
+        if command_image:
+            return image.ensure_for_command(command_image, self.image_spec(), self.backend.registry)
         return image.ensure(self.image_spec(), self.backend.registry)
+
+    def _check_command_image(self) -> None:
+        if _is_command(self.func) and self.func.image and not type(self.backend).uses_images:
+            from .errors import CommandSpecError
+            raise CommandSpecError(
+                f"backend {self.settings.backend!r} runs tasks without container images, so "
+                f"Command(image={self.func.image!r}) cannot apply there; drop image= to run the "
+                "command from the task's own environment, or use a backend with images (local, aws)")
 
     def parallelism(self, capacity: Capacity) -> int:
         """How many tasks of this Knot the backend runs at once."""
@@ -107,10 +118,13 @@ class Knot:
             raise ValueError(f"chunksize={chunksize!r} must be a whole number, 1 or more, or None")
 
         codec.register_local_modules(set(type(self.backend).runtime_packages))
-        function = codec.dumps_function(self.func)
+        self._check_command_image()
         slots = self.parallelism(self.backend.capacity())
         chunksize = chunksize or max(1, math.ceil(len(calls) / (slots * TASKS_PER_SLOT)))
-        payloads = [codec.dumps_calls(calls[i:i + chunksize], i)
+        # Files become content-addressed references; the function is wrapped to stage them
+        # in the task and to store its outputs folder (spmd/staging.py).
+        function, staged, uploads = staging.prepare(self.func, calls)
+        payloads = [staging.dumps_calls(staged[i:i + chunksize], calls[i:i + chunksize], i)
                     for i in range(0, len(calls), chunksize)]
 
         if type(self.backend).uses_images:
@@ -119,6 +133,7 @@ class Knot:
             self.backend.prepare_environment(self.image_spec())
             task_image = image.TaskImage(reference="", tag="", built=False)
         store = self.backend.store
+        data.send(store, uploads)  # only what the store lacks, after every check has passed
         job_id = layout.new_job_id(self.name)
         per_shard = shards.plan([len(p) for p in payloads])
         manifest = Manifest(job_id=job_id, name=self.name, backend=self.settings.backend,
@@ -139,7 +154,14 @@ class Knot:
             store.put_json(layout.queue_key(job_id), {"handle": handle})
         log.info("job %s: %d items in %d tasks of up to %d, image %s", job_id, len(calls),
                  len(payloads), chunksize, task_image.reference)
-        return Job(self.backend, manifest, handle)
+        job = Job(self.backend, manifest, handle)
+        job.uploads = uploads
+        return job
+
+
+def _is_command(func: Callable) -> bool:
+    from .command import Command
+    return isinstance(func, Command)
 
 
 def attach(job_id: str, *, backend: str | None = None, profile: str | None = None,

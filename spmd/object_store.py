@@ -2,6 +2,8 @@
 
 A backend implements five primitives; everything else is built on them here.
 ``put`` must be atomic: a reader sees the whole old object, the whole new one, or none.
+``put_file``/``get_file`` stream files of any size; the defaults here keep memory bounded,
+and a backend overrides them with its native transfer (file copy, S3 multipart).
 
     >>> store.put("jobs/j1/manifest.json", b"{}")
     >>> list(store.list("jobs/j1/"))
@@ -10,6 +12,9 @@ A backend implements five primitives; everything else is built on them here.
 from __future__ import annotations
 
 import json
+import mmap
+import os
+import tempfile
 from abc import ABC, abstractmethod
 from typing import Any, Iterator
 
@@ -42,6 +47,42 @@ class ObjectStore(ABC):
         """Remove the object under key; no error when it is already gone."""
 
     # Conveniences built on the primitives.
+
+    #: bytes per ranged read of the default ``get_file``
+    transfer_chunk = 8 * 2**20
+
+    def put_file(self, key: str, path: str | os.PathLike) -> None:
+        """Write the file at path under key, atomically, without reading it into memory.
+
+        The default hands ``put`` a read-only memory map: its pages are the file's own, read
+        and dropped by the OS as needed, so the process holds no copy of the file.
+        """
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                self.put(key, b"")
+                return
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                self.put(key, view)  # type: ignore[arg-type]
+
+    def get_file(self, key: str, path: str | os.PathLike) -> None:
+        """Write the object under key to the file at path (replaced atomically), in chunks;
+        ObjectNotFound when missing."""
+        target = os.fspath(path)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(target)), prefix=".spmd-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                start = 0
+                while True:
+                    chunk = self.get(key, start, start + self.transfer_chunk)
+                    handle.write(chunk)
+                    start += len(chunk)
+                    if len(chunk) < self.transfer_chunk:
+                        break
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def exists(self, key: str) -> bool:
         from .errors import ObjectNotFound

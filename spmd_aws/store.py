@@ -11,6 +11,8 @@ HTTP ``Range`` requests, and listing pages through ListObjectsV2 1,000 keys at a
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from typing import Iterator
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -81,6 +83,25 @@ class S3Store(ObjectStore):
     def put(self, key: str, data: bytes) -> None:
         with boundary(StoreError, f"writing {self._where(key)}"):
             self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+
+    def put_file(self, key: str, path: str | os.PathLike) -> None:
+        """boto3's managed upload: multipart in parallel parts above 8 MB, streamed from disk."""
+        with boundary(StoreError, f"writing {self._where(key)}"):
+            self.s3.upload_file(os.fspath(path), self.bucket, self.prefix + key)
+
+    def get_file(self, key: str, path: str | os.PathLike) -> None:
+        """boto3's managed download (ranged parts, streamed to disk), renamed into place."""
+        target = os.path.abspath(os.fspath(path))
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".spmd-")
+        os.close(fd)
+        try:
+            with boundary(StoreError, f"reading {self._where(key)}", key=key):
+                self.s3.download_file(self.bucket, self.prefix + key, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         request = {"Bucket": self.bucket, "Key": self.prefix + key}

@@ -222,8 +222,11 @@ class Harness:
     # -- what spmd_aws asks ---------------------------------------------------------------
 
     def record(self, params, model, **_):
-        """Every request as spmd_aws made it."""
-        self.calls.append((model.service_model.service_name, model.name, copy.deepcopy(params)))
+        """Every request as spmd_aws made it (a streamed Body, which holds locks, by its size)."""
+        params = {k: (f"<stream of {len(v)} bytes>" if k == "Body" and hasattr(v, "read")
+                      and hasattr(v, "__len__") else copy.deepcopy(v) if k != "Body" else v)
+                  for k, v in params.items()}
+        self.calls.append((model.service_model.service_name, model.name, params))
 
     def container_overrides(self, backend, job_def_id: str, job_queue: str, overrides) -> dict:
         """The job's command behind SHIM, and in its env what SHIM needs and credentials.
