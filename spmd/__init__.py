@@ -11,7 +11,7 @@ from .batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
 from .codec import RemoteTraceback
 from .errors import (
     BaseImageError, ConfigError, EngineError, ImageError, JobNotFound, ObjectNotFound,
-    PluginError, RemoteError, RequirementError, ResourceError, SerializationError, SpmdError,
+    PluginError, QueueError, RemoteError, RequirementError, ResourceError, SerializationError, SpmdError,
     StoreError, TaskLost, TaskOutOfMemory, TaskTimedOut, UnknownBackendError,
 )
 from .future import Future
@@ -31,7 +31,7 @@ _logging.getLogger("spmd").addHandler(_logging.NullHandler())
 __all__ = [
     "Args", "ArraySpec", "Backend", "BaseImageError", "BatchQueue", "Capacity", "ConfigError",
     "EngineError", "Future", "ImageError", "ImageRegistry", "Job", "JobNotFound", "Knot",
-    "ObjectNotFound", "ObjectStore", "PluginError", "RemoteError", "RemoteTraceback",
+    "ObjectNotFound", "ObjectStore", "PluginError", "QueueError", "RemoteError", "RemoteTraceback",
     "RequirementError", "ResourceError", "Resources", "SerializationError", "SpmdError",
     "StoreError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
     "UnknownBackendError", "as_completed", "attach", "hookimpl", "wait",
