@@ -24,7 +24,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 
 from spmd import docker_engine, layout
@@ -49,6 +49,7 @@ class Running:
     started: float = 0.0
     container_id: str | None = None
     timed_out: bool = False
+    times: tuple[float | None, float | None] = (None, None)  # the container's start and end
 
 
 class Scheduler:
@@ -216,6 +217,7 @@ class Scheduler:
             container = self.engine.containers.get(run.container_id)
             state = container.attrs["State"]
             exit_code, oom = state.get("ExitCode"), state.get("OOMKilled", False)
+            run.times = (_epoch(state.get("StartedAt")), _epoch(state.get("FinishedAt")))
             text = container.logs(stdout=True, stderr=True).decode(errors="replace")
             if run.timed_out or self.cancelled:
                 text += f"spmd: the task was {'timed out' if run.timed_out else 'cancelled'} and killed\n"
@@ -244,6 +246,7 @@ class Scheduler:
 
     def settle(self, task: int, run: Running, status: TaskStatus) -> None:
         """Record how an attempt ended, queueing a retry where one is due."""
+        status = replace(status, started=run.times[0], ended=run.times[1])
         if status.state == FAILED and status.lost != "timeout" and not self.cancelled \
                 and run.attempt < self.res["retries"] + 1:
             log.info("task %d failed (%s); retrying, attempt %d", task, status.reason, run.attempt + 1)
@@ -279,6 +282,16 @@ class Scheduler:
             before = ""
         header = f"--- spmd: attempt {attempt} ---\n" if attempt > 1 or before else ""
         self.store.put(key, (before + header + text).encode())
+
+
+def _epoch(text: str | None) -> float | None:
+    """Docker's RFC 3339 time (nanoseconds, Z) as epoch seconds; None when unset."""
+    text = (text or "")[:26].rstrip("Z")
+    try:
+        when = datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+    return when if when > 0 else None  # "0001-01-01T00:00:00Z" means never
 
 
 def _started(container) -> float:
