@@ -114,7 +114,8 @@ class Report:
             seconds = "" if r.duration is None else f"{r.duration:.1f}"
             memory = "" if r.peak_memory is None else format_bytes(r.peak_memory)
             lines.append(f"{r.item:>5} {r.task:>5} {r.state:<9} {r.attempts:>8} {seconds:>8} "
-                         f"{memory:>9}  {r.host[:12]:<12}  {'; '.join(r.reasons)}")
+                         f"{memory:>9}  {r.host[:12]:<12}  {'; '.join(r.reasons)}"
+                         + (f" ({r.error[:120]})" if r.error else ""))
         images = sorted({(r.image, r.image_digest) for r in self.rows if r.image})
         for reference, digest in images:
             lines.append(f"image {reference} {digest or '(digest unknown)'}")
