@@ -14,6 +14,7 @@ from .errors import (
     PluginError, QueueError, RemoteError, RequirementError, ResourceError, SerializationError, SpmdError,
     StoreError, TaskLost, TaskOutOfMemory, TaskTimedOut, UnknownBackendError,
 )
+from .executor import Executor
 from .future import Future
 from .hookspecs import hookimpl
 from .image_registry import ImageRegistry
@@ -30,7 +31,7 @@ _logging.getLogger("spmd").addHandler(_logging.NullHandler())
 
 __all__ = [
     "Args", "ArraySpec", "Backend", "BaseImageError", "BatchQueue", "Capacity", "ConfigError",
-    "EngineError", "Future", "ImageError", "ImageRegistry", "Job", "JobNotFound", "Knot",
+    "EngineError", "Executor", "Future", "ImageError", "ImageRegistry", "Job", "JobNotFound", "Knot",
     "ObjectNotFound", "ObjectStore", "PluginError", "QueueError", "RemoteError", "RemoteTraceback",
     "RequirementError", "ResourceError", "Resources", "SerializationError", "SpmdError",
     "StoreError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",

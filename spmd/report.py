@@ -12,7 +12,7 @@ resolved once per report from the registry, or from the Docker engine that holds
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from . import codec, layout
@@ -76,8 +76,8 @@ class Report:
     job_id: str
     rows: list[ItemReport]
     vcpus: float = 1.0
+    memory: int = 0
     cost: CostEstimate | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -171,10 +171,9 @@ def build(job: "Job") -> Report:
         status = states.get(task, TaskStatus())
         output = _output(job, task) if task in outputs else None
         rows.extend(_task_rows(job, task, status, output, digest))
-    report = Report(job_id=job.id, rows=rows, vcpus=manifest.resources.vcpus)
-    estimate = getattr(backend, "estimate_cost", None)
-    if callable(estimate):
-        report.cost = estimate(report)
+    report = Report(job_id=job.id, rows=rows, vcpus=manifest.resources.vcpus,
+                    memory=manifest.resources.memory)
+    report.cost = backend.estimate_cost(report)
     return report
 
 

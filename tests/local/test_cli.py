@@ -67,7 +67,7 @@ def test_results_in_text_and_json(finished_job):
 
 
 def test_report_and_its_plot(finished_job, tmp_path):
-    from test_report_progress import count_bars
+    from plotcheck import count_bars
     job, store = finished_job
     png = tmp_path / "t.png"
     report = spmd_cli("report", job.id, "--plot", str(png), env_store=store)

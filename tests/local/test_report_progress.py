@@ -5,7 +5,7 @@ import re
 import pytest
 
 import spmd
-import spmd.report
+from plotcheck import count_bars
 from spmd.batch_queue import FAILED, SUCCEEDED
 
 pytestmark = pytest.mark.docker
@@ -39,28 +39,6 @@ def test_report_has_a_row_per_item_lost_ones_included(local, engine, tmp_path):
     path = report.plot(str(tmp_path / "timeline.png"))
     assert count_bars(path) == job.manifest.n_tasks == 5
     assert "lost" not in report.text() and "exited with code 7" in report.text()
-
-
-def count_bars(path):
-    """Bands of rows holding a state colour in the plot area (the legend is to the right)."""
-    import matplotlib.image
-    from matplotlib.colors import to_rgb
-    import numpy
-    pixels = matplotlib.image.imread(path)[:, :, :3]
-    height, width, _ = pixels.shape
-    assert height > 150 and width > 400  # grows with the number of tasks
-    area = pixels[:, : int(width * 0.7)]
-    colours = [numpy.array(to_rgb(c)) for c in spmd.report.COLOURS.values()]
-    rows = numpy.zeros(height, dtype=bool)
-    for colour in colours:
-        rows |= (numpy.abs(area - colour).max(axis=2) < 0.02).sum(axis=1) >= 4
-    return int(numpy.sum(rows[1:] & ~rows[:-1]) + rows[0])
-
-
-def slow(x):
-    import time
-    time.sleep(0.5)
-    return x
 
 
 def test_progress_bar_ends_on_the_counts_of_status(local, engine, capsys):
