@@ -96,8 +96,8 @@ class Executor(concurrent.futures.Executor):
                     self._lock.wait()
                 if not self._buffer and self._shutdown:
                     return
-            time.sleep(self._window)  # let the calls submitted together arrive
-            with self._lock:
+            with self._lock:  # let the calls submitted together arrive (shutdown: go now)
+                self._lock.wait_for(lambda: self._shutdown, timeout=self._window)
                 batch, self._buffer = self._buffer, []
             # Claim each future; one cancelled meanwhile is dropped (and its waiters told).
             batch = [entry for entry in batch if entry[0].set_running_or_notify_cancel()]
