@@ -61,7 +61,7 @@ class Bar:
 
     def __init__(self, job: "Job", file=None):
         from tqdm.auto import tqdm
-        self._bar = tqdm(total=job.manifest.n_tasks, desc=job.id, unit="task", file=file,
+        self._bar = tqdm(total=job.manifest.n_tasks, desc=job.manifest.name, unit="task", file=file,
                          leave=True, dynamic_ncols=True)
 
     def show(self, counts: Mapping[str, int]) -> None:

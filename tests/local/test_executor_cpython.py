@@ -19,7 +19,7 @@ Ran, with the upstream assertions:
   AsCompletedTests  test_no_timeout, test_zero_timeout, test_duplicate_futures,
                     test_free_reference_yielded_future, test_correct_timeout_exception_msg
   ExecutorShutdown  test_run_after_shutdown, test_hang_issue12364
-  = 22 upstream tests, and 3 of spmd's own below (cancel_futures, context manager, lazy map).
+  = 24 upstream tests, and 3 of spmd's own below (cancel_futures, context manager, lazy map).
 
 Not applicable, and why:
   test_free_reference (ExecutorTest): a map's results also live in its spmd.Job's futures
