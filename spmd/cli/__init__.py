@@ -107,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         group = getattr(args, "group", None)
         if group is not None:
-            args = _group_parser(group, groups[group]).parse_args(rest, namespace=args)
-            if not hasattr(args, "func"):
-                _group_parser(group, groups[group]).print_usage(sys.stderr)
+            group_parser = _group_parser(group, groups[group])
+            args = group_parser.parse_args(rest, namespace=args)
+            if not hasattr(args, "func"):  # a group without a required subcommand
+                group_parser.print_usage(sys.stderr)
                 return EXIT_USAGE
         elif rest:
             top.error(f"unrecognized arguments: {' '.join(rest)}")
