@@ -77,7 +77,8 @@ def clean_images(cutoff: float, *, dry_run: bool, label: str = MANAGED_LABEL) ->
         from .. import docker_engine
         engine = docker_engine.client()
         images = engine.images.list(filters={"label": [MANAGED_LABEL, label]})
-        used = {c.attrs.get("ImageID") or c.attrs.get("Image") for c in engine.containers.list(all=True)}
+        # sparse: one list call, no inspect per container (one may be gone by then)
+        used = {c.attrs.get("ImageID") for c in engine.containers.list(all=True, sparse=True)}
     except Exception as exc:  # no engine here: nothing local to clean
         return [f"# task images not checked: {str(exc).splitlines()[0] if str(exc) else exc!r}"]
     lines = []
