@@ -60,3 +60,17 @@ def test_progress_is_off_under_ci_or_without_a_terminal(monkeypatch):
     monkeypatch.delenv("CI")
     monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
     assert progress.enabled(None) is False
+
+
+def flaky(x):
+    if os.environ["SPMD_ATTEMPT"] == "1":
+        raise RuntimeError(f"flaky on attempt 1 of {x}")
+    return x
+
+
+def test_report_says_why_each_attempt_ended(local, engine):
+    job = spmd.Knot(flaky, config=local, memory="256MiB", retries=1).map([4])
+    assert job.results(300, progress=False) == [4]
+    [row] = job.report()
+    assert row.attempts == 2 and row.state == SUCCEEDED
+    assert row.reasons == ("raised RuntimeError: flaky on attempt 1 of 4; retried", "succeeded")
