@@ -21,6 +21,10 @@ Ran, with the upstream assertions:
   ExecutorShutdown  test_run_after_shutdown, test_hang_issue12364
   = 24 upstream tests, and 3 of spmd's own below (cancel_futures, context manager, lazy map).
 
+Changed: test_map_timeout and WaitTests.test_timeout wait 10 s for the quick calls, not 5 s
+(and the slow call sleeps longer than that): the timeout also covers writing the job and
+starting its containers, which on a loaded 2-core machine took more than 5 s once.
+
 Not applicable, and why:
   test_free_reference (ExecutorTest): a map's results also live in its spmd.Job's futures
       until the Job (a cycle with its watcher thread) is garbage-collected, not at once.
@@ -128,7 +132,7 @@ class ExecutorTest(SpmdExecutorMixin, unittest.TestCase):
     def test_map_timeout(self):
         results = []
         try:
-            for i in self.executor.map(time.sleep, [0, 0, 6], timeout=5):
+            for i in self.executor.map(time.sleep, [0, 0, 20], timeout=10):  # upstream: 6, 5
                 results.append(i)
         except futures.TimeoutError:
             pass
@@ -263,10 +267,10 @@ class WaitTests(SpmdExecutorMixin, unittest.TestCase):
 
     def test_timeout(self):
         future1 = self.executor.submit(mul, 6, 7)
-        future2 = self.executor.submit(time.sleep, 6)
+        future2 = self.executor.submit(time.sleep, 14)  # upstream: 6, and a timeout of 5
         finished, pending = futures.wait(
             [CANCELLED_AND_NOTIFIED_FUTURE, EXCEPTION_FUTURE, SUCCESSFUL_FUTURE, future1, future2],
-            timeout=5, return_when=futures.ALL_COMPLETED)
+            timeout=10, return_when=futures.ALL_COMPLETED)
         self.assertEqual(set([CANCELLED_AND_NOTIFIED_FUTURE, EXCEPTION_FUTURE, SUCCESSFUL_FUTURE,
                               future1]), finished)
         self.assertEqual(set([future2]), pending)
