@@ -12,12 +12,13 @@ from .codec import RemoteTraceback
 from .command import Command, CommandResult
 from .data import File, open_url, outputs
 from .errors import (
-    BaseImageError, CommandFailed, CommandImageError, CommandSpecError, ConfigError, DataError,
-    EngineError, ImageError, JobNotFound, ObjectNotFound, PluginError, RemoteError,
-    RequirementError, ResourceError, SerializationError, SpmdError, StoreError,
-    SystemPackageError, TaskLost,
-    TaskOutOfMemory, TaskTimedOut, UnknownBackendError,
+    BaseImageError, CommandFailed, CommandImageError, CommandSpecError, ConfigError,
+    DataError, EngineError, ImageError, JobNotFound, ObjectNotFound, PluginError,
+    QueueError, RemoteError, RequirementError, ResourceError, SerializationError, SpmdError,
+    StoreError, SystemPackageError, TaskLost, TaskOutOfMemory, TaskTimedOut,
+    UnknownBackendError,
 )
+from .executor import Executor
 from .future import Future
 from .hookspecs import hookimpl
 from .image_registry import ImageRegistry
@@ -34,10 +35,12 @@ _logging.getLogger("spmd").addHandler(_logging.NullHandler())
 
 __all__ = [
     "Args", "ArraySpec", "Backend", "BaseImageError", "BatchQueue", "Capacity", "Command",
-    "CommandFailed", "CommandImageError", "CommandResult", "CommandSpecError", "ConfigError",
-    "DataError", "EngineError", "File", "Future", "ImageError", "ImageRegistry", "Job",
-    "JobNotFound", "Knot", "ObjectNotFound", "ObjectStore", "PluginError", "RemoteError",
-    "RemoteTraceback", "RequirementError", "ResourceError", "Resources", "SerializationError",
-    "SpmdError", "StoreError", "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
-    "UnknownBackendError", "as_completed", "attach", "hookimpl", "open_url", "outputs", "wait",
+    "CommandFailed", "CommandImageError", "CommandResult", "CommandSpecError",
+    "ConfigError", "DataError", "EngineError", "Executor", "File", "Future", "ImageError",
+    "ImageRegistry", "Job", "JobNotFound", "Knot", "ObjectNotFound", "ObjectStore",
+    "PluginError", "QueueError", "RemoteError", "RemoteTraceback", "RequirementError",
+    "ResourceError", "Resources", "SerializationError", "SpmdError", "StoreError",
+    "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
+    "UnknownBackendError", "as_completed", "attach", "hookimpl", "open_url", "outputs",
+    "wait",
 ]

@@ -10,7 +10,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from .batch_queue import BatchQueue, Resources
 from .config import Key, Settings
@@ -18,6 +18,9 @@ from .errors import ResourceError
 from .image_registry import ImageRegistry
 from .object_store import ObjectStore
 from .units import format_bytes
+
+if TYPE_CHECKING:
+    from .report import CostEstimate, Report
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ class Backend(ABC):
     @cached_property
     def queue(self) -> BatchQueue:
         return self.make_queue()
+
+    def estimate_cost(self, report: "Report") -> "CostEstimate | None":
+        """What the job of a run report cost, estimated; None where nothing is billed (local)."""
+        return None
 
     def describe(self) -> str:
         """One line for logs and error messages."""

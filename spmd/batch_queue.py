@@ -62,6 +62,8 @@ class TaskStatus:
     exit_code: int | None = None
     reason: str = ""
     lost: str | None = None  # "oom", "timeout", "cancelled", "error", "infrastructure"
+    started: float | None = None  # epoch seconds the last attempt started, when the queue knows
+    ended: float | None = None    # and ended (for the run report, lost tasks included)
 
 
 class BatchQueue(ABC):

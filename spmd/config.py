@@ -155,13 +155,15 @@ def _file_layer(path: Path | None) -> tuple[dict, dict[str, dict], str | None]:
 def resolve(explicit: Mapping[str, Any] | None = None, *, profile: str | None = None,
             keys: Iterable[Key] | None = None, cwd: Path | None = None,
             environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge every layer into Settings, checking each key and value against the declared keys."""
-    environ = os.environ if environ is None else environ
-    if keys is None:
-        from .plugins import known_config_keys
-        keys = known_config_keys()
-    schema = {key.name: key for key in keys}
+    """Merge every layer into Settings, checking each key and value against the declared keys.
 
+    Without ``keys``, the schema is the core's keys plus the *selected* backend's: only that
+    backend's package is imported. A top-level file key that the selected backend does not
+    declare is skipped when another registered backend declares it (a shared file serves
+    several profiles), and is an error otherwise; in a profile, the environment or an
+    argument, it is an error.
+    """
+    environ = os.environ if environ is None else environ
     project_path = project_config_path(cwd)
     user_path = user_config_path(environ)
     layers_by_file = [(str(p), *_file_layer(p)) for p in (project_path, user_path) if p]
@@ -173,16 +175,32 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, profile: str | None = 
         raise ConfigError(f"profile {profile!r} is not defined; add a [profiles.{profile}] table "
                           f"to spmd.toml or the user config file", key="profile", source=where)
 
-    # Lowest precedence first; later layers overwrite earlier ones.
-    layers: list[tuple[str, Mapping[str, Any]]] = [("default", {k.name: k.default for k in schema.values()})]
+    # File layers, lowest precedence first; later layers overwrite earlier ones.
+    file_layers: list[tuple[str, Mapping[str, Any], bool]] = []  # (source, values, top-level?)
     for source, top, profiles, _ in reversed(layers_by_file):
-        layers.append((source, top))
+        file_layers.append((source, top, True))
         if profile in profiles:
-            layers.append((f"{source} [profiles.{profile}]", profiles[profile]))
+            file_layers.append((f"{source} [profiles.{profile}]", profiles[profile], False))
+    arguments = {k: v for k, v in (explicit or {}).items() if v is not None}
+
+    if keys is None:
+        backend = _selected_backend(file_layers, environ, arguments)
+        from .plugins import config_keys_of
+        keys = (*CORE_KEYS, *config_keys_of(backend))
+    else:
+        backend = None
+    schema = {key.name: key for key in keys}
+
+    layers: list[tuple[str, Mapping[str, Any]]] = [("default", {k.name: k.default for k in schema.values()})]
+    for source, values, top_level in file_layers:
+        if backend is not None and top_level:
+            values = {name: raw for name, raw in values.items()
+                      if name in schema or not _declared_elsewhere(name, backend)}
+        layers.append((source, values))
     env_values = {name: environ[ENV_PREFIX + name.upper()] for name in schema
                   if environ.get(ENV_PREFIX + name.upper())}
     layers.append(("environment", env_values))
-    layers.append(("argument", {k: v for k, v in (explicit or {}).items() if v is not None}))
+    layers.append(("argument", arguments))
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -190,8 +208,7 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, profile: str | None = 
         for name, raw in layer.items():
             key = schema.get(name)
             if key is None:
-                raise ConfigError(f"unknown configuration key {name!r}; known keys: "
-                                  f"{', '.join(sorted(schema))}", key=name, source=source)
+                raise ConfigError(_unknown_key_message(name, schema, backend), key=name, source=source)
             if raw is None:
                 values.setdefault(name, None)
                 continue
@@ -204,3 +221,36 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, profile: str | None = 
                                   source=source) from exc
             sources[name] = source
     return Settings(profile=profile, values=values, sources=sources)
+
+
+def _selected_backend(file_layers, environ: Mapping[str, str], arguments: Mapping[str, Any]) -> str:
+    """The backend the layers select, parsed before any backend's keys are known."""
+    chosen, source = CORE_KEYS[0].default, "default"
+    candidates = [(s, v.get("backend")) for s, v, _ in file_layers]
+    candidates += [("environment", environ.get(ENV_PREFIX + "BACKEND") or None),
+                   ("argument", arguments.get("backend"))]
+    for where, raw in candidates:
+        if raw is not None:
+            chosen, source = raw, where
+    try:
+        return text(chosen)
+    except ValueError as exc:
+        raise ConfigError(f"bad value {chosen!r} for 'backend': {exc}", key="backend",
+                          source=source) from exc
+
+
+def _declared_elsewhere(name: str, backend: str) -> str | None:
+    """The other backend that declares key name, if any (loads other backends' keys: only
+    reached for a key the selected backend does not know)."""
+    from .plugins import backend_declaring
+    return backend_declaring(name, exclude=backend)
+
+
+def _unknown_key_message(name: str, schema: Mapping[str, Key], backend: str | None) -> str:
+    known = ", ".join(sorted(schema))
+    other = _declared_elsewhere(name, backend) if backend else None
+    if other:
+        return (f"configuration key {name!r} belongs to the {other} backend, but {backend!r} is "
+                f"selected; set backend = {other!r} next to it, or remove it (keys of {backend}: "
+                f"{known})")
+    return f"unknown configuration key {name!r}; known keys: {known}"

@@ -17,13 +17,18 @@
     │   └── SystemPackageError (ValueError) a Debian package is misnamed or not in the release
     ├── StoreError                       the object store failed
     │   └── ObjectNotFound (KeyError)
+    ├── QueueError                       the batch queue refused or failed a request
     ├── JobNotFound (KeyError)           no job with that id in the store
     ├── RemoteError                      a task's exception whose type cannot be rebuilt here
+    ├── AwsError                         an AWS request failed; ``code`` is AWS's (spmd_aws.aws)
+    │   └── ProvisionError               the stack cannot be made or removed (spmd_aws.provision)
     └── TaskLost                         a task ended without writing its output
         ├── TaskOutOfMemory              killed for exceeding its memory limit
         └── TaskTimedOut                 killed for exceeding its timeout
 
 Errors carry data (job id, task index, key) as attributes, not only in the message.
+Backends define their own errors under SpmdError in their own package (drawn above with
+the module that defines them), so the core imports no backend.
 A user's own exception raised in a task is re-raised as itself, not wrapped.
 """
 from __future__ import annotations
@@ -166,6 +171,10 @@ class ObjectNotFound(StoreError, KeyError):
 
     def __str__(self) -> str:
         return f"no object at key {self.key!r}"
+
+
+class QueueError(SpmdError):
+    """The batch queue refused or failed a request (submit, states, cancel, logs)."""
 
 
 class JobNotFound(SpmdError, KeyError):

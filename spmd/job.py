@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from . import codec, layout
 from .backend import Backend
@@ -24,6 +24,9 @@ from .batch_queue import CANCELLED, PENDING, RUNNING, STATES, TERMINAL, TaskStat
 from .errors import JobNotFound, ObjectNotFound, TaskLost, TaskOutOfMemory, TaskTimedOut
 from .future import Future
 from .layout import Manifest
+
+if TYPE_CHECKING:
+    from .report import Report
 
 log = logging.getLogger("spmd")
 
@@ -45,6 +48,7 @@ class Job:
         self._resolved: set[int] = set()
         self._retried: dict[int, int] = {}
         self._nonfinal: dict[int, int] = {}
+        self._states: dict[int, TaskStatus] = {}  # the queue's states at the last poll
         self._stop = threading.Event()
         self._polling = threading.Lock()  # the watcher's polls and cancel's last one
         self._interval = backend.settings.get("poll_interval") or backend.poll_interval
@@ -69,8 +73,18 @@ class Job:
 
     # -- waiting ----------------------------------------------------------------
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every item is done and its task has ended; True if so, False on timeout."""
+    def wait(self, timeout: float | None = None, progress: bool | None = None) -> bool:
+        """Wait until every item is done and its task has ended; True if so, False on timeout.
+
+        ``progress`` shows a bar of tasks done/failed/running (default: in a terminal or a
+        notebook, not under CI; see spmd.progress).
+        """
+        from . import progress as _progress
+        if _progress.enabled(progress):
+            return _progress.wait(self, timeout)
+        return self._wait_plain(timeout)
+
+    def _wait_plain(self, timeout: float | None) -> bool:
         _, not_done = concurrent.futures.wait(self.futures, timeout=timeout)
         if not not_done and self.handle:
             self._wait_ended(range(self.manifest.n_tasks), LOG_WAIT_SECONDS)
@@ -79,9 +93,9 @@ class Job:
     def done(self) -> bool:
         return all(f.done() for f in self.futures)
 
-    def results(self, timeout: float | None = None) -> list[Any]:
+    def results(self, timeout: float | None = None, progress: bool | None = None) -> list[Any]:
         """Every item's value in input order; raises the first item's error (in input order)."""
-        if not self.wait(timeout):
+        if not self.wait(timeout, progress=progress):
             pending = sum(not f.done() for f in self.futures)
             raise TimeoutError(f"job {self.id}: {pending} of {len(self)} items not done "
                                f"after {timeout}s")
@@ -151,6 +165,12 @@ class Job:
             layout.output_key(self.id, self.manifest.task_of(index))))
         return output["provenance"]
 
+    def report(self) -> "Report":
+        """One row per item: times, attempts and why each ended, peak memory, host, image
+        digest and state, lost tasks included (see spmd.report)."""
+        from .report import build
+        return build(self)
+
     # -- watching -----------------------------------------------------------------
 
     def _watch(self) -> None:
@@ -172,6 +192,7 @@ class Job:
         store, queue = self.backend.store, self.backend.queue
         outputs = {layout.task_of_output_key(k): k for k in store.list(layout.output_prefix(self.id))}
         statuses = queue.states(self.handle)
+        self._states = dict(statuses)
         for task in range(self.manifest.n_tasks):
             if task in self._resolved:
                 continue

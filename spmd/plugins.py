@@ -31,6 +31,7 @@ class Entry:
     target: str
     install_hint: str
     plugin: str
+    help: str = ""
 
     def load(self) -> Any:
         module_name, _, attribute = self.target.partition(":")
@@ -51,6 +52,7 @@ _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
 _backends: dict[str, Entry] = {}
 _stores: dict[str, Entry] = {}
+_commands: dict[str, Entry] = {}
 _broken: dict[str, str] = {}
 
 
@@ -88,11 +90,12 @@ def _load() -> pluggy.PluginManager:
 
     # Each implementation is called with a register bound to its plugin's name, so an
     # error can say which plugin registered what.
-    for hook_name, table in (("spmd_register_backends", _backends), ("spmd_register_stores", _stores)):
+    for hook_name, table in (("spmd_register_backends", _backends), ("spmd_register_stores", _stores),
+                             ("spmd_register_commands", _commands)):
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            def register(name: str, target: str, install_hint: str = "",
+            def register(name: str, target: str, install_hint: str = "", help: str = "",
                          _table=table, _plugin=impl.plugin_name) -> None:
-                _table[name] = Entry(name, target, install_hint, _plugin)
+                _table[name] = Entry(name, target, install_hint, _plugin, help)
             try:
                 impl.function(register=register)
             except Exception as exc:
@@ -132,6 +135,12 @@ def backend_class(name: str) -> type:
     return cls
 
 
+def command_groups() -> dict[str, Entry]:
+    """Command groups that plugins add to ``spmd`` (e.g. ``aws``), by name; loaded on use."""
+    manager()
+    return dict(_commands)
+
+
 def store_class(scheme: str) -> type:
     """The ObjectStore class that opens URLs of this scheme."""
     manager()
@@ -160,8 +169,32 @@ def _third_party_broken() -> dict[str, str]:
     return {name: reason for name, reason in _broken.items() if name not in BUILTIN_PLUGINS}
 
 
+def config_keys_of(backend: str) -> tuple:
+    """The configuration keys of one backend; imports that backend's package and no other."""
+    return tuple(backend_class(backend).config_keys)
+
+
+def backend_declaring(key: str, *, exclude: str | None = None) -> str | None:
+    """The first other registered backend that declares a configuration key, or None.
+
+    It imports the other backends, so it is called only for a key the selected backend
+    does not know (to tell a key meant for another profile from a typo).
+    """
+    for name in backend_names():
+        if name == exclude:
+            continue
+        try:
+            cls = backend_class(name)
+        except PluginError as exc:
+            log.debug("skipping config keys of backend %r: %s", name, exc)
+            continue
+        if any(k.name == key for k in cls.config_keys):
+            return name
+    return None
+
+
 def known_config_keys() -> list:
-    """Core keys plus every loadable backend's keys (a key may be shared if declared alike)."""
+    """Core keys plus every loadable backend's keys (imports every backend: for listings only)."""
     from .config import CORE_KEYS
     keys = {key.name: key for key in CORE_KEYS}
     for name in backend_names():

@@ -6,7 +6,7 @@
                    └─ provision.deployment ──> up() when the stack is missing   provision.py
     in each container: python3 -m spmd_aws.task -- python3 -m spmd.worker       task.py
 
-Selected with ``backend = "aws"`` in a profile; ``spmd aws up`` / ``down`` call
+Selected with ``backend = "aws"`` in a profile; ``spmd aws up`` / ``down`` (cli.py, a command group the plugin registers) call
 ``spmd_aws.provision.up(settings)`` and ``down(settings)``. boto3 is imported only when
 a client is first made (aws.py).
 """

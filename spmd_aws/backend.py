@@ -49,6 +49,13 @@ class AwsBackend(Backend):
     def capacity(self) -> Capacity:
         return Capacity(vcpus=self.opts.max_vcpus, memory=self.opts.memory)
 
+    def estimate_cost(self, report):
+        """The run report's cost estimate (spmd_aws.cost): vCPU-seconds × price, plus requests."""
+        from . import cost
+        return cost.estimate(report, vcpus=report.vcpus, memory=report.memory,
+                             fargate=self.opts.stack.fargate,
+                             price_per_vcpu_hour=self.settings.get("price_per_vcpu_hour"))
+
     def describe(self) -> str:
         where = f"s3://{self.opts.bucket}/{self.opts.prefix}"
         return f"aws backend (stack {self.opts.stack.name}, {self.opts.stack.kind}, store {where})"

@@ -56,6 +56,8 @@ KEYS: tuple[Key, ...] = (
     Key("registry", config.text, "address to push and pull task images instead of the account's "
         "ECR endpoint (a private mirror, a VPC endpoint name, a test registry)"),
     Key("retention_days", config.positive_int, "days job data stays in a bucket spmd created", 30),
+    Key("price_per_vcpu_hour", config.positive_float, "USD per vCPU-hour for the run report's "
+        "cost estimate (default: spmd_aws.cost's on-demand table)"),
 )
 
 

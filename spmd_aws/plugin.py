@@ -10,3 +10,8 @@ def spmd_register_backends(register):
 @hookimpl
 def spmd_register_stores(register):
     register("s3", "spmd_aws.store:S3Store", install_hint="pip install 'spmd[aws]'")
+
+
+@hookimpl
+def spmd_register_commands(register):
+    register("aws", "spmd_aws.cli:configure", help="provision or remove the AWS stack (spmd aws up/down)")

@@ -25,6 +25,7 @@ import logging
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Mapping
 
 from spmd.batch_queue import (
@@ -200,7 +201,15 @@ def merge(summary: dict, detail: dict | None) -> dict:
 
 
 def task_status(job: dict) -> TaskStatus:
-    """A task's TaskStatus from its Batch job (a ListJobs summary merged with DescribeJobs)."""
+    """A task's TaskStatus from its Batch job (a ListJobs summary merged with DescribeJobs),
+    with the last attempt's start and end times (Batch gives epoch milliseconds)."""
+    status = _task_status(job)
+    started, stopped = job.get("startedAt"), job.get("stoppedAt")
+    return replace(status, started=started / 1000 if started else None,
+                   ended=stopped / 1000 if stopped else None)
+
+
+def _task_status(job: dict) -> TaskStatus:
     status = job.get("status", "SUBMITTED")
     attempts = len(job.get("attempts") or ())
     if status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING"):

@@ -23,7 +23,7 @@ import os
 import signal
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable
 
 from spmd import layout
@@ -164,7 +164,7 @@ class Scheduler:
             self.running[task] = attempt
             # A retry keeps the reason the previous attempt failed, for the client's log.
             reason = self.tasks[task].reason if attempt > 1 else ""
-            self.tasks[task] = TaskStatus(RUNNING, attempt, None, reason)
+            self.tasks[task] = TaskStatus(RUNNING, attempt, None, reason, started=time.time())
             env[task] = {**self.spec["env"], "AWS_BATCH_JOB_ARRAY_INDEX": str(task),
                          "SPMD_ATTEMPT": str(attempt), "SPMD_IMAGE": self.spec["image"]}
         for task, outcome in self.runner.start(batch, env).items():
@@ -194,7 +194,8 @@ class Scheduler:
         attempt = self.running.pop(task)
         timed_out = task in self.timed_out
         self.timed_out.discard(task)
-        status = self.judge(attempt, outcome, timed_out)
+        status = replace(self.judge(attempt, outcome, timed_out),
+                         started=self.tasks[task].started, ended=time.time())
         text = outcome.log
         if timed_out or status.state == CANCELLED:
             text += f"spmd: the task was {'timed out' if timed_out else 'cancelled'} and killed\n"
@@ -234,7 +235,8 @@ class Scheduler:
             if again:
                 log.info("task %d failed (%s); retrying, attempt %d", task, status.reason, attempt + 1)
                 self.pending.append((task, attempt + 1))
-                status = TaskStatus(PENDING, attempt, status.exit_code, status.reason, status.lost)
+                status = TaskStatus(PENDING, attempt, status.exit_code, status.reason, status.lost,
+                                    status.started, status.ended)
         self.tasks[task] = status
 
     def cancel_all(self) -> None:

@@ -1,0 +1,109 @@
+"""spmd clean: remove finished jobs' data from the store, and unused local task images.
+
+    spmd clean JOB                     that job's objects (jobs/JOB/...)
+    spmd clean --older-than 7d         every finished job older than that, and task images
+                                       on this machine's Docker engine that spmd built
+                                       (label spmd.managed) before then, that no container uses
+
+Nothing else is touched: a job still pending or running is skipped (cancel it first), other
+keys of the store and images without spmd's label stay. ``--dry-run`` only prints.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+
+from ..batch_queue import PENDING, RUNNING
+from ..errors import ConfigError
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MANAGED_LABEL = "spmd.managed"
+
+
+def parse_age(text: str) -> float:
+    """'7d', '12h', '30m', '45s', '2w' as seconds."""
+    match = _AGE.match(text)
+    if not match:
+        raise ConfigError(f"--older-than {text!r} is not an age; write it like 7d, 12h, 30m or 2w",
+                          key="older-than")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def cmd_clean(args) -> int:
+    from .. import layout
+    from ..backend import open_backend
+    from ..job import load
+    from . import settings_of
+    from .jobs import list_jobs
+    if (args.job_id is None) == (args.older_than is None):
+        print("spmd: error: say what to clean: a JOB id, or --older-than AGE (e.g. 7d)",
+              file=sys.stderr)
+        return 2
+    backend = open_backend(settings_of(args))
+    verb = "would remove" if args.dry_run else "removed"
+    if args.job_id is not None:
+        chosen = [load(backend, args.job_id, watch=False).manifest]  # JobNotFound: exit 2
+        cutoff = None
+    else:
+        cutoff = time.time() - parse_age(args.older_than)
+        chosen = [m for m in list_jobs(backend) if m.created < cutoff]
+    skipped = 0
+    for manifest in chosen:
+        counts = load(backend, manifest.job_id, watch=False).status()
+        if counts[PENDING] or counts[RUNNING]:
+            print(f"skipped {manifest.job_id}: {counts[RUNNING]} tasks running, {counts[PENDING]} "
+                  f"pending; spmd cancel {manifest.job_id} first", file=sys.stderr)
+            skipped += 1
+            continue
+        prefix = layout.prefix(manifest.job_id)
+        n = len(list(backend.store.list(prefix))) if args.dry_run else backend.store.delete_prefix(prefix)
+        print(f"{verb} job {manifest.job_id} ({n} objects)")
+    if cutoff is not None:
+        for line in clean_images(cutoff, dry_run=args.dry_run):
+            print(line)
+    return 1 if skipped and args.job_id is not None else 0
+
+
+def clean_images(cutoff: float, *, dry_run: bool, label: str = MANAGED_LABEL) -> list[str]:
+    """Remove task images spmd built before cutoff that no container (running or not) uses.
+
+    ``label`` narrows the images further (tests use a label of their own on a shared engine);
+    only images that also carry spmd.managed are ever removed.
+    """
+    from datetime import datetime
+    try:
+        from .. import docker_engine
+        engine = docker_engine.client()
+        images = engine.images.list(filters={"label": [MANAGED_LABEL, label]})
+        # sparse: one list call, no inspect per container (one may be gone by then)
+        used = {c.attrs.get("ImageID") for c in engine.containers.list(all=True, sparse=True)}
+    except Exception as exc:  # no engine here: nothing local to clean
+        return [f"# task images not checked: {str(exc).splitlines()[0] if str(exc) else exc!r}"]
+    lines = []
+    for image in images:
+        created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").timestamp()
+        if image.id in used or created >= cutoff:
+            continue
+        name = ", ".join(image.tags) or image.short_id
+        if not dry_run:
+            from docker.errors import APIError
+            try:
+                engine.images.remove(image.id, noprune=False)
+            except APIError as exc:  # a container started meanwhile, or another tag needs it
+                lines.append(f"kept image {name}: {exc.explanation or exc}")
+                continue
+        lines.append(f"{'would remove' if dry_run else 'removed'} image {name}")
+    return lines
+
+
+def add_command(sub) -> None:
+    p = sub.add_parser("clean", help="remove finished jobs' data and unused task images",
+                       description=__doc__.split("\n\n")[0] + "\n\nNothing else is touched; "
+                       "a job still running is skipped.")
+    p.add_argument("job_id", nargs="?", metavar="JOB", help="the job to remove")
+    p.add_argument("--older-than", metavar="AGE",
+                   help="remove every finished job (and unused task image) older than AGE: 7d, 12h")
+    p.add_argument("--dry-run", action="store_true", help="print what would go, remove nothing")
+    p.set_defaults(func=cmd_clean)
