@@ -17,7 +17,8 @@ def test_is_a_stdlib_executor_with_knots_arguments(tmp_path):
     assert executor._knot.resources.vcpus == 2 and executor._knot.resources.retries == 1
     assert executor._knot.requirements == ("numpy",) and executor._knot.name == "pool"
     assert {"backend", "requirements", "base_image", "env", "vcpus", "memory", "timeout",
-            "retries", "infra_retries", "name", "profile", "config"} == set(knot_options)
+            "retries", "infra_retries", "name", "profile", "config", "network",
+            "system_packages"} == set(knot_options)
     executor.shutdown()
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
         executor.submit(pow, 2, 3)
