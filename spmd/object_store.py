@@ -3,6 +3,11 @@
 A backend implements five primitives; everything else is built on them here.
 ``put`` must be atomic: a reader sees the whole old object, the whole new one, or none.
 
+Three conveniences have a default here that a store may replace with a faster way:
+``put_parts`` (write a frame's parts without joining them first), ``get_view`` (bytes as a
+memoryview, e.g. a memory map, so large buffers are not copied) and ``list_after`` (keys
+after a given one, S3's ``StartAfter``, so a watcher does not re-list what it has seen).
+
     >>> store.put("jobs/j1/manifest.json", b"{}")
     >>> list(store.list("jobs/j1/"))
     ['jobs/j1/manifest.json']
@@ -11,7 +16,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 
 class ObjectStore(ABC):
@@ -41,7 +46,24 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object under key; no error when it is already gone."""
 
-    # Conveniences built on the primitives.
+    # Conveniences built on the primitives; a store may override them to go faster.
+
+    def put_parts(self, key: str, parts: Sequence) -> None:
+        """Write the concatenation of parts (bytes-like) under key, atomically, like ``put``.
+
+        The default joins them (one copy); a store that can write them one after the other
+        (a file) overrides this so large buffers are written from where they are.
+        """
+        self.put(key, b"".join(parts))
+
+    def get_view(self, key: str, start: int | None = None, end: int | None = None) -> memoryview:
+        """Like ``get``, as a memoryview; a store may return a view of mapped memory instead
+        of a copy. The view may be writable: writing to it never changes the object."""
+        return memoryview(self.get(key, start, end))
+
+    def list_after(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        """The keys of ``list(prefix)`` that sort after start_after ("" for all of them)."""
+        return (key for key in self.list(prefix) if key > start_after)
 
     def exists(self, key: str) -> bool:
         from .errors import ObjectNotFound

@@ -6,18 +6,22 @@ operations bypass the driver for plain file-system calls, each for a reason:
 ``put`` writes a temporary file and renames it (the driver writes in place, so a reader
 could see half an object); ranged ``get`` seeks (the driver reads the whole file to
 learn its size); ``list`` walks only the prefix's folder (the driver walks everything).
+``put_parts`` writes a frame's parts one after the other and ``get_view`` maps the file
+copy-on-write, so large buffers go between memory and the file without a copy.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from spmd.errors import ObjectNotFound, StoreError
 from spmd.stores import LibcloudStore
 
 CONTAINER = "spmd"
+MAP_AT_LEAST = 2**20  # smaller reads are read into memory; larger ones are memory-mapped
 
 
 class LocalStore(LibcloudStore):
@@ -44,12 +48,18 @@ class LocalStore(LibcloudStore):
         return self.root / CONTAINER / key
 
     def put(self, key: str, data: bytes) -> None:
+        self.put_parts(key, [data])
+
+    def put_parts(self, key: str, parts: Sequence) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            with os.fdopen(fd, "wb", buffering=0) as handle:
+                for part in parts:
+                    view = memoryview(part).cast("B")
+                    while view:
+                        view = view[handle.write(view):]
             os.chmod(tmp, 0o664)
             os.replace(tmp, target)
         except BaseException:
@@ -63,6 +73,24 @@ class LocalStore(LibcloudStore):
             with open(self.path(key), "rb") as handle:
                 handle.seek(start or 0)
                 return handle.read(-1 if end is None else max(0, end - (start or 0)))
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+
+    def get_view(self, key: str, start: int | None = None, end: int | None = None) -> memoryview:
+        try:
+            with open(self.path(key), "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                start = min(start or 0, size)
+                end = size if end is None else max(start, min(end, size))
+                if end - start < MAP_AT_LEAST:
+                    handle.seek(start)
+                    buffer = bytearray(end - start)
+                    handle.readinto(buffer)
+                    return memoryview(buffer)
+                # A private (copy-on-write) map: writable, and a write never reaches the file.
+                base = start - start % mmap.ALLOCATIONGRANULARITY
+                mapped = mmap.mmap(handle.fileno(), end - base, access=mmap.ACCESS_COPY, offset=base)
+                return memoryview(mapped)[start - base:]
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
 
