@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import spmd
+import spmd.testing
 from spmd.testing import functions, memory
 from spmd.testing.memory import Fault
 
@@ -143,3 +144,18 @@ def test_memory_backend_is_not_offered_unless_registered():
     names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout
     assert "'local'" in names and "memory" not in names
+
+
+class TestMemoryStore(spmd.testing.ObjectStoreContract):
+    """The memory store keeps the store contract, so tests built on it test the real thing."""
+
+    @pytest.fixture
+    def spmd_backend_name(self):
+        memory.register()
+        return "memory"
+
+    @pytest.fixture
+    def spmd_backend_config(self, request):
+        name = f"contract-{request.node.name}"
+        yield {"memory_store": name}
+        memory.forget(name)
