@@ -7,8 +7,10 @@ Docker, so every stage is measured by the same tracemalloc): the client writes t
 (function, a shard, the manifest), the worker runs the task (an identity function) and
 writes its output, the client reads the output back into a value. Each stage's peak of
 Python-tracked allocations (numpy's included) is printed as a multiple of the array's
-size: 0.00 means the stage copied nothing, 1.00 one whole copy. Memory maps and the
-kernel's page cache are not allocations: a read through a map is not a copy.
+size: 0.00 means the stage allocated nothing of the array's size, 1.00 one whole buffer.
+A read stage cannot go below 1.00: the bytes have to land somewhere. On the new path that
+one buffer is the memory the array is then built on; on the old one, the bytes read were
+unpickled into another copy (and a result was pickled inside the output's pickle).
 
 With ``SPMD_SOURCE=/path`` the same stages run on another checkout of spmd (e.g. the
 code before zero-copy payloads, ``git archive <commit> spmd spmd_local``).

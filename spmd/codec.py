@@ -11,8 +11,8 @@ never copied into the pickle stream::
 
 ``dumps_frame`` returns the frame as a list of parts (the buffers are views of the caller's
 memory), which ``ObjectStore.put_parts`` writes without joining them. ``loads_frame`` takes
-any bytes-like view, e.g. the local store's memory map, and hands the unpickler slices of
-it: the arrays are built on that memory, not copied. ``Pickled`` holds one value pickled
+any bytes-like view, e.g. the buffer the local store read the object into, and hands the
+unpickler slices of it: the arrays are built on that memory, not copied. ``Pickled`` holds one value pickled
 alone (a task's result), whose buffers travel out of band in the frame around it.
 
 The user's own modules that the task image does not hold (a file beside the script, a
@@ -236,9 +236,9 @@ def frame_size(parts: Sequence) -> int:
 def loads_frame(data) -> Any:
     """The value of a frame held in data (bytes, bytearray, memoryview, mmap).
 
-    Arrays are built on data's memory when it is writable (the local store maps files
-    copy-on-write); a read-only buffer is copied once, so every array comes back writable,
-    as an in-band pickle would make it. Data that is not a frame is read as a plain pickle.
+    Arrays are built on data's memory when it is writable (the local store reads into a
+    bytearray); a read-only buffer (bytes) is copied once, so every array comes back
+    writable, as an in-band pickle would make it. Data that is not a frame is read as a plain pickle.
     """
     view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
     if view.ndim != 1 or view.format != "B":

@@ -5,7 +5,7 @@ A backend implements five primitives; everything else is built on them here.
 
 Three conveniences have a default here that a store may replace with a faster way:
 ``put_parts`` (write a frame's parts without joining them first), ``get_view`` (bytes as a
-memoryview, e.g. a memory map, so large buffers are not copied) and ``list_after`` (keys
+memoryview of a buffer a value can be built on, so large buffers are not copied again) and ``list_after`` (keys
 after a given one, S3's ``StartAfter``, so a watcher does not re-list what it has seen).
 
     >>> store.put("jobs/j1/manifest.json", b"{}")
@@ -57,8 +57,9 @@ class ObjectStore(ABC):
         self.put(key, b"".join(parts))
 
     def get_view(self, key: str, start: int | None = None, end: int | None = None) -> memoryview:
-        """Like ``get``, as a memoryview; a store may return a view of mapped memory instead
-        of a copy. The view may be writable: writing to it never changes the object."""
+        """Like ``get``, as a memoryview; a store may read into a writable buffer of its own
+        (arrays unpickled from it are then built on it, not copied). Writing to the view
+        never changes the object."""
         return memoryview(self.get(key, start, end))
 
     def list_after(self, prefix: str, start_after: str = "") -> Iterator[str]:

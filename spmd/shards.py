@@ -7,7 +7,8 @@
 
 A task reads 16 bytes of the index and then its own payload: two range reads, whatever
 the size of the shard. Payloads are frames (``spmd.codec``) whose buffers are aligned
-within the frame; aligning each frame in the shard keeps them aligned in a memory map.
+within the frame; each frame starts aligned in the shard, so a read of the whole shard (or a
+memory map of it) keeps the buffers aligned too.
 """
 from __future__ import annotations
 

@@ -6,12 +6,11 @@ operations bypass the driver for plain file-system calls, each for a reason:
 ``put`` writes a temporary file and renames it (the driver writes in place, so a reader
 could see half an object); ranged ``get`` seeks (the driver reads the whole file to
 learn its size); ``list`` walks only the prefix's folder (the driver walks everything).
-``put_parts`` writes a frame's parts one after the other and ``get_view`` maps the file
-copy-on-write, so large buffers go between memory and the file without a copy.
+``put_parts`` writes a frame's parts one after the other and ``get_view`` reads straight into
+the buffer a value is then built on, so large buffers go between memory and the file once.
 """
 from __future__ import annotations
 
-import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -21,7 +20,6 @@ from spmd.errors import ObjectNotFound, StoreError
 from spmd.stores import LibcloudStore
 
 CONTAINER = "spmd"
-MAP_AT_LEAST = 2**20  # smaller reads are read into memory; larger ones are memory-mapped
 
 
 class LocalStore(LibcloudStore):
@@ -77,20 +75,22 @@ class LocalStore(LibcloudStore):
             raise ObjectNotFound(key) from exc
 
     def get_view(self, key: str, start: int | None = None, end: int | None = None) -> memoryview:
+        # One read straight into the buffer the value will live in (no memory map: a map
+        # holds a file descriptor for as long as any array built on it lives).
         try:
-            with open(self.path(key), "rb") as handle:
+            with open(self.path(key), "rb", buffering=0) as handle:
                 size = os.fstat(handle.fileno()).st_size
                 start = min(start or 0, size)
                 end = size if end is None else max(start, min(end, size))
-                if end - start < MAP_AT_LEAST:
-                    handle.seek(start)
-                    buffer = bytearray(end - start)
-                    handle.readinto(buffer)
-                    return memoryview(buffer)
-                # A private (copy-on-write) map: writable, and a write never reaches the file.
-                base = start - start % mmap.ALLOCATIONGRANULARITY
-                mapped = mmap.mmap(handle.fileno(), end - base, access=mmap.ACCESS_COPY, offset=base)
-                return memoryview(mapped)[start - base:]
+                handle.seek(start)
+                buffer = memoryview(bytearray(end - start))
+                done = 0
+                while done < len(buffer):
+                    n = handle.readinto(buffer[done:])
+                    if not n:
+                        break
+                    done += n
+                return buffer[:done]
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
 
