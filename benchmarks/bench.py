@@ -196,6 +196,11 @@ TIMEOUT = 900
 
 # -- the run ---------------------------------------------------------------------------------
 
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:400]
+
+
 def measure(runner, w: Workload, reps: int) -> tuple[float | None, str]:
     times = []
     want = None if w.check else expected(w)
@@ -206,7 +211,7 @@ def measure(runner, w: Workload, reps: int) -> tuple[float | None, str]:
             seconds = time.perf_counter() - started
         except Exception as exc:
             traceback.print_exc(limit=3)
-            return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            return None, first_line(exc)
         ok = w.check(list(out)) if w.check else list(out) == want
         if not ok:
             return None, "returned wrong results"
@@ -272,7 +277,7 @@ def main() -> None:
     if spmd_runner in chosen:  # the others may use its image (Lithops' container mode)
         chosen.remove(spmd_runner)
         chosen.append(spmd_runner)
-        spmd_runner.setup()
+        spmd_runner.setup()  # builds the image: an error here stops the run
 
     results: dict[tuple[str, str], float | None] = {}
     errors: dict[str, set[str]] = {}
@@ -282,8 +287,7 @@ def main() -> None:
             if runner is not spmd_runner:
                 runner.setup()
         except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            errors.setdefault(runner.name, set()).add(f"setup failed: {message}")
+            errors.setdefault(runner.name, set()).add(f"setup failed: {first_line(exc)}")
             continue
         try:
             for w in rows:
@@ -295,8 +299,12 @@ def main() -> None:
             runner.teardown()
     second = None
     if spmd_runner in chosen and (not args.only or "second" in args.only.split(",")):
-        second = statistics.median(spmd_runner.second_map_first_result(4 if args.smoke else 10)
-                                   for _ in range(reps))
+        try:
+            second = statistics.median(spmd_runner.second_map_first_result(
+                4 if args.smoke else 10) for _ in range(reps))
+        except Exception as exc:
+            traceback.print_exc(limit=3)
+            errors.setdefault(spmd_runner.name, set()).add(f"second: {first_line(exc)}")
 
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     mode = "SMOKE (1 repetition, a quarter of the sizes)" if args.smoke else f"median of {reps}"
