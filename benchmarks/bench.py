@@ -17,9 +17,10 @@ Workloads (each map's results are checked before its time counts):
 
 Runners: concurrent.futures.ProcessPoolExecutor(2); Dask LocalCluster (2 worker processes,
 1 thread each, started before timing); Lithops' localhost backend with its processes
-(runtime = this Python) and in its container mode (runtime = a Docker image: spmd's task
-image, which has numpy and cloudpickle); spmd's local backend with a store of its own and
-max_vcpus=2 (the task image is built before timing). Peers have no chunksize knob that
+(runtime = this Python) and in its container mode (runtime = an image that spmd's image
+builder makes offline with numpy and lithops installed: Lithops' runner needs its own
+dependencies in the image); spmd's local backend with a store of its own and max_vcpus=2
+(the task images are built before timing). Peers have no chunksize knob that
 changes their scheduling (pool.map's default is 1), so their "-1" rows are the same call.
 A runner that fails a workload shows "error" and the message is printed under the table.
 """
@@ -131,9 +132,11 @@ class Lithops:
         self.runtime = sys.executable
 
     def setup(self):
-        import lithops  # noqa: F401
+        import lithops
         if self.container:
-            self.runtime = spmd_image()
+            # Lithops runs its runner from the host in the image's python3, which must hold
+            # Lithops' dependencies: spmd's image builder makes one offline (wheels from here).
+            self.runtime = spmd_image(extra=(f"lithops=={lithops.__version__}",))
 
     def run(self, w: Workload) -> list:
         import lithops
@@ -158,8 +161,11 @@ def spmd_knot(func):
     return spmd.Knot(func, **_KNOT_OPTIONS)
 
 
-def spmd_image() -> str:
-    return spmd_knot(workloads.noop).ensure_image().reference
+def spmd_image(extra: tuple[str, ...] = ()) -> str:
+    import spmd
+    options = dict(_KNOT_OPTIONS)
+    options["requirements"] = [*options.get("requirements", ()), *extra]
+    return spmd.Knot(workloads.noop, **options).ensure_image().reference
 
 
 class Spmd:
@@ -314,8 +320,15 @@ def main() -> None:
         header += f" {args.note}"
     text = "\n".join([header, "", table(rows, chosen, results, second, reps, args.smoke)])
     if errors:
-        text += "\n\nErrors:\n\n" + "\n".join(f"- {name}: {e}" for name, es in errors.items()
-                                              for e in sorted(es))
+        lines = []
+        for name, found in errors.items():
+            by_message: dict[str, list[str]] = {}
+            for entry in sorted(found):
+                key, _, message = entry.partition(": ")
+                by_message.setdefault(message, []).append(key)
+            lines += [f"- {name} ({', '.join(keys)}): {message}"
+                      for message, keys in by_message.items()]
+        text += "\n\nErrors:\n\n" + "\n".join(lines)
     print("\n" + text)
     if args.readme:
         update_readme(args.readme, text)
