@@ -156,15 +156,24 @@ class Lithops:
 _KNOT_OPTIONS: dict = {}
 
 
+def knot_options() -> dict:
+    """spmd's Knot options of this run: a store of its own, 2 CPUs, numpy in the image."""
+    if not _KNOT_OPTIONS:
+        store = tempfile.mkdtemp(prefix="spmd-bench-")
+        _KNOT_OPTIONS.update(config={"store_dir": store, "max_vcpus": 2}, memory="1GiB",
+                             requirements=[f"numpy=={np.__version__}"])
+    return _KNOT_OPTIONS
+
+
 def spmd_knot(func):
     import spmd
-    return spmd.Knot(func, **_KNOT_OPTIONS)
+    return spmd.Knot(func, **knot_options())
 
 
 def spmd_image(extra: tuple[str, ...] = ()) -> str:
     import spmd
-    options = dict(_KNOT_OPTIONS)
-    options["requirements"] = [*options.get("requirements", ()), *extra]
+    options = dict(knot_options())
+    options["requirements"] = [*options["requirements"], *extra]
     return spmd.Knot(workloads.noop, **options).ensure_image().reference
 
 
@@ -172,9 +181,6 @@ class Spmd:
     name = "spmd (local)"
 
     def setup(self):
-        store = tempfile.mkdtemp(prefix="spmd-bench-")
-        _KNOT_OPTIONS.update(config={"store_dir": store, "max_vcpus": 2}, memory="1GiB",
-                             requirements=[f"numpy=={np.__version__}"])
         spmd_image()  # built (or found) before any timing
 
     def run(self, w: Workload) -> list:
@@ -280,7 +286,7 @@ def main() -> None:
                    "lithops-container": Lithops(True), "spmd": Spmd()}
     chosen = [all_runners[k] for k in args.runners.split(",")]
     spmd_runner = all_runners["spmd"]
-    if spmd_runner in chosen:  # the others may use its image (Lithops' container mode)
+    if spmd_runner in chosen:  # last, after the peers; its image is built first
         chosen.remove(spmd_runner)
         chosen.append(spmd_runner)
         spmd_runner.setup()  # builds the image: an error here stops the run
