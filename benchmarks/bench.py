@@ -232,7 +232,7 @@ def measure(runner, w: Workload, reps: int) -> tuple[float | None, str]:
     return statistics.median(times), ""
 
 
-def table(workload_rows, runners, results, second, reps, smoke) -> str:
+def table(workload_rows, runners, results, second) -> str:
     names = [r.name for r in runners]
     head = ["workload", *names, "spmd / pool", "spmd / Dask"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -324,7 +324,7 @@ def main() -> None:
               f"{platform.python_version()}; {mode}.")
     if args.note:
         header += f" {args.note}"
-    text = "\n".join([header, "", table(rows, chosen, results, second, reps, args.smoke)])
+    text = "\n".join([header, "", table(rows, chosen, results, second)])
     if errors:
         lines = []
         for name, found in errors.items():
