@@ -43,16 +43,14 @@ def open_store(url: str) -> ObjectStore:
 def load_job(store: ObjectStore, job_id: str) -> tuple[Manifest, Callable[..., Any]]:
     """The job's manifest and function, read and unpickled once per process."""
     key = (store.url, job_id)
-    with _jobs_lock:
-        if key in _jobs:
-            return _jobs[key]
-    manifest = Manifest.from_json(store.get(layout.manifest_key(job_id)))
-    func = codec.loads_frame(store.get_view(layout.function_key(job_id)))
-    with _jobs_lock:
-        while len(_jobs) >= _JOBS_KEPT:
-            _jobs.pop(next(iter(_jobs)))
-        _jobs[key] = (manifest, func)
-    return manifest, func
+    with _jobs_lock:  # held while loading: threads starting tasks at once read it once
+        if key not in _jobs:
+            manifest = Manifest.from_json(store.get(layout.manifest_key(job_id)))
+            func = codec.loads_frame(store.get_view(layout.function_key(job_id)))
+            while len(_jobs) >= _JOBS_KEPT:
+                _jobs.pop(next(iter(_jobs)))
+            _jobs[key] = (manifest, func)
+        return _jobs[key]
 
 
 def run_task(store: ObjectStore, job_id: str, task: int, attempt: int) -> bool:

@@ -159,3 +159,21 @@ class TestMemoryStore(spmd.testing.ObjectStoreContract):
         name = f"contract-{request.node.name}"
         yield {"memory_store": name}
         memory.forget(name)
+
+
+def test_worker_reads_manifest_and_function_once_per_process(knot):
+    k = knot(functions.square)
+    store = k.backend.store
+    reads = []
+    get = store.get
+
+    def counting_get(key, start=None, end=None):  # the memory store's get_view calls get
+        reads.append(key.rsplit("/", 1)[1])
+        return get(key, start, end)
+
+    store.get = counting_get
+    job = k.map(range(6), chunksize=1)
+    assert job.results(timeout=WAIT) == [x * x for x in range(6)]
+    # Six tasks ran in this process; load_job read the job's manifest and function once.
+    assert reads.count("manifest.json") == 1 and reads.count("function.pkl") == 1
+    assert reads.count("00000.bin") == 12  # each task: its index entry, then its payload
