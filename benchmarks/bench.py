@@ -133,6 +133,7 @@ class Lithops:
 
     def setup(self):
         import lithops
+        self.containers_before = lithops_containers()
         if self.container:
             # Lithops runs its runner from the host in the image's python3, which must hold
             # Lithops' dependencies: spmd's image builder makes one offline (wheels from here).
@@ -150,7 +151,19 @@ class Lithops:
             executor.clean()
 
     def teardown(self):
-        pass
+        # Lithops' container mode leaves its executors' containers running: remove the ones
+        # this run started.
+        left = lithops_containers() - self.containers_before
+        if left:
+            import subprocess
+            subprocess.run(["docker", "rm", "-f", *sorted(left)], capture_output=True)
+
+
+def lithops_containers() -> set[str]:
+    import subprocess
+    out = subprocess.run(["docker", "ps", "-a", "--filter", "name=lithops_", "--format",
+                          "{{.Names}}"], capture_output=True, text=True)
+    return set(out.stdout.split())
 
 
 _KNOT_OPTIONS: dict = {}
