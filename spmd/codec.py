@@ -1,5 +1,20 @@
 """Payload codec: cloudpickle for functions, inputs and results; remote exceptions carried back.
 
+Inputs and results travel as *frames*: pickle protocol 5 with out-of-band buffers, so a
+numpy array (anything exporting a contiguous buffer to pickle 5) is written as its raw bytes,
+never copied into the pickle stream::
+
+    offset 0   b"SPMDFRM1"  n_buffers (uint32)  pickle length (uint64)
+          20   n_buffers × (offset, length) (uint64 each), offsets from the frame's start
+           …   the pickle stream (buffers replaced by references)
+           …   each buffer, starting at a multiple of 64 bytes
+
+``dumps_frame`` returns the frame as a list of parts (the buffers are views of the caller's
+memory), which ``ObjectStore.put_parts`` writes without joining them. ``loads_frame`` takes
+any bytes-like view, e.g. the buffer the local store read the object into, and hands the
+unpickler slices of it: the arrays are built on that memory, not copied. ``Pickled`` holds one value pickled
+alone (a task's result), whose buffers travel out of band in the frame around it.
+
 The user's own modules that the task image does not hold (a file beside the script, a
 package under development) are pickled by value, so they travel with the function.
 A remote exception comes back as itself, with ``__cause__`` set to a RemoteTraceback
@@ -8,11 +23,13 @@ holding the task's traceback text (as concurrent.futures.process does).
 from __future__ import annotations
 
 import os
+import pickle
+import struct
 import sys
 import sysconfig
 import traceback
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import cloudpickle
 
@@ -105,10 +122,11 @@ def dumps_function(func: Callable) -> bytes:
             what=culprit or name) from exc
 
 
-def dumps_calls(calls: list[tuple[tuple, dict]], first_item: int) -> bytes:
-    """The pickled calls of one task; SerializationError naming the item that cannot be pickled."""
+def dumps_calls(calls: list[tuple[tuple, dict]], first_item: int) -> list:
+    """The calls of one task as frame parts; SerializationError naming the item that cannot be
+    pickled."""
     try:
-        return cloudpickle.dumps(calls)
+        return dumps_frame(calls)
     except Exception:
         for offset, call in enumerate(calls):
             try:
@@ -157,8 +175,121 @@ def rebuild_exception(record: dict) -> BaseException:
 
 
 def dumps(value: Any) -> bytes:
+    """value pickled in-band (small records: manifests' neighbours, exception records)."""
     return cloudpickle.dumps(value)
 
 
 def loads(data: bytes) -> Any:
-    return cloudpickle.loads(data)
+    """The value of ``dumps`` or of a frame (``loads_frame``), told apart by the frame's magic."""
+    return loads_frame(data)
+
+
+# -- frames: pickle protocol 5 with out-of-band buffers -----------------------------------
+
+FRAME_MAGIC = b"SPMDFRM1"
+ALIGN = 64
+_FRAME_HEAD = struct.Struct("<8sIQ")
+_SPAN = struct.Struct("<QQ")
+
+
+def _raw(buffer: pickle.PickleBuffer) -> memoryview:
+    try:
+        return buffer.raw()
+    except BufferError:  # not contiguous: the exporter did not promise one block of memory
+        return memoryview(bytes(buffer))
+
+
+def padding(size: int) -> int:
+    """Bytes that bring size up to the next multiple of ALIGN."""
+    return -size % ALIGN
+
+
+def dumps_frame(value: Any) -> list:
+    """value as a frame, in parts: header, pickle stream, then each out-of-band buffer aligned.
+
+    The buffers are views of value's own memory: nothing is copied until the parts are written.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    stream = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    raws = [_raw(b) for b in buffers]
+    head_size = _FRAME_HEAD.size + _SPAN.size * len(raws)
+    offset = head_size + len(stream)
+    spans, body = [], []
+    for raw in raws:
+        gap = padding(offset)
+        if gap:
+            body.append(bytes(gap))
+        offset += gap
+        spans.append((offset, raw.nbytes))
+        body.append(raw)
+        offset += raw.nbytes
+    head = _FRAME_HEAD.pack(FRAME_MAGIC, len(raws), len(stream)) + b"".join(
+        _SPAN.pack(*span) for span in spans)
+    return [head, stream, *body]
+
+
+def frame_size(parts: Sequence) -> int:
+    """How many bytes the parts hold together."""
+    return sum(memoryview(p).nbytes for p in parts)
+
+
+def loads_frame(data) -> Any:
+    """The value of a frame held in data (bytes, bytearray, memoryview, mmap).
+
+    Arrays are built on data's memory when it is writable (the local store reads into a
+    bytearray); a read-only buffer (bytes) is copied once, so every array comes back
+    writable, as an in-band pickle would make it. Data that is not a frame is read as a plain pickle.
+    """
+    view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    if view[:8] != FRAME_MAGIC:
+        return cloudpickle.loads(view)
+    _, n, stream_size = _FRAME_HEAD.unpack_from(view)
+    at = _FRAME_HEAD.size
+    buffers = []
+    for i in range(n):
+        start, size = _SPAN.unpack_from(view, at + i * _SPAN.size)
+        piece = view[start:start + size]
+        buffers.append(bytearray(piece) if view.readonly else piece)
+    at += n * _SPAN.size
+    return cloudpickle.loads(view[at:at + stream_size], buffers=buffers)
+
+
+class Pickled:
+    """One value pickled alone, its buffers kept out of band; ``load()`` gives the value back.
+
+    A task pickles each result this way (so an unpicklable result fails only its call);
+    inside a frame its buffers become the frame's own out-of-band buffers.
+    """
+
+    __slots__ = ("stream", "buffers")
+
+    def __init__(self, stream: bytes, buffers: Sequence = ()):
+        self.stream = stream
+        self.buffers = list(buffers)
+
+    @classmethod
+    def of(cls, value: Any) -> "Pickled":
+        buffers: list[pickle.PickleBuffer] = []
+        stream = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        return cls(stream, buffers)
+
+    def load(self) -> Any:
+        return cloudpickle.loads(self.stream, buffers=self.buffers)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.stream) + sum(memoryview(b).nbytes for b in self.buffers)
+
+    def __reduce_ex__(self, protocol):
+        if protocol < 5:
+            raise pickle.PicklingError("spmd.codec.Pickled needs pickle protocol 5")
+        return (_rebuild_pickled, (self.stream, *(pickle.PickleBuffer(b) for b in self.buffers)))
+
+    def __repr__(self) -> str:
+        return f"<Pickled {len(self.stream)} bytes + {len(self.buffers)} buffers>"
+
+
+def _rebuild_pickled(stream: bytes, *buffers) -> Pickled:
+    return Pickled(stream, buffers)

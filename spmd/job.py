@@ -1,8 +1,10 @@
 """Job: the client's view of one map, rebuilt from the store by ``attach``.
 
-    store: output/ prefix ──(one LIST per poll)──> new outputs ──> futures resolved
-    queue: states(handle) ──> RUNNING futures; tasks that ended without output ──>
-           TaskLost (with reason and log tail) or cancelled futures
+    queue: states(handle) ──┐
+    store: output/ listed after the last resolved task ──> outputs not yet read ──┤
+                                                      protocol.resolve(...) <─────┘
+        ──> futures: values / remote errors, TaskLost (with reason and log tail), cancelled;
+            RUNNING futures
 
 A watcher thread polls until every future is done. Nothing about the job lives only
 in this object: a Job in another process, made by ``attach(job_id)``, sees the same.
@@ -10,6 +12,7 @@ in this object: a Job in another process, made by ``attach(job_id)``, sees the s
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import threading
@@ -18,10 +21,10 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from . import codec, layout
+from . import codec, layout, protocol
 from .backend import Backend
-from .batch_queue import CANCELLED, PENDING, RUNNING, STATES, TERMINAL, TaskStatus
-from .errors import JobNotFound, ObjectNotFound, TaskLost, TaskOutOfMemory, TaskTimedOut
+from .batch_queue import PENDING, RUNNING, STATES, TERMINAL, TaskStatus
+from .errors import JobNotFound, ObjectNotFound
 from .future import Future
 from .layout import Manifest
 
@@ -32,7 +35,6 @@ log = logging.getLogger("spmd")
 
 LOG_TAIL_LINES = 30
 LOG_WAIT_SECONDS = 60
-_LOST = {"oom": TaskOutOfMemory, "timeout": TaskTimedOut}
 
 
 class Job:
@@ -47,7 +49,8 @@ class Job:
         self.uploads = None
         self._resolved: set[int] = set()
         self._retried: dict[int, int] = {}
-        self._nonfinal: dict[int, int] = {}
+        self._outputs: dict[int, protocol.TaskOutput | None] = {}  # latest read, unresolved tasks
+        self._read_at: dict[int, int] = {}  # the queue's attempt count when each was read
         self._states: dict[int, TaskStatus] = {}  # the queue's states at the last poll
         self._stop = threading.Event()
         self._polling = threading.Lock()  # the watcher's polls and cancel's last one
@@ -161,9 +164,11 @@ class Job:
 
     def provenance(self, index: int) -> dict:
         """Where and when the task of item index ran: start, end, attempt, peak memory, host, image."""
-        output = codec.loads(self.backend.store.get(
-            layout.output_key(self.id, self.manifest.task_of(index))))
-        return output["provenance"]
+        task = self.manifest.task_of(index)
+        output = protocol.read_output(self.backend.store, self.id, task)
+        if output is None:
+            raise ObjectNotFound(layout.output_key(self.id, task))
+        return dataclasses.asdict(output.provenance)
 
     def report(self) -> "Report":
         """One row per item: times, attempts and why each ended, peak memory, host, image
@@ -189,65 +194,55 @@ class Job:
             future._notify_if_cancelled()
 
     def _poll(self) -> None:
-        store, queue = self.backend.store, self.backend.queue
-        outputs = {layout.task_of_output_key(k): k for k in store.list(layout.output_prefix(self.id))}
-        statuses = queue.states(self.handle)
+        """Gather the inputs of ``protocol.resolve`` (queue states first, then the new outputs,
+        so an ended task's output is always listed) and apply what it decides."""
+        store, tasks = self.backend.store, range(self.manifest.n_tasks)
+        statuses = self.backend.queue.states(self.handle)
         self._states = dict(statuses)
-        for task in range(self.manifest.n_tasks):
-            if task in self._resolved:
-                continue
-            status = statuses.get(task, TaskStatus())
-            if status.state in (PENDING, RUNNING) and status.reason \
+        start = protocol.listing_start(self.id, tasks, self._resolved)
+        listed = [layout.task_of_output_key(k)
+                  for k in store.list_after(layout.output_prefix(self.id), start)]
+        for task in protocol.outputs_to_read(tasks, listed, statuses, self._read_at, self._resolved):
+            self._outputs[task] = protocol.read_output(store, self.id, task)
+            self._read_at[task] = statuses.get(task, TaskStatus()).attempts
+        self._log_retries(statuses)
+        step = protocol.resolve(tasks, self._outputs, statuses, self._resolved)
+        for resolution in step.resolutions:
+            self._apply(resolution)
+        for task in step.running:
+            for index in self.manifest.items_of(task):
+                self.futures[index]._mark_running()
+
+    def _log_retries(self, statuses: dict[int, TaskStatus]) -> None:
+        for task, status in statuses.items():
+            if status.state in (PENDING, RUNNING) and status.reason and task not in self._resolved \
                     and self._retried.get(task) != status.attempts:
                 self._retried[task] = status.attempts
                 log.info("job %s: task %d failed (%s); retrying (attempt %d)", self.id, task,
                          status.reason, status.attempts + (status.state == PENDING))
-            seen_nonfinal = self._nonfinal.get(task) == status.attempts
-            if (task in outputs and not seen_nonfinal) or status.state in TERMINAL:
-                output = self._output(task)
-                if output is not None and (output["final"] or status.state in TERMINAL):
-                    self._resolve_output(task, output)
-                elif output is None and status.state in TERMINAL:
-                    self._resolve_lost(task, status)
-                elif output is not None:
-                    # An attempt failed and a retry is due: read the output again only once
-                    # the queue reports another attempt or the end.
-                    self._nonfinal[task] = status.attempts
-            if status.state == RUNNING and task not in self._resolved:
-                for index in self.manifest.items_of(task):
-                    self.futures[index]._mark_running()
 
-    def _output(self, task: int) -> dict | None:
-        try:
-            return codec.loads(self.backend.store.get(layout.output_key(self.id, task)))
-        except ObjectNotFound:
-            return None
-
-    def _resolve_output(self, task: int, output: dict) -> None:
-        for index, (kind, payload) in zip(self.manifest.items_of(task), output["results"]):
-            future = self.futures[index]
-            if kind == "ok":
-                try:
-                    future._set(True, codec.loads(payload))
-                except Exception as exc:
-                    future._set(False, exc)
-            else:
-                future._set(False, codec.rebuild_exception(payload))
-        self._resolved.add(task)
-
-    def _resolve_lost(self, task: int, status: TaskStatus) -> None:
-        if status.lost == "cancelled" or status.state == CANCELLED:
-            for index in self.manifest.items_of(task):
+    def _apply(self, resolution: protocol.Resolution) -> None:
+        task, items = resolution.task, self.manifest.items_of(resolution.task)
+        if resolution.kind == "output":
+            for index, (kind, payload) in zip(items, resolution.output.results):
+                future = self.futures[index]
+                if kind == protocol.OK:
+                    try:
+                        future._set(True, payload.load())
+                    except Exception as exc:
+                        future._set(False, exc)
+                else:
+                    future._set(False, codec.rebuild_exception(payload))
+        elif resolution.kind == "cancelled":
+            for index in items:
                 self.futures[index]._cancel_remote()
         else:
             text = self.backend.queue.logs(self.handle, task)
             tail = "\n".join(text.rstrip().splitlines()[-LOG_TAIL_LINES:])
-            cls = _LOST.get(status.lost or "", TaskLost)
-            for index in self.manifest.items_of(task):
-                self.futures[index]._set(False, cls(status.reason or "ended without output",
-                                                    job_id=self.id, task=task, log_tail=tail,
-                                                    exit_code=status.exit_code))
+            for index in items:
+                self.futures[index]._set(False, resolution.lost_error(self.id, tail))
         self._resolved.add(task)
+        self._outputs.pop(task, None)  # the futures hold what they need
 
 
 def _futures_of(fs: Job | Iterable[concurrent.futures.Future]) -> list:

@@ -135,14 +135,15 @@ class Knot:
         store = self.backend.store
         data.send(store, uploads)  # only what the store lacks, after every check has passed
         job_id = layout.new_job_id(self.name)
-        per_shard = shards.plan([len(p) for p in payloads])
+        per_shard = shards.plan([codec.frame_size(p) for p in payloads])
         manifest = Manifest(job_id=job_id, name=self.name, backend=self.settings.backend,
                             profile=self.settings.profile, n_items=len(calls), chunksize=chunksize,
                             tasks_per_shard=per_shard, image=task_image.reference,
                             resources=self.resources)
         store.put(layout.function_key(job_id), function)
         for shard, start in enumerate(range(0, len(payloads), per_shard)):
-            store.put(layout.shard_key(job_id, shard), shards.pack(payloads[start:start + per_shard]))
+            store.put_parts(layout.shard_key(job_id, shard),
+                            shards.pack_parts(payloads[start:start + per_shard]))
         store.put(layout.manifest_key(job_id), manifest.to_json())
 
         handle = ""

@@ -5,6 +5,11 @@ A backend implements five primitives; everything else is built on them here.
 ``put_file``/``get_file`` stream files of any size; the defaults here keep memory bounded,
 and a backend overrides them with its native transfer (file copy, S3 multipart).
 
+Three conveniences have a default here that a store may replace with a faster way:
+``put_parts`` (write a frame's parts without joining them first), ``get_view`` (bytes as a
+memoryview of a buffer a value can be built on, so large buffers are not copied again) and ``list_after`` (keys
+after a given one, S3's ``StartAfter``, so a watcher does not re-list what it has seen).
+
     >>> store.put("jobs/j1/manifest.json", b"{}")
     >>> list(store.list("jobs/j1/"))
     ['jobs/j1/manifest.json']
@@ -16,7 +21,7 @@ import mmap
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 
 class ObjectStore(ABC):
@@ -46,7 +51,25 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object under key; no error when it is already gone."""
 
-    # Conveniences built on the primitives.
+    # Conveniences built on the primitives; a store may override them to go faster.
+
+    def put_parts(self, key: str, parts: Sequence) -> None:
+        """Write the concatenation of parts (bytes-like) under key, atomically, like ``put``.
+
+        The default joins them (one copy); a store that can write them one after the other
+        (a file) overrides this so large buffers are written from where they are.
+        """
+        self.put(key, b"".join(parts))
+
+    def get_view(self, key: str, start: int | None = None, end: int | None = None) -> memoryview:
+        """Like ``get``, as a memoryview; a store may read into a writable buffer of its own
+        (arrays unpickled from it are then built on it, not copied). Writing to the view
+        never changes the object."""
+        return memoryview(self.get(key, start, end))
+
+    def list_after(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        """The keys of ``list(prefix)`` that sort after start_after ("" for all of them)."""
+        return (key for key in self.list(prefix) if key > start_after)
 
     #: bytes per ranged read of the default ``get_file``
     transfer_chunk = 8 * 2**20

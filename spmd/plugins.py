@@ -88,11 +88,28 @@ def _load() -> pluggy.PluginManager:
             _broken[ep.name] = f"{type(exc).__name__}: {exc}"
             log.warning("spmd plugin %r failed to load: %s", ep.name, exc)
 
+    _collect(pm)
+    return pm
+
+
+def add_plugin(plugin: object, name: str) -> None:
+    """Register one more plugin at run time (idempotent). ``spmd.testing.memory`` uses it, so
+    its test backend exists only in the processes that ask for it."""
+    pm = manager()
+    with _lock:
+        if pm.get_plugin(name) is None:
+            pm.register(plugin, name=name)
+            _collect(pm, only=name)
+
+
+def _collect(pm: pluggy.PluginManager, only: str | None = None) -> None:
     # Each implementation is called with a register bound to its plugin's name, so an
     # error can say which plugin registered what.
     for hook_name, table in (("spmd_register_backends", _backends), ("spmd_register_stores", _stores),
                              ("spmd_register_commands", _commands)):
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            if only is not None and impl.plugin_name != only:
+                continue
             def register(name: str, target: str, install_hint: str = "", help: str = "",
                          _table=table, _plugin=impl.plugin_name) -> None:
                 _table[name] = Entry(name, target, install_hint, _plugin, help)
@@ -101,7 +118,6 @@ def _load() -> pluggy.PluginManager:
             except Exception as exc:
                 _broken[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
                 log.warning("spmd plugin %r failed in %s: %s", impl.plugin_name, hook_name, exc)
-    return pm
 
 
 def backend_names() -> list[str]:

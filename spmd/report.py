@@ -15,9 +15,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from . import codec, layout
+from . import codec, layout, protocol
 from .batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TaskStatus
-from .errors import ObjectNotFound
 from .units import format_bytes
 
 if TYPE_CHECKING:
@@ -178,10 +177,12 @@ def build(job: "Job") -> Report:
 
 
 def _output(job: "Job", task: int) -> dict | None:
-    try:
-        return codec.loads(job.backend.store.get(layout.output_key(job.id, task)))
-    except ObjectNotFound:
+    """The task's latest output as a plain record (provenance, results, final), or None."""
+    output = protocol.read_output(job.backend.store, job.id, task)
+    if output is None:
         return None
+    return {"provenance": asdict(output.provenance), "results": output.results,
+            "final": output.final}
 
 
 def _task_rows(job: "Job", task: int, status: TaskStatus, output: dict | None,

@@ -1,13 +1,15 @@
 """The task entry point: ``python -m spmd.worker``, run once per task in a container.
 
-    SPMD_STORE_URL, SPMD_JOB_ID ──> open store ──> manifest.json
+    SPMD_STORE_URL, SPMD_JOB_ID ──> open store ──> load_job: manifest.json + function.pkl
+                                                   (once per process, cached)
     AWS_BATCH_JOB_ARRAY_INDEX (+ SPMD_TASK_OFFSET) ──> task index ──> 2 range reads of its shard
-    function.pkl + calls ──> run each call, catching its exception
-    ──> output/<task>.pkl (values or exception records + provenance), written atomically
+    calls (a frame: arrays are views of the read, not copies) ──> run each, catching its error
+    ──> output/<task>.pkl: a TaskOutput frame (values' buffers written as they are), atomically
     exit 0 when every call succeeded, 1 otherwise (so the queue retries the task)
 
-On a retry, calls that succeeded in an earlier attempt are not run again.
-Nothing here prints the environment.
+A server that runs many tasks in one process (a warm container) calls ``load_job`` once and
+``run_task`` per task. On a retry, calls that succeeded in an earlier attempt are not run
+again. The names of the variables are in ``spmd.protocol``. Nothing here prints the environment.
 """
 from __future__ import annotations
 
@@ -16,82 +18,76 @@ import os
 import resource
 import socket
 import sys
+import threading
 import time
+from typing import Any, Callable
 
-from . import codec, layout, shards
-from .errors import ObjectNotFound
+from . import codec, layout, protocol, shards
 from .layout import Manifest
+from .object_store import ObjectStore
+from .protocol import ERROR, OK, Provenance, TaskOutput, attempt_number, task_index
+
+__all__ = ["attempt_number", "load_job", "main", "open_store", "run_task", "task_index"]
+
+_JOBS_KEPT = 8
+_jobs: dict[tuple[str, str], tuple[Manifest, Callable]] = {}
+_jobs_lock = threading.Lock()
 
 
-def open_store(url: str):
+def open_store(url: str) -> ObjectStore:
     """The ObjectStore for a URL, through the plugin registry."""
     from .plugins import store_class
     return store_class(url.split("://", 1)[0]).from_url(url)
 
 
-def task_index(environ=os.environ) -> int:
-    return int(environ["AWS_BATCH_JOB_ARRAY_INDEX"]) + int(environ.get("SPMD_TASK_OFFSET", "0"))
+def load_job(store: ObjectStore, job_id: str) -> tuple[Manifest, Callable[..., Any]]:
+    """The job's manifest and function, read and unpickled once per process."""
+    key = (store.url, job_id)
+    with _jobs_lock:  # held while loading: threads starting tasks at once read it once
+        if key not in _jobs:
+            manifest = Manifest.from_json(store.get(layout.manifest_key(job_id)))
+            func = codec.loads_frame(store.get_view(layout.function_key(job_id)))
+            while len(_jobs) >= _JOBS_KEPT:
+                _jobs.pop(next(iter(_jobs)))
+            _jobs[key] = (manifest, func)
+        return _jobs[key]
 
 
-def attempt_number(environ=os.environ) -> int:
-    return int(environ.get("AWS_BATCH_JOB_ATTEMPT") or environ.get("SPMD_ATTEMPT") or 1)
-
-
-_jobs: dict = {}
-
-
-def load_job(store, job_id: str):
-    """The job's manifest and function, read once per process (a warm server loads them
-    before it forks, so its tasks do not read them again)."""
-    if job_id not in _jobs:
-        manifest = Manifest.from_json(store.get(layout.manifest_key(job_id)))
-        _jobs[job_id] = (manifest, codec.loads(store.get(layout.function_key(job_id))))
-    return _jobs[job_id]
-
-
-def run_task(store, job_id: str, task: int, attempt: int) -> bool:
+def run_task(store: ObjectStore, job_id: str, task: int, attempt: int) -> bool:
     """Run one task's calls and write its output; True when every call succeeded."""
     started = time.time()
     manifest, func = load_job(store, job_id)
     shard, index = manifest.shard_of(task)
-    calls = codec.loads(shards.read(store, layout.shard_key(job_id, shard), index))
+    calls = codec.loads_frame(shards.read(store, layout.shard_key(job_id, shard), index))
 
     previous: list = [None] * len(calls)
     if attempt > 1:
-        try:
-            previous = codec.loads(store.get(layout.output_key(job_id, task)))["results"]
-        except ObjectNotFound:
-            pass
+        before = protocol.read_output(store, job_id, task)
+        if before is not None:
+            previous = before.results
 
-    results = []
+    results: list[protocol.CallResult] = []
     for (args, kwargs), before in zip(calls, previous):
-        if before is not None and before[0] == "ok":
+        if before is not None and before[0] == OK:
             results.append(before)
             continue
         try:
             # Each value is pickled alone: an unpicklable result fails only its own call.
-            results.append(("ok", codec.dumps(func(*args, **kwargs))))
+            results.append((OK, codec.Pickled.of(func(*args, **kwargs))))
         except Exception as exc:
             logging.getLogger("spmd").exception("call failed in task %d", task)
-            results.append(("error", codec.capture_exception(exc)))
+            results.append((ERROR, codec.capture_exception(exc)))
+    del calls  # the inputs' memory may go before the output is written
 
-    ok = all(status == "ok" for status, _ in results)
-    output = {
-        "task": task,
-        "attempt": attempt,
-        "final": ok or attempt >= manifest.max_attempts,
-        "results": results,
-        "provenance": {
-            "started": started,
-            "ended": time.time(),
-            "attempt": attempt,
-            "peak_memory": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "host": socket.gethostname(),
-            "image": os.environ.get("SPMD_IMAGE", ""),
-            "python": sys.version.split()[0],
-        },
-    }
-    store.put(layout.output_key(job_id, task), codec.dumps(output))
+    ok = all(kind == OK for kind, _ in results)
+    output = TaskOutput(
+        task=task, attempt=attempt, final=ok or attempt >= manifest.max_attempts, results=results,
+        provenance=Provenance(
+            started=started, ended=time.time(), attempt=attempt,
+            peak_memory=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            host=socket.gethostname(), image=os.environ.get(protocol.IMAGE, ""),
+            python=sys.version.split()[0]))
+    protocol.write_output(store, job_id, output)
     return ok
 
 
@@ -100,8 +96,8 @@ def main() -> int:
         from .serve import main as serve
         return serve(sys.argv[2:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s spmd.worker %(message)s")
-    store = open_store(os.environ["SPMD_STORE_URL"])
-    job_id = os.environ["SPMD_JOB_ID"]
+    store = open_store(os.environ[protocol.STORE_URL])
+    job_id = os.environ[protocol.JOB_ID]
     task, attempt = task_index(), attempt_number()
     logging.getLogger("spmd").info("job %s task %d attempt %d", job_id, task, attempt)
     return 0 if run_task(store, job_id, task, attempt) else 1

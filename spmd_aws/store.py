@@ -120,11 +120,15 @@ class S3Store(ObjectStore):
             return response["Body"].read()
 
     def list(self, prefix: str) -> Iterator[str]:
+        return self.list_after(prefix)
+
+    def list_after(self, prefix: str, start_after: str = "") -> Iterator[str]:
         # S3 lists keys in UTF-8 byte order, which is Python's order of str: already sorted.
         strip = len(self.prefix)
+        after = {"StartAfter": self.prefix + start_after} if start_after else {}
         with boundary(StoreError, f"listing {self._where(prefix)}"):
             pages = self.s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix + prefix,
+                Bucket=self.bucket, Prefix=self.prefix + prefix, **after,
                 PaginationConfig={"PageSize": self.page_size})
             for page in pages:
                 for item in page.get("Contents", ()):

@@ -6,6 +6,8 @@ and the tasks share one URL, ``file:///abs/path``). Three operations bypass the 
 ``put`` writes a temporary file and renames it (the driver writes in place, so a reader
 could see half an object); ranged ``get`` seeks (the driver reads the whole file to
 learn its size); ``list`` walks only the prefix's folder (the driver walks everything).
+``put_parts`` writes a frame's parts one after the other and ``get_view`` reads straight into
+the buffer a value is then built on, so large buffers go between memory and the file once.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from spmd.errors import ObjectNotFound, StoreError
 from spmd.stores import LibcloudStore
@@ -45,12 +47,19 @@ class DirectoryStore(LibcloudStore):
         return self.root / CONTAINER / key
 
     def put(self, key: str, data: bytes) -> None:
+        self.put_parts(key, [data])
+
+    def put_parts(self, key: str, parts: Sequence) -> None:
+        """Write a frame's parts one after the other into a temporary file, then rename."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            with os.fdopen(fd, "wb", buffering=0) as handle:
+                for part in parts:
+                    view = memoryview(part).cast("B")
+                    while view:
+                        view = view[handle.write(view):]
             os.chmod(tmp, 0o664)
             os.replace(tmp, target)
         except BaseException:
@@ -93,6 +102,26 @@ class DirectoryStore(LibcloudStore):
             with open(self.path(key), "rb") as handle:
                 handle.seek(start or 0)
                 return handle.read(-1 if end is None else max(0, end - (start or 0)))
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+
+    def get_view(self, key: str, start: int | None = None, end: int | None = None) -> memoryview:
+        # One read straight into the buffer the value will live in (no memory map: a map
+        # holds a file descriptor for as long as any array built on it lives).
+        try:
+            with open(self.path(key), "rb", buffering=0) as handle:
+                size = os.fstat(handle.fileno()).st_size
+                start = min(start or 0, size)
+                end = size if end is None else max(start, min(end, size))
+                handle.seek(start)
+                buffer = memoryview(bytearray(end - start))
+                done = 0
+                while done < len(buffer):
+                    n = handle.readinto(buffer[done:])
+                    if not n:
+                        break
+                    done += n
+                return buffer[:done]
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
 

@@ -31,7 +31,8 @@ whole test file can be::
                             image, or its refusal on backends without images)
 
 Fixtures: see ``spmd.testing.fixtures``. The functions tasks run are in
-``spmd.testing.functions``.
+``spmd.testing.functions``. ``spmd.testing.memory`` is an in-memory backend ("memory", after
+``spmd.testing.memory.register()``) for testing the core's job logic without Docker.
 
 Importing ``spmd.testing`` needs no pytest: the classes are loaded on first use, so a task
 (which has no pytest) can import ``spmd.testing.functions``.

@@ -1,4 +1,5 @@
-"""ObjectStore alone: bytes by key, atomic put, range get, sorted prefix listing, delete.
+"""ObjectStore alone: bytes by key, atomic put, range get, sorted prefix listing, delete,
+and the conveniences a store may override (``put_parts``, ``get_view``, ``list_after``).
 
 Needs only the ``spmd_store`` fixture (by default the backend's store), so a store that
 is not part of a backend (``spmd.stores.LibcloudStore`` over some driver) can run it too.
@@ -176,3 +177,29 @@ class ObjectStoreContract(BackendFixtures):
         with pytest.raises(spmd.ObjectNotFound):
             spmd_store.get_file(f"{spmd_scratch}files/none", folder / "x")
         assert list(folder.iterdir()) == []  # neither the file nor a temporary one
+
+    def test_store_put_parts_get_view_and_list_after(self, spmd_store, spmd_scratch):
+        # A frame's parts are written as one object; a view reads it (or a range) back.
+        key = f"{spmd_scratch}frame"
+        big = bytes(range(256)) * (3 * MB // 256)
+        parts = [b"head", memoryview(big), bytearray(b"tail")]
+        spmd_store.put_parts(key, parts)
+        whole = b"head" + big + b"tail"
+        assert spmd_store.get(key) == whole
+        assert bytes(spmd_store.get_view(key)) == whole
+        assert bytes(spmd_store.get_view(key, 4, 4 + MB)) == big[:MB]
+        assert bytes(spmd_store.get_view(key, len(whole) - 4)) == b"tail"
+        view = spmd_store.get_view(key, 0, 8)
+        if not view.readonly:  # a writable view is private: writing to it changes no object
+            view[0] = ord("H")
+            assert spmd_store.get(key, 0, 1) == b"h"
+        with pytest.raises(spmd.ObjectNotFound):
+            spmd_store.get_view(f"{spmd_scratch}missing")
+        # Listing after a key gives only the keys sorted after it.
+        keys = [f"{spmd_scratch}out/{i:06d}.pkl" for i in range(5)]
+        for k in keys:
+            spmd_store.put(k, b"1")
+        prefix = f"{spmd_scratch}out/"
+        assert list(spmd_store.list_after(prefix, keys[1])) == keys[2:]
+        assert list(spmd_store.list_after(prefix, "")) == keys
+        assert list(spmd_store.list_after(prefix, keys[-1])) == []

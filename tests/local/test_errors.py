@@ -131,14 +131,14 @@ def test_output_of_a_failed_attempt_is_read_once_per_attempt(local, engine):
     knot = spmd.Knot(flaky, retries=2, config=local)
     store = knot.backend.store
     reads = []
-    original = store.get
+    original = store.get_view
 
-    def counting_get(key, start=None, end=None):
+    def counting_view(key, start=None, end=None):
         if "/output/" in key:
             reads.append(key)
         return original(key, start, end)
 
-    store.get = counting_get  # the job's watcher reads through this same store object
+    store.get_view = counting_view  # the job's watcher reads outputs through this store object
     job = knot.map([7])
     assert job.results(timeout=300) == [(7, 3)]
     assert 1 <= len(reads) <= 3 + 1  # at most once per attempt, plus one race at the end
