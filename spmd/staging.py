@@ -29,8 +29,13 @@ class Staged:
         return f"Staged({self.func!r})"
 
     def __call__(self, _spmd_index: int, /, *args: Any, **kwargs: Any) -> Any:
-        store = data.store_at(os.environ["SPMD_STORE_URL"])
-        item = data.ItemContext(store, os.environ["SPMD_JOB_ID"], _spmd_index)
+        from .worker import current_task
+        task = current_task()
+        if task is None:  # called by a runner other than spmd.worker: the task's environment
+            store, job_id = data.store_at(os.environ["SPMD_STORE_URL"]), os.environ["SPMD_JOB_ID"]
+        else:
+            store, job_id = task
+        item = data.ItemContext(store, job_id, _spmd_index)
         data.set_current(item)
         try:
             def local(ref):

@@ -27,7 +27,7 @@ from .layout import Manifest
 from .object_store import ObjectStore
 from .protocol import ERROR, OK, Provenance, TaskOutput, attempt_number, task_index
 
-__all__ = ["attempt_number", "load_job", "main", "open_store", "run_task", "task_index"]
+__all__ = ["attempt_number", "current_task", "load_job", "main", "open_store", "run_task", "task_index"]
 
 _JOBS_KEPT = 8
 _jobs: dict[tuple[str, str], tuple[Manifest, Callable]] = {}
@@ -53,8 +53,25 @@ def load_job(store: ObjectStore, job_id: str) -> tuple[Manifest, Callable[..., A
         return _jobs[key]
 
 
+_current = threading.local()
+
+
+def current_task() -> tuple[ObjectStore, str] | None:
+    """The store and job id of the task this thread is running (for code around the user's
+    function, such as spmd's staging of data references); None outside a task."""
+    return getattr(_current, "task", None)
+
+
 def run_task(store: ObjectStore, job_id: str, task: int, attempt: int) -> bool:
     """Run one task's calls and write its output; True when every call succeeded."""
+    _current.task = (store, job_id)
+    try:
+        return _run_task(store, job_id, task, attempt)
+    finally:
+        _current.task = None
+
+
+def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int) -> bool:
     started = time.time()
     manifest, func = load_job(store, job_id)
     shard, index = manifest.shard_of(task)
