@@ -2,6 +2,7 @@
 
     queue ──env──> task:  AWS_BATCH_JOB_ARRAY_INDEX (+ SPMD_TASK_OFFSET) = task index
                           SPMD_ATTEMPT (or AWS_BATCH_JOB_ATTEMPT) = attempt, from 1
+                          SPMD_INFRA_LOST = earlier attempts lost to infrastructure
                           SPMD_STORE_URL, SPMD_JOB_ID, SPMD_IMAGE
     task ──store──> client:  output/<task>.pkl, a TaskOutput frame (results per call,
                              attempt, final, provenance), written atomically
@@ -31,9 +32,10 @@ BATCH_ATTEMPT = "AWS_BATCH_JOB_ATTEMPT"    # AWS Batch's own attempt number, pre
 STORE_URL = "SPMD_STORE_URL"
 JOB_ID = "SPMD_JOB_ID"
 IMAGE = "SPMD_IMAGE"
+INFRA_LOST = "SPMD_INFRA_LOST"             # earlier attempts lost to infrastructure (not the code's)
 
 #: variables that belong to one task and must not leak from a parent into another task
-PER_TASK = (ARRAY_INDEX, TASK_OFFSET, ATTEMPT, BATCH_ATTEMPT)
+PER_TASK = (ARRAY_INDEX, TASK_OFFSET, ATTEMPT, BATCH_ATTEMPT, INFRA_LOST)
 
 
 def task_index(environ: Mapping[str, str] = os.environ) -> int:
@@ -46,10 +48,18 @@ def attempt_number(environ: Mapping[str, str] = os.environ) -> int:
     return int(environ.get(BATCH_ATTEMPT) or environ.get(ATTEMPT) or 1)
 
 
-def task_environment(env: Mapping[str, str], task: int, attempt: int, image: str = "") -> dict:
+def infra_lost(environ: Mapping[str, str] = os.environ) -> int:
+    """How many earlier attempts the queue lost to infrastructure: they do not count against
+    ``retries``, so the worker's ``final`` flag leaves them out."""
+    return int(environ.get(INFRA_LOST) or 0)
+
+
+def task_environment(env: Mapping[str, str], task: int, attempt: int, image: str = "",
+                     lost_to_infrastructure: int = 0) -> dict:
     """env (the ArraySpec's) plus what one attempt of one task reads: for a queue that
     starts tasks itself."""
-    return {**env, ARRAY_INDEX: str(task), ATTEMPT: str(attempt), IMAGE: image}
+    return {**env, ARRAY_INDEX: str(task), ATTEMPT: str(attempt), IMAGE: image,
+            INFRA_LOST: str(lost_to_infrastructure)}
 
 
 # -- what a task writes -----------------------------------------------------------------------

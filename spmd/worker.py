@@ -62,16 +62,22 @@ def current_task() -> tuple[ObjectStore, str] | None:
     return getattr(_current, "task", None)
 
 
-def run_task(store: ObjectStore, job_id: str, task: int, attempt: int) -> bool:
-    """Run one task's calls and write its output; True when every call succeeded."""
+def run_task(store: ObjectStore, job_id: str, task: int, attempt: int,
+             infra_lost: int | None = None) -> bool:
+    """Run one task's calls and write its output; True when every call succeeded.
+
+    ``infra_lost`` (default: from the task's environment) is how many earlier attempts were
+    lost to infrastructure; the output is final on the last attempt ``retries`` allows."""
     _current.task = (store, job_id)
+    if infra_lost is None:
+        infra_lost = protocol.infra_lost()
     try:
-        return _run_task(store, job_id, task, attempt)
+        return _run_task(store, job_id, task, attempt, infra_lost)
     finally:
         _current.task = None
 
 
-def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int) -> bool:
+def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int, infra_lost: int) -> bool:
     started = time.time()
     manifest, func = load_job(store, job_id)
     shard, index = manifest.shard_of(task)
@@ -98,7 +104,7 @@ def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int) -> bool:
 
     ok = all(kind == OK for kind, _ in results)
     output = TaskOutput(
-        task=task, attempt=attempt, final=ok or attempt >= manifest.max_attempts, results=results,
+        task=task, attempt=attempt, final=ok or attempt - infra_lost >= manifest.max_attempts, results=results,
         provenance=Provenance(
             started=started, ended=time.time(), attempt=attempt,
             peak_memory=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

@@ -26,7 +26,7 @@ import traceback
 from dataclasses import asdict, replace
 from typing import Callable
 
-from spmd import layout
+from spmd import layout, protocol
 from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TaskStatus
 from spmd.errors import ObjectNotFound
 from spmd.units import format_bytes
@@ -165,8 +165,8 @@ class Scheduler:
             # A retry keeps the reason the previous attempt failed, for the client's log.
             reason = self.tasks[task].reason if attempt > 1 else ""
             self.tasks[task] = TaskStatus(RUNNING, attempt, None, reason, started=time.time())
-            env[task] = {**self.spec["env"], "AWS_BATCH_JOB_ARRAY_INDEX": str(task),
-                         "SPMD_ATTEMPT": str(attempt), "SPMD_IMAGE": self.spec["image"]}
+            env[task] = protocol.task_environment(self.spec["env"], task, attempt, self.spec["image"],
+                                                  self.infra_lost.get(task, 0))
         for task, outcome in self.runner.start(batch, env).items():
             log.error("cannot start task %d: %s", task, outcome.reason)
             self.end(task, outcome)

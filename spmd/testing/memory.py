@@ -167,7 +167,7 @@ class MemoryQueue(BatchQueue):
             return
         from spmd.worker import run_task
         try:
-            ok = run_task(self.store, handle, task, attempt)
+            ok = run_task(self.store, handle, task, attempt, array.infra_losses.get(task, 0))
             status = TaskStatus(SUCCEEDED, attempt, 0) if ok else \
                 TaskStatus(FAILED, attempt, 1, "exited with code 1", "error")
             self._log(handle, task, attempt, "" if ok else "a call failed\n")

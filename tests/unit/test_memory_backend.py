@@ -84,6 +84,27 @@ def test_infrastructure_losses_have_their_own_budget(knot):
     assert type(exc) is spmd.TaskLost and "Docker engine restarted" in str(exc)
 
 
+def test_an_error_after_an_infrastructure_loss_still_gets_its_retry(knot, tmp_path):
+    # Attempt 1 lost to infrastructure, attempt 2 a user error, attempt 3 (retries=1) succeeds:
+    # attempt 2's output must not be taken as final, or the future ends with its error.
+    record = tmp_path / "calls"
+
+    def fails_first_time(x):
+        with open(record, "a") as handle:
+            handle.write("call\n")
+        if record.read_text().count("call") == 1:
+            raise RuntimeError("first call fails")
+        import time
+        time.sleep(1)  # the client polls meanwhile and sees attempt 2's output
+        return x
+
+    k = knot(fails_first_time, retries=1, infra_retries=1)
+    k.backend.queue.faults.update({0: {1: Fault("infrastructure", "host lost")}})
+    job = k.map([7], chunksize=1)
+    assert job.results(timeout=WAIT) == [7]
+    assert record.read_text().count("call") == 2
+
+
 def test_retry_keeps_the_values_of_calls_that_succeeded(knot, tmp_path):
     record = tmp_path / "calls"
 

@@ -17,11 +17,13 @@ class ScriptedRunner(Runner):
         self.running = {}
         self.killed = []
         self.attempts = []
+        self.infra_lost_seen = []
 
     def start(self, attempts, env):
         for task, attempt in attempts:
             assert env[task]["SPMD_ATTEMPT"] == str(attempt)
             self.attempts.append((task, attempt))
+            self.infra_lost_seen.append((task, attempt, env[task]["SPMD_INFRA_LOST"]))
             self.running[task] = (self.plans[task].pop(0), time.monotonic())
         return {}
 
@@ -69,6 +71,12 @@ def test_user_errors_and_infrastructure_losses_have_separate_budgets(tmp_path):
     assert state["done"] and state["infra_lost"] == {"0": 1, "1": 1}
     log = DirectoryStore(tmp_path).get("jobs/job-1/logs/000000.log").decode()
     assert "--- spmd: attempt 2 ---" in log and "the engine restarted" in log and "fine" in log
+
+
+def test_each_attempt_learns_how_many_earlier_ones_infrastructure_lost(tmp_path):
+    # The worker leaves those out when it decides whether its output is the final one.
+    _, runner, _ = run(tmp_path, {0: ["lost", "error", "ok"]}, retries=1, infra_retries=1)
+    assert runner.infra_lost_seen == [(0, 1, "0"), (0, 2, "1"), (0, 3, "1")]
 
 
 def test_a_timeout_is_killed_and_never_retried(tmp_path):
