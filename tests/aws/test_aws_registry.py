@@ -73,3 +73,28 @@ def test_publish_pushes_to_the_configured_address_and_untags_it_here(aws_config,
     with urllib.request.urlopen(f"http://{registry}/v2/{aws_config['stack']}-tasks/tags/list") as r:
         assert json.loads(r.read())["tags"] == ["v1"]
     assert reference not in [t for image in engine.images.list() for t in image.tags]
+
+
+def test_only_ecr_addresses_are_ecr():
+    from spmd_aws.registry import is_ecr
+    assert is_ecr("123456789012.dkr.ecr.us-east-1.amazonaws.com")
+    assert is_ecr("vpce-0a1b-abcd.dkr.ecr.us-east-1.vpce.amazonaws.com")
+    assert not is_ecr("127.0.0.1:5000") and not is_ecr("ghcr.io/lab")
+    assert not is_ecr("registry.lab.example.org")
+
+
+@pytest.mark.docker
+def test_another_registry_is_asked_itself_and_never_gets_the_ecr_token(aws_config, registry,
+                                                                        engine, calls):
+    clients = Clients(REGION, aws_config["endpoint_url"])
+    other = EcrRegistry(clients, Stack(aws_config["stack"]), address=registry)
+    assert other.credentials() is None  # the engine's own login for that registry
+    assert not other.exists("v1")
+    _tiny_image(engine, "spmd-test-other:v1")
+    try:
+        other.publish("spmd-test-other:v1", "v1")
+    finally:
+        engine.images.remove("spmd-test-other:v1", noprune=True)
+    # pushed there, so found there: the next map builds and pushes nothing
+    assert other.exists("v1") and not other.exists("v2")
+    assert [(s, op) for s, op, _ in calls.calls if s == "ecr"] == []
