@@ -243,7 +243,8 @@ class Harness:
 
     def record(self, params, model, **_):
         """Every request as spmd_aws made it."""
-        self.calls.append((model.service_model.service_name, model.name, copy.deepcopy(params)))
+        params = {k: v if k == "Body" else copy.deepcopy(v) for k, v in params.items()}
+        self.calls.append((model.service_model.service_name, model.name, params))
 
     def container_overrides(self, backend, job_def_id: str, job_queue: str, overrides) -> dict:
         """The job's command behind SHIM, and in its env what SHIM needs and credentials.
