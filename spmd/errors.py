@@ -91,6 +91,14 @@ class BaseImageError(ImageError):
         super().__init__(message)
 
 
+class PlatformError(ImageError):
+    """The engine cannot build a task image for the platform (CPU) the tasks run on."""
+
+    def __init__(self, message: str, *, platform: str):
+        self.platform = platform
+        super().__init__(message)
+
+
 class RequirementError(ImageError, ValueError):
     """A requirement cannot be resolved into a wheel for the image's platform."""
 

@@ -49,6 +49,10 @@ class AwsBackend(Backend):
     def capacity(self) -> Capacity:
         return Capacity(vcpus=self.opts.max_vcpus, memory=self.opts.memory)
 
+    def image_platform(self) -> str:
+        """Batch runs x86_64 unless architecture = "arm64" (Graviton)."""
+        return {"x86_64": "linux/amd64", "arm64": "linux/arm64"}[self.opts.architecture]
+
     def describe(self) -> str:
         where = f"s3://{self.opts.bucket}/{self.opts.prefix}"
         return f"aws backend (stack {self.opts.stack.name}, {self.opts.stack.kind}, store {where})"
