@@ -37,6 +37,11 @@ def cmd_status(args) -> int:
     counts = job.status()
     print(f"{job.id}: {len(job)} items in {job.manifest.n_tasks} tasks on {job.manifest.backend}")
     print("  ".join(f"{state.lower()}={n}" for state, n in counts.items()))
+    if counts["PENDING"]:  # why tasks wait, when the queue says (e.g. MISCONFIGURATION:...)
+        states = job.backend.queue.states(job.handle) if job.handle else {}
+        for reason in dict.fromkeys(s.reason for s in states.values()
+                                    if s.state == "PENDING" and s.reason and not s.attempts):
+            print(f"waiting: {reason}")
     return 0
 
 

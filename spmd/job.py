@@ -41,6 +41,7 @@ class Job:
         self._resolved: set[int] = set()
         self._retried: dict[int, int] = {}
         self._nonfinal: dict[int, int] = {}
+        self._waiting_logged: set[str] = set()
         self._stop = threading.Event()
         self._interval = backend.settings.get("poll_interval") or backend.poll_interval
         self._watcher = threading.Thread(target=self._watch, daemon=True,
@@ -144,7 +145,11 @@ class Job:
             if task in self._resolved:
                 continue
             status = statuses.get(task, TaskStatus())
-            if status.state in (PENDING, RUNNING) and status.reason \
+            if status.state == PENDING and status.reason and not status.attempts:
+                if status.reason not in self._waiting_logged:  # e.g. MISCONFIGURATION:...
+                    self._waiting_logged.add(status.reason)
+                    log.warning("job %s: tasks wait to be placed: %s", self.id, status.reason)
+            elif status.state in (PENDING, RUNNING) and status.reason \
                     and self._retried.get(task) != status.attempts:
                 self._retried[task] = status.attempts
                 log.info("job %s: task %d failed (%s); retrying (attempt %d)", self.id, task,
