@@ -1,7 +1,11 @@
 """API economy: a map of 25,000 items with chunksize=1, counted with botocore's event hooks.
 
 moto's Batch is told not to run containers here (``batch.use_docker = false``): its
-children succeed at once, which is all the counting needs.
+children succeed at once, which is all the counting needs. For the failure path, a hook
+in the client process reports every tenth task (2,500) as AWS reports a task whose code
+exited 1 (FAILED, "Essential container in task exited", exit code 1, a log stream), so
+the counts cover reading their states and their logs; moto cannot fail a task without
+containers.
 """
 import json
 import subprocess
@@ -31,13 +35,46 @@ CLIENT = textwrap.dedent("""
     knot = spmd.Knot(lambda x: x + 1, backend="aws", base_image=base_image, config=config)
     job = knot.map(range(%d), chunksize=1)
     calls = dict(counts)
-    watched = len(job.backend.queue.states(job.handle))  # what each poll reads, for the peak
+    queue = job.backend.queue
+    watched = len(queue.states(job.handle))  # what each poll reads, for the peak
+
+    # Every tenth task fails as AWS reports an exit code 1 (see the module's docstring).
+    offsets = {job_id: offset for job_id, offset, _ in json.loads(job.handle)["jobs"]}
+
+    def failing(job_id):
+        parent, _, index = job_id.partition(":")
+        return bool(index) and (offsets.get(parent, 0) + int(index)) %% 10 == 0
+
+    def fail(parsed, **_):
+        for record in parsed.get("jobs", parsed.get("jobSummaryList", ())):
+            if failing(record["jobId"]) and record.get("status") == "SUCCEEDED":
+                stream = "spmd/default/" + record["jobId"].replace(":", "-")
+                record.update(status="FAILED", statusReason="Essential container in task exited",
+                              container={"exitCode": 1, "logStreamName": stream},
+                              attempts=[{"container": {"exitCode": 1, "logStreamName": stream}}])
+    events = spmd_aws.aws.session().events
+    events.register("after-call.batch.ListJobs", fail)
+    events.register("after-call.batch.DescribeJobs", fail)
+    phases = {}
+    for phase in ("first poll", "next poll"):
+        counts.clear()
+        states = queue.states(job.handle)
+        phases[phase] = dict(counts)
+    lost = sorted(t for t, s in states.items() if s.state == "FAILED")
+    counts.clear()
+    for task in lost:
+        queue.logs(job.handle, task)
+    phases["logs of the lost tasks"] = dict(counts)
+    counts.clear()
+    queue.cancel(job.handle)
+    phases["cancel"] = dict(counts)
     # VmHWM: this process's peak resident memory since it started (ru_maxrss would also
     # count the parent's memory at the fork)
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
     print(json.dumps({"calls": calls, "handle": job.handle, "tasks": job.manifest.n_tasks,
-                      "watched": watched, "peak_bytes": peak}))
+                      "watched": watched, "peak_bytes": peak, "phases": phases,
+                      "lost": len(lost)}))
     sys.stdout.flush()
     os._exit(0)  # the watcher thread would go on polling
 """ % N_ITEMS)
@@ -64,6 +101,16 @@ def test_25000_items_take_few_requests_and_little_memory(e2e_config, base_image,
     assert used["batch.SubmitJob"] <= 3
     assert used.get("s3.PutObject", 0) <= 30
     assert result["peak_bytes"] < 300 * 2**20
+
+    # 2,500 failed: described once (100 per request), then read from the cache; their logs
+    # one tail request each; cancel one request per array.
+    phases = result["phases"]
+    print("API calls after the map:", json.dumps(phases, sort_keys=True))
+    assert result["lost"] == 2500
+    assert phases["first poll"] == {"batch.ListJobs": 9, "batch.DescribeJobs": 25}
+    assert phases["next poll"] == {"batch.ListJobs": 9}
+    assert phases["logs of the lost tasks"] == {"logs.GetLogEvents": 2500}
+    assert phases["cancel"] == {"batch.TerminateJob": 3}
 
     # Three arrays of at most 10,000 children cover the 25,000 tasks, each offset once.
     jobs = json.loads(result["handle"])["jobs"]

@@ -213,3 +213,19 @@ def test_job_definitions_are_registered_once_and_found_again(aws_config, calls):
     assert calls.count("batch", "RegisterJobDefinition") == 0
     assert other.definition_arn(spec(timeout=300)) != arn
     assert calls.count("batch", "RegisterJobDefinition") == 1
+
+
+def test_submit_limits_are_checked_before_any_aws_call(aws_config, calls):
+    from spmd_aws.config import AwsSettings
+    opts = AwsSettings.from_settings(settings_of(aws_config))
+    big = ArraySpec(job_id="j-1", image="reg/repo:abc", command=COMMAND, n_tasks=20_000,
+                    resources=Resources(), env={"SMALL": "x", "TABLE": "y" * 31_000})
+    with pytest.raises(ResourceError, match=r"at most 30720 \(30 KiB\).*'TABLE'"):
+        AwsBatchQueue(opts).submit(big)
+    fits = ArraySpec(job_id="j-1", image="reg/repo:abc", command=COMMAND, n_tasks=2,
+                     resources=Resources(), env={"TABLE": "y" * 20_000})
+    AwsBatchQueue(opts).check(fits)  # 20 KB of env still fits
+    gpu_fargate = AwsSettings.from_settings(settings_of({**aws_config, "fargate": True, "gpus": 1}))
+    with pytest.raises(ResourceError, match="Fargate has no GPUs"):
+        AwsBatchQueue(gpu_fargate).submit(spec())
+    assert calls.calls == []  # refused before provisioning, registering or submitting
