@@ -47,11 +47,11 @@ def retry_strategy(retries: int, infra_retries: int, max_attempts: int, fargate:
                    short_timeout: bool) -> dict:
     """The job definition's retryStrategy: Batch itself retries losses to the infrastructure.
 
-    Batch counts one number of attempts, ``retries + 1 + infra_retries`` (at most
-    max_attempts). Rules match in order (at most 5): an image or host failure → RETRY;
-    spmd's own timeout (exit 124) → EXIT; with ``retries == 0`` every other end → EXIT, so
-    only infrastructure losses are retried. With ``retries > 0`` an error in the user's code
-    may use the whole count: Batch cannot keep two counters.
+    Batch keeps one count of attempts, so the two budgets are separate only while
+    ``retries == 0`` (the default): attempts = 1 + infra_retries, an image or host failure
+    → RETRY, every other end → EXIT. With ``retries > 0`` the count is retries + 1 and
+    serves both: the user's code never runs more often than asked, and a loss to the
+    infrastructure uses one of those attempts. Rules match in order (at most 5).
     """
     rules = [{"onStatusReason": "Cannot*", "action": "RETRY"},  # Cannot{Pull,Start,...}ContainerError
              {"onStatusReason": "ResourceInitializationError*", "action": "RETRY"},
@@ -59,12 +59,14 @@ def retry_strategy(retries: int, infra_retries: int, max_attempts: int, fargate:
              {"onStatusReason": "Your Spot Task*" if fargate else "Host EC2*", "action": "RETRY"}]
     if retries == 0:
         rules.append({"onReason": "*", "action": "EXIT"})
-    elif short_timeout:
-        rules.append({"onExitCode": str(TIMEOUT_EXIT), "action": "EXIT"})
-    attempts = min(max_attempts, retries + 1 + (infra_retries or 0))
-    if not infra_retries:
-        rules = rules[4:]
-    return {"attempts": attempts, **({"evaluateOnExit": rules} if rules else {})}
+        attempts = min(max_attempts, 1 + (infra_retries or 0))
+        if not infra_retries:
+            rules = rules[4:]
+    else:
+        if short_timeout:
+            rules.append({"onExitCode": str(TIMEOUT_EXIT), "action": "EXIT"})
+        attempts = retries + 1
+    return {"attempts": attempts, "evaluateOnExit": rules}
 
 
 def _fields(job: dict) -> list[str]:

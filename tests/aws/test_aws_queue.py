@@ -59,8 +59,8 @@ def test_job_definition_retries_and_timeouts():
     container = request["containerProperties"]
     assert container["command"] == ["python3", "-m", "spmd_aws.task", "--", *COMMAND]
     assert container["jobRoleArn"] == EC2.job_role and container["image"] == "reg/repo:abc"
-    # Batch counts one number: retries + 1 + infra_retries; image and host failures retry
-    assert request["retryStrategy"] == {"attempts": 6, "evaluateOnExit": [
+    # With retries, Batch's one count is retries + 1: the user's code never runs more often
+    assert request["retryStrategy"] == {"attempts": 3, "evaluateOnExit": [
         {"onStatusReason": "Cannot*", "action": "RETRY"},
         {"onStatusReason": "ResourceInitializationError*", "action": "RETRY"},
         {"onStatusReason": "DockerTimeoutError*", "action": "RETRY"},
@@ -73,15 +73,16 @@ def test_job_definition_retries_and_timeouts():
     assert short["containerProperties"]["command"][:5] == [
         "python3", "-m", "spmd_aws.task", "--timeout", "2.5"]
     assert short["timeout"] == {"attemptDurationSeconds": 63}  # Batch's backstop: at least 60 s
-    assert short["retryStrategy"]["attempts"] == 5
+    assert short["retryStrategy"]["attempts"] == 2
     assert short["retryStrategy"]["evaluateOnExit"][-1] == {"onExitCode": "124", "action": "EXIT"}
-    # without retries, every end but an infrastructure loss is final
+    # without retries (the default), every end but an infrastructure loss is final, and
+    # infrastructure losses have their own budget: 1 + infra_retries attempts
     plain = job_definition(spec(), EC2)["retryStrategy"]
     assert plain["attempts"] == 4 and plain["evaluateOnExit"][-1] == {"onReason": "*", "action": "EXIT"}
     assert len(plain["evaluateOnExit"]) == 5  # Batch's limit
     assert job_definition(spec(infra_retries=0), EC2)["retryStrategy"] == {
         "attempts": 1, "evaluateOnExit": [{"onReason": "*", "action": "EXIT"}]}
-    assert job_definition(spec(retries=8), EC2)["retryStrategy"]["attempts"] == 10  # capped
+    assert job_definition(spec(infra_retries=20), EC2)["retryStrategy"]["attempts"] == 10  # capped
 
     assert "timeout" not in job_definition(spec(), EC2)
     with pytest.raises(ResourceError, match="at most 9"):
