@@ -9,6 +9,7 @@
     ├── EngineError                      the container engine cannot be reached
     ├── ImageError                       the task image cannot be made
     │   ├── BaseImageError               base image missing or the wrong Python
+    │   ├── PlatformError                the engine cannot build for the tasks' CPU
     │   └── RequirementError (ValueError) a requirement cannot be resolved
     ├── StoreError                       the object store failed
     │   └── ObjectNotFound (KeyError)

@@ -21,13 +21,14 @@ pytestmark = pytest.mark.docker  # the client still builds (or finds) the task i
 N_ITEMS = 25_000
 
 CLIENT = textwrap.dedent("""
-    import collections, json, os, sys
+    import collections, json, os, sys, threading, time
     import spmd, spmd_aws.aws
 
     counts = collections.Counter()
 
     def count(model, **_):
-        counts[model.service_model.service_name + "." + model.name] += 1
+        if threading.current_thread() is threading.main_thread():  # not the job's watcher
+            counts[model.service_model.service_name + "." + model.name] += 1
 
     spmd_aws.aws.session().events.register("before-call", count)
     config = json.loads(sys.argv[1])
@@ -52,6 +53,9 @@ CLIENT = textwrap.dedent("""
                 record.update(status="FAILED", statusReason="Essential container in task exited",
                               container={"exitCode": 1, "logStreamName": stream},
                               attempts=[{"container": {"exitCode": 1, "logStreamName": stream}}])
+    job._stop.set()  # the watcher would also count; the phases below are one poll each
+    while any(s.state != "SUCCEEDED" for s in queue.states(job.handle).values()):
+        time.sleep(1)  # moto moves its children on in their own threads
     events = spmd_aws.aws.session().events
     events.register("after-call.batch.ListJobs", fail)
     events.register("after-call.batch.DescribeJobs", fail)
