@@ -135,6 +135,8 @@ def task_status(job: dict, waiting: str = "") -> TaskStatus:
         return TaskStatus(FAILED, attempts, code, f"spot reclaimed / host lost ({found})",
                           "infrastructure")
     found = _starting(texts, UNPLACEABLE)
+    if not found and waiting and not attempts and code is None:
+        found = texts[0] if texts else "ended before it started"  # the queue's own words
     if found:
         seen = f"; while waiting: {waiting}" if waiting and waiting != found else ""
         return TaskStatus(FAILED, attempts, code,

@@ -187,6 +187,10 @@ def test_only_spmds_own_reason_is_a_cancel_and_only_batchs_own_a_timeout():
                         waiting="MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - too big")
     assert (ended.state, ended.lost) == ("FAILED", "error")
     assert "never placed" in ended.reason and "too big" in ended.reason
+    # whatever words the queue's cancel uses, a job that never started keeps the waiting reason
+    other = task_status({"status": "FAILED", "statusReason": "Cancelled by job queue"},
+                        waiting="CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - no capacity")
+    assert (other.lost, other.state) == ("error", "FAILED") and "CAPACITY:" in other.reason
 
 
 def test_children_listed_twice_keep_their_later_state_and_exit_codes_survive():
