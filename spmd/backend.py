@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from .batch_queue import BatchQueue, Resources
 from .config import Key, Settings
-from .errors import ResourceError
+from .errors import ResourceError, SpmdError
 from .image_registry import ImageRegistry
 from .object_store import ObjectStore
 from .units import format_bytes
@@ -98,6 +98,34 @@ class Backend(ABC):
     def describe(self) -> str:
         """One line for logs and error messages."""
         return f"{self.name} backend"
+
+    def image_platform(self) -> str | None:
+        """The platform task images are built for ("linux/amd64", "linux/arm64"); None: the
+        engine's own (containers on this engine)."""
+        return None
+
+
+def task_runtime(backend: type[Backend]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(requirements, packages) every task image holds besides the user's requirements.
+
+    The runtime needs of every built-in backend, so that one image (one tag, one
+    entrypoint) runs locally and on AWS alike; a third-party backend's own needs extend
+    them (its image then differs from the built-ins' by exactly those).
+    """
+    from .plugins import BUILTIN_PLUGINS, backend_class, backend_names
+    builtin = {name.split(".")[0] for name in BUILTIN_PLUGINS}
+    classes = []
+    for name in backend_names():
+        try:
+            cls = backend_class(name)
+        except SpmdError:
+            continue
+        if cls.__module__.split(".")[0] in builtin:
+            classes.append(cls)
+    classes.append(backend)
+    requirements = tuple(dict.fromkeys(r for cls in classes for r in cls.runtime_requirements))
+    packages = tuple(dict.fromkeys(p for cls in classes for p in cls.runtime_packages))
+    return requirements, packages
 
 
 def open_backend(settings: Settings) -> Backend:

@@ -13,6 +13,7 @@
     ├── ImageError                       the task image cannot be made
     │   ├── BaseImageError               base image missing or the wrong Python
     │   ├── CommandImageError            a Command's image has no python3 and none can be added
+    │   ├── PlatformError                the engine cannot build for the tasks' CPU
     │   ├── RequirementError (ValueError) a requirement cannot be resolved
     │   └── SystemPackageError (ValueError) a Debian package is misnamed or not in the release
     ├── StoreError                       the object store failed
@@ -139,6 +140,14 @@ class CommandImageError(ImageError):
 
     def __init__(self, message: str, *, image: str):
         self.image = image
+        super().__init__(message)
+
+
+class PlatformError(ImageError):
+    """The engine cannot build a task image for the platform (CPU) the tasks run on."""
+
+    def __init__(self, message: str, *, platform: str):
+        self.platform = platform
         super().__init__(message)
 
 

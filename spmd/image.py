@@ -1,9 +1,10 @@
 """Task images: built once per content, on the client, with the Docker SDK, for every backend.
 
 The tag is a hash of everything that goes into the image: the base image's id, the
-Python version, the user's requirements, the worker's runtime requirements and the
-source of the packages copied in. The function is *not* in the image; it travels
-through the store, so changing it never rebuilds anything.
+platform (CPU) it is built for, the Python version, the user's requirements, the worker's
+runtime requirements and the source of the packages copied in. Every backend gets the same
+image for the same Knot (``spmd.backend.task_runtime``). The function is *not* in the
+image; it travels through the store, so changing it never rebuilds anything.
 
 Requirements are resolved on the client into a wheelhouse (``pip download`` for the
 image's platform and Python) and installed with ``--no-index`` while the build runs
@@ -22,10 +23,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import apt, baseimage, docker_engine
+from . import apt, baseimage, docker_engine, platforms
 from .errors import ImageError, RequirementError
 from .image_registry import ImageRegistry
 
@@ -47,6 +48,7 @@ class ImageSpec:
     runtime_packages: tuple[str, ...] = ()
     system_packages: tuple[str, ...] = ()
     debian_mirror: str | None = None  # where system packages come from; not part of the tag
+    platform: str | None = None  # "linux/amd64", "linux/arm64"; None: the engine's own
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ def content_tag(spec: ImageSpec, base_id: str) -> str:
     }
     if spec.system_packages:  # only when present, so images without any keep their tags
         content["system_packages"] = sorted(spec.system_packages)
+    if spec.platform:
+        content["platform"] = spec.platform
     digest.update(json.dumps(content, sort_keys=True).encode())
     for name in sorted(spec.runtime_packages):
         root = _package_dir(name)
@@ -103,11 +107,18 @@ def content_tag(spec: ImageSpec, base_id: str) -> str:
     return digest.hexdigest()[:20]
 
 
+def identify(spec: ImageSpec) -> tuple[str, ImageSpec, str]:
+    """(base image, spec for its resolved platform, content tag); PlatformError when the
+    engine cannot build for that platform."""
+    base = baseimage.resolve(spec.base_image)
+    spec = replace(spec, platform=platforms.normalize(spec.platform or platforms.engine_platform()))
+    platforms.check(base, spec.platform)
+    return base, spec, content_tag(spec, docker_engine.client().images.get(base).id)
+
+
 def ensure(spec: ImageSpec, registry: ImageRegistry) -> TaskImage:
     """The task image for spec in registry: found by its tag, or built and published."""
-    base = baseimage.resolve(spec.base_image)
-    base_id = docker_engine.client().images.get(base).id
-    tag = content_tag(spec, base_id)
+    base, spec, tag = identify(spec)
     if registry.exists(tag):
         log.debug("task image %s is already there", tag)
         return TaskImage(registry.reference(tag), tag, built=False)
@@ -115,6 +126,7 @@ def ensure(spec: ImageSpec, registry: ImageRegistry) -> TaskImage:
     local = f"{LOCAL_REPOSITORY}:{tag}"
     if not docker_engine.image_exists(local):
         if spec.system_packages:
+            base_id = docker_engine.client().images.get(base).id
             base = apt.ensure_layer(base, base_id, spec.system_packages,
                                     apt.debian_mirror(spec.debian_mirror))
         build(spec, base, local)
@@ -127,17 +139,17 @@ def _platform() -> str:
 
 
 def download_wheels(requirements: tuple[str, ...], dest: Path,
-                    python: str = baseimage.CLIENT_PYTHON) -> None:
+                    python: str = baseimage.CLIENT_PYTHON, arch: str | None = None) -> None:
     """Resolve requirements into wheels for the image's platform; RequirementError naming the bad one."""
-    arch = _platform()
-    platforms = [f"manylinux_2_{v}_{arch}" for v in range(GLIBC_MINOR, 16, -1)]
-    platforms += [f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}", f"linux_{arch}"]
+    arch = arch or _platform()
+    wheel_platforms = [f"manylinux_2_{v}_{arch}" for v in range(GLIBC_MINOR, 16, -1)]
+    wheel_platforms += [f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}", f"linux_{arch}"]
     version = python
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
            "--only-binary=:all:", "--dest", str(dest), "--python-version", version,
            "--implementation", "cp", "--abi", f"cp{version.replace('.', '')}", "--abi", "abi3",
            "--abi", "none"]
-    for platform in platforms:
+    for platform in wheel_platforms:
         cmd += ["--platform", platform]
     cmd += [*requirements, "pip"]
     log.info("resolving requirements for the image: %s", ", ".join(requirements) or "(none)")
@@ -174,7 +186,8 @@ def build(spec: ImageSpec, base: str, local_tag: str, *, python: str = baseimage
     with tempfile.TemporaryDirectory(prefix="spmd-build-") as context:
         root = Path(context)
         (root / "wheels").mkdir()
-        download_wheels(requirements, root / "wheels", python)
+        download_wheels(requirements, root / "wheels", python,
+                        platforms.machine(spec.platform) if spec.platform else None)
         (root / "wheels" / "requirements.txt").write_text("\n".join(requirements) + "\n")
         for name in spec.runtime_packages:
             shutil.copytree(_package_dir(name), root / "runtime" / name,
@@ -186,7 +199,7 @@ def build(spec: ImageSpec, base: str, local_tag: str, *, python: str = baseimage
         try:
             docker_engine.client().images.build(
                 path=context, tag=local_tag, rm=True, forcerm=True, pull=False,
-                network_mode="none", labels={"spmd.managed": "1"})
+                network_mode="none", labels={"spmd.managed": "1"}, platform=spec.platform)
         except BuildError as exc:
             lines = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
             raise ImageError(f"building the task image failed: {exc}\n{lines[-2000:]}") from exc

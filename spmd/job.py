@@ -52,6 +52,7 @@ class Job:
         self._outputs: dict[int, protocol.TaskOutput | None] = {}  # latest read, unresolved tasks
         self._read_at: dict[int, int] = {}  # the queue's attempt count when each was read
         self._states: dict[int, TaskStatus] = {}  # the queue's states at the last poll
+        self._waiting_logged: set[str] = set()
         self._stop = threading.Event()
         self._polling = threading.Lock()  # the watcher's polls and cancel's last one
         self._interval = backend.settings.get("poll_interval") or backend.poll_interval
@@ -215,7 +216,11 @@ class Job:
 
     def _log_retries(self, statuses: dict[int, TaskStatus]) -> None:
         for task, status in statuses.items():
-            if status.state in (PENDING, RUNNING) and status.reason and task not in self._resolved \
+            if status.state == PENDING and status.reason and not status.attempts:
+                if status.reason not in self._waiting_logged:  # e.g. MISCONFIGURATION:...
+                    self._waiting_logged.add(status.reason)
+                    log.warning("job %s: tasks wait to be placed: %s", self.id, status.reason)
+            elif status.state in (PENDING, RUNNING) and status.reason and task not in self._resolved \
                     and self._retried.get(task) != status.attempts:
                 self._retried[task] = status.attempts
                 log.info("job %s: task %d failed (%s); retrying (attempt %d)", self.id, task,

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import apt, codec, data, image, layout, shards, staging
 from .args import as_call
-from .backend import Backend, Capacity, open_backend
+from .backend import Backend, Capacity, open_backend, task_runtime
 from .batch_queue import ArraySpec, Resources
 from .config import Settings, resolve
 from .job import Job
@@ -81,13 +81,15 @@ class Knot:
         return f"<spmd.Knot {self.name} on {self.settings.backend}>"
 
     def image_spec(self) -> image.ImageSpec:
-        cls = type(self.backend)
+        """What the task image holds: the same for every built-in backend (``task_runtime``)."""
+        requirements, packages = task_runtime(type(self.backend))
         return image.ImageSpec(
             base_image=self.settings.get("base_image"),
             requirements=self.requirements,
-            runtime_requirements=image.pinned(image.CORE_RUNTIME + tuple(cls.runtime_requirements)),
-            runtime_packages=tuple(dict.fromkeys(image.CORE_PACKAGES + tuple(cls.runtime_packages))),
-            system_packages=self.system_packages, debian_mirror=self.settings.get("debian_mirror"))
+            runtime_requirements=image.pinned(tuple(sorted(set(image.CORE_RUNTIME + requirements)))),
+            runtime_packages=tuple(sorted(set(image.CORE_PACKAGES + packages))),
+            system_packages=self.system_packages, debian_mirror=self.settings.get("debian_mirror"),
+            platform=self.backend.image_platform())
 
     def ensure_image(self) -> image.TaskImage:
         """The task image, built and published only if its content tag is missing."""

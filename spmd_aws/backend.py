@@ -56,6 +56,10 @@ class AwsBackend(Backend):
                              fargate=self.opts.stack.fargate,
                              price_per_vcpu_hour=self.settings.get("price_per_vcpu_hour"))
 
+    def image_platform(self) -> str:
+        """Batch runs x86_64 unless architecture = "arm64" (Graviton)."""
+        return {"x86_64": "linux/amd64", "arm64": "linux/arm64"}[self.opts.architecture]
+
     def describe(self) -> str:
         where = f"s3://{self.opts.bucket}/{self.opts.prefix}"
         return f"aws backend (stack {self.opts.stack.name}, {self.opts.stack.kind}, store {where})"

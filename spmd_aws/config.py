@@ -31,6 +31,15 @@ def bucket_path(value) -> str:
     return text.rstrip("/")
 
 
+def architecture(value) -> str:
+    """Config parser: the CPU architecture of the tasks, ``x86_64`` or ``arm64``."""
+    text = config.text(value).lower()
+    text = {"amd64": "x86_64", "aarch64": "arm64"}.get(text, text)
+    if text not in ("x86_64", "arm64"):
+        raise ValueError("expected x86_64 or arm64 (arm64: Graviton instance types)")
+    return text
+
+
 KEYS: tuple[Key, ...] = (
     Key("region", config.text, "AWS region of every resource (default: the AWS CLI's)"),
     Key("bucket", bucket_path, "S3 bucket (optionally bucket/prefix) holding job data; "
@@ -58,6 +67,8 @@ KEYS: tuple[Key, ...] = (
     Key("retention_days", config.positive_int, "days job data stays in a bucket spmd created", 30),
     Key("price_per_vcpu_hour", config.positive_float, "USD per vCPU-hour for the run report's "
         "cost estimate (default: spmd_aws.cost's on-demand table)"),
+    Key("architecture", architecture, "CPU architecture tasks run on and "
+        "images are built for; arm64 means Graviton instance types", "x86_64"),
 )
 
 
@@ -80,6 +91,7 @@ class AwsSettings:
     job_role: str | None = None
     registry: str | None = None
     retention_days: int = 30
+    architecture: str = "x86_64"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "AwsSettings":
@@ -100,7 +112,8 @@ class AwsSettings:
             subnets=tuple(settings.get("subnets") or ()),
             security_groups=tuple(settings.get("security_groups") or ()),
             gpus=settings.get("gpus"), job_role=settings.get("job_role"),
-            registry=settings.get("registry"), retention_days=settings.get("retention_days", 30))
+            registry=settings.get("registry"), retention_days=settings.get("retention_days", 30),
+            architecture=settings.get("architecture", "x86_64"))
 
     def clients(self) -> Clients:
         return Clients(self.region, self.endpoint_url, self.profile)

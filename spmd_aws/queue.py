@@ -1,6 +1,8 @@
 """AwsBatchQueue: arrays of tasks as AWS Batch array jobs.
 
-    submit(spec) ──> deployment (the stack's queue and roles; provisioned when missing)
+    submit(spec) ──> checked first, before any AWS call: gpus on Fargate, retries, and each
+                     SubmitJob request under Batch's 30 KiB (the user's env included)
+                 ──> deployment (the stack's queue and roles; provisioned when missing)
                  ──> job definition for image + command + resources: found by name
                      (<stack>-<content hash>) or registered once
                  ──> one SubmitJob per ≤10,000 tasks (SPMD_TASK_OFFSET in each one's env);
@@ -10,9 +12,13 @@
                      paginated; children not listed are PENDING; a child listed twice
                      keeps its later state; ended children are described once (100 per
                      request) for their reason, attempts and exit code: the failed ones,
-                     and the succeeded ones only when retries could make them more than 1
-    cancel       ──> TerminateJob on each parent, then on every child not done
-    logs         ──> DescribeJobs(child) ──> every attempt's CloudWatch Logs stream
+                     and the succeeded ones only when retries could make them more than 1;
+                     while children are not listed, one ListJobs(RUNNABLE, maxResults=1)
+                     tells why the array waits (MISCONFIGURATION:..., CAPACITY:...), which
+                     becomes the pending tasks' reason; reasons are read by spmd_aws.reasons
+    cancel       ──> TerminateJob on each parent (or plain job); Batch cancels the children
+    logs         ──> the record states() described (DescribeJobs only if it did not)
+                     ──> the tail of every attempt's CloudWatch Logs stream, one request each
 
 The parents' own status is never read: a parent may stay SUBMITTED after its
 children ended (moto does this; AWS updates it late).
@@ -24,28 +30,27 @@ import json
 import logging
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Mapping
 
-from spmd.batch_queue import (
-    CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, ArraySpec, BatchQueue, Resources, TaskStatus,
-)
+from spmd.batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
 from spmd.errors import ResourceError
 
 from .aws import AwsError, Clients, boundary, error_code
 from .config import MAX_ATTEMPTS, AwsSettings
 from .provision import Deployment, deployment
+from .reasons import CANCEL_REASON, UNPLACEABLE, exit_code, retry_strategy, task_status
 from .stack import CONTENT_TAG
-from .task import TIMEOUT_EXIT
+
+__all__ = ["AwsBatchQueue", "CANCEL_REASON", "task_status"]  # the reasons are spmd_aws.reasons'
 
 log = logging.getLogger("spmd")
 
 MAX_ARRAY = 10_000
 MIN_TIMEOUT = 60  # AWS Batch's smallest attemptDurationSeconds
 LOG_GROUP = "/aws/batch/job"
-CANCEL_REASON = "spmd: cancelled by the user"
-NOT_DONE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+MAX_SUBMIT_BYTES = 30 * 1024  # AWS Batch's limit on a SubmitJob request ("Service quotas")
+#: Batch's cpuArchitecture (a Fargate job definition's runtimePlatform) per architecture
+CPU_ARCHITECTURES = {"x86_64": "X86_64", "arm64": "ARM64"}
 _LISTED = ("RUNNING", "SUCCEEDED", "FAILED")  # in the order a child moves through them
 _RANK = {status: rank for rank, status in enumerate(("SUBMITTED", "PENDING", "RUNNABLE", "STARTING",
                                                      "RUNNING", "SUCCEEDED", "FAILED"))}
@@ -101,6 +106,9 @@ def child_id(job_id: str, offset: int, size: int, task: int) -> str:
 
 def resource_requirements(res: Resources, gpus: int | None, fargate: bool) -> list[dict]:
     """Batch resourceRequirements: whole vCPUs on EC2, the next valid size on Fargate."""
+    if gpus and fargate:
+        raise ResourceError(f"gpus={gpus}: Fargate has no GPUs; remove gpus from the profile or "
+                            "set fargate = false and GPU instance_types (e.g. g4dn.xlarge)")
     memory = math.ceil(res.memory / 2**20)
     if fargate:
         fits = [v for v in FARGATE_SIZES if v >= res.vcpus and FARGATE_SIZES[v][-1] >= memory]
@@ -118,19 +126,21 @@ def resource_requirements(res: Resources, gpus: int | None, fargate: bool) -> li
     return out
 
 
-def job_definition(spec: ArraySpec, where: Deployment, gpus: int | None = None) -> dict:
+def job_definition(spec: ArraySpec, where: Deployment, gpus: int | None = None,
+                   architecture: str = "x86_64") -> dict:
     """The RegisterJobDefinition request (without name and tags) for an array's spec.
 
     A timeout of 60 s or more is Batch's own (attemptDurationSeconds). A shorter one is
     enforced in the container by ``spmd_aws.task`` (exit 124, not retried), with
-    Batch's timeout 60 s later as a backstop.
+    Batch's timeout 60 s later as a backstop. Losses to the infrastructure are retried by
+    Batch itself (``reasons.retry_strategy``). On Fargate, ``runtimePlatform`` names the
+    CPU architecture; on EC2 the compute environment's instance types do.
     """
     res = spec.resources
     if res.retries + 1 > MAX_ATTEMPTS:
         raise ResourceError(f"retries={res.retries}: AWS Batch runs a task at most "
                             f"{MAX_ATTEMPTS} times, so retries can be at most {MAX_ATTEMPTS - 1}")
     command = ["python3", "-m", "spmd_aws.task"]
-    retry: dict = {"attempts": res.retries + 1}
     timeout = None
     if res.timeout:
         if res.timeout >= MIN_TIMEOUT:
@@ -138,8 +148,9 @@ def job_definition(spec: ArraySpec, where: Deployment, gpus: int | None = None) 
         else:
             command += ["--timeout", f"{res.timeout:g}"]
             timeout = math.ceil(res.timeout) + MIN_TIMEOUT
-            retry["evaluateOnExit"] = [{"onExitCode": str(TIMEOUT_EXIT), "action": "EXIT"}]
     fargate = where.platform == "FARGATE"
+    retry = retry_strategy(res.retries, res.infra_retries, MAX_ATTEMPTS, fargate,
+                           short_timeout=bool(res.timeout) and res.timeout < MIN_TIMEOUT)
     container = {
         "image": spec.image,
         "command": command + ["--", *spec.command],
@@ -149,7 +160,9 @@ def job_definition(spec: ArraySpec, where: Deployment, gpus: int | None = None) 
     if fargate:
         container.update({"executionRoleArn": where.execution_role,
                           "networkConfiguration": {"assignPublicIp": "ENABLED"},
-                          "fargatePlatformConfiguration": {"platformVersion": "LATEST"}})
+                          "fargatePlatformConfiguration": {"platformVersion": "LATEST"},
+                          "runtimePlatform": {"operatingSystemFamily": "LINUX",
+                                              "cpuArchitecture": CPU_ARCHITECTURES[architecture]}})
     request = {"type": "container", "containerProperties": container, "retryStrategy": retry,
                "platformCapabilities": [where.platform], "propagateTags": True}
     if timeout:
@@ -162,23 +175,6 @@ def content_hash(request: dict) -> str:
 
 
 # -- states -------------------------------------------------------------------------
-
-def _reasons(job: dict) -> list[str]:
-    texts = [job.get("statusReason"), (job.get("container") or {}).get("reason")]
-    for attempt in job.get("attempts") or ():
-        texts += [attempt.get("statusReason"), (attempt.get("container") or {}).get("reason")]
-    return [t for t in texts if t]
-
-
-def _exit_code(job: dict) -> int | None:
-    code = (job.get("container") or {}).get("exitCode")
-    if code is None:
-        for attempt in reversed(job.get("attempts") or ()):
-            code = (attempt.get("container") or {}).get("exitCode")
-            if code is not None:
-                break
-    return code
-
 
 def latest(summaries) -> dict[str, dict]:
     """Job id -> summary; a child listed twice (moto does; a child that moved on between two
@@ -195,54 +191,14 @@ def merge(summary: dict, detail: dict | None) -> dict:
     """A child's ListJobs summary under its DescribeJobs record, keeping a known exit code."""
     job = {**summary, **(detail or {})}
     summary_code = (summary.get("container") or {}).get("exitCode")
-    if _exit_code(job) is None and summary_code is not None:
+    if exit_code(job) is None and summary_code is not None:
         job["container"] = {**(job.get("container") or {}), "exitCode": summary_code}
     return job
 
 
-def task_status(job: dict) -> TaskStatus:
-    """A task's TaskStatus from its Batch job (a ListJobs summary merged with DescribeJobs),
-    with the last attempt's start and end times (Batch gives epoch milliseconds)."""
-    status = _task_status(job)
-    started, stopped = job.get("startedAt"), job.get("stoppedAt")
-    return replace(status, started=started / 1000 if started else None,
-                   ended=stopped / 1000 if stopped else None)
-
-
-def _task_status(job: dict) -> TaskStatus:
-    status = job.get("status", "SUBMITTED")
-    attempts = len(job.get("attempts") or ())
-    if status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING"):
-        return TaskStatus(PENDING, attempts)
-    if status == "RUNNING":
-        return TaskStatus(RUNNING, attempts)
-    exit_code = _exit_code(job)
-    if status == "SUCCEEDED":
-        return TaskStatus(SUCCEEDED, attempts, 0 if exit_code is None else exit_code)
-    reasons = _reasons(job)
-    text = "; ".join(dict.fromkeys(reasons))
-    command = (job.get("container") or {}).get("command") or ()
-    if any(CANCEL_REASON in r or "cancel" in r.lower() for r in reasons):
-        return TaskStatus(CANCELLED, attempts, exit_code, "cancelled", "cancelled")
-    if any("OutOfMemoryError" in r for r in reasons):
-        return TaskStatus(FAILED, attempts, exit_code, f"out of memory ({text})", "oom")
-    if any("timeout" in r.lower() for r in reasons) or \
-            (exit_code == TIMEOUT_EXIT and "--timeout" in command):
-        limit = _timeout_of(job)
-        return TaskStatus(FAILED, attempts, exit_code,
-                          f"timed out after {limit}" if limit else f"timed out ({text})", "timeout")
-    detail = text or "failed"
-    if exit_code is not None:
-        detail += f" (exit code {exit_code})"
-    return TaskStatus(FAILED, attempts, exit_code, detail, "error")
-
-
-def _timeout_of(job: dict) -> str:
-    command = list((job.get("container") or {}).get("command") or ())
-    if "--timeout" in command:
-        return f"{command[command.index('--timeout') + 1]}s"
-    seconds = (job.get("timeout") or {}).get("attemptDurationSeconds")
-    return f"{seconds}s" if seconds else ""
+def submit_size(request: dict) -> int:
+    """The bytes of a SubmitJob request as sent (JSON), which AWS Batch limits to 30 KiB."""
+    return len(json.dumps(request, separators=(",", ":")).encode())
 
 
 class AwsBatchQueue(BatchQueue):
@@ -255,6 +211,7 @@ class AwsBatchQueue(BatchQueue):
         self._deployment: Deployment | None = None
         self._definitions: dict[str, str] = {}
         self._ended: dict[str, dict] = {}  # child id -> DescribeJobs record; final, kept
+        self._waiting: dict[str, str] = {}  # array id -> the RUNNABLE reason last seen
 
     @property
     def batch(self):
@@ -268,7 +225,7 @@ class AwsBatchQueue(BatchQueue):
 
     def definition_arn(self, spec: ArraySpec) -> str:
         """The ARN of the job definition for spec, registered only if no such one exists."""
-        request = job_definition(spec, self.deployment(), self.opts.gpus)
+        request = job_definition(spec, self.deployment(), self.opts.gpus, self.opts.architecture)
         digest = content_hash(request)
         if digest in self._definitions:
             return self._definitions[digest]
@@ -287,33 +244,62 @@ class AwsBatchQueue(BatchQueue):
         self._definitions[digest] = arn
         return arn
 
+    def _requests(self, spec: ArraySpec, job_queue: str, definition: str) -> list[tuple[dict, int, int]]:
+        """Each SubmitJob request with its (first task, size); ResourceError if one is too big."""
+        out = []
+        for number, (offset, size) in enumerate(split(spec.n_tasks)):
+            env = {**spec.env, "SPMD_IMAGE": spec.image}
+            if offset:
+                env["SPMD_TASK_OFFSET"] = str(offset)
+            if size == 1:
+                env["SPMD_SINGLE_TASK"] = "1"
+            request = {
+                "jobName": f"{spec.job_id[:120]}-{number}",
+                "jobQueue": job_queue,
+                "jobDefinition": definition,
+                "containerOverrides": {"environment": [
+                    {"name": k, "value": v} for k, v in sorted(env.items())]},
+                "tags": {**self.opts.stack.tags, "spmd:job": spec.job_id},
+            }
+            if size > 1:
+                request["arrayProperties"] = {"size": size}
+            if submit_size(request) > MAX_SUBMIT_BYTES:
+                largest = max(spec.env, key=lambda k: len(spec.env[k]), default=None)
+                raise ResourceError(
+                    f"the SubmitJob request of job {spec.job_id} is {submit_size(request)} bytes; "
+                    f"AWS Batch accepts at most {MAX_SUBMIT_BYTES} (30 KiB), environment "
+                    f"included. Make env smaller (its largest value is {largest!r}): pass large "
+                    "data as an input of the function instead")
+            out.append((request, offset, size))
+        return out
+
+    def check(self, spec: ArraySpec) -> None:
+        """What AWS would refuse, refused here before any AWS call (gpus on Fargate, the
+        SubmitJob size, retries above Batch's 10 attempts)."""
+        res = spec.resources
+        resource_requirements(res, self.opts.gpus, self.opts.stack.fargate)
+        if res.retries + 1 > MAX_ATTEMPTS:
+            raise ResourceError(f"retries={res.retries}: AWS Batch runs a task at most "
+                                f"{MAX_ATTEMPTS} times, so retries can be at most {MAX_ATTEMPTS - 1}")
+        # ARNs as long as the stack's can be: the real ones are known only after provisioning
+        self._requests(spec, "q" * 200, "d" * 240)
+
     def submit(self, spec: ArraySpec) -> str:
+        self.check(spec)
         where = self.deployment()
         definition = self.definition_arn(spec)
+        requests = self._requests(spec, where.job_queue, definition)
         submitted: list[tuple[str, int, int]] = []
         with boundary(AwsError, f"submitting job {spec.job_id} to AWS Batch"):
             try:
-                for number, (offset, size) in enumerate(split(spec.n_tasks)):
-                    env = {**spec.env, "SPMD_IMAGE": spec.image}
-                    if offset:
-                        env["SPMD_TASK_OFFSET"] = str(offset)
-                    if size == 1:
-                        env["SPMD_SINGLE_TASK"] = "1"
-                    request = {
-                        "jobName": f"{spec.job_id[:120]}-{number}",
-                        "jobQueue": where.job_queue,
-                        "jobDefinition": definition,
-                        "containerOverrides": {"environment": [
-                            {"name": k, "value": v} for k, v in sorted(env.items())]},
-                        "tags": {**self.opts.stack.tags, "spmd:job": spec.job_id},
-                    }
-                    if size > 1:
-                        request["arrayProperties"] = {"size": size}
+                for request, offset, size in requests:
                     submitted.append((self.batch.submit_job(**request)["jobId"], offset, size))
             except BaseException:
                 for job_id, _, _ in submitted:  # leave no half-submitted job running
                     self._terminate(job_id)
                 raise
+        # "attempts" counts those for errors in the user's code: a task that succeeded is
+        # described for its attempts only when it could have retried after such an error.
         return encode_handle(submitted, spec.resources.retries + 1)
 
     # -- reading states -------------------------------------------------------------
@@ -333,6 +319,16 @@ class AwsBatchQueue(BatchQueue):
                 out[job["jobId"]] = job
         return out
 
+    def _why_waiting(self, parent: str) -> str:
+        """The statusReason of one RUNNABLE child (one request): why the array's queue is
+        blocked (MISCONFIGURATION:..., CAPACITY:...), or ''."""
+        page = self.batch.list_jobs(arrayJobId=parent, jobStatus="RUNNABLE", maxResults=1)
+        reasons = [s.get("statusReason") or "" for s in page.get("jobSummaryList", ())]
+        reason = next((r for r in reasons if r.startswith(UNPLACEABLE)), "")
+        if reason:
+            self._waiting[parent] = reason
+        return reason
+
     def states(self, handle: str) -> Mapping[int, TaskStatus]:
         out: dict[int, TaskStatus] = {}
         # With one attempt allowed, a task that succeeded had exactly one: no need to ask.
@@ -342,19 +338,29 @@ class AwsBatchQueue(BatchQueue):
                 if size == 1:
                     jobs = self._describe([job_id])
                     if job_id in jobs:
-                        out[offset] = task_status(jobs[job_id])
+                        if jobs[job_id].get("status") in ("FAILED", "SUCCEEDED"):
+                            self._ended[job_id] = jobs[job_id]
+                        elif (jobs[job_id].get("statusReason") or "").startswith(UNPLACEABLE):
+                            self._waiting[job_id] = jobs[job_id]["statusReason"]
+                        out[offset] = task_status(jobs[job_id], self._waiting.get(job_id, ""))
                     continue
                 children = self._children(job_id, _LISTED)
                 ended = [c for c, s in children.items() if s["status"] in describe
                          and c not in self._ended]
                 self._ended.update(self._describe(ended))
+                waiting = self._waiting.get(job_id, "")
                 for child, summary in children.items():
                     index = (summary.get("arrayProperties") or {}).get("index")
                     index = int(child.rsplit(":", 1)[1]) if index is None else int(index)
                     detail = self._ended.get(child) if summary["status"] in describe else None
                     if summary["status"] == "SUCCEEDED" and detail is None:
                         detail = {"attempts": [{}]}
-                    out[offset + index] = task_status(merge(summary, detail))
+                    out[offset + index] = task_status(merge(summary, detail), waiting)
+                if len(children) < size:
+                    reason = self._why_waiting(job_id)
+                    if reason:
+                        for task in range(offset, offset + size):
+                            out.setdefault(task, TaskStatus(reason=reason))
         return out
 
     # -- cancel and logs ------------------------------------------------------------------
@@ -366,19 +372,15 @@ class AwsBatchQueue(BatchQueue):
             log.warning("could not terminate Batch job %s: %s", job_id, error_code(exc) or exc)
 
     def cancel(self, handle: str) -> None:
+        """TerminateJob on each array parent (or plain job): Batch cancels or terminates the
+        children with their parent ("Array jobs", AWS Batch user guide)."""
         with boundary(AwsError, "cancelling tasks on AWS Batch"):
-            jobs = decode_handle(handle)
-            for job_id, _, _ in jobs:
-                self._terminate(job_id)  # AWS passes this on to the children, in time
-            children = []
-            for job_id, _, size in jobs:
-                if size > 1:
-                    children += [c for c, s in self._children(job_id, NOT_DONE).items()
-                                 if s["status"] in NOT_DONE]
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(self._terminate, children))
+            for job_id, _, _ in decode_handle(handle):
+                self._terminate(job_id)
 
     def logs(self, handle: str, task: int) -> str:
+        """The tail of each attempt's log stream, from the job record states() already read
+        (one DescribeJobs only for a task it did not need to describe)."""
         for job_id, offset, size in decode_handle(handle):
             if offset <= task < offset + size:
                 break
@@ -386,37 +388,34 @@ class AwsBatchQueue(BatchQueue):
             return ""
         child = child_id(job_id, offset, size, task)
         with boundary(AwsError, f"reading the log of task {task} from CloudWatch Logs"):
-            jobs = self._describe([child])
-            if child not in jobs:
-                return ""
-            job = jobs[child]
+            job = self._ended.get(child)
+            if job is None:
+                job = self._describe([child]).get(child)
+                if job is None:
+                    return ""
+                if job.get("status") in ("FAILED", "SUCCEEDED"):
+                    self._ended[child] = job
             streams = [(a.get("container") or {}).get("logStreamName")
                        for a in job.get("attempts") or ()]
             streams.append((job.get("container") or {}).get("logStreamName"))
             streams = [s for s in dict.fromkeys(streams) if s]
             parts = []
             for number, stream in enumerate(streams, 1):
-                text = self._stream(stream)
+                text = self._tail(stream)
                 if len(streams) > 1:
                     text = f"--- spmd: attempt {number} ---\n" + text
                 parts.append(text)
         return "".join(parts)
 
-    def _stream(self, stream: str) -> str:
-        logs = self.clients("logs")
-        lines, token = [], None
-        while True:
-            request = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
-            if token:
-                request["nextToken"] = token
-            try:
-                page = logs.get_log_events(**request)
-            except Exception as exc:
-                if error_code(exc) == "ResourceNotFoundException":
-                    return ""
-                raise
-            lines += [event["message"] for event in page.get("events", ())]
-            if not page.get("events") or page.get("nextForwardToken") in (None, token):
-                break
-            token = page["nextForwardToken"]
+    def _tail(self, stream: str) -> str:
+        """The last events of a log stream, one GetLogEvents request (startFromHead=False
+        returns the newest page: up to 10,000 events or 1 MB, oldest first)."""
+        try:
+            page = self.clients("logs").get_log_events(
+                logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=False)
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return ""
+            raise
+        lines = [event["message"] for event in page.get("events", ())]
         return "".join(line if line.endswith("\n") else line + "\n" for line in lines)

@@ -5,9 +5,13 @@
                   ──> ECR GetAuthorizationToken ──> docker tag + push (Docker SDK)
                   ──> the remote name is untagged here again (the engine keeps spmd-task:<tag>)
 
-``registry`` in the config replaces the address docker pushes to and Batch pulls from
-(a private mirror, a VPC endpoint name, a test registry); the ECR API still holds the
-repository and answers whether a tag exists.
+``registry`` in the config replaces the address docker pushes to and Batch pulls from.
+An ECR address (``<account>.dkr.ecr.<region>.amazonaws.com``, or an ECR VPC endpoint's
+name) is still ECR: the ECR API answers and its token authenticates the push. Any other
+registry (a private mirror, a test registry) is asked itself, through the engine's
+distribution endpoint (the manifest, no image pulled), and gets the engine's own
+credentials for it (``docker login``); no ECR call is made and the ECR token never
+leaves for it.
 """
 from __future__ import annotations
 
@@ -63,6 +67,12 @@ def delete_repository(clients: Clients, stack: Stack) -> str:
     return "deleted"
 
 
+def is_ecr(address: str) -> bool:
+    """Whether a registry address is ECR's (its endpoint, or an ECR interface VPC endpoint)."""
+    host = address.split("/", 1)[0].lower()
+    return ".dkr.ecr." in host or (".ecr." in host and host.endswith(".vpce.amazonaws.com"))
+
+
 class EcrRegistry(ImageRegistry):
     """Images live in the stack's ECR repository (or at the configured registry address)."""
 
@@ -71,8 +81,15 @@ class EcrRegistry(ImageRegistry):
         self.stack = stack
         self.address = address.rstrip("/") if address else None
 
+    @property
+    def ecr(self) -> bool:
+        """Whether images go to ECR (then ECR's API and token are used, else never)."""
+        return self.address is None or is_ecr(self.address)
+
     @cached_property
     def repository_uri(self) -> str:
+        if not self.ecr:
+            return f"{self.address}/{self.stack.repository}"
         uri, action = ensure_repository(self.clients, self.stack)
         if action == "created":
             log.info("created ECR repository %s", uri)
@@ -84,6 +101,8 @@ class EcrRegistry(ImageRegistry):
         return f"{self.repository_uri}:{tag}"
 
     def exists(self, tag: str) -> bool:
+        if not self.ecr:
+            return self._in_registry(tag)
         ecr = self.clients("ecr")
         with boundary(ImageError, f"looking up image {self.stack.repository}:{tag} in ECR"):
             try:
@@ -95,7 +114,29 @@ class EcrRegistry(ImageRegistry):
                 raise
         return True
 
-    def credentials(self) -> dict:
+    def _in_registry(self, tag: str) -> bool:
+        """Whether the configured (non-ECR) registry has the tag: the engine fetches its
+        manifest with the engine's credentials for that registry."""
+        from docker.errors import APIError, NotFound
+        reference = self.reference(tag)
+        try:
+            docker_engine.client().api.inspect_distribution(reference)
+        except NotFound:
+            return False
+        except APIError as exc:
+            raise ImageError(f"asking registry {self.address} for {reference} failed: "
+                             f"{exc.explanation or exc}; check the address and `docker login "
+                             f"{self.address}`") from exc
+        return True
+
+    def credentials(self) -> dict | None:
+        """Credentials for the push: ECR's, only when images go to ECR; None lets the engine
+        use its own (``docker login``) for another registry."""
+        if not self.ecr:
+            return None
+        return self._ecr_credentials()
+
+    def _ecr_credentials(self) -> dict:
         """Docker credentials for the registry, from ECR's authorization token (valid 12 hours)."""
         with boundary(ImageError, "getting an ECR authorization token"):
             data = self.clients("ecr").get_authorization_token()["authorizationData"][0]

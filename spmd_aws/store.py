@@ -8,6 +8,9 @@ never creates anything (the job role may only read and write ``jobs/``).
 
 A PUT on S3 is atomic (readers see the old object or the new one), ranged reads are
 HTTP ``Range`` requests, and listing pages through ListObjectsV2 1,000 keys at a time.
+An object above 5 GB (S3's limit on one PutObject) goes up as a multipart upload (boto3's
+managed transfer), which S3 also completes atomically. DeleteObjects answers 200 even
+when keys fail: its per-key ``Errors`` are read and raised as a StoreError.
 """
 from __future__ import annotations
 
@@ -30,6 +33,10 @@ class S3Store(ObjectStore):
     scheme = "s3"
     #: keys per ListObjectsV2 request (S3's maximum)
     page_size = 1000
+    #: the largest object one PutObject may write (S3's limit); above it, a multipart upload
+    single_put_limit = 5 * 2**30
+    #: the part size of a multipart upload (S3: at least 5 MiB, at most 10,000 parts)
+    part_size = 64 * 2**20
 
     def __init__(self, bucket: str, prefix: str = "", *, region: str | None = None,
                  endpoint_url: str | None = None, profile: str | None = None,
@@ -82,7 +89,16 @@ class S3Store(ObjectStore):
 
     def put(self, key: str, data: bytes) -> None:
         with boundary(StoreError, f"writing {self._where(key)}"):
-            self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+            if len(data) <= self.single_put_limit:
+                self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+                return
+            import io
+
+            from boto3.s3.transfer import TransferConfig
+            part = max(self.part_size, -(-len(data) // 10_000))
+            self.s3.upload_fileobj(io.BytesIO(data), self.bucket, self.prefix + key,
+                                   Config=TransferConfig(multipart_threshold=part,
+                                                         multipart_chunksize=part))
 
     def put_file(self, key: str, path: str | os.PathLike) -> None:
         """boto3's managed upload: multipart in parallel parts above 8 MB, streamed from disk."""
@@ -141,8 +157,18 @@ class S3Store(ObjectStore):
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under prefix, 1,000 per request."""
         keys = list(self.list(prefix))
+        failed: list[dict] = []
         with boundary(StoreError, f"deleting {self._where(prefix)}*"):
             for i in range(0, len(keys), 1000):
-                self.s3.delete_objects(Bucket=self.bucket, Delete={
+                response = self.s3.delete_objects(Bucket=self.bucket, Delete={
                     "Objects": [{"Key": self.prefix + k} for k in keys[i:i + 1000]], "Quiet": True})
+                failed += response.get("Errors") or ()
+        if failed:
+            shown = "; ".join(f"{e.get('Key')}: {e.get('Code')} ({e.get('Message', '')})"
+                              for e in failed[:3])
+            more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+            hint = (" (the AWS identity in use lacks s3:DeleteObject; see docs/aws.md)"
+                    if any(e.get("Code") == "AccessDenied" for e in failed) else "")
+            raise StoreError(f"deleting {self._where(prefix)}*: {len(failed)} of {len(keys)} "
+                             f"objects were not deleted: {shown}{more}{hint}")
         return len(keys)

@@ -72,6 +72,11 @@ def cmd_status(args) -> int:
     counts = job.status()
     print(f"{job.id}: {len(job)} items in {job.manifest.n_tasks} tasks on {job.manifest.backend}")
     print(_counts(counts))
+    if counts["PENDING"]:  # why tasks wait, when the queue says (e.g. MISCONFIGURATION:...)
+        states = job.backend.queue.states(job.handle) if job.handle else {}
+        for reason in dict.fromkeys(s.reason for s in states.values()
+                                    if s.state == "PENDING" and s.reason and not s.attempts):
+            print(f"waiting: {reason}")
     return EXIT_FAILED if counts[FAILED] else EXIT_OK
 
 

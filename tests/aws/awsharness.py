@@ -6,6 +6,7 @@ respect and says which; spmd_aws itself never knows about any of them.
 
     any client's SubmitJob ──> moto (patched in this process): the job's command runs
         behind SHIM, and its env gets fake credentials and what SHIM needs
+    any client's TerminateJob on an array parent ──> its children are terminated too
     SHIM in the container ──> Scheduler (HTTP on the Docker bridge): capacity, attempts
     spmd_aws's ListJobs/DescribeJobs ──> botocore hooks fill in what AWS would say
     docker events ──> vCPU and memory limits applied; kills for memory remembered
@@ -61,17 +62,27 @@ place = {"pool": os.environ.pop("SPMD_TEST_POOL"), "capacity": os.environ.pop("S
          "vcpus": os.environ["SPMD_TEST_LIMITS"].split(",")[0]}
 while tell("start", **place) == "wait":
     time.sleep(0.2)
-# AWS runs a failed job again, up to retryStrategy.attempts times, unless an evaluateOnExit
-# rule says EXIT, and numbers the attempts in AWS_BATCH_JOB_ATTEMPT; moto runs it once.
+# AWS runs a failed job again, up to retryStrategy.attempts times, as its evaluateOnExit
+# rules say (first match wins; no match: RETRY), and numbers the attempts in
+# AWS_BATCH_JOB_ATTEMPT; moto runs it once. The shim sees only the process's exit: a
+# container.reason is empty then, which "onReason": "*" matches; onStatusReason rules
+# (image or host lost) never match a process exit.
+import fnmatch
 strategy = json.loads(os.environ.pop("SPMD_TEST_RETRY_STRATEGY"))
-final = {rule["onExitCode"] for rule in strategy.get("evaluateOnExit", ())
-         if rule.get("action", "").upper() == "EXIT"}
+
+def action(code):
+    for rule in strategy.get("evaluateOnExit", ()):
+        if ("onExitCode" in rule and fnmatch.fnmatchcase(str(code), rule["onExitCode"])) \
+                or ("onReason" in rule and fnmatch.fnmatchcase("", rule["onReason"])):
+            return rule.get("action", "").upper()
+    return "RETRY"
+
 for attempt in range(1, strategy.get("attempts", 1) + 1):
     tell("attempt", n=attempt)
     os.environ["AWS_BATCH_JOB_ATTEMPT"] = str(attempt)
     code = subprocess.call(sys.argv[1:])
     code = 128 - code if code < 0 else code
-    if code == 0 or str(code) in final:
+    if code == 0 or action(code) == "EXIT":
         break
 tell("end")
 sys.exit(code)
@@ -201,12 +212,21 @@ class Harness:
                 backend, job_def_id, job_queue, kwargs.get("container_overrides"))
             return submit_job(backend, job_name, job_def_id, job_queue, *args, **kwargs)
         monkeypatch.setattr(BatchBackend, "submit_job", submit)
+        terminate_job = BatchBackend.terminate_job
+
+        def terminate(backend, job_id, reason):
+            """AWS terminates an array's children with their parent ("Array jobs", AWS Batch
+            user guide); moto stops only the parent."""
+            terminate_job(backend, job_id, reason)
+            job = backend.get_job_by_id(job_id)
+            for child in (getattr(job, "_child_jobs", None) or ()):
+                terminate_job(backend, child.job_id, reason)
+        monkeypatch.setattr(BatchBackend, "terminate_job", terminate)
         publish = EcrRegistry.publish
 
         def published(registry, local_image, tag):
             reference = publish(registry, local_image, tag)
             harness.pushes.append(reference)
-            harness.register_image(registry, tag)
             return reference
         monkeypatch.setattr(EcrRegistry, "publish", published)
         if engine is not None:
@@ -309,20 +329,3 @@ class Harness:
                 job.setdefault("container", {})["reason"] = \
                     "OutOfMemoryError: Container killed due to memory usage"
                 job.setdefault("statusReason", "Essential container in task exited")
-
-    def register_image(self, registry, tag: str) -> None:
-        """After a docker push to ECR, AWS's ECR lists the image; moto's ECR never sees the
-        push (it went to the stand-in registry), so the pushed manifest is put there."""
-        accept = "application/vnd.docker.distribution.manifest.v2+json"
-        request = urllib.request.Request(
-            f"http://{self.registry}/v2/{registry.stack.repository}/manifests/{tag}",
-            headers={"Accept": accept})
-        with urllib.request.urlopen(request) as response:
-            manifest = response.read().decode()
-            media_type = response.headers.get("Content-Type", accept)
-        ecr = self.boto("ecr")
-        try:
-            ecr.put_image(repositoryName=registry.stack.repository, imageTag=tag,
-                          imageManifest=manifest, imageManifestMediaType=media_type)
-        except ecr.exceptions.ImageAlreadyExistsException:
-            pass  # pushed before: on ECR, pushing the same image again changes nothing

@@ -1,7 +1,11 @@
 """API economy: a map of 25,000 items with chunksize=1, counted with botocore's event hooks.
 
 moto's Batch is told not to run containers here (``batch.use_docker = false``): its
-children succeed at once, which is all the counting needs.
+children succeed at once, which is all the counting needs. For the failure path, a hook
+in the client process reports every tenth task (2,500) as AWS reports a task whose code
+exited 1 (FAILED, "Essential container in task exited", exit code 1, a log stream), so
+the counts cover reading their states and their logs; moto cannot fail a task without
+containers.
 """
 import json
 import subprocess
@@ -17,13 +21,14 @@ pytestmark = pytest.mark.docker  # the client still builds (or finds) the task i
 N_ITEMS = 25_000
 
 CLIENT = textwrap.dedent("""
-    import collections, json, os, sys
+    import collections, json, os, sys, threading, time
     import spmd, spmd_aws.aws
 
     counts = collections.Counter()
 
     def count(model, **_):
-        counts[model.service_model.service_name + "." + model.name] += 1
+        if threading.current_thread() is threading.main_thread():  # not the job's watcher
+            counts[model.service_model.service_name + "." + model.name] += 1
 
     spmd_aws.aws.session().events.register("before-call", count)
     config = json.loads(sys.argv[1])
@@ -31,13 +36,53 @@ CLIENT = textwrap.dedent("""
     knot = spmd.Knot(lambda x: x + 1, backend="aws", base_image=base_image, config=config)
     job = knot.map(range(%d), chunksize=1)
     calls = dict(counts)
-    watched = len(job.backend.queue.states(job.handle))  # what each poll reads, for the peak
+    queue = job.backend.queue
+    watched = len(queue.states(job.handle))  # what each poll reads, for the peak
     # VmHWM: this process's peak resident memory since it started (ru_maxrss would also
     # count the parent's memory at the fork)
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+    # Every tenth task fails as AWS reports an exit code 1 (see the module's docstring).
+    offsets = {job_id: offset for job_id, offset, _ in json.loads(job.handle)["jobs"]}
+
+    def failing(job_id):
+        parent, _, index = job_id.partition(":")
+        return bool(index) and (offsets.get(parent, 0) + int(index)) %% 10 == 0
+
+    def fail(parsed, **_):
+        for record in parsed.get("jobs", parsed.get("jobSummaryList", ())):
+            if failing(record["jobId"]) and record.get("status") == "SUCCEEDED":
+                stream = "spmd/default/" + record["jobId"].replace(":", "-")
+                record.update(status="FAILED", statusReason="Essential container in task exited",
+                              container={"exitCode": 1, "logStreamName": stream},
+                              attempts=[{"container": {"exitCode": 1, "logStreamName": stream}}])
+    # A queue of its own (its own cache of job records): the job's watcher goes on polling
+    # (uncounted) with moto's outputs missing; the phases below are one poll each.
+    job._stop.set()
+    from spmd_aws.queue import AwsBatchQueue
+    queue = AwsBatchQueue(queue.opts, queue.clients)
+    while any(s.state != "SUCCEEDED" for s in queue.states(job.handle).values()):
+        time.sleep(1)  # moto moves its children on in their own threads
+    events = queue.batch.meta.events  # the client exists already: its own hooks
+    events.register("after-call.batch.ListJobs", fail)
+    events.register("after-call.batch.DescribeJobs", fail)
+    phases = {}
+    for phase in ("first poll", "next poll"):
+        counts.clear()
+        states = queue.states(job.handle)
+        phases[phase] = dict(counts)
+    lost = sorted(t for t, s in states.items() if s.state == "FAILED")
+    counts.clear()
+    for task in lost:
+        queue.logs(job.handle, task)
+    phases["logs of the lost tasks"] = dict(counts)
+    counts.clear()
+    queue.cancel(job.handle)
+    phases["cancel"] = dict(counts)
     print(json.dumps({"calls": calls, "handle": job.handle, "tasks": job.manifest.n_tasks,
-                      "watched": watched, "peak_bytes": peak}))
+                      "watched": watched, "peak_bytes": peak, "phases": phases,
+                      "lost": len(lost)}))
     sys.stdout.flush()
     os._exit(0)  # the watcher thread would go on polling
 """ % N_ITEMS)
@@ -64,6 +109,17 @@ def test_25000_items_take_few_requests_and_little_memory(e2e_config, base_image,
     assert used["batch.SubmitJob"] <= 3
     assert used.get("s3.PutObject", 0) <= 30
     assert result["peak_bytes"] < 300 * 2**20
+
+    # 2,500 failed: described once (100 per request), then read from the cache; their logs
+    # one tail request each; cancel one request per array.
+    phases = result["phases"]
+    print("API calls after the map:", json.dumps(phases, sort_keys=True))
+    assert result["lost"] == 2500
+    # each array's failed children are described 100 per request: 9 + 9 + 9 requests
+    assert phases["first poll"] == {"batch.ListJobs": 9, "batch.DescribeJobs": 27}
+    assert phases["next poll"] == {"batch.ListJobs": 9}
+    assert phases["logs of the lost tasks"] == {"logs.GetLogEvents": 2500}
+    assert phases["cancel"] == {"batch.TerminateJob": 3}
 
     # Three arrays of at most 10,000 children cover the 25,000 tasks, each offset once.
     jobs = json.loads(result["handle"])["jobs"]

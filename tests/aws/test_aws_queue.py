@@ -59,7 +59,12 @@ def test_job_definition_retries_and_timeouts():
     container = request["containerProperties"]
     assert container["command"] == ["python3", "-m", "spmd_aws.task", "--", *COMMAND]
     assert container["jobRoleArn"] == EC2.job_role and container["image"] == "reg/repo:abc"
-    assert request["retryStrategy"] == {"attempts": 3}
+    # With retries, Batch's one count is retries + 1: the user's code never runs more often
+    assert request["retryStrategy"] == {"attempts": 3, "evaluateOnExit": [
+        {"onStatusReason": "Cannot*", "action": "RETRY"},
+        {"onStatusReason": "ResourceInitializationError*", "action": "RETRY"},
+        {"onStatusReason": "DockerTimeoutError*", "action": "RETRY"},
+        {"onStatusReason": "Host EC2*", "action": "RETRY"}]}
     assert request["timeout"] == {"attemptDurationSeconds": 120}
     assert request["platformCapabilities"] == ["EC2"]
     assert "environment" not in container  # nothing secret, nothing per job in the definition
@@ -68,8 +73,16 @@ def test_job_definition_retries_and_timeouts():
     assert short["containerProperties"]["command"][:5] == [
         "python3", "-m", "spmd_aws.task", "--timeout", "2.5"]
     assert short["timeout"] == {"attemptDurationSeconds": 63}  # Batch's backstop: at least 60 s
-    assert short["retryStrategy"] == {"attempts": 2, "evaluateOnExit": [
-        {"onExitCode": "124", "action": "EXIT"}]}
+    assert short["retryStrategy"]["attempts"] == 2
+    assert short["retryStrategy"]["evaluateOnExit"][-1] == {"onExitCode": "124", "action": "EXIT"}
+    # without retries (the default), every end but an infrastructure loss is final, and
+    # infrastructure losses have their own budget: 1 + infra_retries attempts
+    plain = job_definition(spec(), EC2)["retryStrategy"]
+    assert plain["attempts"] == 4 and plain["evaluateOnExit"][-1] == {"onReason": "*", "action": "EXIT"}
+    assert len(plain["evaluateOnExit"]) == 5  # Batch's limit
+    assert job_definition(spec(infra_retries=0), EC2)["retryStrategy"] == {
+        "attempts": 1, "evaluateOnExit": [{"onReason": "*", "action": "EXIT"}]}
+    assert job_definition(spec(infra_retries=20), EC2)["retryStrategy"]["attempts"] == 10  # capped
 
     assert "timeout" not in job_definition(spec(), EC2)
     with pytest.raises(ResourceError, match="at most 9"):
@@ -79,6 +92,15 @@ def test_job_definition_retries_and_timeouts():
     assert fargate["platformCapabilities"] == ["FARGATE"]
     assert fargate["containerProperties"]["executionRoleArn"] == FARGATE.execution_role
     assert fargate["containerProperties"]["networkConfiguration"] == {"assignPublicIp": "ENABLED"}
+    assert fargate["retryStrategy"]["evaluateOnExit"][3]["onStatusReason"] == "Your Spot Task*"
+    # the architecture: Fargate's runtimePlatform; on EC2 the instance types decide
+    assert fargate["containerProperties"]["runtimePlatform"] == {
+        "operatingSystemFamily": "LINUX", "cpuArchitecture": "X86_64"}
+    arm = job_definition(spec(), FARGATE, architecture="arm64")["containerProperties"]
+    assert arm["runtimePlatform"]["cpuArchitecture"] == "ARM64"
+    assert "runtimePlatform" not in job_definition(spec(), EC2)["containerProperties"]
+    with pytest.raises(ResourceError, match="Fargate has no GPUs"):
+        job_definition(spec(), FARGATE, gpus=1)
 
 
 def test_content_hash_follows_what_matters():
@@ -120,7 +142,55 @@ def test_states_from_batch_records():
     assert (crash.state, crash.lost, crash.attempts, crash.exit_code) == ("FAILED", "error", 2, 3)
     assert crash.reason == "Essential container in task exited (exit code 3)"
     spot = task_status({"status": "FAILED", "statusReason": "Host EC2 (instance i-1) terminated."})
-    assert spot.lost == "error" and "terminated" in spot.reason
+    assert spot.lost == "infrastructure" and spot.reason.startswith("spot reclaimed / host lost")
+    assert "i-1" in spot.reason
+
+
+# Reasons as AWS writes them ("CannotPullContainer errors", AWS Batch user guide; "Stopped
+# tasks error codes", Amazon ECS developer guide): words like "canceled" and "Timeout" inside
+# them say nothing about a cancel or a timeout.
+PULL = ("CannotPullContainerError: Error response from daemon: Get https://1.dkr.ecr.us-east-1."
+        "amazonaws.com/v2/: net/http: request canceled while waiting for connection "
+        "(Client.Timeout exceeded while awaiting headers)")
+START = "DockerTimeoutError: Could not transition to started; timed out after waiting 3m0s"
+
+
+@pytest.mark.parametrize("record", [
+    {"status": "FAILED", "statusReason": PULL, "attempts": []},
+    {"status": "FAILED", "statusReason": "Task failed to start",
+     "container": {"reason": PULL}, "attempts": []},
+    {"status": "FAILED", "statusReason": "Essential container in task exited",
+     "attempts": [{"statusReason": START, "container": {}}]},
+    {"status": "FAILED", "statusReason": "ResourceInitializationError: unable to pull secrets or "
+                                         "registry auth: execution resource retrieval failed"},
+    {"status": "FAILED", "statusReason": "CannotStartContainerError: Error response from daemon: "
+                                         "failed to create shim task: exec format error"},
+])
+def test_image_failures_are_infrastructure_losses_not_cancels_or_timeouts(record):
+    status = task_status(record)
+    assert (status.state, status.lost) == ("FAILED", "infrastructure")
+    assert status.reason.startswith("image could not be pulled/started: check")
+    assert "architecture" in status.reason  # what to check names the usual culprits
+
+
+def test_only_spmds_own_reason_is_a_cancel_and_only_batchs_own_a_timeout():
+    assert task_status({"status": "FAILED", "statusReason": "user canceled the order"}).lost == "error"
+    assert task_status({"status": "FAILED", "statusReason": "a timeout in my code",
+                        "container": {"exitCode": 1}}).lost == "error"
+    waiting = task_status({"status": "RUNNABLE", "statusReason":
+                           "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - The job resource "
+                           "requirement is higher than that can be met by the CE(s)"})
+    assert waiting.state == "PENDING" and waiting.reason.startswith("MISCONFIGURATION:")
+    assert task_status({"status": "RUNNABLE", "statusReason": "anything else"}).reason == ""
+    ended = task_status({"status": "FAILED",
+                         "statusReason": "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"},
+                        waiting="MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - too big")
+    assert (ended.state, ended.lost) == ("FAILED", "error")
+    assert "never placed" in ended.reason and "too big" in ended.reason
+    # whatever words the queue's cancel uses, a job that never started keeps the waiting reason
+    other = task_status({"status": "FAILED", "statusReason": "Cancelled by job queue"},
+                        waiting="CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - no capacity")
+    assert (other.lost, other.state) == ("error", "FAILED") and "CAPACITY:" in other.reason
 
 
 def test_children_listed_twice_keep_their_later_state_and_exit_codes_survive():
@@ -148,3 +218,19 @@ def test_job_definitions_are_registered_once_and_found_again(aws_config, calls):
     assert calls.count("batch", "RegisterJobDefinition") == 0
     assert other.definition_arn(spec(timeout=300)) != arn
     assert calls.count("batch", "RegisterJobDefinition") == 1
+
+
+def test_submit_limits_are_checked_before_any_aws_call(aws_config, calls):
+    from spmd_aws.config import AwsSettings
+    opts = AwsSettings.from_settings(settings_of(aws_config))
+    big = ArraySpec(job_id="j-1", image="reg/repo:abc", command=COMMAND, n_tasks=20_000,
+                    resources=Resources(), env={"SMALL": "x", "TABLE": "y" * 31_000})
+    with pytest.raises(ResourceError, match=r"at most 30720 \(30 KiB\).*'TABLE'"):
+        AwsBatchQueue(opts).submit(big)
+    fits = ArraySpec(job_id="j-1", image="reg/repo:abc", command=COMMAND, n_tasks=2,
+                     resources=Resources(), env={"TABLE": "y" * 20_000})
+    AwsBatchQueue(opts).check(fits)  # 20 KB of env still fits
+    gpu_fargate = AwsSettings.from_settings(settings_of({**aws_config, "fargate": True, "gpus": 1}))
+    with pytest.raises(ResourceError, match="Fargate has no GPUs"):
+        AwsBatchQueue(gpu_fargate).submit(spec())
+    assert calls.calls == []  # refused before provisioning, registering or submitting

@@ -73,3 +73,78 @@ def test_publish_pushes_to_the_configured_address_and_untags_it_here(aws_config,
     with urllib.request.urlopen(f"http://{registry}/v2/{aws_config['stack']}-tasks/tags/list") as r:
         assert json.loads(r.read())["tags"] == ["v1"]
     assert reference not in [t for image in engine.images.list() for t in image.tags]
+
+
+def test_only_ecr_addresses_are_ecr():
+    from spmd_aws.registry import is_ecr
+    assert is_ecr("123456789012.dkr.ecr.us-east-1.amazonaws.com")
+    assert is_ecr("vpce-0a1b-abcd.dkr.ecr.us-east-1.vpce.amazonaws.com")
+    assert not is_ecr("127.0.0.1:5000") and not is_ecr("ghcr.io/lab")
+    assert not is_ecr("registry.lab.example.org")
+
+
+@pytest.mark.docker
+def test_another_registry_is_asked_itself_and_never_gets_the_ecr_token(aws_config, registry,
+                                                                        engine, calls):
+    clients = Clients(REGION, aws_config["endpoint_url"])
+    other = EcrRegistry(clients, Stack(aws_config["stack"]), address=registry)
+    assert other.credentials() is None  # the engine's own login for that registry
+    assert not other.exists("v1")
+    _tiny_image(engine, "spmd-test-other:v1")
+    try:
+        other.publish("spmd-test-other:v1", "v1")
+    finally:
+        engine.images.remove("spmd-test-other:v1", noprune=True)
+    # pushed there, so found there: the next map builds and pushes nothing
+    assert other.exists("v1") and not other.exists("v2")
+    assert [(s, op) for s, op, _ in calls.calls if s == "ecr"] == []
+
+
+# -- one image for every backend, built for the platform the tasks run on ------------------
+
+@pytest.mark.docker
+def test_local_and_aws_compute_the_same_image_for_the_same_knot(aws_config, base_image):
+    import spmd
+    from spmd import image
+    local = spmd.Knot(len, backend="local", base_image=base_image, requirements=["six"])
+    aws = spmd.Knot(len, backend="aws", base_image=base_image, requirements=["six"],
+                    config=aws_config)
+    assert local.image_spec().runtime_packages == aws.image_spec().runtime_packages
+    assert local.image_spec().runtime_requirements == aws.image_spec().runtime_requirements
+    _, local_spec, local_tag = image.identify(local.image_spec())
+    _, aws_spec, aws_tag = image.identify(aws.image_spec())
+    assert local_spec.platform == aws_spec.platform == "linux/amd64"  # this engine's CPU
+    assert local_tag == aws_tag
+    other = spmd.Knot(len, backend="aws", base_image=base_image, requirements=["six==1.16.0"],
+                      config=aws_config)
+    assert image.identify(other.image_spec())[2] != aws_tag
+
+
+@pytest.mark.docker
+def test_an_arm64_build_this_engine_cannot_do_is_refused_before_anything_is_sent(
+        aws_config, base_image, calls):
+    import spmd
+    from spmd.errors import PlatformError
+    knot = spmd.Knot(len, backend="aws", base_image=base_image,
+                     config={**aws_config, "architecture": "arm64"})
+    assert knot.image_spec().platform == "linux/arm64"
+    with pytest.raises(PlatformError) as info:
+        knot.map([1, 2])
+    # this engine is amd64 with no qemu registered: the message says what to do
+    assert "binfmt" in str(info.value) and "architecture" in str(info.value)
+    assert info.value.platform == "linux/arm64"
+    assert [op for _, op, _ in calls.calls if op in ("SubmitJob", "PutObject")] == []
+
+
+@pytest.mark.docker
+def test_with_emulation_registered_the_base_image_must_match_the_platform(base_image, tmp_path):
+    from spmd import platforms
+    from spmd.errors import PlatformError
+    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/bin/qemu-aarch64-static\n")
+    assert platforms.can_emulate("linux/arm64", tmp_path)
+    with pytest.raises(PlatformError, match="base image .* is linux/amd64, but tasks run on "
+                                            "linux/arm64"):
+        platforms.check(base_image, "arm64", tmp_path)
+    platforms.check(base_image, "x86_64", tmp_path)  # the engine's own: nothing to check
+    with pytest.raises(PlatformError, match="unknown platform"):
+        platforms.normalize("linux/sparc")

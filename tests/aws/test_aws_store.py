@@ -108,3 +108,16 @@ def test_bad_urls_are_refused():
     for url in ("file:///tmp/x", "s3://", "s3:///key"):
         with pytest.raises(ValueError):
             S3Store.from_url(url)
+
+
+def test_an_object_above_the_single_put_limit_goes_up_in_parts(store, calls):
+    # S3 takes at most 5 GB in one PutObject; the limit is lowered here to keep the test small
+    store.single_put_limit, store.part_size = 6 * 2**20, 5 * 2**20  # S3's smallest part
+    data = bytes(range(256)) * (12 * 2**12)  # 12 MiB
+    store.put("jobs/j/big.bin", data)
+    assert calls.count("s3", "PutObject") == 0
+    assert calls.count("s3", "CreateMultipartUpload") == 1
+    assert calls.count("s3", "UploadPart") == 3 and calls.count("s3", "CompleteMultipartUpload") == 1
+    assert store.get("jobs/j/big.bin") == data
+    store.put("jobs/j/small.bin", b"x")
+    assert calls.count("s3", "PutObject") == 1

@@ -1,0 +1,159 @@
+"""Why a Batch job ended, read from its structured fields; and the retry rules Batch applies.
+
+Reasons are classified by the *start* of AWS's own fields, never by a word found anywhere in
+them: a pull failure reads "CannotPullContainerError: ... request canceled ... (Client.Timeout
+exceeded ...)", which is neither a cancel nor a timeout.
+
+    statusReason == CANCEL_REASON                 cancelled (spmd's own TerminateJob reason)
+    exit 124 under spmd_aws.task --timeout,
+      or statusReason == TIMEOUT_REASON           timeout
+    container.reason  OutOfMemoryError...         oom
+    any reason        CannotPullContainerError... infrastructure: image not pulled/started
+                      CannotStartContainerError, ResourceInitializationError, DockerTimeoutError
+    statusReason      Host EC2 (instance ...) terminated. / Your Spot Task was interrupted.
+                                                  infrastructure: spot reclaimed / host lost
+    statusReason      MISCONFIGURATION:... CAPACITY:...
+                                                  error: never placed (jobStateTimeLimitActions)
+    anything else                                 error (the user's code), with the exit code
+
+Sources: "Job status reasons" / "CannotPullContainer errors" in the AWS Batch user guide,
+"Stopped tasks error codes" in the Amazon ECS developer guide, "Job timeouts" and
+"Automated job retries" (retryStrategy.evaluateOnExit) in the AWS Batch user guide.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TaskStatus
+
+from .task import TIMEOUT_EXIT  # spmd_aws.task's exit code when its own short timeout fired
+
+CANCEL_REASON = "spmd: cancelled by the user"
+TIMEOUT_REASON = "Job attempt duration exceeded timeout"  # Batch's own timeout
+#: ECS stop codes of a container that never ran: the image was not pulled, created or started
+IMAGE_ERRORS = ("CannotPullContainerError", "CannotStartContainerError",
+                "CannotCreateContainerError", "CannotInspectContainerError",
+                "ResourceInitializationError", "DockerTimeoutError")
+HOST_LOST = ("Host EC2 (instance ", "Your Spot Task was interrupted")
+UNPLACEABLE = ("MISCONFIGURATION:", "CAPACITY:")
+IMAGE_HINT = ("image could not be pulled/started: check that the image exists in the registry "
+              "the job definition names, that the instances reach it (a NAT gateway or VPC "
+              "endpoints in private subnets), that the execution role may pull it, and that "
+              "the image's architecture matches the compute environment's (config key "
+              "architecture)")
+PLACE_HINT = ("no instance of the compute environment can run this task: lower vcpus/memory/"
+              "gpus or change instance_types, max_vcpus or subnets (see docs/aws.md)")
+
+
+def retry_strategy(retries: int, infra_retries: int, max_attempts: int, fargate: bool,
+                   short_timeout: bool) -> dict:
+    """The job definition's retryStrategy: Batch itself retries losses to the infrastructure.
+
+    Batch keeps one count of attempts, so the two budgets are separate only while
+    ``retries == 0`` (the default): attempts = 1 + infra_retries, an image or host failure
+    → RETRY, every other end → EXIT. With ``retries > 0`` the count is retries + 1 and
+    serves both: the user's code never runs more often than asked, and a loss to the
+    infrastructure uses one of those attempts. Rules match in order (at most 5).
+    """
+    rules = [{"onStatusReason": "Cannot*", "action": "RETRY"},  # Cannot{Pull,Start,...}ContainerError
+             {"onStatusReason": "ResourceInitializationError*", "action": "RETRY"},
+             {"onStatusReason": "DockerTimeoutError*", "action": "RETRY"},
+             {"onStatusReason": "Your Spot Task*" if fargate else "Host EC2*", "action": "RETRY"}]
+    if retries == 0:
+        rules.append({"onReason": "*", "action": "EXIT"})
+        attempts = min(max_attempts, 1 + (infra_retries or 0))
+        if not infra_retries:
+            rules = rules[4:]
+    else:
+        if short_timeout:
+            rules.append({"onExitCode": str(TIMEOUT_EXIT), "action": "EXIT"})
+        attempts = retries + 1
+    return {"attempts": attempts, "evaluateOnExit": rules}
+
+
+def _fields(job: dict) -> list[str]:
+    """statusReason and container.reason, the job's own (its last attempt) before each attempt's."""
+    texts = [job.get("statusReason"), (job.get("container") or {}).get("reason")]
+    for attempt in reversed(job.get("attempts") or ()):
+        texts += [attempt.get("statusReason"), (attempt.get("container") or {}).get("reason")]
+    return [t.strip() for t in texts if t and t.strip()]
+
+
+def exit_code(job: dict) -> int | None:
+    code = (job.get("container") or {}).get("exitCode")
+    if code is None:
+        for attempt in reversed(job.get("attempts") or ()):
+            code = (attempt.get("container") or {}).get("exitCode")
+            if code is not None:
+                break
+    return code
+
+
+def _starting(texts: list[str], prefixes: tuple[str, ...]) -> str | None:
+    return next((t for t in texts if t.startswith(prefixes)), None)
+
+
+def _timeout_of(job: dict) -> str:
+    command = list((job.get("container") or {}).get("command") or ())
+    if "--timeout" in command:
+        return f"{command[command.index('--timeout') + 1]}s"
+    seconds = (job.get("timeout") or {}).get("attemptDurationSeconds")
+    return f"{seconds}s" if seconds else ""
+
+
+def task_status(job: dict, waiting: str = "") -> TaskStatus:
+    """A task's TaskStatus from its Batch job (a ListJobs summary merged with DescribeJobs),
+    with its last attempt's start and end (Batch gives epoch milliseconds) for the report."""
+    status = _classify(job, waiting)
+    started, stopped = job.get("startedAt"), job.get("stoppedAt")
+    return replace(status, started=started / 1000 if started else None,
+                   ended=stopped / 1000 if stopped else None)
+
+
+def _classify(job: dict, waiting: str = "") -> TaskStatus:
+    """The state and reason of a Batch job.
+
+    waiting: the RUNNABLE statusReason last seen for the job's array, added to the reason
+    of a task that ended without being placed.
+    """
+    status = job.get("status", "SUBMITTED")
+    attempts = len(job.get("attempts") or ())
+    if status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING"):
+        reason = job.get("statusReason") or ""
+        return TaskStatus(PENDING, attempts, reason=reason if reason.startswith(UNPLACEABLE) else "")
+    if status == "RUNNING":
+        return TaskStatus(RUNNING, attempts)
+    code = exit_code(job)
+    if status == "SUCCEEDED":
+        return TaskStatus(SUCCEEDED, attempts, 0 if code is None else code)
+    texts = _fields(job)
+    own = (job.get("statusReason") or "").strip()
+    command = (job.get("container") or {}).get("command") or ()
+    if own == CANCEL_REASON:
+        return TaskStatus(CANCELLED, attempts, code, "cancelled", "cancelled")
+    if own == TIMEOUT_REASON or (code == TIMEOUT_EXIT and "--timeout" in command):
+        limit = _timeout_of(job)
+        return TaskStatus(FAILED, attempts, code,
+                          f"timed out after {limit}" if limit else f"timed out ({own})", "timeout")
+    found = _starting(texts, ("OutOfMemoryError",))
+    if found:
+        return TaskStatus(FAILED, attempts, code, f"out of memory ({found})", "oom")
+    found = _starting(texts, IMAGE_ERRORS)
+    if found:
+        return TaskStatus(FAILED, attempts, code, f"{IMAGE_HINT} ({found})", "infrastructure")
+    found = _starting(texts, HOST_LOST)
+    if found:
+        return TaskStatus(FAILED, attempts, code, f"spot reclaimed / host lost ({found})",
+                          "infrastructure")
+    found = _starting(texts, UNPLACEABLE)
+    if not found and waiting and not attempts and code is None:
+        found = texts[0] if texts else "ended before it started"  # the queue's own words
+    if found:
+        seen = f"; while waiting: {waiting}" if waiting and waiting != found else ""
+        return TaskStatus(FAILED, attempts, code,
+                          f"never placed, ended by the job queue ({found}{seen}): {PLACE_HINT}",
+                          "error")
+    detail = "; ".join(dict.fromkeys(texts)) or "failed"
+    if code is not None:
+        detail += f" (exit code {code})"
+    return TaskStatus(FAILED, attempts, code, detail, "error")

@@ -1,0 +1,101 @@
+"""The replay layer: real AWS response shapes for what moto cannot produce.
+
+``Replay`` puts botocore's Stubber on the backend's own clients (``spmd_aws.aws.Clients``),
+made from a session of their own (the moto harness's hooks are not on it). Each canned
+response is queued with ``add`` in the order the backend will ask; a request the backend
+sends is checked against botocore's service model (parameter validation is on), so a
+wrong field name fails the test, and each canned response is checked against the model's
+output shape by the Stubber. Every request is recorded in ``requests``.
+
+The canned records below are built from the examples and field descriptions in the AWS
+docs named beside each one.
+"""
+from __future__ import annotations
+
+from botocore.stub import Stubber
+
+REGION = "us-east-1"
+QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/spmd-ec2"
+ROLE_ARN = "arn:aws:iam::123456789012:role/spmd/spmd-job"
+DEFINITION_ARN = "arn:aws:batch:us-east-1:123456789012:job-definition/spmd-0123456789abcdef:1"
+STARTED = 1764046800000  # epoch milliseconds, as Batch reports startedAt
+
+
+class Replay:
+    """Stubbers on every client of one Clients; use as a context manager."""
+
+    def __init__(self, clients):
+        self.clients = clients
+        self.requests: list[tuple[str, str, dict]] = []
+        self._stubbers: dict[str, Stubber] = {}
+
+    def client(self, service: str):
+        client = self.clients(service)
+        if service not in self._stubbers:
+            assert client.meta.config.parameter_validation is True
+            client.meta.events.register("provide-client-params", self._record,
+                                        unique_id="spmd-replay-record")
+            self._stubbers[service] = Stubber(client)
+            self._stubbers[service].activate()
+        return client
+
+    def _record(self, params, model, **_):
+        self.requests.append((model.service_model.service_name, model.name, dict(params)))
+
+    def add(self, service: str, method: str, response: dict, expected: dict | None = None) -> None:
+        """Queue the response to the next ``method`` call (boto3's snake_case name)."""
+        self.client(service)
+        self._stubbers[service].add_response(method, response, expected)
+
+    def add_error(self, service: str, method: str, code: str, message: str, status: int) -> None:
+        self.client(service)
+        self._stubbers[service].add_client_error(method, code, message, status)
+
+    def count(self, operation: str) -> int:
+        return sum(1 for _, op, _ in self.requests if op == operation)
+
+    def __enter__(self) -> "Replay":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for stubber in self._stubbers.values():
+            if exc[0] is None:
+                stubber.assert_no_pending_responses()
+            stubber.deactivate()
+
+
+def summary(job_id: str, status: str, **fields) -> dict:
+    """A ListJobs JobSummary (AWS Batch API Reference, "JobSummary")."""
+    out = {"jobId": job_id, "jobName": "spmd-job-0", "status": status, **fields}
+    if ":" in job_id:
+        out["arrayProperties"] = {"index": int(job_id.rsplit(":", 1)[1])}
+    return out
+
+
+def detail(job_id: str, status: str, **fields) -> dict:
+    """A DescribeJobs JobDetail (AWS Batch API Reference, "JobDetail")."""
+    return {"jobId": job_id, "jobName": "spmd-job-0", "jobQueue": QUEUE_ARN, "status": status,
+            "startedAt": STARTED, "jobDefinition": DEFINITION_ARN, **fields}
+
+
+# "CannotPullContainer errors" (AWS Batch user guide, troubleshooting) and "Stopped tasks
+# error codes" (Amazon ECS developer guide): the text of a pull that timed out. It holds
+# "canceled" and "Timeout", and is neither a cancel nor a timeout.
+PULL_FAILED = ("CannotPullContainerError: Error response from daemon: Get "
+               "\"https://123456789012.dkr.ecr.us-east-1.amazonaws.com/v2/\": net/http: request "
+               "canceled while waiting for connection (Client.Timeout exceeded while awaiting "
+               "headers)")
+
+# "Jobs stuck in a RUNNABLE status" (AWS Batch user guide): the statusReason ListJobs and
+# DescribeJobs give a job blocking the head of the queue.
+MISCONFIGURED = ("MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - The job resource requirement "
+                 "(vCPU/memory/GPU) is higher than that can be met by the CE(s) attached to the "
+                 "job queue.")
+# "Automatic remediation with jobStateTimeLimitActions" (AWS Batch user guide) and
+# "JobStateTimeLimitAction" (API Reference): after maxTimeSeconds the job is cancelled and
+# the action's reason, one of the documented statusReason values, is logged as its reason.
+CANCELLED_BY_QUEUE = "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"
+
+# "DeleteObjects" (Amazon S3 API Reference): HTTP 200 with an <Error> per key not deleted.
+DELETE_DENIED = {"Code": "AccessDenied", "Message": "Access Denied"}
+

@@ -1,0 +1,210 @@
+"""The queue, store and logs against replayed AWS responses moto cannot produce.
+
+Each test drives spmd_aws's own code (AwsBatchQueue, S3Store) on its own clients, with
+botocore's Stubber answering in AWS's shapes (see canned.py for the docs each comes from).
+Requests are validated against botocore's service model as they are sent.
+"""
+import types
+
+import pytest
+
+from spmd.batch_queue import ArraySpec, Resources
+from spmd.errors import StoreError, TaskLost
+from spmd_aws.aws import AwsError, Clients
+from spmd_aws.config import AwsSettings
+from spmd_aws.provision import Deployment
+from spmd_aws.queue import AwsBatchQueue, encode_handle
+from spmd_aws.store import S3Store
+
+from .canned import (
+    CANCELLED_BY_QUEUE, DEFINITION_ARN, DELETE_DENIED, MISCONFIGURED, PULL_FAILED, QUEUE_ARN,
+    REGION, ROLE_ARN, Replay, detail, summary,
+)
+
+STATUSES = ("RUNNING", "SUCCEEDED", "FAILED")  # what states() lists, in this order
+
+
+@pytest.fixture
+def clients(aws_env, monkeypatch):
+    """Clients of a session of their own: the moto harness's botocore hooks are not on it."""
+    import spmd_aws.aws
+    monkeypatch.setattr(spmd_aws.aws, "_sessions", {})
+    return Clients(REGION)
+
+
+@pytest.fixture
+def queue(clients):
+    opts = AwsSettings(bucket="lab-data")
+    q = AwsBatchQueue(opts, clients)
+    q._deployment = Deployment(QUEUE_ARN, ROLE_ARN)  # provisioning is tested elsewhere
+    return q
+
+
+def list_pages(replay, parent, listed: dict):
+    """The ListJobs pages states() reads for one array: one per status in STATUSES."""
+    for status in STATUSES:
+        replay.add("batch", "list_jobs", {"jobSummaryList": listed.get(status, [])},
+                   {"arrayJobId": parent, "jobStatus": status, "maxResults": 1000})
+
+
+def lost_future(queue, handle, task, status):
+    """What the client's Job makes of a task that ended without output."""
+    from spmd.job import Job
+    manifest = types.SimpleNamespace(job_id="j-1", n_items=2, n_tasks=2,
+                                     items_of=lambda t: [t], task_of=lambda i: i)
+    backend = types.SimpleNamespace(queue=queue, settings={}, poll_interval=1)
+    job = Job(backend, manifest, handle, watch=False)
+    job._resolve_lost(task, status)
+    return job.futures[task]
+
+
+def test_a_pull_failure_is_a_lost_task_retried_by_batch_not_a_cancel(queue, clients):
+    spec = ArraySpec("j-1", "reg/spmd-tasks:abc", ("python3", "-m", "spmd.worker"), 2,
+                     Resources(retries=0, infra_retries=3))
+    with Replay(clients) as replay:
+        # DescribeJobDefinitions / RegisterJobDefinition / SubmitJob (AWS Batch API Reference)
+        replay.add("batch", "describe_job_definitions", {"jobDefinitions": []})
+        replay.add("batch", "register_job_definition", {
+            "jobDefinitionName": "spmd-0123456789abcdef", "jobDefinitionArn": DEFINITION_ARN,
+            "revision": 1})
+        replay.add("batch", "submit_job", {"jobName": "j-1-0", "jobId": "p1"})
+        handle = queue.submit(spec)
+        # The second child failed its 4 attempts (1 + infra_retries): never pulled.
+        failed = summary("p1:1", "FAILED", statusReason=PULL_FAILED)
+        list_pages(replay, "p1", {"SUCCEEDED": [summary("p1:0", "SUCCEEDED")], "FAILED": [failed]})
+        replay.add("batch", "describe_jobs", {"jobs": [detail(
+            "p1:1", "FAILED", statusReason=PULL_FAILED,
+            attempts=[{"container": {"reason": PULL_FAILED}, "statusReason": PULL_FAILED}] * 4,
+            container={"reason": PULL_FAILED})]}, {"jobs": ["p1:1"]})
+        states = queue.states(handle)
+        future = lost_future(queue, handle, 1, states[1])  # its log: from the cached record
+
+    [definition] = [p for _, op, p in replay.requests if op == "RegisterJobDefinition"]
+    strategy = definition["retryStrategy"]
+    assert strategy["attempts"] == 4  # retries + 1 + infra_retries
+    assert {"onStatusReason": "Cannot*", "action": "RETRY"} in strategy["evaluateOnExit"]
+    status = states[1]
+    assert (status.state, status.lost, status.attempts) == ("FAILED", "infrastructure", 4)
+    assert status.reason.startswith("image could not be pulled/started: check")
+    assert states[0].state == "SUCCEEDED"
+    assert not future.cancelled()
+    error = future.exception()
+    assert isinstance(error, TaskLost) and "CannotPullContainerError" in str(error)
+    assert replay.count("DescribeJobs") == 1 and replay.count("GetLogEvents") == 0
+
+
+def test_a_runnable_misconfiguration_is_reported_and_then_ends_with_its_reason(queue, clients):
+    handle = encode_handle([("p2", 0, 3)])
+    with Replay(clients) as replay:
+        # Poll 1: no child has run; one RUNNABLE child tells why the queue is blocked.
+        list_pages(replay, "p2", {})
+        replay.add("batch", "list_jobs", {"jobSummaryList": [
+            summary("p2:0", "RUNNABLE", statusReason=MISCONFIGURED)]},
+            {"arrayJobId": "p2", "jobStatus": "RUNNABLE", "maxResults": 1})
+        waiting = queue.states(handle)
+        # Poll 2: jobStateTimeLimitActions cancelled the three after maxTimeSeconds.
+        ended = [summary(f"p2:{i}", "FAILED", statusReason=CANCELLED_BY_QUEUE) for i in range(3)]
+        list_pages(replay, "p2", {"FAILED": ended})
+        replay.add("batch", "describe_jobs", {"jobs": [
+            detail(f"p2:{i}", "FAILED", statusReason=CANCELLED_BY_QUEUE, attempts=[])
+            for i in range(3)]}, {"jobs": ["p2:0", "p2:1", "p2:2"]})
+        final = queue.states(handle)
+
+    assert [waiting[t].state for t in range(3)] == ["PENDING"] * 3
+    assert {waiting[t].reason for t in range(3)} == {MISCONFIGURED}
+    assert [final[t].state for t in range(3)] == ["FAILED"] * 3  # an error, not a cancel
+    assert {final[t].lost for t in range(3)} == {"error"}
+    assert CANCELLED_BY_QUEUE in final[0].reason and "vCPU/memory/GPU" in final[0].reason
+    assert "never placed" in final[0].reason
+
+
+def test_spmd_status_prints_why_tasks_wait(queue, clients, capsys, monkeypatch):
+    from spmd.cli import jobs as cli
+    handle = encode_handle([("p3", 0, 2)])
+    job = _JobView(handle, queue)
+    monkeypatch.setattr(cli, "open_job", lambda args: job)
+    with Replay(clients) as replay:
+        list_pages(replay, "p3", {})
+        replay.add("batch", "list_jobs", {"jobSummaryList": [
+            summary("p3:0", "RUNNABLE", statusReason=MISCONFIGURED)]},
+            {"arrayJobId": "p3", "jobStatus": "RUNNABLE", "maxResults": 1})
+        cli.cmd_status(types.SimpleNamespace(job_id="j-3"))
+    assert f"waiting: {MISCONFIGURED}" in capsys.readouterr().out
+
+
+class _JobView:
+    """What cmd_status reads of a Job: its counts (as job.status() gave them) and its queue."""
+
+    id = "j-3"
+    manifest = types.SimpleNamespace(n_tasks=2, backend="aws")
+
+    def __init__(self, handle, queue):
+        self.handle = handle
+        self.backend = types.SimpleNamespace(queue=queue)
+
+    def __len__(self):
+        return 2
+
+    def status(self):
+        return {"PENDING": 2, "RUNNING": 0, "SUCCEEDED": 0, "FAILED": 0, "CANCELLED": 0}
+
+
+def test_logs_of_lost_tasks_read_the_cached_record_and_only_the_tail(queue, clients):
+    handle = encode_handle([("p4", 0, 2)])
+    crashed = detail("p4:1", "FAILED", statusReason="Essential container in task exited",
+                     container={"exitCode": 1, "logStreamName": "spmd/default/b"},
+                     attempts=[{"container": {"exitCode": 1, "logStreamName": "spmd/default/b"}}])
+    with Replay(clients) as replay:
+        list_pages(replay, "p4", {"FAILED": [summary("p4:1", "FAILED")],
+                                  "SUCCEEDED": [summary("p4:0", "SUCCEEDED")]})
+        replay.add("batch", "describe_jobs", {"jobs": [crashed]}, {"jobs": ["p4:1"]})
+        queue.states(handle)
+        # GetLogEvents (CloudWatch Logs API Reference): startFromHead=false gives the newest page
+        replay.add("logs", "get_log_events", {
+            "events": [{"timestamp": 1, "message": "Traceback ...", "ingestionTime": 2},
+                       {"timestamp": 3, "message": "ValueError: bad", "ingestionTime": 4}],
+            "nextForwardToken": "f/1", "nextBackwardToken": "b/1"},
+            {"logGroupName": "/aws/batch/job", "logStreamName": "spmd/default/b",
+             "startFromHead": False})
+        text = queue.logs(handle, 1)
+    assert text == "Traceback ...\nValueError: bad\n"
+    assert replay.count("DescribeJobs") == 1  # the one states() made; logs() asked none
+
+
+def test_cancel_terminates_each_array_parent_only(queue, clients):
+    handle = encode_handle([("pa", 0, 8334), ("pb", 8334, 8333), ("pc", 16667, 8333)])
+    with Replay(clients) as replay:
+        for parent in ("pa", "pb", "pc"):  # TerminateJob (AWS Batch API Reference): {}
+            replay.add("batch", "terminate_job", {},
+                       {"jobId": parent, "reason": "spmd: cancelled by the user"})
+        queue.cancel(handle)
+    assert [op for _, op, _ in replay.requests] == ["TerminateJob"] * 3
+
+
+def test_per_key_delete_errors_are_reported(clients):
+    store = S3Store("lab-data", "spmd", clients=clients)
+    keys = [f"spmd/jobs/j/output/{i:06d}.pkl" for i in range(3)]
+    with Replay(clients) as replay:
+        # ListObjectsV2 (Amazon S3 API Reference)
+        replay.add("s3", "list_objects_v2", {"Contents": [{"Key": k, "Size": 1} for k in keys],
+                                             "IsTruncated": False, "KeyCount": 3})
+        replay.add("s3", "delete_objects", {"Deleted": [{"Key": keys[0]}],
+                                            "Errors": [{"Key": k, **DELETE_DENIED} for k in keys[1:]]})
+        with pytest.raises(StoreError) as info:
+            store.delete_prefix("jobs/j/")
+    message = str(info.value)
+    assert "2 of 3 objects were not deleted" in message and keys[1] in message
+    assert "AccessDenied" in message and "s3:DeleteObject" in message
+
+
+def test_the_layer_fails_on_a_field_name_aws_does_not_know(queue, clients, monkeypatch):
+    def misspelled(parent):
+        return queue.batch.list_jobs(arrayJobId=parent, jobStatus="RUNNABLE", maxResult=1)
+    monkeypatch.setattr(queue, "_why_waiting", misspelled)
+    with Replay(clients) as replay:
+        list_pages(replay, "p5", {})
+        replay.add("batch", "list_jobs", {"jobSummaryList": []})
+        with pytest.raises(AwsError, match='Unknown parameter in input: "maxResult"'):
+            queue.states(encode_handle([("p5", 0, 2)]))
+        # the same request with AWS's field name takes the response the wrong one could not
+        clients("batch").list_jobs(arrayJobId="p5", jobStatus="RUNNABLE", maxResults=1)
