@@ -54,7 +54,9 @@ def lost_future(queue, handle, task, status):
                                      items_of=lambda t: [t], task_of=lambda i: i)
     backend = types.SimpleNamespace(queue=queue, settings={}, poll_interval=1)
     job = Job(backend, manifest, handle, watch=False)
-    job._resolve_lost(task, status)
+    from spmd import protocol
+    for resolution in protocol.resolve([task], {}, {task: status}, set()).resolutions:
+        job._apply(resolution)
     return job.futures[task]
 
 
