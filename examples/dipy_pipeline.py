@@ -32,10 +32,11 @@ REQUIREMENTS = [f"{name}=={importlib.metadata.version(name)}"
 RELATIVE_TOLERANCE = 1e-6
 
 
-def knot(backend: str | None = None, vcpus: float = 1, memory: str = "2GiB") -> spmd.Knot:
+def knot(backend: str | None = None, vcpus: float = 1, memory: str = "2GiB",
+         config: dict | None = None) -> spmd.Knot:
     """The Knot that maps the pipeline over subject folders (also used by benchmarks/neuro.py)."""
     return spmd.Knot(pipeline.process_subject, requirements=REQUIREMENTS, backend=backend,
-                     vcpus=vcpus, memory=memory, name="dipy-pipeline")
+                     vcpus=vcpus, memory=memory, name="dipy-pipeline", config=config)
 
 
 def mismatches(remote: list[dict], local: list[dict]) -> list[str]:
