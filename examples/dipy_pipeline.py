@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     problems = mismatches(remote, local)
     for line in problems:
         print("MISMATCH " + line, file=sys.stderr)
-    print(f"results agree with the in-process run ({len(remote)} subjects)" if not problems else
+    subjects = f"{len(remote)} subject" + "s" * (len(remote) != 1)
+    print(f"results agree with the in-process run ({subjects})" if not problems else
           f"{len(problems)} mismatches with the in-process run")
     return 1 if problems else 0
 

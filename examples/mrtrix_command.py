@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"95th percentile {stats['p95']:.4f} (<= {mrtrix.P95_TOLERANCE}), "
                   f"mean FA differs by {stats['mean_diff']:.4f} (<= {mrtrix.MEAN_TOLERANCE}), "
                   f"NaN {stats['nan']}: {'ok' if stats['ok'] else 'OUT OF TOLERANCE'}")
-    print(f"MRtrix3 agrees with DIPY ({len(folders)} subjects)" if not failed
+    subjects = f"{len(folders)} subject" + "s" * (len(folders) != 1)
+    print(f"MRtrix3 agrees with DIPY ({subjects})" if not failed
           else f"{failed} subjects out of tolerance")
     return 1 if failed else 0
 
