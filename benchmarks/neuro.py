@@ -4,7 +4,7 @@ same function in ProcessPoolExecutor(2), and the bytes a second map over the sam
     .venv/bin/python benchmarks/neuro.py --subjects 8 24 --repeat 2
 
 Per size: the subjects are simulated first (not timed) and the task image is built before
-timing (``knot.ensure_image()``). spmd: a store of its own, the example's resources (1 vCPU,
+timing (``knot.ensure_image()``). spmd: a fresh store per run, the example's resources (1 vCPU,
 2 GiB per task; the local backend runs as many at once as the machine has cores), timed from
 ``map()`` to the last result, data references uploaded inside the timing on the first map.
 Then a second map over the same folders, also timed, whose ``job.uploads.uploaded_bytes``
@@ -42,9 +42,10 @@ def run_pool(folders: list[Path], workers: int) -> tuple[float, list[dict]]:
     return time.perf_counter() - started, results
 
 
-def run_spmd(knot: spmd.Knot, folders: list[Path]) -> tuple[float, list[dict], spmd.Job]:
+def run_spmd(knot: spmd.Knot, folders: list[Path],
+             chunksize: int | None) -> tuple[float, list[dict], spmd.Job]:
     started = time.perf_counter()
-    job = knot.map([spmd.File(folder) for folder in folders])
+    job = knot.map([spmd.File(folder) for folder in folders], chunksize=chunksize)
     results = job.results(timeout=3600)
     return time.perf_counter() - started, results, job
 
@@ -54,24 +55,30 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, nargs="+", default=[8, 24])
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunksize", type=int, default=None,
+                        help="items per spmd task (default: the map's own, as in the example)")
     options = parser.parse_args()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}")
-    with tempfile.TemporaryDirectory(prefix="spmd-bench-neuro-") as scratch:
+          f"{os.cpu_count()} cores, Python {platform.python_version()}; spmd chunksize "
+          f"{options.chunksize or 'default'}")
+    # ignore_cleanup_errors: the local queue may still write a job's state file at exit
+    with tempfile.TemporaryDirectory(prefix="spmd-bench-neuro-", ignore_cleanup_errors=True) as scratch:
         folders_all = simulate.write_subjects(Path(scratch) / "subjects", max(options.subjects))
-        knot = dipy_pipeline.knot("local", config={"store_dir": str(Path(scratch) / "store")})
-        built = knot.ensure_image()
+        built = dipy_pipeline.knot("local", config={"store_dir": str(Path(scratch) / "s")}).ensure_image()
         print(f"task image {built.reference} (built now: {built.built})")
         for n in options.subjects:
             folders = folders_all[:n]
             for run in range(1, options.repeat + 1):
+                # a fresh store: the first map uploads every subject, the second none
+                store = Path(scratch) / f"store-{n}-{run}"
+                knot = dipy_pipeline.knot("local", config={"store_dir": str(store)})
                 before = load()
                 pool_s, want = run_pool(folders, options.workers)
                 print(f"{n:3d} subjects, run {run}: ProcessPoolExecutor({options.workers}) "
                       f"{pool_s:7.1f}s  [{before}]")
                 for attempt in ("first map", "second map"):
                     before = load()
-                    spmd_s, got, job = run_spmd(knot, folders)
+                    spmd_s, got, job = run_spmd(knot, folders, options.chunksize)
                     problems = dipy_pipeline.mismatches(got, want)
                     sent = job.uploads
                     print(f"{n:3d} subjects, run {run}: spmd local {attempt:10s} {spmd_s:7.1f}s "
