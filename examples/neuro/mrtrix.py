@@ -30,7 +30,8 @@ MEAN_TOLERANCE = 0.005  # |mean FA_mrtrix - mean FA_dipy| inside the mask
 # The command line of the command job, one per subject: {dwi}, {bval}, {bvec} are the
 # subject's files (data references, staged as local paths). The tensor goes from dwi2tensor
 # to tensor2metric through a pipe (MRtrix's "-" image), so only fa.nii.gz is written in the
-# working folder, whose files come back with the item's result.
+# working folder, whose files come back with the item's result. When dwi2tensor fails,
+# tensor2metric gets no image and exits 1 too, so the item fails with both errors in its log.
 COMMAND = ["sh", "-c", "dwi2tensor -quiet -fslgrad {bvec} {bval} {dwi} -"
                        " | tensor2metric -quiet -fa fa.nii.gz -"]
 OUTPUTS = ["fa.nii.gz"]
