@@ -2,11 +2,14 @@
 
     python examples/dipy_pipeline.py --subjects 4 --backend local
 
-Each subject is simulated with DIPY (``neuro/simulate.py``, nothing is downloaded), then
-``neuro.pipeline`` runs per subject in a container: median_otsu brain extraction, non-local
-means denoising, a weighted least-squares tensor fit; it returns the mean FA in the brain
-mask and voxel counts. The same function runs in-process on the client, and the two must
-agree (counts equal, mean FA within 1e-6 relative); the exit status is 1 otherwise.
+Each subject is simulated with DIPY (``neuro/simulate.py``, nothing is downloaded) into a
+BIDS-like folder ``sub-NN/dwi/``. The folders are passed as data references
+(``spmd.File(folder)``): uploaded once by content, each task sees its subject as a local
+folder. ``neuro.pipeline.process_subject`` runs per subject in a container: median_otsu
+brain extraction, non-local means denoising, a weighted least-squares tensor fit; it returns
+the mean FA in the brain mask and voxel counts. The same function runs in-process on the
+client, and the two must agree (counts equal, mean FA within 1e-6 relative); the exit status
+is 1 otherwise.
 """
 from __future__ import annotations
 
@@ -29,22 +32,11 @@ REQUIREMENTS = [f"{name}=={importlib.metadata.version(name)}"
 RELATIVE_TOLERANCE = 1e-6
 
 
-def items_for(folders: list[Path]) -> list[tuple]:
-    """One map item per subject. Today: its arrays, read here and pickled into the job's input.
-
-    With data references this becomes ``[spmd.File(folder) for folder in folders]`` and the
-    mapped function ``pipeline.process_subject`` (see ``mapped_function``).
-    """
-    items = []
-    for folder in folders:
-        data, bvals, bvecs = pipeline.load(folder)
-        items.append((data, bvals, bvecs, folder.name))
-    return items
-
-
-def mapped_function():
-    """The function the Knot maps: over arrays today, over subject folders with spmd.File."""
-    return pipeline.analyse
+def knot(backend: str | None = None, vcpus: float = 1, memory: str = "2GiB",
+         config: dict | None = None) -> spmd.Knot:
+    """The Knot that maps the pipeline over subject folders (also used by benchmarks/neuro.py)."""
+    return spmd.Knot(pipeline.process_subject, requirements=REQUIREMENTS, backend=backend,
+                     vcpus=vcpus, memory=memory, name="dipy-pipeline", config=config)
 
 
 def mismatches(remote: list[dict], local: list[dict]) -> list[str]:
@@ -63,7 +55,8 @@ def mismatches(remote: list[dict], local: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=4)
-    parser.add_argument("--backend", default="local", help="local, aws or a plugin's backend")
+    parser.add_argument("--backend", default=None,
+                        help="local, aws or a plugin's backend (default: your spmd configuration's)")
     parser.add_argument("--data", type=Path, help="folder for the subjects (default: a temporary one)")
     parser.add_argument("--vcpus", type=float, default=1)
     args = parser.parse_args(argv)
@@ -73,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         folders = simulate.write_subjects(root, args.subjects)
         print(f"{len(folders)} subjects in {root}")
 
-        knot = spmd.Knot(mapped_function(), requirements=REQUIREMENTS, backend=args.backend,
-                         vcpus=args.vcpus, memory="2GiB", name="dipy-pipeline")
         started = time.perf_counter()
-        job = knot.map(items_for(folders), starmap=True)
-        print(f"job {job.id}: {len(job)} subjects on {args.backend}")
+        job = knot(args.backend, vcpus=args.vcpus).map([spmd.File(folder) for folder in folders])
+        sent = job.uploads
+        print(f"job {job.id}: {len(job)} subjects on {job.backend.name}; uploaded "
+              f"{sent.uploaded_bytes} of {sent.bytes} bytes ({sent.uploaded_objects} objects)")
         remote = job.results()
         remote_seconds = time.perf_counter() - started
 
@@ -88,12 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     for result in remote:
         print(f"  {result['subject']}: mean FA {result['mean_fa']:.4f}, "
               f"{result['mask_voxels']} brain voxels, {result['wm_voxels']} with FA > {pipeline.WM_FA}")
-    print(f"{args.backend}: {remote_seconds:.1f}s for {len(remote)} subjects; "
+    print(f"{job.backend.name}: {remote_seconds:.1f}s for {len(remote)} subjects; "
           f"in-process, one after another: {local_seconds:.1f}s")
     problems = mismatches(remote, local)
     for line in problems:
         print("MISMATCH " + line, file=sys.stderr)
-    print("results agree with the in-process run" if not problems else
+    subjects = f"{len(remote)} subject" + "s" * (len(remote) != 1)
+    print(f"results agree with the in-process run ({subjects})" if not problems else
           f"{len(problems)} mismatches with the in-process run")
     return 1 if problems else 0
 

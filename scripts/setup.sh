@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares this machine for spmd, doing only what is missing:
-#   1. a virtual environment (.venv) with the project installed (editable, test and aws extras)
-#      and the example backend plugin (examples/spmd-process-backend);
+#   1. a virtual environment (.venv) with the project installed (editable; the test, aws and
+#      neuro extras: CI runs the neuroimaging examples) and the example backend plugin
+#      (examples/spmd-process-backend);
 #   2. a Docker engine that answers (installed and started where we are root on Debian);
 #   3. Debian's debootstrap and docker-registry (base image bootstrap, AWS tests), slurm-wlm
 #      and munge (Slurm backend tests);
@@ -11,16 +12,17 @@ cd "$(dirname "$0")/.."
 say() { echo "[setup] $*" >&2; }
 PYTHON=${PYTHON:-python3}
 
-# 1. virtual environment, reinstalled when pyproject.toml changes
+# 1. virtual environment, reinstalled when pyproject.toml or the extras change
+extras=test,aws,neuro
 stamp=.venv/.spmd-installed
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$( (cat pyproject.toml; echo "$extras") | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $($PYTHON --version)"
     "$PYTHON" -m venv .venv
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "installing spmd and its test dependencies into .venv"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,aws]' 2> >(grep -v "^WARNING: Location" >&2)
+    say "installing spmd and its extras ($extras) into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]" 2> >(grep -v "^WARNING: Location" >&2)
     echo "$want" > "$stamp"
 fi
 # the example third-party backend plugin, which the conformance tests run the kit on

@@ -27,10 +27,14 @@ MEDIAN_TOLERANCE = 0.005  # median |FA_mrtrix - FA_dipy| inside the mask
 P95_TOLERANCE = 0.02  # its 95th percentile
 MEAN_TOLERANCE = 0.005  # |mean FA_mrtrix - mean FA_dipy| inside the mask
 
-# The command line a command job runs; {dwi}, {bval}, {bvec} are the subject's files and
-# {out} the folder whose files come back (names for spmd.Command's placeholders).
-COMMAND = ("dwi2tensor -quiet -fslgrad {bvec} {bval} {dwi} {tmp}/tensor.mif"
-           " && tensor2metric -quiet -fa {out}/fa.nii.gz {tmp}/tensor.mif")
+# The command line of the command job, one per subject: {dwi}, {bval}, {bvec} are the
+# subject's files (data references, staged as local paths). The tensor goes from dwi2tensor
+# to tensor2metric through a pipe (MRtrix's "-" image), so only fa.nii.gz is written in the
+# working folder, whose files come back with the item's result. When dwi2tensor fails,
+# tensor2metric gets no image and exits 1 too, so the item fails with both errors in its log.
+COMMAND = ["sh", "-c", "dwi2tensor -quiet -fslgrad {bvec} {bval} {dwi} -"
+                       " | tensor2metric -quiet -fa fa.nii.gz -"]
+OUTPUTS = ["fa.nii.gz"]
 
 
 def finite_bvecs(bvec_path: str | Path, dest: str | Path) -> Path:
@@ -40,24 +44,6 @@ def finite_bvecs(bvec_path: str | Path, dest: str | Path) -> Path:
         bvecs = bvecs.T  # N x 3 -> FSL's 3 rows
     np.savetxt(dest, np.nan_to_num(bvecs, nan=0.0, posinf=0.0, neginf=0.0), fmt="%.8f")
     return Path(dest)
-
-
-def run_fa(dwi: bytes, bval: bytes, bvec: bytes) -> dict:
-    """Runs MRtrix3 on one subject's files given as bytes; returns FA (NIfTI bytes) and the log.
-
-    The function form of the command job, for today's API: it needs only mrtrix3 in the image.
-    """
-    import subprocess
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = {"dwi": f"{tmp}/dwi.nii.gz", "bval": f"{tmp}/dwi.bval", "bvec": f"{tmp}/dwi.bvec"}
-        for key, data in (("dwi", dwi), ("bval", bval), ("bvec", bvec)):
-            Path(paths[key]).write_bytes(data)
-        command = COMMAND.format(tmp=tmp, out=tmp, **paths)
-        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"MRtrix3 failed ({done.returncode}): {done.stderr[-2000:]}")
-        return {"fa": Path(f"{tmp}/fa.nii.gz").read_bytes(), "log": done.stderr}
 
 
 def agreement(fa_mrtrix: np.ndarray, fa_dipy: np.ndarray, mask: np.ndarray) -> dict:

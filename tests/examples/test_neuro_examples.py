@@ -1,0 +1,50 @@
+"""The README's neuroimaging examples, run as a newcomer runs them (a subprocess, 2 subjects,
+local Docker): each must exit 0 and print its check, which compares the containers' results
+with an in-process computation (DIPY) or with DIPY's FA (MRtrix3)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SUBJECTS = 2
+
+
+def _run(script: str, tmp_path: Path, engine) -> subprocess.CompletedProcess:
+    missing = [m for m in ("dipy", "nibabel") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.fail(f"{missing} missing: the examples need the neuro extra "
+                    "(scripts/setup.sh installs it; or .venv/bin/pip install -e '.[neuro]')",
+                    pytrace=False)
+    store = tmp_path / "store"
+    store.mkdir()
+    env = {**os.environ, "SPMD_BACKEND": "local", "SPMD_STORE_DIR": str(store),
+           "SPMD_USER_CONFIG": str(tmp_path / "no-user-config.toml")}
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), "--subjects", str(SUBJECTS)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def test_dipy_pipeline_agrees_with_the_in_process_run(tmp_path, engine):
+    out = _run("dipy_pipeline.py", tmp_path, engine).stdout
+    assert f"results agree with the in-process run ({SUBJECTS} subjects)" in out
+    # the subjects were data references: every byte of them was uploaded by this first map
+    # into the fresh store, and each subject's summary came back
+    assert "uploaded 0 of" not in out
+    assert [line.split(":")[0].strip() for line in out.splitlines() if "mean FA" in line] == \
+        [f"sub-{i + 1:02d}" for i in range(SUBJECTS)]
+
+
+def test_mrtrix_command_fa_agrees_with_dipy(tmp_path, engine):
+    out = _run("mrtrix_command.py", tmp_path, engine).stdout
+    assert f"MRtrix3 agrees with DIPY ({SUBJECTS} subjects)" in out
+    assert out.count("exit 0, fa.nii.gz downloaded") == SUBJECTS
+    assert out.count(": ok") == SUBJECTS
