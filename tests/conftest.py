@@ -30,3 +30,16 @@ def _isolated_config(tmp_path, monkeypatch):
     monkeypatch.setenv("SPMD_USER_CONFIG", str(tmp_path / "no-user-config.toml"))
     for name in ("SPMD_PROFILE", "SPMD_BACKEND", "SPMD_BASE_IMAGE", "SPMD_STORE_DIR"):
         monkeypatch.delenv(name, raising=False)
+
+
+# Under pytest-xdist (scripts/test.sh runs two workers) a file's tests stay on one worker,
+# so module fixtures run once; so do all the tests of a stack that a session fixture starts
+# (moto + registry for tests/aws, a private Slurm for tests/slurm), so each starts once.
+_ONE_WORKER = ("aws", "slurm")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = item.path.relative_to(config.rootpath).parts
+        group = parts[1] if len(parts) > 2 and parts[1] in _ONE_WORKER else "/".join(parts)
+        item.add_marker(pytest.mark.xdist_group(group))

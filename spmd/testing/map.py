@@ -168,7 +168,8 @@ class MapContract(BackendFixtures):
 
     def test_timeout_ends_as_timed_out(self, spmd_knot):
         started = time.monotonic()
-        job = spmd_knot(fn.sleepy, timeout=2, retries=1).map([120, 0], chunksize=1)
+        # 6 s: the task must start and print before its timeout, on a loaded machine too
+        job = spmd_knot(fn.sleepy, timeout=6, retries=1).map([120, 0], chunksize=1)
         with cancelled_at_exit(job):
             exc = job.futures[0].exception(timeout=WAIT)
         assert time.monotonic() - started < 90, "the task was not stopped at its timeout"
