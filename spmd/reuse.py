@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import marshal
+import types
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -42,11 +42,21 @@ def reuse_key(function: bytes, image_tag: str, env: Mapping[str, str], func: Any
     digest = hashlib.sha256(b"spmd-reuse-1\0")
     digest.update(function)
     code = getattr(func, "__code__", None)
-    if code is not None:
-        digest.update(marshal.dumps(code))
+    if isinstance(code, types.CodeType):
+        _code_digest(digest, code)
     digest.update(b"\0" + image_tag.encode() + b"\0")
     digest.update(json.dumps(dict(env), sort_keys=True).encode())
     return digest.hexdigest()[:40]
+
+
+def _code_digest(digest, code: types.CodeType) -> None:
+    """What a code object does, stably (marshal's bytes vary with reference counts)."""
+    digest.update(code.co_code + repr((code.co_names, code.co_varnames)).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _code_digest(digest, const)
+        else:
+            digest.update(repr(const).encode())
 
 
 def item_key(parts: list) -> str:
