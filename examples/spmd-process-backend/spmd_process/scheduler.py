@@ -37,7 +37,7 @@ log = logging.getLogger("spmd.process")
 PYTHONS = ("python", "python3", f"python3.{sys.version_info.minor}")
 # Inherited from the client's environment these would mislead the worker about its task.
 NOT_INHERITED = ("AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ATTEMPT", "SPMD_TASK_OFFSET",
-                 "SPMD_ATTEMPT", "SPMD_SINGLE_TASK")
+                 "SPMD_ATTEMPT", "SPMD_SINGLE_TASK", "SPMD_ATTEMPT_OFFSET")
 
 
 @dataclass
