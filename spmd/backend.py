@@ -31,13 +31,15 @@ class Capacity:
     memory: int
 
     def slots(self, resources: Resources, backend: str) -> int:
-        """How many such tasks fit at once; ResourceError when not even one does."""
-        if resources.vcpus > self.vcpus or resources.memory > self.memory:
+        """How many such tasks fit at once (at their largest memory size); ResourceError when
+        not even one does."""
+        memory = max(resources.memory_sizes)
+        if resources.vcpus > self.vcpus or memory > self.memory:
             raise ResourceError(
-                f"a task asks for {resources.vcpus:g} vcpus and {format_bytes(resources.memory)}, "
+                f"a task asks for {resources.vcpus:g} vcpus and {format_bytes(memory)}, "
                 f"but the {backend} backend has at most {self.vcpus:g} vcpus and "
                 f"{format_bytes(self.memory)}; ask for less or raise max_vcpus/max_memory")
-        return max(1, math.floor(min(self.vcpus / resources.vcpus, self.memory / resources.memory)))
+        return max(1, math.floor(min(self.vcpus / resources.vcpus, self.memory / memory)))
 
 
 class Backend(ABC):

@@ -38,6 +38,22 @@ class Resources:
     timeout: float | None = None
     retries: int = 0
     infra_retries: int = 3
+    #: larger sizes, ascending: an attempt killed for its memory runs again at the next one
+    more_memory: tuple[int, ...] = ()
+
+    @property
+    def memory_sizes(self) -> tuple[int, ...]:
+        """Every memory size an attempt may get, first to last."""
+        return (self.memory, *self.more_memory)
+
+    def memory_at(self, step: int) -> int:
+        """The memory of an attempt at ``step`` of ``memory_sizes`` (0: the first size)."""
+        return self.memory_sizes[min(step, len(self.more_memory))]
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Resources":
+        """From ``dataclasses.asdict`` output read back from JSON (lists become tuples)."""
+        return cls(**{**raw, "more_memory": tuple(raw.get("more_memory") or ())})
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,10 @@ class TaskStatus:
 
 class BatchQueue(ABC):
     """Runs arrays of tasks; the handle it returns is stored with the job for re-attaching."""
+
+    #: runs an attempt killed for its memory again at ``Resources.more_memory``'s next size
+    #: (a queue without it refuses such a spec on the client, before anything is submitted)
+    grows_memory: bool = False
 
     @abstractmethod
     def submit(self, spec: ArraySpec) -> str:

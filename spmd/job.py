@@ -58,6 +58,10 @@ class Job:
         self._interval = backend.settings.get("poll_interval") or backend.poll_interval
         self._watcher = threading.Thread(target=self._watch, daemon=True,
                                          name=f"spmd-watch-{manifest.job_id}")
+        #: results of items taken from earlier jobs (map's reuse=True), by item
+        self.reused: dict = {}
+        if manifest.reused:
+            self._set_reused()
         if watch:  # a one-off look (spmd status, spmd logs) needs no watcher
             self._watcher.start()
 
@@ -132,6 +136,9 @@ class Job:
         if not 0 <= index < len(self):
             raise IndexError(f"job {self.id} has items 0..{len(self) - 1}, not {index}")
         task = self.manifest.task_of(index)
+        if task is None:
+            source = self.reused.get(index)
+            return f"spmd: item {index} was reused from job {source.job_id if source else '?'}\n"
         if self.futures[index].done():
             self._wait_ended([task], LOG_WAIT_SECONDS)
         return self.backend.queue.logs(self.handle, task)
@@ -166,6 +173,11 @@ class Job:
     def provenance(self, index: int) -> dict:
         """Where and when the task of item index ran: start, end, attempt, peak memory, host, image."""
         task = self.manifest.task_of(index)
+        if task is None:  # reused: where and when its earlier job computed it
+            source = self.reused.get(index)
+            if source is None:
+                raise ObjectNotFound(layout.reused_key(self.id))
+            return {**source.provenance, "reused_from": source.job_id}
         output = protocol.read_output(self.backend.store, self.id, task)
         if output is None:
             raise ObjectNotFound(layout.output_key(self.id, task))
@@ -176,6 +188,15 @@ class Job:
         digest and state, lost tasks included (see spmd.report)."""
         from .report import build
         return build(self)
+
+    def _set_reused(self) -> None:
+        from .reuse import load_reused
+        self.reused = load_reused(self.backend.store, self.id)
+        for index in self.manifest.reused:
+            try:
+                self.futures[index]._set(True, self.reused[index].value.load())
+            except Exception as exc:  # a value this client cannot unpickle (or a lost record)
+                self.futures[index]._set(False, exc)
 
     # -- watching -----------------------------------------------------------------
 

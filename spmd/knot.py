@@ -10,14 +10,15 @@ import logging
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import apt, codec, data, image, layout, shards, staging
+from . import apt, codec, data, image, layout, reuse as _reuse, shards, staging
 from .args import as_call
 from .backend import Backend, Capacity, open_backend, task_runtime
 from .batch_queue import ArraySpec, Resources
 from .config import Settings, resolve
 from .job import Job
 from .layout import Manifest
-from .units import parse_memory
+from .errors import ConfigError, ResourceError
+from .units import format_bytes, parse_memory
 
 log = logging.getLogger("spmd")
 
@@ -37,7 +38,7 @@ class Knot:
                  requirements: Sequence[str] = (), base_image: str | None = None,
                  system_packages: Sequence[str] = (),
                  env: Mapping[str, str] | None = None, vcpus: float = 1,
-                 memory: str | int = "2GiB", timeout: float | None = None, retries: int = 0,
+                 memory: str | int | Sequence[str | int] = "2GiB", timeout: float | None = None, retries: int = 0,
                  infra_retries: int = 3, name: str | None = None, profile: str | None = None,
                  config: Mapping[str, Any] | None = None, network: bool | None = None):
         if not callable(func):
@@ -66,9 +67,10 @@ class Knot:
         self.name = name or getattr(func, "__name__", "job")
         self.requirements = tuple(r.strip() for r in requirements)
         self.env = env
-        self.resources = Resources(vcpus=float(vcpus), memory=parse_memory(memory),
+        sizes = memory_sizes(memory)
+        self.resources = Resources(vcpus=float(vcpus), memory=sizes[0],
                                    timeout=float(timeout) if timeout else None, retries=retries,
-                                   infra_retries=infra_retries)
+                                   infra_retries=infra_retries, more_memory=sizes[1:])
         self.settings: Settings = resolve({**(config or {}), "backend": backend,
                                            "base_image": base_image}, profile=profile)
         self.backend: Backend = open_backend(self.settings)
@@ -111,23 +113,40 @@ class Knot:
         return capacity.slots(self.resources, self.settings.backend)
 
     def map(self, items: Iterable[Any], *, chunksize: int | None = None,
-            starmap: bool = False) -> Job:
-        """Run the function over items in containers; returns a Job at once."""
+            starmap: bool = False, reuse: bool = False) -> Job:
+        """Run the function over items in containers; returns a Job at once.
+
+        ``reuse=True`` takes each item's result from an earlier map of the same function,
+        image and env over an equal item, where one succeeded, and runs only the others; a
+        rerun of a job that is still running attaches to it (spmd.reuse).
+        """
         items = list(items)
         calls = [as_call(item, starmap) for item in items]
         if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int)
                                       or chunksize < 1):
             raise ValueError(f"chunksize={chunksize!r} must be a whole number, 1 or more, or None")
+        if not isinstance(reuse, bool):
+            raise ValueError(f"reuse={reuse!r} must be True or False")
 
         codec.register_local_modules(set(type(self.backend).runtime_packages))
         self._check_command_image()
+        self._check_memory_sizes()
         slots = self.parallelism(self.backend.capacity())
-        chunksize = chunksize or max(1, math.ceil(len(calls) / (slots * TASKS_PER_SLOT)))
         # Files become content-addressed references; the function is wrapped to stage them
         # in the task and to store its outputs folder (spmd/staging.py).
         function, staged, uploads = staging.prepare(self.func, calls)
-        payloads = [staging.dumps_calls(staged[i:i + chunksize], calls[i:i + chunksize], i)
-                    for i in range(0, len(calls), chunksize)]
+        keys = [_reuse.item_key(staging.dumps_calls([(args[1:], kwargs)], [calls[i]], i))
+                for i, (args, kwargs) in enumerate(staged)] if reuse else []
+
+        def plan(run: list[int]) -> tuple[int, list]:
+            size = chunksize or max(1, math.ceil(len(run) / (slots * TASKS_PER_SLOT)))
+            return size, [staging.dumps_calls([staged[i] for i in run[j:j + size]],
+                                              [calls[i] for i in run[j:j + size]], run[j])
+                          for j in range(0, len(run), size)]
+
+        run = list(range(len(calls)))
+        if not reuse:  # (with reuse, the keys above pickled every item already)
+            size, payloads = plan(run)  # every item pickled before anything is built or written
 
         if type(self.backend).uses_images:
             task_image = self.ensure_image()
@@ -135,18 +154,34 @@ class Knot:
             self.backend.prepare_environment(self.image_spec())
             task_image = image.TaskImage(reference="", tag="", built=False)
         store = self.backend.store
+        key, found = "", _reuse.Found()
+        if reuse:
+            tag = task_image.tag or image.content_tag(self.image_spec(), "no image")
+            key = _reuse.reuse_key(function, tag, self.env, self.func)
+            found = _reuse.find(self.backend, key, keys)
+            if found.attach:
+                log.info("job %s runs these very items; attaching to it", found.attach)
+                from .job import load
+                return load(self.backend, found.attach)
+            run = [i for i in run if i not in found.results]
+            size, payloads = plan(run)
         data.send(store, uploads)  # only what the store lacks, after every check has passed
         job_id = layout.new_job_id(self.name)
         per_shard = shards.plan([codec.frame_size(p) for p in payloads])
         manifest = Manifest(job_id=job_id, name=self.name, backend=self.settings.backend,
-                            profile=self.settings.profile, n_items=len(calls), chunksize=chunksize,
+                            profile=self.settings.profile, n_items=len(calls), chunksize=size,
                             tasks_per_shard=per_shard, image=task_image.reference,
-                            resources=self.resources)
+                            resources=self.resources,
+                            items=run if len(run) < len(calls) else None, reuse_key=key)
         store.put(layout.function_key(job_id), function)
         for shard, start in enumerate(range(0, len(payloads), per_shard)):
             store.put_parts(layout.shard_key(job_id, shard),
                             shards.pack_parts(payloads[start:start + per_shard]))
+        if found.results:
+            _reuse.save_reused(store, job_id, found.results)
         store.put(layout.manifest_key(job_id), manifest.to_json())
+        if reuse:
+            _reuse.record(store, key, job_id, keys)
 
         handle = ""
         if payloads:
@@ -155,11 +190,37 @@ class Knot:
                 job_id=job_id, image=task_image.reference, command=WORKER_COMMAND,
                 n_tasks=len(payloads), resources=self.resources, env=env, network=self.network))
             store.put_json(layout.queue_key(job_id), {"handle": handle})
-        log.info("job %s: %d items in %d tasks of up to %d, image %s", job_id, len(calls),
-                 len(payloads), chunksize, task_image.reference)
+        log.info("job %s: %d items (%d reused) in %d tasks of up to %d, image %s", job_id,
+                 len(calls), len(found.results), len(payloads), size, task_image.reference)
         job = Job(self.backend, manifest, handle)
         job.uploads = uploads
         return job
+
+
+    def _check_memory_sizes(self) -> None:
+        if self.resources.more_memory and not type(self.backend.queue).grows_memory:
+            raise ResourceError(
+                f"memory={[format_bytes(m) for m in self.resources.memory_sizes]}: the "
+                f"{self.settings.backend} backend cannot run a task again with more memory; "
+                "give one size")
+
+
+def memory_sizes(memory: str | int | Sequence[str | int]) -> tuple[int, ...]:
+    """One size, or ascending sizes (each attempt killed for its memory gets the next), in
+    bytes; ConfigError naming the size that is wrong."""
+    if isinstance(memory, (str, int)):
+        return (parse_memory(memory),)
+    if not isinstance(memory, Sequence) or not memory:
+        raise ConfigError(f"memory={memory!r} must be a size like '2GiB', or a list of "
+                          "ascending sizes like ['2GiB', '4GiB', '8GiB']", key="memory")
+    sizes = tuple(parse_memory(m, key=f"memory[{i}]") for i, m in enumerate(memory))
+    for i in range(1, len(sizes)):
+        if sizes[i] <= sizes[i - 1]:
+            raise ConfigError(
+                f"memory={list(memory)!r}: each size must be larger than the one before it "
+                f"(memory[{i}] = {memory[i]!r} is not larger than {memory[i - 1]!r}); "
+                "list them smallest first", key="memory")
+    return sizes
 
 
 def _is_command(func: Callable) -> bool:

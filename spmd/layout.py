@@ -6,7 +6,9 @@
     jobs/<job-id>/input/<shard>.bin    task payloads, packed by spmd.shards
     jobs/<job-id>/output/<task>.pkl    one per task, written atomically by the worker
     jobs/<job-id>/logs/<task>.log      a task's log, where the queue keeps logs in the store
-    jobs/<job-id>/queue/...            queue-private state (local scheduler)
+    jobs/<job-id>/queue/...            queue-private state (local scheduler, AWS memory steps)
+    jobs/<job-id>/reused.pkl           results a ``reuse=True`` map took from earlier jobs
+    cache/<reuse key>/<job-id>.json    a ``reuse=True`` job's item keys (spmd.reuse)
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, Sequence
 
 from .batch_queue import Resources
 
@@ -64,6 +67,21 @@ def log_key(job_id: str, task: int) -> str:
     return f"{prefix(job_id)}logs/{task:06d}.log"
 
 
+def reused_key(job_id: str) -> str:
+    return f"{prefix(job_id)}reused.pkl"
+
+
+CACHE = "cache/"
+
+
+def cache_prefix(reuse_key: str) -> str:
+    return f"{CACHE}{reuse_key}/"
+
+
+def cache_key(reuse_key: str, job_id: str) -> str:
+    return f"{cache_prefix(reuse_key)}{job_id}.json"
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a job is; enough to rebuild its Job in another process."""
@@ -79,21 +97,46 @@ class Manifest:
     resources: Resources
     created: float = field(default_factory=time.time)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the items that run, in task order; None: every item (nothing was reused)
+    items: list[int] | None = None
+    #: the content key of function, image and env under which results are cached ('': none)
+    reuse_key: str = ""
+
+    @cached_property
+    def submitted(self) -> Sequence[int]:
+        """The items the job's tasks run, in task order."""
+        return range(self.n_items) if self.items is None else self.items
+
+    @cached_property
+    def reused(self) -> list[int]:
+        """The items whose results came from earlier jobs (``jobs/<id>/reused.pkl``)."""
+        if self.items is None:
+            return []
+        running = set(self.items)
+        return [i for i in range(self.n_items) if i not in running]
+
+    @cached_property
+    def _positions(self) -> dict[int, int]:
+        return {item: position for position, item in enumerate(self.submitted)}
 
     @property
     def n_tasks(self) -> int:
-        return -(-self.n_items // self.chunksize)
+        return -(-len(self.submitted) // self.chunksize)
 
     @property
     def max_attempts(self) -> int:
         return self.resources.retries + 1
 
-    def items_of(self, task: int) -> range:
+    def items_of(self, task: int) -> Sequence[int]:
         start = task * self.chunksize
-        return range(start, min(start + self.chunksize, self.n_items))
+        return self.submitted[start:start + self.chunksize]
 
-    def task_of(self, item: int) -> int:
-        return item // self.chunksize
+    def task_of(self, item: int) -> int | None:
+        """The task that runs item; None for an item reused from an earlier job."""
+        if self.items is None:
+            return item // self.chunksize
+        position = self._positions.get(item)
+        return None if position is None else position // self.chunksize
 
     def shard_of(self, task: int) -> tuple[int, int]:
         """(shard number, index inside the shard) of a task's input."""
@@ -105,5 +148,5 @@ class Manifest:
     @classmethod
     def from_json(cls, data: bytes) -> "Manifest":
         raw = json.loads(data)
-        raw["resources"] = Resources(**raw["resources"])
+        raw["resources"] = Resources.from_dict(raw["resources"])
         return cls(**raw)

@@ -2,7 +2,8 @@
 
     queue ──env──> task:  AWS_BATCH_JOB_ARRAY_INDEX (+ SPMD_TASK_OFFSET) = task index
                           SPMD_ATTEMPT (or AWS_BATCH_JOB_ATTEMPT) = attempt, from 1
-                          SPMD_INFRA_LOST = earlier attempts lost to infrastructure
+                          SPMD_INFRA_LOST = earlier attempts that retries do not count
+                          SPMD_MEMORY = this attempt's memory limit in bytes
                           SPMD_STORE_URL, SPMD_JOB_ID, SPMD_IMAGE
     task ──store──> client:  output/<task>.pkl, a TaskOutput frame (results per call,
                              attempt, final, provenance), written atomically
@@ -32,10 +33,14 @@ BATCH_ATTEMPT = "AWS_BATCH_JOB_ATTEMPT"    # AWS Batch's own attempt number, pre
 STORE_URL = "SPMD_STORE_URL"
 JOB_ID = "SPMD_JOB_ID"
 IMAGE = "SPMD_IMAGE"
-INFRA_LOST = "SPMD_INFRA_LOST"             # earlier attempts lost to infrastructure (not the code's)
+INFRA_LOST = "SPMD_INFRA_LOST"             # earlier attempts retries do not count: lost to
+#                                            infrastructure, or run at a smaller memory size
+ATTEMPT_OFFSET = "SPMD_ATTEMPT_OFFSET"     # attempts of the task in earlier submissions (a
+#                                            queue that resubmits it, e.g. with more memory)
+MEMORY = "SPMD_MEMORY"                     # this attempt's memory limit, bytes
 
 #: variables that belong to one task and must not leak from a parent into another task
-PER_TASK = (ARRAY_INDEX, TASK_OFFSET, ATTEMPT, BATCH_ATTEMPT, INFRA_LOST)
+PER_TASK = (ARRAY_INDEX, TASK_OFFSET, ATTEMPT, BATCH_ATTEMPT, INFRA_LOST, ATTEMPT_OFFSET, MEMORY)
 
 
 def task_index(environ: Mapping[str, str] = os.environ) -> int:
@@ -44,22 +49,28 @@ def task_index(environ: Mapping[str, str] = os.environ) -> int:
 
 
 def attempt_number(environ: Mapping[str, str] = os.environ) -> int:
-    """The attempt this is, from 1."""
-    return int(environ.get(BATCH_ATTEMPT) or environ.get(ATTEMPT) or 1)
+    """The attempt this is, from 1 (a resubmitted task's earlier attempts included)."""
+    offset = int(environ.get(ATTEMPT_OFFSET) or 0)
+    if environ.get(BATCH_ATTEMPT):
+        return int(environ[BATCH_ATTEMPT]) + offset
+    return int(environ.get(ATTEMPT) or 1)  # queues that set it count every attempt
 
 
 def infra_lost(environ: Mapping[str, str] = os.environ) -> int:
-    """How many earlier attempts the queue lost to infrastructure: they do not count against
-    ``retries``, so the worker's ``final`` flag leaves them out."""
+    """How many earlier attempts do not count against ``retries`` (lost to infrastructure,
+    or run at a smaller memory size), so the worker's ``final`` flag leaves them out."""
     return int(environ.get(INFRA_LOST) or 0)
 
 
 def task_environment(env: Mapping[str, str], task: int, attempt: int, image: str = "",
-                     lost_to_infrastructure: int = 0) -> dict:
+                     lost_to_infrastructure: int = 0, memory: int | None = None) -> dict:
     """env (the ArraySpec's) plus what one attempt of one task reads: for a queue that
-    starts tasks itself."""
-    return {**env, ARRAY_INDEX: str(task), ATTEMPT: str(attempt), IMAGE: image,
-            INFRA_LOST: str(lost_to_infrastructure)}
+    starts tasks itself. ``lost_to_infrastructure``: earlier attempts retries do not count."""
+    out = {**env, ARRAY_INDEX: str(task), ATTEMPT: str(attempt), IMAGE: image,
+           INFRA_LOST: str(lost_to_infrastructure)}
+    if memory is not None:
+        out[MEMORY] = str(memory)
+    return out
 
 
 # -- what a task writes -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 #: bar colours of the timeline, by state
 COLOURS = {SUCCEEDED: "#2ca02c", FAILED: "#d62728", CANCELLED: "#9467bd", RUNNING: "#1f77b4",
            PENDING: "#ff7f0e"}
+REUSED_TASK = -1  # the task of a reused item's row: it ran in an earlier job
 _ATTEMPT_HEADER = re.compile(r"^--- spmd: attempt (\d+) ---$", re.MULTILINE)
 
 
@@ -88,9 +89,12 @@ class Report:
         return self.rows[index]
 
     def tasks(self) -> list[ItemReport]:
-        """One row per task (its first item's), in task order: what the timeline draws."""
+        """One row per task (its first item's), in task order: what the timeline draws
+        (reused items ran in earlier jobs: they have no task here)."""
         first: dict[int, ItemReport] = {}
         for row in self.rows:
+            if row.task == REUSED_TASK:
+                continue
             first.setdefault(row.task, row)
         return [first[t] for t in sorted(first)]
 
@@ -170,6 +174,8 @@ def build(job: "Job") -> Report:
         status = states.get(task, TaskStatus())
         output = _output(job, task) if task in outputs else None
         rows.extend(_task_rows(job, task, status, output, digest))
+    rows.extend(_reused_rows(job))
+    rows.sort(key=lambda row: row.item)
     report = Report(job_id=job.id, rows=rows, vcpus=manifest.resources.vcpus,
                     memory=manifest.resources.memory)
     report.cost = backend.estimate_cost(report)
@@ -219,6 +225,21 @@ def _task_rows(job: "Job", task: int, status: TaskStatus, output: dict | None,
             reasons=tuple(reasons), peak_memory=provenance.get("peak_memory"),
             host=provenance.get("host", ""), image=provenance.get("image") or manifest.image,
             image_digest=digest, error=error))
+    return rows
+
+
+def _reused_rows(job: "Job") -> list[ItemReport]:
+    """Rows of items taken from earlier jobs (task -1): their earlier run's provenance."""
+    rows = []
+    for item in job.manifest.reused:
+        source = job.reused.get(item)
+        provenance = source.provenance if source else {}
+        rows.append(ItemReport(
+            item=item, task=REUSED_TASK, state=SUCCEEDED, start=provenance.get("started"),
+            end=provenance.get("ended"), attempts=0,
+            reasons=(f"reused from job {source.job_id}" if source else "reused",),
+            peak_memory=provenance.get("peak_memory"), host=provenance.get("host", ""),
+            image=provenance.get("image", ""), image_digest=""))
     return rows
 
 

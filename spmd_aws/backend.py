@@ -44,7 +44,7 @@ class AwsBackend(Backend):
         return EcrRegistry(self.clients, self.opts.stack, address=self.opts.registry)
 
     def make_queue(self) -> AwsBatchQueue:
-        return AwsBatchQueue(self.opts, self.clients)
+        return AwsBatchQueue(self.opts, self.clients, store=lambda: self.store)
 
     def capacity(self) -> Capacity:
         return Capacity(vcpus=self.opts.max_vcpus, memory=self.opts.memory)

@@ -16,6 +16,8 @@
                      while children are not listed, one ListJobs(RUNNABLE, maxResults=1)
                      tells why the array waits (MISCONFIGURATION:..., CAPACITY:...), which
                      becomes the pending tasks' reason; reasons are read by spmd_aws.reasons
+                 ──> with memory=[sizes]: tasks killed for memory again at the next size
+                     (spmd_aws.memory)
     cancel       ──> TerminateJob on each parent (or plain job); Batch cancels the children
     logs         ──> the record states() described (DescribeJobs only if it did not)
                      ──> the tail of every attempt's CloudWatch Logs stream, one request each
@@ -27,13 +29,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 import logging
 import math
 import threading
-from typing import Mapping
+from typing import Callable, Mapping
 
 from spmd.batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
 from spmd.errors import ResourceError
+from spmd.object_store import ObjectStore
 
 from .aws import AwsError, Clients, boundary, error_code
 from .config import MAX_ATTEMPTS, AwsSettings
@@ -79,10 +83,18 @@ def split(n_tasks: int) -> list[tuple[int, int]]:
     return out
 
 
-def encode_handle(jobs: list[tuple[str, int, int]], attempts: int = 1) -> str:
-    """The handle of submitted jobs ``(job id, first task, size)`` allowing ``attempts`` each."""
-    return json.dumps({"v": 1, "jobs": [list(job) for job in jobs], "attempts": attempts},
-                      separators=(",", ":"))
+def encode_handle(jobs: list[tuple[str, int, int]], attempts: int = 1, grows: str = "") -> str:
+    """The handle of submitted jobs ``(job id, first task, size)`` allowing ``attempts`` each;
+    ``grows``: the spmd job id whose tasks get more memory after an out-of-memory kill."""
+    data = {"v": 1, "jobs": [list(job) for job in jobs], "attempts": attempts}
+    if grows:
+        data["grows"] = grows
+    return json.dumps(data, separators=(",", ":"))
+
+
+def grows(handle: str) -> str:
+    """The spmd job id when its tasks grow their memory (spmd_aws.memory), else ''."""
+    return json.loads(handle).get("grows", "")
 
 
 def decode_handle(handle: str) -> list[tuple[str, int, int]]:
@@ -150,7 +162,8 @@ def job_definition(spec: ArraySpec, where: Deployment, gpus: int | None = None,
             timeout = math.ceil(res.timeout) + MIN_TIMEOUT
     fargate = where.platform == "FARGATE"
     retry = retry_strategy(res.retries, res.infra_retries, MAX_ATTEMPTS, fargate,
-                           short_timeout=bool(res.timeout) and res.timeout < MIN_TIMEOUT)
+                           short_timeout=bool(res.timeout) and res.timeout < MIN_TIMEOUT,
+                           grows_memory=bool(res.more_memory))
     container = {
         "image": spec.image,
         "command": command + ["--", *spec.command],
@@ -204,9 +217,13 @@ def submit_size(request: dict) -> int:
 class AwsBatchQueue(BatchQueue):
     """Runs arrays on the stack's AWS Batch job queue."""
 
-    def __init__(self, opts: AwsSettings, clients: Clients | None = None):
+    grows_memory = True  # spmd_aws.memory: a task killed for memory runs again, larger
+
+    def __init__(self, opts: AwsSettings, clients: Clients | None = None,
+                 store: Callable[[], ObjectStore] | None = None):
         self.opts = opts
         self.clients = clients or opts.clients()
+        self._store = store  # the job's store, where growing memory keeps its records
         self._lock = threading.Lock()
         self._deployment: Deployment | None = None
         self._definitions: dict[str, str] = {}
@@ -283,9 +300,21 @@ class AwsBatchQueue(BatchQueue):
                                 f"{MAX_ATTEMPTS} times, so retries can be at most {MAX_ATTEMPTS - 1}")
         # ARNs as long as the stack's can be: the real ones are known only after provisioning
         self._requests(spec, "q" * 200, "d" * 240)
+        if res.more_memory:
+            if self._store is None:
+                raise ResourceError("this AwsBatchQueue has no store, so it cannot grow the "
+                                    "memory of tasks; give one memory size")
+            retry_strategy(res.retries, res.infra_retries, MAX_ATTEMPTS, self.opts.stack.fargate,
+                           bool(res.timeout) and res.timeout < MIN_TIMEOUT, grows_memory=True)
+            for memory in res.more_memory:
+                resource_requirements(replace(res, memory=memory), self.opts.gpus,
+                                      self.opts.stack.fargate)
 
     def submit(self, spec: ArraySpec) -> str:
         self.check(spec)
+        if spec.resources.more_memory:
+            from . import memory
+            memory.save_spec(self._store(), spec)
         where = self.deployment()
         definition = self.definition_arn(spec)
         requests = self._requests(spec, where.job_queue, definition)
@@ -300,7 +329,25 @@ class AwsBatchQueue(BatchQueue):
                 raise
         # "attempts" counts those for errors in the user's code: a task that succeeded is
         # described for its attempts only when it could have retried after such an error.
-        return encode_handle(submitted, spec.resources.retries + 1)
+        return encode_handle(submitted, spec.resources.retries + 1,
+                             spec.job_id if spec.resources.more_memory else "")
+
+    def submit_one(self, spec: ArraySpec, name: str) -> str:
+        """Submit a one-task spec as a plain job named name; its Batch job id."""
+        request = self._requests(spec, self.deployment().job_queue, self.definition_arn(spec))[0][0]
+        request["jobName"] = name
+        with boundary(AwsError, f"submitting {name} to AWS Batch"):
+            return self.batch.submit_job(**request)["jobId"]
+
+    def describe_cached(self, ids: list[str]) -> dict[str, dict]:
+        """DescribeJobs records of ids, those of ended jobs read once and kept."""
+        missing = [i for i in ids if i not in self._ended]
+        with boundary(AwsError, "reading task states from AWS Batch"):
+            found = self._describe(missing) if missing else {}
+        for job_id, job in found.items():
+            if job.get("status") in ("FAILED", "SUCCEEDED"):
+                self._ended[job_id] = job
+        return {i: self._ended.get(i) or found.get(i) for i in ids if i in self._ended or i in found}
 
     # -- reading states -------------------------------------------------------------
 
@@ -361,6 +408,9 @@ class AwsBatchQueue(BatchQueue):
                     if reason:
                         for task in range(offset, offset + size):
                             out.setdefault(task, TaskStatus(reason=reason))
+        if grows(handle):
+            from . import memory
+            memory.grow(self, self._store, grows(handle), out)
         return out
 
     # -- cancel and logs ------------------------------------------------------------------
@@ -377,6 +427,11 @@ class AwsBatchQueue(BatchQueue):
         with boundary(AwsError, "cancelling tasks on AWS Batch"):
             for job_id, _, _ in decode_handle(handle):
                 self._terminate(job_id)
+            if grows(handle):
+                from . import memory
+                for records in memory.records(self._store(), grows(handle)).values():
+                    for record in records:
+                        self._terminate(record["id"])
 
     def logs(self, handle: str, task: int) -> str:
         """The tail of each attempt's log stream, from the job record states() already read
@@ -386,24 +441,28 @@ class AwsBatchQueue(BatchQueue):
                 break
         else:
             return ""
-        child = child_id(job_id, offset, size, task)
+        ids = [child_id(job_id, offset, size, task)]
+        if grows(handle):  # the task again with more memory, as jobs of its own
+            from . import memory
+            ids += memory.grown_jobs(self._store(), grows(handle), task)
         with boundary(AwsError, f"reading the log of task {task} from CloudWatch Logs"):
-            job = self._ended.get(child)
-            if job is None:
-                job = self._describe([child]).get(child)
-                if job is None:
-                    return ""
-                if job.get("status") in ("FAILED", "SUCCEEDED"):
-                    self._ended[child] = job
-            streams = [(a.get("container") or {}).get("logStreamName")
+            jobs = self.describe_cached(ids)
+            streams: list[tuple[str, str]] = []  # (stream, why its job ended when another followed)
+            found = [jobs[i] for i in ids if i in jobs]
+            for number, job in enumerate(found, 1):
+                own = [(a.get("container") or {}).get("logStreamName")
                        for a in job.get("attempts") or ()]
-            streams.append((job.get("container") or {}).get("logStreamName"))
-            streams = [s for s in dict.fromkeys(streams) if s]
+                own.append((job.get("container") or {}).get("logStreamName"))
+                own = [s for s in dict.fromkeys(own) if s]
+                why = "" if number == len(found) else task_status(job).reason
+                streams += [(s, why if k == len(own) - 1 else "") for k, s in enumerate(own)]
             parts = []
-            for number, stream in enumerate(streams, 1):
+            for number, (stream, why) in enumerate(streams, 1):
                 text = self._tail(stream)
                 if len(streams) > 1:
                     text = f"--- spmd: attempt {number} ---\n" + text
+                if why:
+                    text += f"spmd: the task was stopped: {why}\n"
                 parts.append(text)
         return "".join(parts)
 

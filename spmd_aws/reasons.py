@@ -46,7 +46,7 @@ PLACE_HINT = ("no instance of the compute environment can run this task: lower v
 
 
 def retry_strategy(retries: int, infra_retries: int, max_attempts: int, fargate: bool,
-                   short_timeout: bool) -> dict:
+                   short_timeout: bool, grows_memory: bool = False) -> dict:
     """The job definition's retryStrategy: Batch itself retries losses to the infrastructure.
 
     Batch keeps one count of attempts, so the two budgets are separate only while
@@ -54,6 +54,8 @@ def retry_strategy(retries: int, infra_retries: int, max_attempts: int, fargate:
     → RETRY, every other end → EXIT. With ``retries > 0`` the count is retries + 1 and
     serves both: the user's code never runs more often than asked, and a loss to the
     infrastructure uses one of those attempts. Rules match in order (at most 5).
+    ``grows_memory``: a larger memory size follows, so a kill for memory is not retried here
+    (spmd_aws.memory submits the task again at that size).
     """
     rules = [{"onStatusReason": "Cannot*", "action": "RETRY"},  # Cannot{Pull,Start,...}ContainerError
              {"onStatusReason": "ResourceInitializationError*", "action": "RETRY"},
@@ -68,6 +70,14 @@ def retry_strategy(retries: int, infra_retries: int, max_attempts: int, fargate:
         if short_timeout:
             rules.append({"onExitCode": str(TIMEOUT_EXIT), "action": "EXIT"})
         attempts = retries + 1
+        if grows_memory:
+            rules.insert(0, {"onReason": "OutOfMemoryError*", "action": "EXIT"})
+            if len(rules) > 5:
+                from spmd.errors import ResourceError
+                raise ResourceError(
+                    "AWS Batch takes at most 5 retry rules: a list of memory sizes with retries "
+                    "and a timeout under 60 s needs 6; give one memory size, retries=0, or a "
+                    "timeout of 60 s or more")
     return {"attempts": attempts, "evaluateOnExit": rules}
 
 

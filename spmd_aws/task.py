@@ -9,8 +9,9 @@ It does what AWS Batch does not, then runs COMMAND (``python3 -m spmd.worker``):
   is stopped (SIGTERM, then SIGKILL 10 s later) and this exits with code 124, which the
   job definition's retry strategy treats as final, as Batch does with its own timeouts.
 
-* The attempt number is also given as ``SPMD_ATTEMPT`` (from ``AWS_BATCH_JOB_ATTEMPT``),
-  the name every backend gives it.
+* The attempt number is also given as ``SPMD_ATTEMPT`` (from ``AWS_BATCH_JOB_ATTEMPT``,
+  plus ``SPMD_ATTEMPT_OFFSET`` in a task resubmitted with more memory), the name every
+  backend gives it.
 
 Without ``--timeout`` it replaces itself with COMMAND (no extra process).
 """
@@ -40,7 +41,8 @@ def main(argv: list[str]) -> int:
                   file=sys.stderr)
             return 2
         os.environ["AWS_BATCH_JOB_ARRAY_INDEX"] = "0"
-    os.environ["SPMD_ATTEMPT"] = os.environ.get("AWS_BATCH_JOB_ATTEMPT") or "1"
+    os.environ["SPMD_ATTEMPT"] = str(int(os.environ.get("AWS_BATCH_JOB_ATTEMPT") or 1)
+                                     + int(os.environ.get("SPMD_ATTEMPT_OFFSET") or 0))
     if timeout is None:
         os.execvp(argv[0], argv)
     return supervise(argv, timeout)

@@ -1,6 +1,7 @@
 """The local runner: warm task containers on the Docker engine, for spmd's scheduler core.
 
-    start ──> a warm container of the job that is idle ──> {"op": "run"} on its socket
+    start ──> a warm container of the job that is idle, of the attempt's memory limit
+              (SPMD_MEMORY) ──> {"op": "run"} on its socket
               none idle ──> a new container: ``python -m spmd.worker --serve SOCKET -- COMMAND``
               with ONE task's limits (memory, vcpus), no network unless the job asks
     poll  ──> messages from the containers' servers (spmd.serve): started, ended (code, oom)
@@ -48,6 +49,7 @@ class Slot:
 
     name: str
     socket_path: str
+    memory: int = 0  # the container's memory limit, bytes
     launch: concurrent.futures.Future | None = None  # -> container id
     container_id: str | None = None
     conn: socket.socket | None = None
@@ -139,11 +141,19 @@ class LocalRunner(Runner):
                 mem += int(labels.get("spmd.memory", 0))
         return cpu, mem
 
-    def idle(self) -> int:
-        return sum(1 for s in self.slots.values() if s.task is None and s.conn is not None)
+    def idle(self, memory: int | None = None) -> int:
+        return sum(1 for s in self.slots.values() if s.task is None and s.conn is not None
+                   and memory in (None, s.memory))
 
     def held(self, running: int) -> int:
         return len(self.slots)
+
+    def held_memory(self, running: int) -> int:
+        return sum(s.memory for s in self.slots.values())
+
+    def memory_of(self, env: dict) -> int:
+        """The attempt's memory limit: SPMD_MEMORY from the core, else the spec's."""
+        return int(env.get("SPMD_MEMORY") or self.res["memory"])
 
     # -- starting ---------------------------------------------------------------------
 
@@ -151,8 +161,10 @@ class LocalRunner(Runner):
         idle = [s for s in self.slots.values() if s.task is None and s.conn is not None]
         new = []
         for task, attempt in attempts:
-            if idle:
-                slot = idle.pop()
+            memory = self.memory_of(env[task])
+            slot = next((s for s in idle if s.memory == memory), None)
+            if slot is not None:
+                idle.remove(slot)
                 slot.task, slot.attempt, slot.env, slot.started = task, attempt, env[task], None
                 self.send_run(slot)
             else:
@@ -174,8 +186,8 @@ class LocalRunner(Runner):
     def new_slot(self, task: int, attempt: int, env: dict) -> Slot:
         self.count += 1
         name = f"spmd-{self.job_id}-w{self.count}-{os.getpid()}"
-        slot = Slot(name, str(self.sockets / f"w{self.count}-{os.getpid()}.sock"), task=task,
-                    attempt=attempt, env=env)
+        slot = Slot(name, str(self.sockets / f"w{self.count}-{os.getpid()}.sock"),
+                    memory=self.memory_of(env), task=task, attempt=attempt, env=env)
         slot.launch = self.pool.submit(self.launch, slot)
         self.slots[name] = slot
         return slot
@@ -189,13 +201,13 @@ class LocalRunner(Runner):
             spec["image"], ["python3", "-m", "spmd.worker", "--serve", inside, "--", *spec["command"]],
             name=slot.name, environment={**spec["env"], "SPMD_IMAGE": spec["image"]},
             labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.vcpus": str(res["vcpus"]),
-                    "spmd.memory": str(res["memory"]), "spmd.socket": slot.socket_path,
+                    "spmd.memory": str(slot.memory), "spmd.socket": slot.socket_path,
                     "spmd.first": f"{slot.task}:{slot.attempt}"},
             volumes={root: {"bind": root, "mode": "rw"},
                      str(self.sockets): {"bind": SERVE_DIR, "mode": "rw"}},
             network_mode=None if spec.get("network") else "none",
-            nano_cpus=int(res["vcpus"] * 1e9), mem_limit=res["memory"],
-            memswap_limit=res["memory"], user=f"{self.config['uid']}:{self.config['gid']}")
+            nano_cpus=int(res["vcpus"] * 1e9), mem_limit=slot.memory,
+            memswap_limit=slot.memory, user=f"{self.config['uid']}:{self.config['gid']}")
         try:
             self.engine_call(container.start)
         except Exception:
@@ -387,7 +399,8 @@ class LocalRunner(Runner):
         for container in self.engine_call(self.engine.containers.list, all=True,
                                           filters={"label": f"{LABEL_JOB}={self.job_id}"}):
             path = container.labels.get("spmd.socket", "")
-            slot = Slot(container.name, path, container_id=container.id)
+            slot = Slot(container.name, path, container_id=container.id,
+                        memory=int(container.labels.get("spmd.memory") or self.res["memory"]))
             if container.status != "running":
                 self.drop(slot)
                 continue

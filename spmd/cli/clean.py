@@ -1,6 +1,7 @@
 """spmd clean: remove finished jobs' data from the store, and unused local task images.
 
-    spmd clean JOB                     that job's objects (jobs/JOB/...)
+    spmd clean JOB                     that job's objects (jobs/JOB/...), its cached results
+                                       with them (and its entry under cache/, spmd.reuse)
     spmd clean --older-than 7d         every finished job older than that, and task images
                                        on this machine's Docker engine that spmd built
                                        (label spmd.managed) before then, that no container uses
@@ -59,6 +60,11 @@ def cmd_clean(args) -> int:
             continue
         prefix = layout.prefix(manifest.job_id)
         n = len(list(backend.store.list(prefix))) if args.dry_run else backend.store.delete_prefix(prefix)
+        if manifest.reuse_key:  # later reruns no longer find its results
+            n += 1
+            if not args.dry_run:
+                from ..reuse import forget
+                forget(backend.store, manifest)
         print(f"{verb} job {manifest.job_id} ({n} objects)")
     if cutoff is not None:
         for line in clean_images(cutoff, dry_run=args.dry_run):

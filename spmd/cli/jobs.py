@@ -125,7 +125,7 @@ def cmd_logs(args) -> int:
         print(f"spmd: error: job {job.id} has items 0..{len(job) - 1}, not {args.index}",
               file=sys.stderr)
         return 2
-    if not args.follow:
+    if not args.follow or job.manifest.task_of(args.index) is None:  # a reused item ran before
         print(job.logs(args.index), end="")
         return EXIT_OK
     task = job.manifest.task_of(args.index)

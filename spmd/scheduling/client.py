@@ -39,6 +39,7 @@ class SchedulerQueue(BatchQueue):
     kind: str = ""  # the backend's name, for messages
     #: a dead scheduler is replaced by one that resumes (True), or its tasks fail (False)
     resume_dead_scheduler = True
+    grows_memory = True  # the core runs an attempt killed for memory again at the next size
 
     def __init__(self, store: DirectoryStore, capacity: Callable[[], Capacity]):
         self.store = store

@@ -10,7 +10,10 @@ on this machine (the local Docker backend, the process plugin). A backend suppli
     every change ──> state.json (atomic), with this pid and ``done``
 
 Retries: ``retries`` more attempts after errors in the user's code (and out-of-memory);
-``infra_retries`` more after losses to the infrastructure, counted apart. The state lives
+``infra_retries`` more after losses to the infrastructure, counted apart. With more memory
+sizes (``Resources.more_memory``), an attempt killed for its memory runs again at once at
+the next size, in a new container limit (SPMD_MEMORY tells the runner), and ``retries``
+count again from there. The state lives
 in the store (state.json, each task's log), never only in this process: a new scheduler
 resumes from it and the runner's ``adopt``.
 """
@@ -60,6 +63,9 @@ class Scheduler:
         self.pending = collections.deque((i, 1) for i in range(n))
         self.running: dict[int, int] = {}  # task -> attempt
         self.infra_lost: dict[int, int] = {}  # task -> attempts lost to the infrastructure
+        self.sizes = [self.res["memory"], *self.res.get("more_memory", ())]
+        self.step: dict[int, int] = {}  # task -> its memory size (index in sizes), when not 0
+        self.before: dict[int, int] = {}  # task -> attempts retries counted at smaller sizes
         self.timed_out: set[int] = set()
         self.cancelled = False
         self.checked = 0.0  # when others' usage was last read and nothing fitted
@@ -77,12 +83,20 @@ class Scheduler:
             "done": done,
             "tasks": {str(i): asdict(s) for i, s in self.tasks.items()},
             "infra_lost": {str(i): n for i, n in self.infra_lost.items()},
+            "memory_step": {str(i): n for i, n in self.step.items()},
+            "memory_before": {str(i): n for i, n in self.before.items()},
         })
+
+    def memory_of(self, task: int) -> int:
+        """The memory of the task's next or current attempt."""
+        return self.sizes[self.step.get(task, 0)]
 
     def resume(self, state: dict) -> None:
         """Take over from a scheduler that died, from its state.json and the runner's adopt()."""
         self.tasks = {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
         self.infra_lost = {int(k): n for k, n in state.get("infra_lost", {}).items()}
+        self.step = {int(k): n for k, n in state.get("memory_step", {}).items()}
+        self.before = {int(k): n for k, n in state.get("memory_before", {}).items()}
         self.pending.clear()
         running = []
         for task, status in sorted(self.tasks.items()):
@@ -128,17 +142,15 @@ class Scheduler:
     def start_what_fits(self) -> None:
         if not self.pending:
             return
-        batch = []
-        for _ in range(min(self.runner.idle(), len(self.pending))):
-            batch.append(self.pending.popleft())
-        if batch:
-            self.launch(batch)
+        self.start_on_idle()
         if not self.pending:
             return
         cap = self.config["capacity"]
-        cpu, mem = self.res["vcpus"], self.res["memory"]
+        cpu = self.res["vcpus"]
         held = self.runner.held(len(self.running))
-        if (held + 1) * cpu > cap["vcpus"] + 1e-9 or (held + 1) * mem > cap["memory"]:
+        held_mem = self.runner.held_memory(sum(self.memory_of(t) for t in self.running))
+        if (held + 1) * cpu > cap["vcpus"] + 1e-9 \
+                or held_mem + self.memory_of(self.pending[0][0]) > cap["memory"]:
             return  # the job holds all it may: no need to ask what the others hold
         if time.monotonic() - self.checked < TICK:
             return  # others' usage was read a moment ago and nothing fitted
@@ -146,17 +158,36 @@ class Scheduler:
             fcntl.flock(lock, fcntl.LOCK_EX)
             used_cpu, used_mem = self.runner.used_by_others()
             used_cpu += cpu * held
-            used_mem += mem * held
+            used_mem += held_mem
             batch = []
             while self.pending and used_cpu + cpu <= cap["vcpus"] + 1e-9 \
-                    and used_mem + mem <= cap["memory"]:
+                    and used_mem + self.memory_of(self.pending[0][0]) <= cap["memory"]:
                 batch.append(self.pending.popleft())
                 used_cpu += cpu
-                used_mem += mem
+                used_mem += self.memory_of(batch[-1][0])
             if batch:  # under the lock, so other jobs' schedulers count what starts
                 self.launch(batch)
             else:
                 self.checked = time.monotonic()
+
+    def start_on_idle(self) -> None:
+        """Start pending attempts on warm slots the job holds idle, of their memory size."""
+        if len(self.sizes) == 1:
+            count = min(self.runner.idle(), len(self.pending))
+            batch = [self.pending.popleft() for _ in range(count)]
+        else:
+            free = {m: self.runner.idle(m) for m in self.sizes}
+            batch, waiting = [], collections.deque()
+            while self.pending and any(free.values()):
+                task, attempt = self.pending.popleft()
+                if free[self.memory_of(task)]:
+                    free[self.memory_of(task)] -= 1
+                    batch.append((task, attempt))
+                else:
+                    waiting.append((task, attempt))
+            self.pending.extendleft(reversed(waiting))
+        if batch:
+            self.launch(batch)
 
     def launch(self, batch: list[tuple[int, int]]) -> None:
         env = {}
@@ -165,8 +196,9 @@ class Scheduler:
             # A retry keeps the reason the previous attempt failed, for the client's log.
             reason = self.tasks[task].reason if attempt > 1 else ""
             self.tasks[task] = TaskStatus(RUNNING, attempt, None, reason, started=time.time())
-            env[task] = protocol.task_environment(self.spec["env"], task, attempt, self.spec["image"],
-                                                  self.infra_lost.get(task, 0))
+            env[task] = protocol.task_environment(
+                self.spec["env"], task, attempt, self.spec["image"],
+                self.infra_lost.get(task, 0) + self.before.get(task, 0), self.memory_of(task))
         for task, outcome in self.runner.start(batch, env).items():
             log.error("cannot start task %d: %s", task, outcome.reason)
             self.end(task, outcome)
@@ -194,7 +226,7 @@ class Scheduler:
         attempt = self.running.pop(task)
         timed_out = task in self.timed_out
         self.timed_out.discard(task)
-        status = replace(self.judge(attempt, outcome, timed_out),
+        status = replace(self.judge(attempt, outcome, timed_out, self.memory_of(task)),
                          started=self.tasks[task].started, ended=time.time())
         text = outcome.log
         if timed_out or status.state == CANCELLED:
@@ -204,7 +236,7 @@ class Scheduler:
         self.append_log(task, attempt, text)
         self.settle(task, attempt, status)
 
-    def judge(self, attempt: int, outcome: Outcome, timed_out: bool) -> TaskStatus:
+    def judge(self, attempt: int, outcome: Outcome, timed_out: bool, memory: int) -> TaskStatus:
         code, res = outcome.exit_code, self.res
         if timed_out:
             return TaskStatus(FAILED, attempt, code, f"timed out after {res['timeout']:g}s", "timeout")
@@ -214,7 +246,7 @@ class Scheduler:
             return TaskStatus(CANCELLED, attempt, code, "cancelled", "cancelled")
         if outcome.oom:
             return TaskStatus(FAILED, attempt, code,
-                              f"out of memory (limit {format_bytes(res['memory'])})", "oom")
+                              f"out of memory (limit {format_bytes(memory)})", "oom")
         if outcome.lost:
             return TaskStatus(FAILED, attempt, code, outcome.reason or outcome.lost, outcome.lost)
         if code is not None and code < 0:
@@ -226,12 +258,22 @@ class Scheduler:
         if status.state == FAILED and status.lost != "timeout" and not self.cancelled \
                 and not self.cancel_asked():
             infra = self.infra_lost.get(task, 0)
+            step = self.step.get(task, 0)
+            if status.lost == "oom" and step + 1 < len(self.sizes):
+                self.step[task] = step + 1
+                self.before[task] = attempt - infra  # retries count again at the new size
+                log.info("task %d ran out of memory at %s; again with %s", task,
+                         format_bytes(self.sizes[step]), format_bytes(self.sizes[step + 1]))
+                self.pending.append((task, attempt + 1))
+                self.tasks[task] = TaskStatus(PENDING, attempt, status.exit_code, status.reason,
+                                              status.lost, status.started, status.ended)
+                return
             if status.lost == "infrastructure":
                 again = infra < self.res.get("infra_retries", 3)
                 if again:
                     self.infra_lost[task] = infra + 1
             else:
-                again = attempt - infra < self.res["retries"] + 1
+                again = attempt - infra - self.before.get(task, 0) < self.res["retries"] + 1
             if again:
                 log.info("task %d failed (%s); retrying, attempt %d", task, status.reason, attempt + 1)
                 self.pending.append((task, attempt + 1))

@@ -37,6 +37,9 @@ class Runner(ABC):
     def start(self, attempts: list[tuple[int, int]], env: dict[int, dict[str, str]]) -> dict[int, Outcome]:
         """Begin these ``(task, attempt)`` pairs; returns the Outcome of each that could not start.
 
+        ``env[task]`` is what the attempt reads; its ``SPMD_MEMORY`` is the attempt's memory
+        limit in bytes (it grows after an attempt killed for its memory).
+
         Called under the capacity lock: a runner makes what it starts visible to other
         schedulers (labels, a usage file) before it returns.
         """
@@ -57,12 +60,17 @@ class Runner(ABC):
     def used_by_others(self) -> tuple[float, int]:
         """vCPUs and memory held by the other jobs of this kind on this machine."""
 
-    def idle(self) -> int:
-        """How many more tasks this job can start on capacity it already holds (warm slots)."""
+    def idle(self, memory: int | None = None) -> int:
+        """How many more tasks this job can start on capacity it already holds (warm slots),
+        of that memory limit (None: any)."""
         return 0
 
     def held(self, running: int) -> int:
         """How many tasks' worth of capacity this job holds, with ``running`` tasks running."""
+        return running
+
+    def held_memory(self, running: int) -> int:
+        """The memory this job holds, its running attempts holding ``running`` bytes."""
         return running
 
     def adopt(self, attempts: Iterable[tuple[int, int]]) -> dict[int, Outcome]:

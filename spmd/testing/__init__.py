@@ -15,7 +15,7 @@ whole test file can be::
         def spmd_backend_config(self, tmp_path):
             return {"store_dir": str(tmp_path), "max_vcpus": 2}
 
-``BackendContract`` is all five parts; each is usable alone:
+``BackendContract`` is all six parts; each is usable alone:
 
     ObjectStoreContract     bytes by key: round trips (empty, 60 MB, 1,200 objects), ranges,
                             sorted prefix listing in pages, atomic put, reopening by URL
@@ -25,6 +25,9 @@ whole test file can be::
     MapContract             Knot.map and Job: results, arguments, remote errors,
                             unpicklable input, states, retries, timeout, memory, cancel,
                             logs, attach (also from another process), image reuse
+    RerunContract           reuse=True: a rerun runs only what did not succeed, a changed
+                            function runs all, a rerun of a running job attaches to it;
+                            memory=[sizes]: only the task killed for memory runs again, larger
     DataContract            spmd.File as local paths (files, folders), a second map uploads
                             nothing, outputs via job.download and URLs, Command jobs (placeholders,
                             outputs, CommandFailed with the log tail, client-side checks, a user's
@@ -43,7 +46,7 @@ import importlib
 
 _WHERE = {
     "BackendFixtures": "fixtures", "wait_for": "fixtures", "MapContract": "map",
-    "DataContract": "data",
+    "DataContract": "data", "RerunContract": "rerun",
     "BatchQueueContract": "queue", "ImageRegistryContract": "registry",
     "ObjectStoreContract": "store", "BackendContract": "contract",
 }

@@ -3,9 +3,10 @@ from .data import DataContract
 from .map import MapContract
 from .queue import BatchQueueContract
 from .registry import ImageRegistryContract
+from .rerun import RerunContract
 from .store import ObjectStoreContract
 
 
-class BackendContract(MapContract, DataContract, BatchQueueContract, ImageRegistryContract,
-                      ObjectStoreContract):
-    """The whole contract of a backend: store, registry, queue, map, data and commands."""
+class BackendContract(MapContract, RerunContract, DataContract, BatchQueueContract,
+                      ImageRegistryContract, ObjectStoreContract):
+    """The whole contract of a backend: store, registry, queue, map, reruns, data and commands."""

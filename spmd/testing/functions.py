@@ -75,3 +75,18 @@ def crash(code):
 def slow_triple(x):
     time.sleep(1)
     return 3 * x
+
+
+def read_checked(path):
+    """The text of a file; a file that says "bad" fails (its data needs fixing)."""
+    with open(path) as handle:
+        text = handle.read()
+    if "bad" in text:
+        raise ValueError(f"bad data in {os.path.basename(path)}")
+    return text
+
+
+def read_upper(path):
+    """Another function over the same files (a changed function)."""
+    with open(path) as handle:
+        return handle.read().upper()

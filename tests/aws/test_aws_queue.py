@@ -103,6 +103,19 @@ def test_job_definition_retries_and_timeouts():
         job_definition(spec(), FARGATE, gpus=1)
 
 
+def test_a_size_with_a_larger_one_after_it_exits_on_out_of_memory():
+    # Batch would retry at the same size; spmd_aws.memory submits the task again, larger.
+    growing = job_definition(spec(retries=2, memory=2**30, more_memory=(2**31,)), EC2)
+    assert growing["retryStrategy"]["evaluateOnExit"][0] == \
+        {"onReason": "OutOfMemoryError*", "action": "EXIT"}
+    assert growing["containerProperties"]["resourceRequirements"][1]["value"] == "1024"
+    last = job_definition(spec(retries=2, memory=2**31), EC2)
+    assert all(r.get("onReason") != "OutOfMemoryError*"
+               for r in last["retryStrategy"]["evaluateOnExit"])
+    with pytest.raises(ResourceError, match="at most 5 retry rules"):
+        job_definition(spec(retries=1, timeout=10, more_memory=(2**32,)), EC2)
+
+
 def test_content_hash_follows_what_matters():
     base = content_hash(job_definition(spec(), EC2))
     assert content_hash(job_definition(spec(), EC2)) == base
@@ -233,4 +246,6 @@ def test_submit_limits_are_checked_before_any_aws_call(aws_config, calls):
     gpu_fargate = AwsSettings.from_settings(settings_of({**aws_config, "fargate": True, "gpus": 1}))
     with pytest.raises(ResourceError, match="Fargate has no GPUs"):
         AwsBatchQueue(gpu_fargate).submit(spec())
+    with pytest.raises(ResourceError, match="no store"):
+        AwsBatchQueue(opts).submit(spec(more_memory=(2**32,)))
     assert calls.calls == []  # refused before provisioning, registering or submitting

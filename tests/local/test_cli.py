@@ -112,14 +112,22 @@ def test_config_shows_the_source(store_dir):
 
 def test_clean_removes_one_job_and_nothing_else(store_dir, engine):
     config = {"store_dir": store_dir, "max_vcpus": 2}
-    keep, gone = (spmd.Knot(shout, config=config, memory="256MiB").map(["x"]) for _ in range(2))
+    knot = spmd.Knot(shout, config=config, memory="256MiB")
+    keep, gone = (knot.map([item], reuse=True) for item in ("x", "y"))
     assert keep.wait(300, progress=False) and gone.wait(300, progress=False)
+    store = knot.backend.store
+    key = keep.manifest.reuse_key
+    assert list(store.list("cache/")) == sorted(f"cache/{key}/{job.id}.json" for job in (keep, gone))
     dry = spmd_cli("clean", gone.id, "--dry-run", env_store=store_dir)
     assert dry.returncode == 0 and f"would remove job {gone.id}" in dry.stdout
     assert spmd_cli("status", gone.id, env_store=store_dir).returncode == 0
     done = spmd_cli("clean", gone.id, env_store=store_dir)
     assert done.returncode == 0 and f"removed job {gone.id}" in done.stdout
     assert spmd_cli("status", gone.id, env_store=store_dir).returncode == 2
+    # Its cached results went with it: a rerun runs "y" again, and still reuses "x".
+    assert list(store.list("cache/")) == [f"cache/{key}/{keep.id}.json"]
+    assert knot.map(["y"], reuse=True).manifest.n_tasks == 1
+    assert knot.map(["x"], reuse=True).manifest.n_tasks == 0
     assert spmd.attach(keep.id, config=config).results(progress=False) == ["X"]
     older = spmd_cli("clean", "--older-than", "0s", "--dry-run", env_store=store_dir)
     assert f"would remove job {keep.id}" in older.stdout and gone.id not in older.stdout

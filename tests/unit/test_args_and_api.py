@@ -35,6 +35,10 @@ def test_future_is_a_concurrent_future():
     ({"retries": -1}, ["retries=-1"]),
     ({"requirements": [""]}, ["requirements"]),
     ({"env": {"A": 1}}, ["env"]),
+    ({"memory": ["1GiB", "512MiB"]}, ["memory[1] = '512MiB'", "smallest first"]),
+    ({"memory": ["1GiB", "1GiB"]}, ["memory[1]", "larger"]),
+    ({"memory": ["1GiB", "lots"]}, ["memory[1]='lots'"]),
+    ({"memory": []}, ["memory=[]", "ascending"]),
 ])
 def test_bad_knot_arguments_fail_in_the_constructor(kwargs, words):
     with pytest.raises(ValueError) as info:
@@ -45,3 +49,9 @@ def test_bad_knot_arguments_fail_in_the_constructor(kwargs, words):
 def test_knot_needs_a_callable():
     with pytest.raises(TypeError, match="callable"):
         spmd.Knot("not a function")
+
+
+def test_memory_sizes_are_bytes_in_resources():
+    knot = spmd.Knot(len, memory=["256MiB", "1GiB", 2**31])
+    assert knot.resources.memory == 2**28 and knot.resources.more_memory == (2**30, 2**31)
+    assert knot.resources.memory_sizes == (2**28, 2**30, 2**31)

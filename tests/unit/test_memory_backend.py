@@ -198,3 +198,29 @@ def test_worker_reads_manifest_and_function_once_per_process(knot):
     # Six tasks ran in this process; load_job read the job's manifest and function once.
     assert reads.count("manifest.json") == 1 and reads.count("function.pkl") == 1
     assert reads.count("00000.bin") == 12  # each task: its index entry, then its payload
+
+
+def test_rerun_with_reuse_runs_only_the_failed_items(knot):
+    first = knot(functions.fragile).map([0, 1, 2, 3, 4, 5, 6, 3], chunksize=3, reuse=True)
+    assert first.wait(WAIT) and type(first.futures[3].exception()) is functions.SubjectError
+    again = knot(functions.fragile).map([0, 1, 2, 3, 4, 5, 6, 3], chunksize=3, reuse=True)
+    assert again.manifest.reuse_key == first.manifest.reuse_key
+    assert again.manifest.items == [3, 5, 7]  # items 3 and 7 are equal: both run again
+    assert [again.futures[i].result(timeout=WAIT) for i in (0, 1, 2, 4, 6)] == [0, 10, 20, 40, 60]
+    assert type(again.futures[7].exception(timeout=WAIT)) is functions.SubjectError
+    assert [r.task for r in again.report()] == [-1, -1, -1, 0, -1, 0, -1, 0]
+    other = knot(functions.square).map([0, 1, 2, 3, 4, 5, 6, 3], chunksize=3, reuse=True)
+    assert other.manifest.items is None and other.results(timeout=WAIT)[3] == 9
+
+
+def test_rerun_of_a_running_job_attaches_and_submits_nothing(knot):
+    k = knot(functions.square)
+    k.backend.queue.hold()
+    try:
+        first = k.map(range(4), reuse=True)
+        again = k.map(range(4), reuse=True)
+        assert again.id == first.id
+        assert k.map(range(5), reuse=True).id != first.id  # other items: a job of its own
+    finally:
+        k.backend.queue.release()
+    assert again.results(timeout=WAIT) == [0, 1, 4, 9]

@@ -18,12 +18,14 @@ class ScriptedRunner(Runner):
         self.killed = []
         self.attempts = []
         self.infra_lost_seen = []
+        self.memory_seen = []
 
     def start(self, attempts, env):
         for task, attempt in attempts:
             assert env[task]["SPMD_ATTEMPT"] == str(attempt)
             self.attempts.append((task, attempt))
             self.infra_lost_seen.append((task, attempt, env[task]["SPMD_INFRA_LOST"]))
+            self.memory_seen.append((task, attempt, int(env[task]["SPMD_MEMORY"])))
             self.running[task] = (self.plans[task].pop(0), time.monotonic())
         return {}
 
@@ -47,12 +49,12 @@ class ScriptedRunner(Runner):
         return 0.0, 0
 
 
-def run(tmp_path, plans, **resources):
+def run(tmp_path, plans, capacity=2**30, **resources):
     store = DirectoryStore(tmp_path)
     res = {"vcpus": 1.0, "memory": 2**30, "timeout": None, "retries": 0, "infra_retries": 3,
            **resources}
     config = {"spec": {"n_tasks": len(plans), "resources": res, "env": {}, "image": ""},
-              "capacity": {"vcpus": 1.0, "memory": 2**30}}
+              "capacity": {"vcpus": 1.0, "memory": capacity}}
     runner = ScriptedRunner(plans)
     scheduler = Scheduler(store, "job-1", config, runner)
     scheduler.run()
@@ -100,3 +102,28 @@ def test_cancel_kills_running_and_drops_pending(tmp_path, monkeypatch):
     assert runner.killed == [0] and runner.attempts == [(0, 1)]
     assert [(s.state, s.attempts) for s in scheduler.tasks.values()] == [(CANCELLED, 1), (CANCELLED, 0)]
     assert state["done"]
+
+
+MiB = 2**20
+
+
+def test_out_of_memory_runs_again_at_the_next_size_and_retries_count_afresh(tmp_path):
+    scheduler, runner, state = run(tmp_path, {0: ["oom", "oom", "error", "ok"], 1: ["ok"]},
+                                   capacity=2**30, memory=256 * MiB,
+                                   more_memory=[512 * MiB, 1024 * MiB], retries=1)
+    assert [m for m in runner.memory_seen if m[0] == 0] == \
+        [(0, 1, 256 * MiB), (0, 2, 512 * MiB), (0, 3, 1024 * MiB), (0, 4, 1024 * MiB)]
+    assert [m for m in runner.memory_seen if m[0] == 1] == [(1, 1, 256 * MiB)]
+    # attempts at smaller sizes do not count against retries, in the worker's final flag too
+    assert [n for t, _, n in runner.infra_lost_seen if t == 0] == ["0", "1", "2", "2"]
+    assert [(s.state, s.attempts) for s in scheduler.tasks.values()] == [(SUCCEEDED, 4),
+                                                                         (SUCCEEDED, 1)]
+    assert state["memory_step"] == {"0": 2}
+
+
+def test_out_of_memory_at_the_largest_size_follows_retries(tmp_path):
+    scheduler, runner, _ = run(tmp_path, {0: ["oom", "oom"]}, memory=256 * MiB,
+                               more_memory=[512 * MiB])
+    assert (scheduler.tasks[0].state, scheduler.tasks[0].attempts, scheduler.tasks[0].lost) == \
+        (FAILED, 2, "oom")
+    assert "512.0MiB" in scheduler.tasks[0].reason

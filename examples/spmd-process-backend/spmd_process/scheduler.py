@@ -2,6 +2,7 @@
 with tasks as child processes of this machine.
 
     start  ──> ``python -m spmd_process.launch --memory BYTES -- COMMAND`` in its own session
+               (BYTES: the attempt's SPMD_MEMORY, larger after an attempt killed for memory)
                (killing its process group kills whatever it started), in a scratch directory
                removed when it ends, output to task.log there
     poll   ──> exited children (their code, their log); a child over its memory ──> killed, "oom"
@@ -36,7 +37,7 @@ log = logging.getLogger("spmd.process")
 PYTHONS = ("python", "python3", f"python3.{sys.version_info.minor}")
 # Inherited from the client's environment these would mislead the worker about its task.
 NOT_INHERITED = ("AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ATTEMPT", "SPMD_TASK_OFFSET",
-                 "SPMD_ATTEMPT", "SPMD_SINGLE_TASK")
+                 "SPMD_ATTEMPT", "SPMD_SINGLE_TASK", "SPMD_ATTEMPT_OFFSET")
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Child:
     process: subprocess.Popen
     folder: str  # scratch: work/ is the task's cwd, task.log its output
     started: float
+    memory: int  # the attempt's limit, bytes
     over_memory: bool = False
     killed: bool = False  # by the scheduler (timeout, cancel), not by the kernel
 
@@ -77,7 +79,8 @@ class ProcessRunner(Runner):
             os.mkdir(os.path.join(folder, "work"))
             child_env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
             child_env.update(env[task])
-            argv = [self.python, "-m", "spmd_process.launch", "--memory", str(self.memory),
+            memory = int(env[task].get("SPMD_MEMORY") or self.memory)
+            argv = [self.python, "-m", "spmd_process.launch", "--memory", str(memory),
                     "--", *self.command()]
             with open(os.path.join(folder, "task.log"), "wb") as output:
                 try:
@@ -90,7 +93,7 @@ class ProcessRunner(Runner):
                     failed[task] = Outcome(None, f"spmd: the process could not start: {exc}\n",
                                            reason=f"the process could not start: {exc}")
                     continue
-            self.children[task] = Child(process, folder, time.monotonic())
+            self.children[task] = Child(process, folder, time.monotonic(), memory)
             log.info("task %d attempt %d started as pid %d", task, attempt, process.pid)
         self.publish_usage()
         return failed
@@ -101,7 +104,7 @@ class ProcessRunner(Runner):
         for task, child in list(self.children.items()):
             code = child.process.poll()
             if code is None:
-                if not child.over_memory and _rss(child.process.pid) > self.memory:
+                if not child.over_memory and _rss(child.process.pid) > child.memory:
                     log.info("task %d is over its memory limit", task)
                     child.over_memory = True
                     _kill(child.process.pid)
@@ -130,7 +133,8 @@ class ProcessRunner(Runner):
 
     def publish_usage(self) -> None:
         n = len(self.children)
-        usage = {"pid": os.getpid(), "vcpus": self.vcpus * n, "memory": self.memory * n}
+        usage = {"pid": os.getpid(), "vcpus": self.vcpus * n,
+                 "memory": sum(child.memory for child in self.children.values())}
         path = self.usage_dir / f"{self.job_id}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(usage))

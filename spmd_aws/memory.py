@@ -1,0 +1,110 @@
+"""More memory after an out-of-memory kill, on AWS Batch: the task again, as a new job.
+
+Batch retries a job with the resources it was submitted with, so a child killed for its
+memory (reason ``OutOfMemoryError``) exits there (the job definition's retry strategy has
+an EXIT rule for it while a larger size remains), and the client that next reads the
+job's states submits that task alone, as a plain job of the next size's job definition:
+
+    states(handle) ──> children as usual ──> jobs/<id>/queue/memory.json (the tasks grown
+        so far: [{"id": Batch job id, "step": size index, "before": attempts}, ...])
+        ──> each grown task's status is its latest job's, its attempts counted on
+        ──> a task FAILED with "oom" and a larger size left ──> SubmitJob at that size
+            (SPMD_TASK_OFFSET = the task, SPMD_ATTEMPT_OFFSET = attempts so far), recorded
+
+The escalation happens while a client watches (``Job``, ``spmd status``); a job nobody
+watches waits with the task failed until one does. Two clients that read the same failure
+at once may both submit it: the later record wins and the other job's output is the same
+task's (the output is written atomically either way).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable
+
+from spmd import layout
+from spmd.batch_queue import FAILED, PENDING, ArraySpec, Resources, TaskStatus
+from spmd.errors import ObjectNotFound
+from spmd.object_store import ObjectStore
+from spmd.units import format_bytes
+
+from .reasons import task_status
+
+if TYPE_CHECKING:
+    from .queue import AwsBatchQueue
+
+log = logging.getLogger("spmd")
+
+
+def spec_key(job_id: str) -> str:
+    return f"{layout.prefix(job_id)}queue/spec.json"
+
+
+def record_key(job_id: str) -> str:
+    return f"{layout.prefix(job_id)}queue/memory.json"
+
+
+def save_spec(store: ObjectStore, spec: ArraySpec) -> None:
+    """What a resubmission needs, kept with the job (any client may resubmit)."""
+    store.put_json(spec_key(spec.job_id), dataclasses.asdict(spec))
+
+
+def load_spec(store: ObjectStore, job_id: str) -> ArraySpec:
+    raw = store.get_json(spec_key(job_id))
+    return ArraySpec(**{**raw, "command": tuple(raw["command"]),
+                        "resources": Resources.from_dict(raw["resources"])})
+
+
+def at_step(spec: ArraySpec, step: int, task: int, before: int) -> ArraySpec:
+    """One task of spec at memory size ``step``, its attempts numbered after ``before``."""
+    res = spec.resources
+    sizes = res.memory_sizes
+    env = {**spec.env, "SPMD_TASK_OFFSET": str(task), "SPMD_ATTEMPT_OFFSET": str(before),
+           "SPMD_INFRA_LOST": str(before)}  # Batch counts this job's attempts afresh
+    return replace(spec, n_tasks=1, env=env,
+                   resources=replace(res, memory=sizes[step], more_memory=sizes[step + 1:]))
+
+
+def records(store: ObjectStore, job_id: str) -> dict[int, list[dict]]:
+    try:
+        return {int(k): v for k, v in store.get_json(record_key(job_id)).items()}
+    except ObjectNotFound:
+        return {}
+
+
+def grown_jobs(store: ObjectStore, job_id: str, task: int) -> list[str]:
+    """The Batch jobs that ran the task again with more memory, in order."""
+    return [r["id"] for r in records(store, job_id).get(task, ())]
+
+
+def grow(queue: "AwsBatchQueue", store: Callable[[], ObjectStore], job_id: str,
+         out: dict[int, TaskStatus]) -> None:
+    """Update ``out`` with the grown tasks' statuses; resubmit tasks killed for memory."""
+    grown = records(store(), job_id)
+    latest = {task: recs[-1] for task, recs in grown.items()}
+    jobs = queue.describe_cached([r["id"] for r in latest.values()])
+    for task, rec in latest.items():
+        job = jobs.get(rec["id"])
+        status = task_status(job) if job else TaskStatus(PENDING)
+        out[task] = replace(status, attempts=status.attempts + rec["before"])
+    spec = None
+    for task, status in sorted(out.items()):
+        step = latest[task]["step"] if task in latest else 0
+        if status.state != FAILED or status.lost != "oom":
+            continue
+        if spec is None:
+            spec = load_spec(store(), job_id)
+        sizes = spec.resources.memory_sizes
+        if step + 1 >= len(sizes):
+            continue
+        batch_id = queue.submit_one(at_step(spec, step + 1, task, status.attempts),
+                                    f"{job_id[:100]}-t{task}-m{step + 1}")
+        grown.setdefault(task, []).append({"id": batch_id, "step": step + 1,
+                                           "before": status.attempts})
+        store().put_json(record_key(job_id), {str(k): v for k, v in grown.items()})
+        log.info("job %s: task %d ran out of memory at %s; again with %s", job_id, task,
+                 format_bytes(sizes[step]), format_bytes(sizes[step + 1]))
+        out[task] = TaskStatus(PENDING, status.attempts, status.exit_code,
+                               f"{status.reason}; again with {format_bytes(sizes[step + 1])}",
+                               "oom", status.started, status.ended)
