@@ -391,7 +391,7 @@ class LocalRunner(Runner):
 
     # -- resuming ---------------------------------------------------------------------
 
-    def adopt(self, attempts) -> dict[int, Outcome]:
+    def adopt(self, attempts, env) -> dict[int, Outcome]:
         """Take over the containers of a scheduler that died: ask each server what it runs."""
         wanted = dict(attempts)
         found: set[int] = set()
@@ -416,8 +416,7 @@ class LocalRunner(Runner):
                         self.drop(slot)
                     continue
                 slot.task, slot.attempt = task, attempt
-                slot.env = {**self.spec["env"], "AWS_BATCH_JOB_ARRAY_INDEX": str(task),
-                            "SPMD_ATTEMPT": str(attempt), "SPMD_IMAGE": self.spec["image"]}
+                slot.env = dict(env[task])
                 if answered:
                     self.send_run(slot)
                 found.add(task)

@@ -105,7 +105,8 @@ class Scheduler:
             elif status.state == RUNNING:
                 self.running[task] = status.attempts
                 running.append((task, status.attempts))
-        for task, outcome in self.runner.adopt(running).items():
+        env = {task: self.environment(task, attempt) for task, attempt in running}
+        for task, outcome in self.runner.adopt(running, env).items():
             self.end(task, outcome)
         log.info("resumed: %d running, %d pending", len(self.running), len(self.pending))
 
@@ -196,12 +197,17 @@ class Scheduler:
             # A retry keeps the reason the previous attempt failed, for the client's log.
             reason = self.tasks[task].reason if attempt > 1 else ""
             self.tasks[task] = TaskStatus(RUNNING, attempt, None, reason, started=time.time())
-            env[task] = protocol.task_environment(
-                self.spec["env"], task, attempt, self.spec["image"],
-                self.infra_lost.get(task, 0) + self.before.get(task, 0), self.memory_of(task))
+            env[task] = self.environment(task, attempt)
         for task, outcome in self.runner.start(batch, env).items():
             log.error("cannot start task %d: %s", task, outcome.reason)
             self.end(task, outcome)
+
+    def environment(self, task: int, attempt: int) -> dict:
+        """What one attempt of one task reads (spmd.protocol): earlier attempts that retries
+        do not count (lost to infrastructure, or run at a smaller memory size), its memory."""
+        return protocol.task_environment(
+            self.spec["env"], task, attempt, self.spec["image"],
+            self.infra_lost.get(task, 0) + self.before.get(task, 0), self.memory_of(task))
 
     # -- ending ---------------------------------------------------------------------
 

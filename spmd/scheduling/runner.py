@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,11 @@ class Runner(ABC):
         """The memory this job holds, its running attempts holding ``running`` bytes."""
         return running
 
-    def adopt(self, attempts: Iterable[tuple[int, int]]) -> dict[int, Outcome]:
-        """After a scheduler died: take over these running attempts; the Outcome of each that
-        cannot be found (by default: all of them, lost to the infrastructure)."""
+    def adopt(self, attempts: Iterable[tuple[int, int]],
+              env: Mapping[int, Mapping[str, str]]) -> dict[int, Outcome]:
+        """After a scheduler died: take over these running attempts (``env``: each one's task
+        environment, as start() got it); the Outcome of each that cannot be found (by
+        default: all of them, lost to the infrastructure)."""
         return {task: Outcome(None, lost="infrastructure",
                               reason="its attempt was lost with the scheduler")
                 for task, _ in attempts}

@@ -127,3 +127,29 @@ def test_out_of_memory_at_the_largest_size_follows_retries(tmp_path):
     assert (scheduler.tasks[0].state, scheduler.tasks[0].attempts, scheduler.tasks[0].lost) == \
         (FAILED, 2, "oom")
     assert "512.0MiB" in scheduler.tasks[0].reason
+
+
+def test_a_resumed_scheduler_gives_adopted_attempts_the_environment_start_gave(tmp_path):
+    """A scheduler that replaces a dead one hands the runner each running attempt's full
+    environment: its infrastructure losses and memory size, not only its index."""
+    store = DirectoryStore(tmp_path)
+    res = {"vcpus": 1.0, "memory": 256 * MiB, "timeout": None, "retries": 0, "infra_retries": 3,
+           "more_memory": [1024 * MiB]}
+    config = {"spec": {"n_tasks": 1, "resources": res, "env": {"USER_VAR": "x"}, "image": "img"},
+              "capacity": {"vcpus": 1.0, "memory": 2**31}}
+    seen = {}
+
+    class Adopting(ScriptedRunner):
+        def adopt(self, attempts, env):
+            seen.update(env)
+            return {task: ENDINGS["ok"] for task, _ in attempts}
+
+    scheduler = Scheduler(store, "job-1", config, Adopting({0: []}))
+    # what the dead scheduler left: attempt 3 running at the second size, one loss before
+    scheduler.resume({"tasks": {"0": {"state": "RUNNING", "attempts": 3, "exit_code": None,
+                                      "reason": ""}},
+                      "infra_lost": {"0": 1}, "memory_step": {"0": 1}, "memory_before": {"0": 1}})
+    env = seen[0]
+    assert (env["SPMD_ATTEMPT"], env["SPMD_INFRA_LOST"], env["SPMD_MEMORY"], env["USER_VAR"]) == \
+        ("3", "2", str(1024 * MiB), "x")
+    assert scheduler.tasks[0].state == SUCCEEDED
