@@ -5,7 +5,6 @@ user's environment or profile would give them). Each must exit 0 and print its c
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import pytest

@@ -154,8 +154,8 @@ def test_clean_images_removes_only_unused_labelled_images(engine):
     mark = f"spmd.test-clean={uuid.uuid4().hex[:8]}"
     key, value = mark.split("=")
     base = baseimage.resolve(None)
-    unused = engine.images.build(fileobj=_dockerfile(base), labels={"spmd.managed": "1", key: value},
-                                 tag=f"spmd-test-clean:{value}-unused", rm=True)[0]
+    engine.images.build(fileobj=_dockerfile(base), labels={"spmd.managed": "1", key: value},
+                        tag=f"spmd-test-clean:{value}-unused", rm=True)
     used = engine.images.build(fileobj=_dockerfile(base, "used"), labels={"spmd.managed": "1", key: value},
                                tag=f"spmd-test-clean:{value}-used", rm=True)[0]
     holder = engine.containers.create(used.id, ["true"])

@@ -1,10 +1,8 @@
-import sys
 import textwrap
 
 import pytest
 
 from spmd import plugins
-from spmd.backend import Backend
 from spmd.errors import PluginError
 
 
