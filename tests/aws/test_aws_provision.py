@@ -88,7 +88,7 @@ def test_spot_and_configured_network_and_capacity(aws_config, boto):
     assert resources["subnets"] == [subnet] and resources["securityGroupIds"] == [group]
     assert resources["instanceTypes"] == ["c5.large"]
     again = provision.up(settings_of({**config, "max_vcpus": 64}))
-    assert again.names("updated") == [f"compute environment {stack}-spot (maxvCpus 64)"]
+    assert again.names("updated") == [f"compute environment {stack}-spot (maxvCpus 32 → 64)"]
 
 
 def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
@@ -119,7 +119,7 @@ def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
     assert set(deleted) >= {f"job queue {stack}-ec2", f"compute environment {stack}-ec2",
                             f"IAM role {stack}-job", f"IAM role {stack}-instance",
                             f"instance profile {stack}-instance", f"ECR repository {stack}-tasks",
-                            f"bucket {bucket}"}
+                            f"bucket {bucket}", f"log group /spmd/{stack}/tasks"}
     # nothing tagged with the stack is left
     assert [q for q in batch.describe_job_queues()["jobQueues"]
             if q.get("tags", {}).get(TAG_KEY) == stack and q["status"] != "DELETED"] == []
@@ -141,7 +141,7 @@ def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
     # a second down finds nothing to do
     again = provision.down(settings)
     assert again.names("deleted") == [] and again.names("absent") == [
-        f"ECR repository {stack}-tasks", f"bucket {bucket}"]
+        f"log group /spmd/{stack}/tasks", f"ECR repository {stack}-tasks", f"bucket {bucket}"]
 
 
 def test_down_keeps_a_configured_bucket_it_did_not_create(aws_config, boto):
@@ -160,7 +160,8 @@ def test_deployment_looks_up_and_provisions_only_when_missing(aws_config, calls)
     assert calls.count("batch", "CreateJobQueue") == 1
     calls.calls.clear()
     assert provision.deployment(settings) == first
-    assert [op for _, op, _ in calls.calls] == ["DescribeJobQueues", "GetRole"]
+    assert [op for _, op, _ in calls.calls] == ["DescribeJobQueues", "DescribeComputeEnvironments",
+                                                "GetRole"]
 
 
 def test_a_configured_job_role_is_used_and_not_created(aws_config, boto):
