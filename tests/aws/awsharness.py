@@ -7,6 +7,7 @@ respect and says which; spmd_aws itself never knows about any of them.
     any client's SubmitJob ──> moto (patched in this process): the job's command runs
         behind SHIM, and its env gets fake credentials and what SHIM needs
     any client's TerminateJob on an array parent ──> its children are terminated too
+    any client's UpdateComputeEnvironment ──> its computeResources are applied
     SHIM in the container ──> Scheduler (HTTP on the Docker bridge): capacity, attempts
     spmd_aws's ListJobs/DescribeJobs ──> botocore hooks fill in what AWS would say
     spmd_aws's Create/UpdateJobQueue ──> DescribeJobQueues gives back jobStateTimeLimitActions
@@ -234,6 +235,16 @@ class Harness:
             for child in (getattr(job, "_child_jobs", None) or ()):
                 terminate_job(backend, child.job_id, reason)
         monkeypatch.setattr(BatchBackend, "terminate_job", terminate)
+        update_environment = BatchBackend.update_compute_environment
+
+        def update(backend, name, state, compute_resources, service_role):
+            """AWS's UpdateComputeEnvironment changes the computeResources it is given in
+            place ("Updating compute environments", AWS Batch user guide); moto ignores them."""
+            out = update_environment(backend, name, state, compute_resources, service_role)
+            if compute_resources:
+                backend.get_compute_environment(name).compute_resources.update(compute_resources)
+            return out
+        monkeypatch.setattr(BatchBackend, "update_compute_environment", update)
         from moto.batch.models import Job
         job_init = Job.__init__
 
