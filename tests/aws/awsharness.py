@@ -237,12 +237,14 @@ class Harness:
         monkeypatch.setattr(BatchBackend, "terminate_job", terminate)
         update_environment = BatchBackend.update_compute_environment
 
-        def update(backend, name, state, compute_resources, service_role):
+        def update(backend, compute_environment_name, state, compute_resources, service_role):
             """AWS's UpdateComputeEnvironment changes the computeResources it is given in
             place ("Updating compute environments", AWS Batch user guide); moto ignores them."""
-            out = update_environment(backend, name, state, compute_resources, service_role)
+            out = update_environment(backend, compute_environment_name, state,
+                                     compute_resources, service_role)
             if compute_resources:
-                backend.get_compute_environment(name).compute_resources.update(compute_resources)
+                backend.get_compute_environment(
+                    compute_environment_name).compute_resources.update(compute_resources)
             return out
         monkeypatch.setattr(BatchBackend, "update_compute_environment", update)
         from moto.batch.models import Job
