@@ -38,7 +38,6 @@ _RENAMED = {
 _ALSO = {
     ("batch", "RegisterJobDefinition"): ("iam:PassRole", "batch:TagResource"),
     ("batch", "CreateComputeEnvironment"): ("iam:PassRole", "batch:TagResource"),
-    ("batch", "UpdateComputeEnvironment"): ("iam:PassRole",),
     ("batch", "CreateJobQueue"): ("batch:TagResource",),
     ("batch", "SubmitJob"): ("batch:TagResource",),
     ("iam", "AddRoleToInstanceProfile"): ("iam:PassRole",),
@@ -52,12 +51,23 @@ ECR_PUSH = ("ecr:BatchCheckLayerAvailability", "ecr:CompleteLayerUpload",
             "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart")
 
 
-def actions(calls: Iterable[tuple[str, str]]) -> list[str]:
-    """The sorted IAM actions behind API calls given as (botocore service name, operation)."""
+def _passes_role(service: str, operation: str, params: dict | None) -> bool:
+    """UpdateComputeEnvironment passes roles only when it sets them (not to disable)."""
+    if (service, operation) != ("batch", "UpdateComputeEnvironment"):
+        return False
+    return params is None or "serviceRole" in params or \
+        "instanceRole" in (params.get("computeResources") or {})
+
+
+def actions(calls: Iterable[tuple]) -> list[str]:
+    """The sorted IAM actions behind API calls given as (botocore service name, operation)
+    or (service, operation, request parameters)."""
     out: set[str] = set()
-    for service, operation in calls:
+    for service, operation, *params in calls:
         out.update(_RENAMED.get((service, operation), (f"{service}:{operation}",)))
         out.update(_ALSO.get((service, operation), ()))
+        if _passes_role(service, operation, params[0] if params else None):
+            out.add("iam:PassRole")
     return sorted(out)
 
 
