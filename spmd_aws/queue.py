@@ -43,7 +43,7 @@ from spmd.errors import ResourceError
 from .aws import AwsError, Clients, boundary, error_code
 from .config import MAX_ATTEMPTS, AwsSettings
 from .compute import check_fits, instance_sizes
-from .provision import Deployment, deployment
+from .provision import Deployment, deployment, ensure_log_group
 from .reasons import CANCEL_REASON, UNPLACEABLE, exit_code, retry_strategy, task_status
 from .stack import CONTENT_TAG
 
@@ -246,12 +246,24 @@ class AwsBatchQueue(BatchQueue):
             if found:
                 arn = max(found, key=lambda d: d["revision"])["jobDefinitionArn"]
             else:
+                self._log_group_exists(self.deployment())
                 arn = self.batch.register_job_definition(
                     jobDefinitionName=name, tags={**self.opts.stack.tags, CONTENT_TAG: digest},
                     **request)["jobDefinitionArn"]
                 log.info("registered job definition %s", arn)
         self._definitions[digest] = arn
         return arn
+
+    def _log_group_exists(self, where: Deployment) -> None:
+        """The stack's log group, which a new job definition names, made if missing (a stack
+        an earlier spmd made has none; the awslogs driver does not create it)."""
+        stack = self.opts.stack
+        if where.log_group != stack.log_group:
+            return  # AWS Batch's own /aws/batch/job
+        logs = self.clients("logs")
+        groups = logs.describe_log_groups(logGroupNamePrefix=stack.log_group)["logGroups"]
+        if not any(g["logGroupName"] == stack.log_group for g in groups):
+            ensure_log_group(logs, stack, self.opts.retention_days)
 
     def _requests(self, spec: ArraySpec, job_queue: str, definition: str) -> list[tuple[dict, int, int]]:
         """Each SubmitJob request with its (first task, size); ResourceError if one is too big."""

@@ -264,3 +264,26 @@ def test_with_optimal_a_known_bound_refuses_without_asking_ec2(clients, asked, g
         with pytest.raises(ResourceError, match=words):
             queue.submit(spec(**asked))
     assert replay.requests == []
+
+
+def test_a_stack_made_before_the_log_group_gets_it_with_its_next_job_definition(clients):
+    queue = AwsBatchQueue(AwsSettings(bucket="lab-data"), clients)
+    queue._deployment = Deployment(QUEUE_ARN, ROLE_ARN, compute_environment="spmd-ec2",
+                                   max_vcpus=16, log_group="/spmd/spmd/tasks")
+    with Replay(clients) as replay:
+        replay.add("batch", "describe_job_definitions", {"jobDefinitions": []})
+        # DescribeLogGroups / CreateLogGroup / PutRetentionPolicy (CloudWatch Logs API Reference)
+        replay.add("logs", "describe_log_groups", {"logGroups": []},
+                   {"logGroupNamePrefix": "/spmd/spmd/tasks"})
+        replay.add("logs", "describe_log_groups", {"logGroups": []})
+        replay.add("logs", "create_log_group", {},
+                   {"logGroupName": "/spmd/spmd/tasks", "tags": {"spmd:stack": "spmd"}})
+        replay.add("logs", "put_retention_policy", {},
+                   {"logGroupName": "/spmd/spmd/tasks", "retentionInDays": 30})
+        replay.add("batch", "register_job_definition", {
+            "jobDefinitionName": "spmd-x", "jobDefinitionArn": QUEUE_ARN, "revision": 1})
+        replay.add("batch", "submit_job", {"jobName": "j-1-0", "jobId": "p1"})
+        queue.submit(spec())
+    [definition] = [p for _, op, p in replay.requests if op == "RegisterJobDefinition"]
+    assert definition["containerProperties"]["logConfiguration"] == {
+        "logDriver": "awslogs", "options": {"awslogs-group": "/spmd/spmd/tasks"}}
