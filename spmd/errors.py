@@ -22,7 +22,7 @@
     ├── JobNotFound (KeyError)           no job with that id in the store
     ├── RemoteError                      a task's exception whose type cannot be rebuilt here
     ├── AwsError                         an AWS request failed; ``code`` is AWS's (spmd_aws.aws)
-    │   └── ProvisionError               the stack cannot be made or removed (spmd_aws.provision)
+    │   └── ProvisionError               the stack cannot be made or removed (spmd_aws.aws)
     └── TaskLost                         a task ended without writing its output
         ├── TaskOutOfMemory              killed for exceeding its memory limit
         └── TaskTimedOut                 killed for exceeding its timeout

@@ -3,7 +3,9 @@
     Knot.map ──> S3Store (s3://bucket/jobs/<id>/...)        store.py
              ──> EcrRegistry (describe_images, docker push) registry.py
              ──> AwsBatchQueue (array jobs of ≤10,000)       queue.py
-                   └─ provision.deployment ──> up() when the stack is missing   provision.py
+                   └─ provision.deployment ──> up() when the stack is missing,
+                      broken or differs from the config                        provision.py
+                      (compute environment + job queue: compute.py; IAM: permissions.py)
     in each container: python3 -m spmd_aws.task -- python3 -m spmd.worker       task.py
 
 Selected with ``backend = "aws"`` in a profile; ``spmd aws up`` / ``down`` (cli.py, a command group the plugin registers) call

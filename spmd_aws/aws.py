@@ -32,6 +32,10 @@ class AwsError(SpmdError):
         super().__init__(message)
 
 
+class ProvisionError(AwsError):
+    """Provisioning could not make, repair or remove a resource of the stack."""
+
+
 def session(profile: str | None = None):
     """The boto3 session of this process for an AWS profile (None: boto3's default chain)."""
     import boto3

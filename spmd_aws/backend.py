@@ -1,8 +1,8 @@
 """AwsBackend: the three parts on AWS, S3 (store), ECR (registry) and AWS Batch (queue).
 
 Constructing it checks the settings and calls nothing; clients are made on first use.
-The queue provisions what is missing before its first submit (``spmd aws up`` does it
-explicitly).
+``capacity()`` (the first thing ``map`` asks) and the queue's first submit look the stack
+up and provision what is missing (``spmd aws up`` does it explicitly).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from functools import cached_property
 from spmd.backend import Backend, Capacity
 from spmd.config import Settings
 
-from .config import KEYS, AwsSettings
+from .config import KEYS, MEMORY_PER_VCPU, AwsSettings
 from .queue import AwsBatchQueue
 from .registry import EcrRegistry
 from .store import S3Store
@@ -47,7 +47,11 @@ class AwsBackend(Backend):
         return AwsBatchQueue(self.opts, self.clients, store=lambda: self.store)
 
     def capacity(self) -> Capacity:
-        return Capacity(vcpus=self.opts.max_vcpus, memory=self.opts.memory)
+        """What the deployed compute environment has (its maxvCpus), never only what the
+        config says: the stack is looked up first, and made or updated when it is missing or
+        differs from the config (as the first submit would)."""
+        vcpus = self.queue.deployment().max_vcpus or self.opts.max_vcpus
+        return Capacity(vcpus=vcpus, memory=self.opts.max_memory or int(vcpus * MEMORY_PER_VCPU))
 
     def estimate_cost(self, report):
         """The run report's cost estimate (spmd_aws.cost): vCPU-seconds × price, plus requests."""

@@ -55,7 +55,7 @@ KEYS: tuple[Key, ...] = (
     Key("max_memory", config.memory, "memory all running tasks may use together (local default: "
         "the engine's; aws default: 8GiB per vCPU of max_vcpus)"),
     Key("instance_types", config.string_list, "EC2 instance types of the compute environment "
-        "(default: optimal)"),
+        "(default: optimal; default_arm64 with architecture = \"arm64\")"),
     Key("subnets", config.string_list, "subnet ids for the tasks (default: the default VPC's)"),
     Key("security_groups", config.string_list, "security group ids for the tasks (default: the "
         "default VPC's default group)"),
@@ -101,6 +101,9 @@ class AwsSettings:
                               "\"my-lab-spmd\" to the profile (it is created if missing)",
                               key="bucket")
         bucket, _, prefix = path.partition("/")
+        arch = settings.get("architecture", "x86_64")
+        # "optimal" holds only x86_64 families: Graviton has a default of its own
+        default_types = ("default_arm64",) if arch == "arm64" else ("optimal",)
         return cls(
             bucket=bucket, prefix=prefix, region=settings.get("region"),
             profile=settings.get("aws_profile"), endpoint_url=settings.get("endpoint_url"),
@@ -108,12 +111,12 @@ class AwsSettings:
                         fargate=bool(settings.get("fargate"))),
             max_vcpus=settings.get("max_vcpus", DEFAULT_MAX_VCPUS),
             max_memory=settings.get("max_memory"),
-            instance_types=tuple(settings.get("instance_types") or ("optimal",)),
+            instance_types=tuple(settings.get("instance_types") or default_types),
             subnets=tuple(settings.get("subnets") or ()),
             security_groups=tuple(settings.get("security_groups") or ()),
             gpus=settings.get("gpus"), job_role=settings.get("job_role"),
             registry=settings.get("registry"), retention_days=settings.get("retention_days", 30),
-            architecture=settings.get("architecture", "x86_64"))
+            architecture=arch)
 
     def clients(self) -> Clients:
         return Clients(self.region, self.endpoint_url, self.profile)

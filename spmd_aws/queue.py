@@ -3,6 +3,9 @@
     submit(spec) ──> checked first, before any AWS call: gpus on Fargate, retries, and each
                      SubmitJob request under Batch's 30 KiB (the user's env included)
                  ──> deployment (the stack's queue and roles; provisioned when missing)
+                 ──> on EC2: a task no instance type of the compute environment can hold
+                     is refused (compute.check_fits; DescribeInstanceTypes once for
+                     instance types that are not Batch's bundles)
                  ──> job definition for image + command + resources: found by name
                      (<stack>-<content hash>) or registered once
                  ──> one SubmitJob per ≤10,000 tasks (SPMD_TASK_OFFSET in each one's env);
@@ -20,7 +23,9 @@
                      (spmd_aws.memory)
     cancel       ──> TerminateJob on each parent (or plain job); Batch cancels the children
     logs         ──> the record states() described (DescribeJobs only if it did not)
-                     ──> the tail of every attempt's CloudWatch Logs stream, one request each
+                     ──> the tail of every attempt's CloudWatch Logs stream in the stack's log
+                     group (``/aws/batch/job`` for jobs of spmd before it had one), one
+                     request each
 
 The parents' own status is never read: a parent may stay SUBMITTED after its
 children ended (moto does this; AWS updates it late).
@@ -41,7 +46,8 @@ from spmd.object_store import ObjectStore
 
 from .aws import AwsError, Clients, boundary, error_code
 from .config import MAX_ATTEMPTS, AwsSettings
-from .provision import Deployment, deployment
+from .compute import check_fits, instance_sizes
+from .provision import Deployment, deployment, ensure_log_group
 from .reasons import CANCEL_REASON, UNPLACEABLE, exit_code, retry_strategy, task_status
 from .stack import CONTENT_TAG
 
@@ -51,7 +57,7 @@ log = logging.getLogger("spmd")
 
 MAX_ARRAY = 10_000
 MIN_TIMEOUT = 60  # AWS Batch's smallest attemptDurationSeconds
-LOG_GROUP = "/aws/batch/job"
+LOG_GROUP = "/aws/batch/job"  # AWS Batch's default, where jobs of earlier spmd versions log
 MAX_SUBMIT_BYTES = 30 * 1024  # AWS Batch's limit on a SubmitJob request ("Service quotas")
 #: Batch's cpuArchitecture (a Fargate job definition's runtimePlatform) per architecture
 CPU_ARCHITECTURES = {"x86_64": "X86_64", "arm64": "ARM64"}
@@ -176,6 +182,8 @@ def job_definition(spec: ArraySpec, where: Deployment, gpus: int | None = None,
                           "fargatePlatformConfiguration": {"platformVersion": "LATEST"},
                           "runtimePlatform": {"operatingSystemFamily": "LINUX",
                                               "cpuArchitecture": CPU_ARCHITECTURES[architecture]}})
+    container["logConfiguration"] = {"logDriver": "awslogs",
+                                     "options": {"awslogs-group": where.log_group}}
     request = {"type": "container", "containerProperties": container, "retryStrategy": retry,
                "platformCapabilities": [where.platform], "propagateTags": True}
     if timeout:
@@ -229,6 +237,7 @@ class AwsBatchQueue(BatchQueue):
         self._definitions: dict[str, str] = {}
         self._ended: dict[str, dict] = {}  # child id -> DescribeJobs record; final, kept
         self._waiting: dict[str, str] = {}  # array id -> the RUNNABLE reason last seen
+        self._sizes: list | None = None  # the compute environment's instance sizes
 
     @property
     def batch(self):
@@ -254,12 +263,24 @@ class AwsBatchQueue(BatchQueue):
             if found:
                 arn = max(found, key=lambda d: d["revision"])["jobDefinitionArn"]
             else:
+                self._log_group_exists(self.deployment())
                 arn = self.batch.register_job_definition(
                     jobDefinitionName=name, tags={**self.opts.stack.tags, CONTENT_TAG: digest},
                     **request)["jobDefinitionArn"]
                 log.info("registered job definition %s", arn)
         self._definitions[digest] = arn
         return arn
+
+    def _log_group_exists(self, where: Deployment) -> None:
+        """The stack's log group, which a new job definition names, made if missing (a stack
+        an earlier spmd made has none; the awslogs driver does not create it)."""
+        stack = self.opts.stack
+        if where.log_group != stack.log_group:
+            return  # AWS Batch's own /aws/batch/job
+        logs = self.clients("logs")
+        groups = logs.describe_log_groups(logGroupNamePrefix=stack.log_group)["logGroups"]
+        if not any(g["logGroupName"] == stack.log_group for g in groups):
+            ensure_log_group(logs, stack, self.opts.retention_days)
 
     def _requests(self, spec: ArraySpec, job_queue: str, definition: str) -> list[tuple[dict, int, int]]:
         """Each SubmitJob request with its (first task, size); ResourceError if one is too big."""
@@ -310,12 +331,24 @@ class AwsBatchQueue(BatchQueue):
                 resource_requirements(replace(res, memory=memory), self.opts.gpus,
                                       self.opts.stack.fargate)
 
+    def check_placeable(self, spec: ArraySpec, where: Deployment) -> None:
+        """ResourceError when no instance of the deployed compute environment can hold a task
+        of spec (Batch would keep it RUNNABLE until the queue's time limit cancels it)."""
+        if where.platform != "EC2" or where.max_vcpus is None:
+            return  # Fargate sizes are checked by resource_requirements
+        if self._sizes is None:
+            with boundary(AwsError, "looking up the compute environment's instance types"):
+                self._sizes = instance_sizes(self.clients("ec2"), where.instance_types)
+        check_fits(spec.resources, self.opts.gpus, self._sizes, where.max_vcpus,
+                   f"{where.compute_environment} ({', '.join(where.instance_types)})")
+
     def submit(self, spec: ArraySpec) -> str:
         self.check(spec)
         if spec.resources.more_memory:
             from . import memory
             memory.save_spec(self._store(), spec)
         where = self.deployment()
+        self.check_placeable(spec, where)
         definition = self.definition_arn(spec)
         requests = self._requests(spec, where.job_queue, definition)
         submitted: list[tuple[str, int, int]] = []
@@ -447,7 +480,8 @@ class AwsBatchQueue(BatchQueue):
             ids += memory.grown_jobs(self._store(), grows(handle), task)
         with boundary(AwsError, f"reading the log of task {task} from CloudWatch Logs"):
             jobs = self.describe_cached(ids)
-            streams: list[tuple[str, str]] = []  # (stream, why its job ended when another followed)
+            # (group, stream, why its job ended when another followed)
+            streams: list[tuple[str, str, str]] = []
             found = [jobs[i] for i in ids if i in jobs]
             for number, job in enumerate(found, 1):
                 own = [(a.get("container") or {}).get("logStreamName")
@@ -455,10 +489,11 @@ class AwsBatchQueue(BatchQueue):
                 own.append((job.get("container") or {}).get("logStreamName"))
                 own = [s for s in dict.fromkeys(own) if s]
                 why = "" if number == len(found) else task_status(job).reason
-                streams += [(s, why if k == len(own) - 1 else "") for k, s in enumerate(own)]
+                streams += [(log_group(job), s, why if k == len(own) - 1 else "")
+                            for k, s in enumerate(own)]
             parts = []
-            for number, (stream, why) in enumerate(streams, 1):
-                text = self._tail(stream)
+            for number, (group, stream, why) in enumerate(streams, 1):
+                text = self._tail(group, stream)
                 if len(streams) > 1:
                     text = f"--- spmd: attempt {number} ---\n" + text
                 if why:
@@ -466,15 +501,22 @@ class AwsBatchQueue(BatchQueue):
                 parts.append(text)
         return "".join(parts)
 
-    def _tail(self, stream: str) -> str:
+    def _tail(self, group: str, stream: str) -> str:
         """The last events of a log stream, one GetLogEvents request (startFromHead=False
         returns the newest page: up to 10,000 events or 1 MB, oldest first)."""
         try:
             page = self.clients("logs").get_log_events(
-                logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=False)
+                logGroupName=group, logStreamName=stream, startFromHead=False)
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 return ""
             raise
         lines = [event["message"] for event in page.get("events", ())]
         return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def log_group(job: dict) -> str:
+    """The log group of a job's streams: its container's awslogs-group (the stack's), or
+    AWS Batch's default one (jobs of spmd before the stack had a group)."""
+    config = (job.get("container") or {}).get("logConfiguration") or {}
+    return (config.get("options") or {}).get("awslogs-group") or LOG_GROUP

@@ -13,6 +13,7 @@ exceeded ...)", which is neither a cancel nor a timeout.
     statusReason      Host EC2 (instance ...) terminated. / Your Spot Task was interrupted.
                                                   infrastructure: spot reclaimed / host lost
     statusReason      MISCONFIGURATION:... CAPACITY:...
+                      Canceled by JobStateTimeLimit action due to reason: ...
                                                   error: never placed (jobStateTimeLimitActions)
     anything else                                 error (the user's code), with the exit code
 
@@ -36,6 +37,9 @@ IMAGE_ERRORS = ("CannotPullContainerError", "CannotStartContainerError",
                 "ResourceInitializationError", "DockerTimeoutError")
 HOST_LOST = ("Host EC2 (instance ", "Your Spot Task was interrupted")
 UNPLACEABLE = ("MISCONFIGURATION:", "CAPACITY:")
+#: the statusReason of a job jobStateTimeLimitActions cancelled ("Jobs stuck in RUNNABLE due to
+#: capacity", AWS Batch user guide: "Canceled by JobStateTimeLimit action due to reason: ...")
+TIME_LIMIT_ENDED = ("Canceled by JobStateTimeLimit action", "Terminated by JobStateTimeLimit action")
 IMAGE_HINT = ("image could not be pulled/started: check that the image exists in the registry "
               "the job definition names, that the instances reach it (a NAT gateway or VPC "
               "endpoints in private subnets), that the execution role may pull it, and that "
@@ -155,7 +159,7 @@ def _classify(job: dict, waiting: str = "") -> TaskStatus:
     if found:
         return TaskStatus(FAILED, attempts, code, f"spot reclaimed / host lost ({found})",
                           "infrastructure")
-    found = _starting(texts, UNPLACEABLE)
+    found = _starting(texts, UNPLACEABLE + TIME_LIMIT_ENDED)
     if not found and waiting and not attempts and code is None:
         found = texts[0] if texts else "ended before it started"  # the queue's own words
     if found:

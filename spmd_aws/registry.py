@@ -1,7 +1,8 @@
 """EcrRegistry: task images in one ECR repository of the stack, tagged by content hash.
 
     exists(tag)   ECR DescribeImages for the tag (no image pulled, nothing built)
-    publish       repository created if missing (tagged, scan on push)
+    publish       repository created if missing (tagged, scan on push); ``up`` gives it a
+                  lifecycle policy keeping the newest KEEP_IMAGES task images
                   ──> ECR GetAuthorizationToken ──> docker tag + push (Docker SDK)
                   ──> the remote name is untagged here again (the engine keeps spmd-task:<tag>)
 
@@ -16,6 +17,7 @@ leaves for it.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from functools import cached_property
 
@@ -27,6 +29,9 @@ from .aws import Clients, boundary, error_code
 from .stack import Stack
 
 log = logging.getLogger("spmd")
+
+#: task images the repository keeps (its lifecycle policy expires older ones)
+KEEP_IMAGES = 10
 
 
 def ensure_repository(clients: Clients, stack: Stack) -> tuple[str, str]:
@@ -50,6 +55,41 @@ def ensure_repository(clients: Clients, stack: Stack) -> tuple[str, str]:
                 raise
             return ensure_repository(clients, stack)[0], "found"
     return repo["repositoryUri"], "created"
+
+
+def lifecycle_policy(keep: int = KEEP_IMAGES) -> dict:
+    """The repository's lifecycle policy: untagged images go after a day, and only the
+    newest ``keep`` task images stay (each a content-hash tag)."""
+    return {"rules": [
+        {"rulePriority": 1, "description": "untagged layers of replaced pushes",
+         "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
+                       "countUnit": "days", "countNumber": 1},
+         "action": {"type": "expire"}},
+        {"rulePriority": 2, "description": f"keep the newest {keep} task images",
+         "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep},
+         "action": {"type": "expire"}}]}
+
+
+def ensure_lifecycle_policy(clients: Clients, stack: Stack) -> str:
+    """'found' when the stack's repository has its lifecycle policy, else 'set' once it does
+    (a repository the stack does not own is left as it is)."""
+    ecr = clients("ecr")
+    wanted = lifecycle_policy()
+    repo = ecr.describe_repositories(repositoryNames=[stack.repository])["repositories"][0]
+    if not stack.owns(ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]):
+        return "found (not tagged by this stack; left as it is)"
+    try:
+        current = json.loads(ecr.get_lifecycle_policy(
+            repositoryName=stack.repository)["lifecyclePolicyText"])
+    except Exception as exc:
+        if error_code(exc) != "LifecyclePolicyNotFoundException":
+            raise
+        current = None
+    if current == wanted:
+        return "found"
+    ecr.put_lifecycle_policy(repositoryName=stack.repository,
+                             lifecyclePolicyText=json.dumps(wanted))
+    return "set"
 
 
 def delete_repository(clients: Clients, stack: Stack) -> str:

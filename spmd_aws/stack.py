@@ -13,6 +13,7 @@ that tag, so a resource that merely has a similar name is never touched.
     compute environment    <stack>-<kind>                  kind: ec2, spot, fargate, fargate-spot
     job queue              <stack>-<kind>
     job definitions        <stack>-<content hash>          (one per image + resources)
+    log group              /spmd/<stack>/tasks             (the tasks' logs; a retention)
 """
 from __future__ import annotations
 
@@ -88,6 +89,10 @@ class Stack:
     @property
     def job_queue(self) -> str:
         return f"{self.name}-{self.kind}"
+
+    @property
+    def log_group(self) -> str:
+        return f"/spmd/{self.name}/tasks"
 
     def job_definition(self, content_hash: str) -> str:
         return f"{self.name}-{content_hash}"

@@ -8,6 +8,9 @@ never creates anything (the job role may only read and write ``jobs/``).
 
 A PUT on S3 is atomic (readers see the old object or the new one), ranged reads are
 HTTP ``Range`` requests, and listing pages through ListObjectsV2 1,000 keys at a time.
+A GetObject denied (403) is a missing object only when one listing of that key (allowed
+to the job role, see ``permissions.job_policy``) confirms it is not there; otherwise
+the denial is a StoreError.
 An object above 5 GB (S3's limit on one PutObject) goes up as a multipart upload (boto3's
 managed transfer), which S3 also completes atomically. DeleteObjects answers 200 even
 when keys fail: its per-key ``Errors`` are read and raised as a StoreError.
@@ -20,11 +23,14 @@ import threading
 from typing import Iterator
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from spmd.errors import StoreError
+from spmd.errors import ObjectNotFound, StoreError
 from spmd.object_store import ObjectStore
 
 from .aws import Clients, boundary, error_code
 from .stack import Stack
+
+#: error codes of a GetObject S3 denies (a missing key reads so without s3:ListBucket)
+DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
 
 
 class S3Store(ObjectStore):
@@ -132,8 +138,24 @@ class S3Store(ObjectStore):
             except Exception as exc:
                 if error_code(exc) == "InvalidRange":  # the range starts past the end
                     return b""
+                if error_code(exc) in DENIED_CODES and not self._listed(key):
+                    raise ObjectNotFound(key) from exc
                 raise
             return response["Body"].read()
+
+    def _listed(self, key: str) -> bool:
+        """Whether key exists, by listing it: S3 answers a GetObject of a missing key with
+        403 unless the caller may list the bucket, which a job role may only under its
+        prefix (``permissions.job_policy``). A 403 is a missing object only when this
+        listing, which that policy allows, does not show the key."""
+        try:
+            page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix + key,
+                                           MaxKeys=1)
+        except Exception as exc:
+            if error_code(exc) in DENIED_CODES:
+                return True  # cannot tell: the 403 stands
+            raise
+        return any(item["Key"] == self.prefix + key for item in page.get("Contents", ()))
 
     def list(self, prefix: str) -> Iterator[str]:
         return self.list_after(prefix)

@@ -7,8 +7,11 @@ respect and says which; spmd_aws itself never knows about any of them.
     any client's SubmitJob ──> moto (patched in this process): the job's command runs
         behind SHIM, and its env gets fake credentials and what SHIM needs
     any client's TerminateJob on an array parent ──> its children are terminated too
+    any client's UpdateComputeEnvironment ──> its computeResources are applied
     SHIM in the container ──> Scheduler (HTTP on the Docker bridge): capacity, attempts
     spmd_aws's ListJobs/DescribeJobs ──> botocore hooks fill in what AWS would say
+    spmd_aws's Create/UpdateJobQueue ──> DescribeJobQueues gives back jobStateTimeLimitActions
+    moto's jobs ──> write their logs to the job definition's awslogs-group
     docker events ──> vCPU and memory limits applied; kills for memory remembered
 """
 from __future__ import annotations
@@ -92,6 +95,11 @@ sys.exit(code)
 def _moto_job(job_id: str):
     from moto.batch.models import batch_backends
     return batch_backends[ACCOUNT][REGION].get_job_by_id(job_id)
+
+
+def _awslogs_group(definition) -> str:
+    config = (definition.container_properties or {}).get("logConfiguration") or {}
+    return (config.get("options") or {}).get("awslogs-group", "")
 
 
 def _ended(job_id: str) -> bool:
@@ -181,6 +189,7 @@ class Harness:
         self.pushes: list[str] = []
         self.out_of_memory: set[str] = set()  # names of containers the kernel killed
         self.scheduler = Scheduler(host)
+        self.time_limit_actions: dict[str, list] = {}  # job queue name -> its actions
         self._events = None
         self._undo: list = []
 
@@ -199,7 +208,11 @@ class Harness:
                  ("after-call.batch.DescribeJobs", self.scheduled),
                  ("after-call.batch.ListJobs", self.scheduled),
                  ("after-call.batch.DescribeJobs", self.oom_reason),
-                 ("after-call.batch.ListJobs", self.oom_reason)]
+                 ("after-call.batch.ListJobs", self.oom_reason),
+                 ("after-call.batch.DescribeJobs", self.log_configuration),
+                 ("provide-client-params.batch.CreateJobQueue", self.queue_actions),
+                 ("provide-client-params.batch.UpdateJobQueue", self.queue_actions),
+                 ("after-call.batch.DescribeJobQueues", self.described_queues)]
         for number, (event, handler) in enumerate(hooks):
             events.register(event, handler, unique_id=f"spmd-test-{number}")
             self._undo.append(lambda e=event, n=number: events.unregister(
@@ -222,6 +235,27 @@ class Harness:
             for child in (getattr(job, "_child_jobs", None) or ()):
                 terminate_job(backend, child.job_id, reason)
         monkeypatch.setattr(BatchBackend, "terminate_job", terminate)
+        update_environment = BatchBackend.update_compute_environment
+
+        def update(backend, compute_environment_name, state, compute_resources, service_role):
+            """AWS's UpdateComputeEnvironment changes the computeResources it is given in
+            place ("Updating compute environments", AWS Batch user guide); moto ignores them."""
+            out = update_environment(backend, compute_environment_name, state,
+                                     compute_resources, service_role)
+            if compute_resources:
+                backend.get_compute_environment(
+                    compute_environment_name).compute_resources.update(compute_resources)
+            return out
+        monkeypatch.setattr(BatchBackend, "update_compute_environment", update)
+        from moto.batch.models import Job
+        job_init = Job.__init__
+
+        def job(self, *args, **kwargs):
+            """AWS's awslogs driver writes to the group the job definition's logConfiguration
+            names; moto always writes to /aws/batch/job."""
+            job_init(self, *args, **kwargs)
+            self._log_group = _awslogs_group(self.job_definition) or self._log_group
+        monkeypatch.setattr(Job, "__init__", job)
         publish = EcrRegistry.publish
 
         def published(registry, local_image, tag):
@@ -295,6 +329,29 @@ class Harness:
                 if job.get("status") == "RUNNING":
                     count = max(0, count - 1)  # AWS lists attempts once they ended
                 job["attempts"] = [copy.deepcopy(template) for _ in range(count)]
+
+    def log_configuration(self, parsed, **_):
+        """AWS's DescribeJobs gives a job's container the logConfiguration of its job
+        definition ("ContainerDetail", AWS Batch API Reference); moto's leaves it out."""
+        for job in parsed.get("jobs", ()):
+            moto_job = _moto_job(job["jobId"])
+            group = moto_job is not None and _awslogs_group(moto_job.job_definition)
+            if group:
+                job.setdefault("container", {})["logConfiguration"] = {
+                    "logDriver": "awslogs", "options": {"awslogs-group": group}}
+
+    def queue_actions(self, params, **_):
+        """What spmd_aws sets as a queue's jobStateTimeLimitActions (moto drops them)."""
+        if "jobStateTimeLimitActions" in params:
+            name = params.get("jobQueueName") or params.get("jobQueue", "").rsplit("/", 1)[-1]
+            self.time_limit_actions[name] = copy.deepcopy(params["jobStateTimeLimitActions"])
+
+    def described_queues(self, parsed, **_):
+        """AWS's DescribeJobQueues returns the queue's jobStateTimeLimitActions; moto's does not."""
+        for queue in parsed.get("jobQueues", ()):
+            if queue.get("jobQueueName") in self.time_limit_actions:
+                queue["jobStateTimeLimitActions"] = copy.deepcopy(
+                    self.time_limit_actions[queue["jobQueueName"]])
 
     def watch_containers(self, engine) -> None:
         """AWS (ECS) starts a job's container with its vCPU and memory limits; moto starts it

@@ -23,7 +23,7 @@ def test_nothing_imports_boto3_until_a_client_is_made():
             "cls = p.backend_class('aws'); p.store_class('s3'); p.known_config_keys()\n"
             "from spmd.config import resolve\n"
             "b = cls(resolve({'backend': 'aws', 'bucket': 'b-1', 'region': 'eu-west-1'}))\n"
-            "b.store, b.registry, b.queue, b.capacity()\n"
+            "b.store, b.registry, b.queue\n"
             "print('boto3' in sys.modules, 'botocore' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -47,9 +47,9 @@ def test_config_values_and_capacity():
     assert (backend.opts.bucket, backend.opts.prefix) == ("lab-data", "runs")
     assert backend.opts.stack.kind == "spot" and backend.opts.stack.job_queue == "lab-spot"
     assert backend.opts.subnets == ("subnet-1", "subnet-2")
-    capacity = backend.capacity()
-    assert capacity.vcpus == 16 and capacity.memory == 16 * 8 * 2**30
-    assert AwsBackend(resolve({"backend": "aws", "bucket": "b-1"})).capacity().vcpus == 256
+    # capacity() reads the deployed compute environment (test_aws_provision.py); the config's
+    assert (backend.opts.max_vcpus, backend.opts.memory) == (16, 16 * 8 * 2**30)
+    assert AwsBackend(resolve({"backend": "aws", "bucket": "b-1"})).opts.max_vcpus == 256
 
 
 def test_bad_config_names_the_key():

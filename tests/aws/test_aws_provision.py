@@ -69,6 +69,15 @@ def test_resources_are_tagged_named_and_least_privilege(aws_config, boto):
     assert queue["tags"] == {TAG_KEY: stack} and queue["state"] == "ENABLED"
     repo = boto("ecr").describe_repositories(repositoryNames=[f"{stack}-tasks"])["repositories"][0]
     assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+    # what keeps costing after a map is bounded: images by count, task logs by age
+    lifecycle = json.loads(boto("ecr").get_lifecycle_policy(
+        repositoryName=f"{stack}-tasks")["lifecyclePolicyText"])
+    assert {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 10} in \
+        [rule["selection"] for rule in lifecycle["rules"]]
+    [group] = boto("logs").describe_log_groups(logGroupNamePrefix=f"/spmd/{stack}/")["logGroups"]
+    assert (group["logGroupName"], group["retentionInDays"]) == (f"/spmd/{stack}/tasks", 30)
+    assert boto("logs").list_tags_log_group(logGroupName=group["logGroupName"])["tags"] == \
+        {TAG_KEY: stack}
 
 
 def test_spot_and_configured_network_and_capacity(aws_config, boto):
@@ -88,7 +97,7 @@ def test_spot_and_configured_network_and_capacity(aws_config, boto):
     assert resources["subnets"] == [subnet] and resources["securityGroupIds"] == [group]
     assert resources["instanceTypes"] == ["c5.large"]
     again = provision.up(settings_of({**config, "max_vcpus": 64}))
-    assert again.names("updated") == [f"compute environment {stack}-spot (maxvCpus 64)"]
+    assert again.names("updated") == [f"compute environment {stack}-spot (maxvCpus 32 → 64)"]
 
 
 def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
@@ -119,7 +128,7 @@ def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
     assert set(deleted) >= {f"job queue {stack}-ec2", f"compute environment {stack}-ec2",
                             f"IAM role {stack}-job", f"IAM role {stack}-instance",
                             f"instance profile {stack}-instance", f"ECR repository {stack}-tasks",
-                            f"bucket {bucket}"}
+                            f"bucket {bucket}", f"log group /spmd/{stack}/tasks"}
     # nothing tagged with the stack is left
     assert [q for q in batch.describe_job_queues()["jobQueues"]
             if q.get("tags", {}).get(TAG_KEY) == stack and q["status"] != "DELETED"] == []
@@ -141,7 +150,7 @@ def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
     # a second down finds nothing to do
     again = provision.down(settings)
     assert again.names("deleted") == [] and again.names("absent") == [
-        f"ECR repository {stack}-tasks", f"bucket {bucket}"]
+        f"log group /spmd/{stack}/tasks", f"ECR repository {stack}-tasks", f"bucket {bucket}"]
 
 
 def test_down_keeps_a_configured_bucket_it_did_not_create(aws_config, boto):
@@ -160,7 +169,8 @@ def test_deployment_looks_up_and_provisions_only_when_missing(aws_config, calls)
     assert calls.count("batch", "CreateJobQueue") == 1
     calls.calls.clear()
     assert provision.deployment(settings) == first
-    assert [op for _, op, _ in calls.calls] == ["DescribeJobQueues", "GetRole"]
+    assert [op for _, op, _ in calls.calls] == ["DescribeJobQueues", "DescribeComputeEnvironments",
+                                                "GetRole"]
 
 
 def test_a_configured_job_role_is_used_and_not_created(aws_config, boto):
@@ -168,3 +178,50 @@ def test_a_configured_job_role_is_used_and_not_created(aws_config, boto):
     report = provision.up(settings_of({**aws_config, "job_role": "lab-own-role"}))
     assert report.deployment.job_role == role["Arn"]
     assert f"IAM role {aws_config['stack']}-job" not in report.names("created")
+
+
+def test_subnets_and_security_groups_of_different_vpcs_are_refused(aws_config, boto):
+    from spmd.errors import ConfigError
+    from spmd_aws import compute
+    from spmd_aws.config import AwsSettings
+    ec2 = boto("ec2")
+    vpcs = [ec2.create_vpc(CidrBlock=f"10.{n}.0.0/16")["Vpc"]["VpcId"] for n in (21, 22)]
+    subnet = ec2.create_subnet(VpcId=vpcs[0], CidrBlock="10.21.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="other", Description="t", VpcId=vpcs[1])["GroupId"]
+    opts = AwsSettings.from_settings(settings_of(aws_config))
+    with pytest.raises(ConfigError) as info:
+        compute.network(opts.clients(), AwsSettings(
+            bucket=opts.bucket, region=opts.region, endpoint_url=opts.endpoint_url,
+            subnets=(subnet,), security_groups=(group,)))
+    message = str(info.value)
+    assert f"{subnet} is in {vpcs[0]}" in message and f"{group} is in {vpcs[1]}" in message
+    assert info.value.key == "security_groups"
+    # subnets alone: their own VPC's default group, not the default VPC's
+    [default] = ec2.describe_security_groups(Filters=[
+        {"Name": "vpc-id", "Values": [vpcs[0]]}, {"Name": "group-name", "Values": ["default"]}]
+    )["SecurityGroups"]
+    assert compute.network(opts.clients(), AwsSettings(
+        bucket=opts.bucket, region=opts.region, endpoint_url=opts.endpoint_url,
+        subnets=(subnet,))) == ([subnet], [default["GroupId"]])
+
+
+def test_capacity_is_what_the_compute_environment_has(aws_config, boto, harness):
+    from spmd_aws.backend import AwsBackend
+    stack = aws_config["stack"]
+    batch = boto("batch")
+
+    def deployed():
+        [env] = batch.describe_compute_environments(
+            computeEnvironments=[f"{stack}-ec2"])["computeEnvironments"]
+        return env["computeResources"]
+    provision.up(settings_of({**aws_config, "max_vcpus": 8, "instance_types": ["c5"]}))
+    # the config changed: the first map brings the stack in line, then plans with it
+    backend = AwsBackend(settings_of({**aws_config, "max_vcpus": 16, "instance_types": ["c6i"]}))
+    assert backend.capacity().vcpus == 16 == deployed()["maxvCpus"]
+    assert deployed()["instanceTypes"] == ["c6i"]
+    # an environment the stack does not own is left as it is: capacity is what it has
+    batch.untag_resource(resourceArn=batch.describe_compute_environments(
+        computeEnvironments=[f"{stack}-ec2"])["computeEnvironments"][0]["computeEnvironmentArn"],
+        tagKeys=[TAG_KEY])
+    backend = AwsBackend(settings_of({**aws_config, "max_vcpus": 64, "instance_types": ["c6i"]}))
+    assert backend.capacity().vcpus == 16 == deployed()["maxvCpus"]

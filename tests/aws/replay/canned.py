@@ -99,3 +99,49 @@ CANCELLED_BY_QUEUE = "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"
 # "DeleteObjects" (Amazon S3 API Reference): HTTP 200 with an <Error> per key not deleted.
 DELETE_DENIED = {"Code": "AccessDenied", "Message": "Access Denied"}
 
+
+# -- provisioning ------------------------------------------------------------------------
+
+CE_ARN = "arn:aws:batch:us-east-1:123456789012:compute-environment/spmd-ec2"
+PROFILE_ARN = "arn:aws:iam::123456789012:instance-profile/spmd/spmd/spmd-instance"
+SERVICE_ROLE = ("arn:aws:iam::123456789012:role/aws-service-role/batch.amazonaws.com/"
+                "AWSServiceRoleForBatch")
+OURS = {"spmd:stack": "spmd"}
+
+
+def environment(status: str, state: str = "ENABLED", *, reason: str | None = None,
+                tags: dict | None = None, **resources) -> dict:
+    """A DescribeComputeEnvironments ComputeEnvironmentDetail (AWS Batch API Reference,
+    "ComputeEnvironmentDetail"); resources override the stack's EC2 computeResources."""
+    out = {"computeEnvironmentName": "spmd-ec2", "computeEnvironmentArn": CE_ARN,
+           "ecsClusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/spmd-ec2_Batch_1",
+           "tags": OURS if tags is None else tags, "type": "MANAGED", "state": state,
+           "status": status, "serviceRole": SERVICE_ROLE,
+           "computeResources": {"type": "EC2", "allocationStrategy": "BEST_FIT_PROGRESSIVE",
+                                "minvCpus": 0, "maxvCpus": 256, "desiredvCpus": 0,
+                                "instanceTypes": ["optimal"], "subnets": ["subnet-1"],
+                                "securityGroupIds": ["sg-1"], "instanceRole": PROFILE_ARN,
+                                "tags": OURS, **resources}}
+    if reason:
+        out["statusReason"] = reason
+    return out
+
+
+def job_queue(status: str, state: str = "ENABLED", **fields) -> dict:
+    """A DescribeJobQueues JobQueueDetail (AWS Batch API Reference, "JobQueueDetail")."""
+    return {"jobQueueName": "spmd-ec2", "jobQueueArn": QUEUE_ARN, "state": state,
+            "status": status, "priority": 1, "tags": OURS,
+            "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": CE_ARN}], **fields}
+
+
+# "Troubleshooting AWS Batch" → "INVALID compute environment" (AWS Batch user guide): an
+# instance profile made a moment ago is not yet usable by Batch; the environment turns
+# INVALID after CreateComputeEnvironment succeeded, and an update makes Batch try again.
+INVALID_PROFILE = f"CLIENT_ERROR - Invalid IamInstanceProfile: {PROFILE_ARN}"
+# "Jobs stuck in RUNNABLE due to capacity" (AWS Batch user guide): the statusReason of a job
+# jobStateTimeLimitActions cancelled.
+TIME_LIMIT_CANCELLED = ("Canceled by JobStateTimeLimit action due to reason: "
+                        "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT")
+# "DescribeInstanceTypes" (Amazon EC2 API Reference): InstanceTypeInfo of c5.large.
+C5_LARGE = {"InstanceType": "c5.large", "VCpuInfo": {"DefaultVCpus": 2},
+            "MemoryInfo": {"SizeInMiB": 4096}}

@@ -50,7 +50,7 @@ def list_pages(replay, parent, listed: dict):
 def lost_future(queue, handle, task, status):
     """What the client's Job makes of a task that ended without output."""
     from spmd.job import Job
-    manifest = types.SimpleNamespace(job_id="j-1", n_items=2, n_tasks=2,
+    manifest = types.SimpleNamespace(job_id="j-1", n_items=2, n_tasks=2, reused=None,
                                      items_of=lambda t: [t], task_of=lambda i: i)
     backend = types.SimpleNamespace(queue=queue, settings={}, poll_interval=1)
     job = Job(backend, manifest, handle, watch=False)
@@ -153,8 +153,11 @@ class _JobView:
 
 def test_logs_of_lost_tasks_read_the_cached_record_and_only_the_tail(queue, clients):
     handle = encode_handle([("p4", 0, 2)])
+    # ContainerDetail.logConfiguration (AWS Batch API Reference): the job definition's
+    awslogs = {"logDriver": "awslogs", "options": {"awslogs-group": "/spmd/spmd/tasks"}}
     crashed = detail("p4:1", "FAILED", statusReason="Essential container in task exited",
-                     container={"exitCode": 1, "logStreamName": "spmd/default/b"},
+                     container={"exitCode": 1, "logStreamName": "spmd/default/b",
+                                "logConfiguration": awslogs},
                      attempts=[{"container": {"exitCode": 1, "logStreamName": "spmd/default/b"}}])
     with Replay(clients) as replay:
         list_pages(replay, "p4", {"FAILED": [summary("p4:1", "FAILED")],
@@ -166,7 +169,7 @@ def test_logs_of_lost_tasks_read_the_cached_record_and_only_the_tail(queue, clie
             "events": [{"timestamp": 1, "message": "Traceback ...", "ingestionTime": 2},
                        {"timestamp": 3, "message": "ValueError: bad", "ingestionTime": 4}],
             "nextForwardToken": "f/1", "nextBackwardToken": "b/1"},
-            {"logGroupName": "/aws/batch/job", "logStreamName": "spmd/default/b",
+            {"logGroupName": "/spmd/spmd/tasks", "logStreamName": "spmd/default/b",
              "startFromHead": False})
         text = queue.logs(handle, 1)
     assert text == "Traceback ...\nValueError: bad\n"
