@@ -2,10 +2,13 @@
 
 Every backend that schedules on this machine keeps its jobs in one (the local backend
 bind-mounts it at the same path into its task containers, so the client, the scheduler
-and the tasks share one URL, ``file:///abs/path``). Three operations bypass the driver for plain file-system calls, each for a reason:
-``put`` writes a temporary file and renames it (the driver writes in place, so a reader
-could see half an object); ranged ``get`` seeks (the driver reads the whole file to
-learn its size); ``list`` walks only the prefix's folder (the driver walks everything).
+and the tasks share one URL, ``file:///abs/path``). The object operations bypass the driver
+for plain file-system calls, each for a reason: ``put`` writes a temporary file and renames
+it (the driver writes in place, so a reader could see half an object); ``get`` and
+``delete`` open and unlink the file (the driver takes an inter-process lock per object,
+a file ``<sha256 of the path>.lock`` in the system's temporary folder that it never
+removes: one left behind for every object ever read); ``list`` walks only the prefix's
+folder (the driver walks everything).
 ``put_parts`` writes a frame's parts one after the other and ``get_view`` reads straight into
 the buffer a value is then built on, so large buffers go between memory and the file once.
 """
@@ -96,8 +99,6 @@ class DirectoryStore(LibcloudStore):
             raise
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        if start is None and end is None:
-            return super().get(key)
         try:
             with open(self.path(key), "rb") as handle:
                 handle.seek(start or 0)
@@ -124,6 +125,22 @@ class DirectoryStore(LibcloudStore):
                 return buffer[:done]
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
+
+    def delete(self, key: str) -> None:
+        """Remove the object's file, then its folders up to the container while they are empty."""
+        target = self.path(key)
+        try:
+            target.unlink()
+        except (FileNotFoundError, IsADirectoryError):
+            return
+        base = self.root / CONTAINER
+        folder = target.parent
+        while folder != base and base in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): the folders above are not empty either
+                break
+            folder = folder.parent
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root / CONTAINER

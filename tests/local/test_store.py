@@ -78,3 +78,20 @@ def test_opened_by_url_through_the_plugin_registry(store):
 def test_keys_cannot_escape_the_store(store):
     with pytest.raises(Exception, match="invalid key"):
         store.put("../outside", b"x")
+
+
+def test_reading_and_deleting_leave_nothing_in_the_temporary_folder(store, tmp_path, monkeypatch):
+    """libcloud's local driver leaves a <sha256>.lock in the temporary folder for every object
+    it reads or deletes; a long job would leave one per object, forever."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    for i in range(20):
+        store.put(f"jobs/j1/output/{i:06d}.pkl", b"x" * i)
+    assert [store.get(f"jobs/j1/output/{i:06d}.pkl") for i in (0, 5)] == [b"", b"x" * 5]
+    assert store.exists("jobs/j1/output/000003.pkl")
+    assert store.delete_prefix("jobs/j1/") == 20
+    assert list(scratch.iterdir()) == []
+    assert not (store.path("jobs/j1")).exists()  # empty folders go with their last object
+    with pytest.raises(ObjectNotFound):
+        store.get("jobs/j1/output/000000.pkl")
