@@ -247,6 +247,18 @@ class Harness:
                     compute_environment_name).compute_resources.update(compute_resources)
             return out
         monkeypatch.setattr(BatchBackend, "update_compute_environment", update)
+        import moto.batch.models as batch_models
+        # AWS Batch's instanceTypes take "default_x86_64" and "default_arm64" besides
+        # "optimal" (CreateComputeEnvironment, ComputeResource.instanceTypes); moto knows
+        # only "optimal"
+        monkeypatch.setattr(batch_models, "EC2_INSTANCE_FAMILIES",
+                            [*batch_models.EC2_INSTANCE_FAMILIES, "default_x86_64", "default_arm64"])
+        find_instances = BatchBackend.find_min_instances_to_meet_vcpus
+        bundles = {"default_x86_64": "m5", "default_arm64": "m6g"}  # families of each bundle
+
+        def instances(instance_types, target):
+            return find_instances([bundles.get(t, t) for t in instance_types], target)
+        monkeypatch.setattr(BatchBackend, "find_min_instances_to_meet_vcpus", staticmethod(instances))
         from moto.batch.models import Job
         job_init = Job.__init__
 

@@ -63,6 +63,8 @@ def slurm_cluster(tmp_path_factory):
         yield folder
     finally:
         subprocess.run([str(SCRIPT), "stop", str(folder)], capture_output=True)
+        if os.environ.get("SPMD_SLURM_KEEP_LOGS"):
+            shutil.copytree(folder / "log", os.environ["SPMD_SLURM_KEEP_LOGS"], dirs_exist_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
         if before is None:
             os.environ.pop("SLURM_CONF", None)
