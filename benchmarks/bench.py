@@ -265,10 +265,10 @@ def table(workload_rows, runners, results, second) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: str, text: str) -> None:
+def update_readme(path: str, text: str, block: str = "table") -> None:
     with open(path) as handle:
         readme = handle.read()
-    start, end = "<!-- bench:table -->", "<!-- /bench:table -->"
+    start, end = f"<!-- bench:{block} -->", f"<!-- /bench:{block} -->"
     block = f"{start}\n{text}\n{end}"
     if start in readme and end in readme:
         readme = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, readme,
@@ -289,6 +289,8 @@ def main() -> None:
     parser.add_argument("--runners", default="pool,dask,lithops,lithops-container,spmd")
     parser.add_argument("--readme", default="", help="write the table into this README")
     parser.add_argument("--note", default="", help="a line printed above the table")
+    parser.add_argument("--block", default="table",
+                        help="the README block to write (between <!-- bench:BLOCK --> markers)")
     args = parser.parse_args()
     reps = args.reps or (1 if args.smoke else 3)
     rows = make_workloads(args.smoke)
@@ -350,7 +352,7 @@ def main() -> None:
         text += "\n\nErrors:\n\n" + "\n".join(lines)
     print("\n" + text)
     if args.readme:
-        update_readme(args.readme, text)
+        update_readme(args.readme, text, args.block)
 
 
 if __name__ == "__main__":

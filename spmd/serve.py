@@ -11,6 +11,9 @@ the scheduler keeps the container:
         scheduler that restarts finds it; oom = the container cgroup's oom_kill count grew
     {"op": "kill"} ──> SIGKILL to the child's process group (timeout, cancel)
     {"op": "hello"} ──> which task runs now (a resumed scheduler adopts it)
+    a task that succeeded ──> the installed modules it imported, over a pipe; the server
+        imports them too (SPMD_PRELOAD=0 turns this off), so the next tasks of the job start
+        with them loaded, as a pool's worker process would
     idle with no scheduler connected for ORPHANED seconds ──> the server (and container) ends
 
 The container's limits are one task's, so memory and vcpus hold per task. A child that
@@ -30,6 +33,7 @@ import traceback
 
 WORKER = ("-m", "spmd.worker")
 ORPHANED = 300  # seconds idle with no scheduler connected before the server ends
+PRELOAD_MAX = 100  # top-level modules the server imports after its tasks, at most
 OOM_COUNTERS = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 
 
@@ -47,6 +51,32 @@ def oom_kills() -> int:
     return 0
 
 
+def imported_since(before: set[str]) -> list[str]:
+    """Top-level modules imported since ``before`` that the server can import by name: from
+    files (not the user's modules that travelled with the function), not spmd itself."""
+    names = set()
+    for name in set(sys.modules) - before:
+        top = name.partition(".")[0]
+        module = sys.modules.get(top)
+        if top in before or top.startswith(("spmd", "_")) or module is None:
+            continue
+        if getattr(module, "__file__", None) and os.path.exists(module.__file__):
+            names.add(top)
+    return sorted(names)
+
+
+def preload(names: list[str]) -> None:
+    """Import what a task imported, so that the tasks forked next find it loaded."""
+    import importlib
+    for name in names[:PRELOAD_MAX]:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 -- a task imports it again itself
+            pass
+
+
 def is_worker(command: list[str]) -> bool:
     return len(command) == 3 and os.path.basename(command[0]).startswith("python") \
         and tuple(command[1:]) == WORKER
@@ -58,6 +88,7 @@ class Server:
     def __init__(self, path: str, command: list[str]):
         self.command = command
         self.worker = is_worker(command)
+        self.preloading = os.environ.get("SPMD_PRELOAD", "1") != "0"
         self.store = None
         if self.worker:  # import and load once; every child inherits it
             from . import worker
@@ -141,12 +172,18 @@ class Server:
         before = oom_kills()
         sys.stdout.flush()
         sys.stderr.flush()
+        imports, report = os.pipe() if self.worker and self.preloading else (None, None)
         pid = os.fork()
         if pid == 0:
-            self.child_main(message)  # never returns
+            if imports is not None:
+                os.close(imports)
+            self.child_main(message, report)  # never returns
+        if report is not None:
+            os.close(report)
         pidfd = os.pidfd_open(pid)
         self.child = {"task": message["task"], "attempt": message["attempt"], "pid": pid,
-                      "log": message["log"], "oom_kills": before, "pidfd": pidfd}
+                      "log": message["log"], "oom_kills": before, "pidfd": pidfd,
+                      "imports": imports}
         self.selector.register(pidfd, selectors.EVENT_READ, "child")
         self.send({"op": "started", "task": message["task"], "attempt": message["attempt"]})
 
@@ -167,9 +204,15 @@ class Server:
         os.replace(child["log"] + ".exit.tmp", child["log"] + ".exit")
         self.child, self.last = None, record
         self.send(record)
+        if child["imports"] is not None:
+            with os.fdopen(child["imports"], "rb") as pipe:  # the child has ended: no wait
+                names = pipe.read()
+            if code == 0 and names:
+                preload(json.loads(names))
 
-    def child_main(self, message: dict) -> None:
+    def child_main(self, message: dict, report: int | None) -> None:
         code = 1
+        before = set(sys.modules)
         try:
             os.setsid()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -196,6 +239,8 @@ class Server:
             try:
                 sys.stdout.flush()
                 sys.stderr.flush()
+                if report is not None and code == 0:
+                    os.write(report, json.dumps(imported_since(before)[:PRELOAD_MAX]).encode())
             finally:
                 os._exit(code)
 

@@ -10,7 +10,7 @@ import pytest
 from spmd.batch_queue import ArraySpec, Resources
 from spmd.errors import ResourceError
 from spmd_aws import compute, provision
-from spmd_aws.aws import Clients, ProvisionError
+from spmd_aws.aws import ProvisionError
 from spmd_aws.config import AwsSettings
 from spmd_aws.provision import Deployment, Report
 from spmd_aws.queue import AwsBatchQueue
@@ -18,19 +18,13 @@ from spmd_aws.reasons import task_status
 from spmd_aws.stack import Stack
 
 from .canned import (
-    C5_LARGE, CE_ARN, INVALID_PROFILE, PROFILE_ARN, QUEUE_ARN, REGION, ROLE_ARN, SERVICE_ROLE,
+    C5_LARGE, CE_ARN, INVALID_PROFILE, PROFILE_ARN, QUEUE_ARN, ROLE_ARN, SERVICE_ROLE,
     TIME_LIMIT_CANCELLED, Replay, environment, job_queue,
 )
 
 STACK = Stack()
 NAME = {"computeEnvironments": ["spmd-ec2"]}
 
-
-@pytest.fixture
-def clients(aws_env, monkeypatch):
-    import spmd_aws.aws
-    monkeypatch.setattr(spmd_aws.aws, "_sessions", {})
-    return Clients(REGION)
 
 
 @pytest.fixture

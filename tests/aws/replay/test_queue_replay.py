@@ -10,7 +10,7 @@ import pytest
 
 from spmd.batch_queue import ArraySpec, Resources
 from spmd.errors import StoreError, TaskLost
-from spmd_aws.aws import AwsError, Clients
+from spmd_aws.aws import AwsError
 from spmd_aws.config import AwsSettings
 from spmd_aws.provision import Deployment
 from spmd_aws.queue import AwsBatchQueue, encode_handle
@@ -18,18 +18,11 @@ from spmd_aws.store import S3Store
 
 from .canned import (
     CANCELLED_BY_QUEUE, DEFINITION_ARN, DELETE_DENIED, MISCONFIGURED, PULL_FAILED, QUEUE_ARN,
-    REGION, ROLE_ARN, Replay, detail, summary,
+    ROLE_ARN, Replay, detail, summary,
 )
 
 STATUSES = ("RUNNING", "SUCCEEDED", "FAILED")  # what states() lists, in this order
 
-
-@pytest.fixture
-def clients(aws_env, monkeypatch):
-    """Clients of a session of their own: the moto harness's botocore hooks are not on it."""
-    import spmd_aws.aws
-    monkeypatch.setattr(spmd_aws.aws, "_sessions", {})
-    return Clients(REGION)
 
 
 @pytest.fixture

@@ -6,20 +6,13 @@ import pytest
 
 from spmd import protocol
 from spmd.errors import ObjectNotFound, StoreError
-from spmd_aws.aws import Clients
 from spmd_aws.permissions import job_policy
 from spmd_aws.store import S3Store
 
-from .canned import REGION, Replay
+from .canned import Replay
 
 OUTPUT = "jobs/j-1/output/000001.pkl"
 
-
-@pytest.fixture
-def clients(aws_env, monkeypatch):
-    import spmd_aws.aws
-    monkeypatch.setattr(spmd_aws.aws, "_sessions", {})
-    return Clients(REGION)
 
 
 def allows(policy: dict, action: str, resource: str, prefix: str | None = None) -> bool:
