@@ -159,6 +159,13 @@ while true; do
         sleep 2
         continue
     fi
+    if [ "$code" -eq 143 ]; then
+        # SIGTERM from outside: Slurm requeues, cancels or stops the job and signals this
+        # script too, a moment later under load. No end mark: a requeued run must not count
+        # this attempt as the user's.
+        sleep 10 & wait $!
+        exit 143
+    fi
     touch "$marks/$task.end.$attempt.$code"
     [ "$code" -eq 0 ] && exit 0
     failures=$((failures + 1))
