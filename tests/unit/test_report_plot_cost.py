@@ -1,6 +1,4 @@
 """The run report's timeline and the AWS cost estimate, on rows made here (no Docker)."""
-import pytest
-
 from spmd.batch_queue import CANCELLED, FAILED, SUCCEEDED
 from spmd.report import ItemReport, Report
 
@@ -16,7 +14,6 @@ def rows(states):
 
 
 def test_the_timeline_has_one_bar_per_task(tmp_path):
-    pytest.importorskip("matplotlib")
     from plotcheck import count_bars
     states = [SUCCEEDED] * 9 + [FAILED, CANCELLED, SUCCEEDED]
     report = Report(job_id="j", rows=rows(states))
