@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -54,29 +55,27 @@ class DirectoryStore(LibcloudStore):
 
     def put_parts(self, key: str, parts: Sequence) -> None:
         """Write a frame's parts one after the other into a temporary file, then rename."""
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as handle:
-                for part in parts:
-                    view = memoryview(part).cast("B")
-                    while view:
-                        view = view[handle.write(view):]
-            os.chmod(tmp, 0o664)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self._replacing(key) as tmp, open(tmp, "wb", buffering=0) as handle:
+            for part in parts:
+                view = memoryview(part).cast("B")
+                while view:
+                    view = view[handle.write(view):]
 
     def put_file(self, key: str, path: str | os.PathLike) -> None:
         """Copy the file in (the kernel copies; no bytes pass through Python), then rename."""
+        with self._replacing(key) as tmp:
+            shutil.copyfile(path, tmp)
+
+    @contextmanager
+    def _replacing(self, key: str) -> Iterator[str]:
+        """A temporary file beside key's, renamed over it when the block ends without error
+        (readers see the old object or the new one, never part of one), else removed."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         os.close(fd)
         try:
-            shutil.copyfile(path, tmp)
+            yield tmp
             os.chmod(tmp, 0o664)
             os.replace(tmp, target)
         except BaseException:
