@@ -271,8 +271,7 @@ class Scheduler:
                 log.info("task %d ran out of memory at %s; again with %s", task,
                          format_bytes(self.sizes[step]), format_bytes(self.sizes[step + 1]))
                 self.pending.append((task, attempt + 1))
-                self.tasks[task] = TaskStatus(PENDING, attempt, status.exit_code, status.reason,
-                                              status.lost, status.started, status.ended)
+                self.tasks[task] = replace(status, state=PENDING)
                 return
             if status.lost == "infrastructure":
                 again = infra < self.res.get("infra_retries", 3)
@@ -283,8 +282,7 @@ class Scheduler:
             if again:
                 log.info("task %d failed (%s); retrying, attempt %d", task, status.reason, attempt + 1)
                 self.pending.append((task, attempt + 1))
-                status = TaskStatus(PENDING, attempt, status.exit_code, status.reason, status.lost,
-                                    status.started, status.ended)
+                status = replace(status, state=PENDING)
         self.tasks[task] = status
 
     def cancel_all(self) -> None:
