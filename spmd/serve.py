@@ -54,15 +54,15 @@ def oom_kills() -> int:
 def imported_since(before: set[str]) -> list[str]:
     """Top-level modules imported since ``before`` that the server can import by name: from
     files (not the user's modules that travelled with the function), not spmd itself."""
-    names = set()
-    for name in set(sys.modules) - before:
-        top = name.partition(".")[0]
+    tops = {name.partition(".")[0] for name in set(sys.modules) - before} - before
+    names = []
+    for top in sorted(tops):
         module = sys.modules.get(top)
-        if top in before or top.startswith(("spmd", "_")) or module is None:
+        if module is None or top.startswith(("spmd", "_")):
             continue
         if getattr(module, "__file__", None) and os.path.exists(module.__file__):
-            names.add(top)
-    return sorted(names)
+            names.append(top)
+    return names
 
 
 def preload(names: list[str]) -> None:
