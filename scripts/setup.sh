@@ -15,14 +15,14 @@ PYTHON=${PYTHON:-python3}
 # 1. virtual environment, reinstalled when pyproject.toml or the extras change
 extras=test,aws,neuro
 stamp=.venv/.spmd-installed
-want=$( (cat pyproject.toml; echo "$extras") | sha256sum | cut -c1-16)
+want=$( (cat pyproject.toml scripts/constraints.txt; echo "$extras") | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $($PYTHON --version)"
     "$PYTHON" -m venv .venv
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing spmd and its extras ($extras) into .venv"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]" 2> >(grep -v "^WARNING: Location" >&2)
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c scripts/constraints.txt -e ".[$extras]" 2> >(grep -v "^WARNING: Location" >&2)
     echo "$want" > "$stamp"
 fi
 # the example third-party backend plugin, which the conformance tests run the kit on

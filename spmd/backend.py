@@ -24,6 +24,23 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class DataRule:
+    """Who moves the bytes of URL inputs and of outputs published with ``outputs_to``.
+
+    inputs   "task": each task fetches its own (it has network and credentials: AWS's job role);
+             "host": the job's scheduler on this machine fetches them once per version into the
+             store's cache, which tasks see read-only (local: tasks keep no network);
+             "client": ``map()`` fetches them into the store's cache on a shared filesystem
+             (Slurm: the login node has the network that compute nodes may lack).
+    outputs  "task": the task writes to the destination; "host": the task writes to the store
+             and the scheduler publishes, before the queue says the task ended.
+    """
+
+    inputs: str = "task"
+    outputs: str = "task"
+
+
+@dataclass(frozen=True)
 class Capacity:
     """What the backend can run at once, in total."""
 
@@ -56,6 +73,8 @@ class Backend(ABC):
     #: False for a backend that runs tasks without container images (e.g. local processes):
     #: then no image is built and ``make_registry`` may raise NotImplementedError.
     uses_images: ClassVar[bool] = True
+    #: who moves data that lives elsewhere (URLs in, ``outputs_to`` out)
+    data_rule: ClassVar[DataRule] = DataRule()
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -80,6 +99,15 @@ class Backend(ABC):
         """Called by ``map`` before it submits when ``uses_images`` is False, with the ImageSpec
         an image would have been built from: make the environment tasks run in match it
         (e.g. a venv on a shared filesystem). By default there is nothing to prepare."""
+
+    def shared_path(self, path) -> bool:
+        """Whether tasks read this path of the client's where it is (a shared filesystem), so
+        ``spmd.File(path)`` is passed as it is, not uploaded. By default: no."""
+        return False
+
+    def check_data(self, inputs: list, destinations) -> None:
+        """Refuse, before anything is submitted, data tasks could not reach (``inputs``: the map's
+        UrlRefs; ``destinations``: its Destinations or None). By default everything is allowed."""
 
     @cached_property
     def store(self) -> ObjectStore:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from . import remote
 from .errors import DataError
 from .object_store import ObjectStore
 
@@ -32,16 +33,31 @@ _READ_CHUNK = 4 * 2**20
 
 
 class File:
-    """A file or folder on the client, passed to a task as a local path (a ``str``).
+    """A file or folder passed to a task as a local path (a ``str``): on this machine, or by URL.
 
     ``spmd.File("sub-01/dwi.nii.gz")`` anywhere in an item (also inside lists, tuples and
     dicts) is uploaded once, by content, and the task receives the path of its copy, with
     the same base name. A folder arrives as a folder with the same tree.
+
+    ``spmd.File("s3://bucket/sub-01/", anon=True)`` (any fsspec URL; keyword arguments are its
+    options) is checked at ``map()`` by its metadata alone, and its bytes are moved by the side
+    the backend's rule names (``spmd.backend.DataRule``), never through the client.
     """
 
-    __slots__ = ("path",)
+    __slots__ = ("path", "url", "options")
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, **options: Any):
+        if isinstance(path, str) and path.startswith("file://"):
+            path = path[len("file://"):]
+        if remote.is_url(path):
+            remote.filesystem_class(path)  # the scheme is known and its package installed
+            self.url, self.path = path, None
+            self.options = remote.check_options(path, options)
+            return
+        if options:
+            raise DataError(f"spmd.File({os.fspath(path)!r}, {', '.join(options)}=...): options "
+                            "apply to URLs (s3://, https://, ...), not to paths on this machine",
+                            path=os.fspath(path))
         resolved = Path(path).expanduser().absolute()
         if not resolved.exists():
             raise DataError(f"spmd.File({os.fspath(path)!r}): no such file or folder "
@@ -50,16 +66,22 @@ class File:
         if not (resolved.is_file() or resolved.is_dir()):
             raise DataError(f"spmd.File({os.fspath(path)!r}) is neither a regular file nor a "
                             "folder", path=str(resolved))
-        self.path = resolved
+        self.path, self.url, self.options = resolved, None, {}
 
     def __repr__(self) -> str:
+        if self.url is not None:
+            extra = "".join(f", {k}={v!r}" for k, v in sorted(self.options.items()))
+            return f"spmd.File({self.url!r}{extra})"
         return f"spmd.File({str(self.path)!r})"
 
+    def _identity(self) -> tuple:
+        return (str(self.path), self.url, tuple(sorted(self.options.items(), key=repr)))
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, File) and other.path == self.path
+        return isinstance(other, File) and other._identity() == self._identity()
 
     def __hash__(self) -> int:
-        return hash(self.path)
+        return hash((str(self.path), self.url))
 
 
 @dataclass(frozen=True)
@@ -81,10 +103,14 @@ class UploadReport:
     bytes: int = 0               # their total size
     uploaded_objects: int = 0    # objects put by this map (blobs and folder listings)
     uploaded_bytes: int = 0      # bytes put by this map: 0 when the store had every blob
+    remote_references: int = 0   # distinct URLs and shared paths referenced (read where they are)
+    remote_bytes: int = 0        # their total size, which no client sends
+    staged_bytes: int = 0        # bytes this client fetched for tasks that cannot (DataRule "client")
     # what to send: blob key -> file, listing key -> listing; references by path
     _blobs: dict = field(default_factory=dict, repr=False)
     _listings: dict = field(default_factory=dict, repr=False)
     _refs: dict = field(default_factory=dict, repr=False)
+    _remote: dict = field(default_factory=dict, repr=False)  # (url, options, in_place) -> UrlRef
 
 
 # -- client: hashing, then uploading -----------------------------------------------------
@@ -119,9 +145,31 @@ def _blob(path: Path, report: UploadReport) -> tuple[str, int]:
     return key, size
 
 
-def reference(ref: File, report: UploadReport) -> DataRef:
+def _remote_key(ref: File, in_place) -> tuple[str, tuple, bool]:
+    if ref.url is not None:
+        return ref.url, tuple(sorted(ref.options.items())), False
+    return str(ref.path), (), True
+
+
+def resolve_remote(files: list[File], report: UploadReport, in_place=lambda path: False) -> None:
+    """Look up every URL (and shared path) among files once, in parallel: metadata only."""
+    wanted = [_remote_key(f, in_place) for f in files if f.url is not None or in_place(f.path)]
+    fresh = [w for w in dict.fromkeys(wanted) if w not in report._remote]
+    for key, found in remote.resolve_many(fresh).items():
+        report._remote[key] = found
+        report.remote_references += 1
+        report.remote_bytes += found.size
+
+
+def reference(ref: File, report: UploadReport, in_place=lambda path: False) -> DataRef | remote.UrlRef:
     """The DataRef of a File, by content; what it needs in the store is noted in report
-    (``send`` puts it). Nothing here talks to the store."""
+    (``send`` puts it). A URL or shared path becomes its UrlRef (``resolve_remote`` first).
+    Nothing here talks to the store."""
+    if ref.url is not None or in_place(ref.path):
+        key = _remote_key(ref, in_place)
+        if key not in report._remote:
+            resolve_remote([ref], report, in_place)
+        return report._remote[key]
     path = ref.path
     if path in report._refs:
         return report._refs[path]
@@ -150,6 +198,13 @@ def reference(ref: File, report: UploadReport) -> DataRef:
     return result
 
 
+def find(value: Any, kind: type) -> list:
+    """Every instance of kind inside value (lists, tuples, dicts), in order."""
+    found: list = []
+    replace(value, lambda v: found.append(v) or v, kind)
+    return found
+
+
 def send(store: ObjectStore, report: UploadReport) -> None:
     """Put every blob and folder listing the store does not have yet (blobs first, so a
     listing is never there without its files)."""
@@ -165,15 +220,15 @@ def send(store: ObjectStore, report: UploadReport) -> None:
             report.uploaded_bytes += len(listing)
 
 
-def replace(value: Any, convert) -> Any:
-    """value with every File/DataRef inside (lists, tuples, dicts) replaced by convert(it)."""
-    if isinstance(value, (File, DataRef)):
+def replace(value: Any, convert, kinds: type | tuple = (File, DataRef, remote.UrlRef)) -> Any:
+    """value with every File/DataRef/UrlRef inside (lists, tuples, dicts) replaced by convert(it)."""
+    if isinstance(value, kinds):
         return convert(value)
     if type(value) in (list, tuple):
-        items = [replace(v, convert) for v in value]
+        items = [replace(v, convert, kinds) for v in value]
         return type(value)(items)
     if type(value) is dict:
-        return {k: replace(v, convert) for k, v in value.items()}
+        return {k: replace(v, convert, kinds) for k, v in value.items()}
     return value
 
 
@@ -191,8 +246,14 @@ def _stage_root() -> Path:
     return _STAGE_ROOT
 
 
-def stage(store: ObjectStore, ref: DataRef) -> str:
-    """The local path of ref's content, fetched once per task process."""
+def stage(store: ObjectStore, ref: DataRef | remote.UrlRef) -> str:
+    """The local path of ref's content, fetched once per task process.
+
+    A UrlRef: a shared path as it is; else the copy some side fetched already into the
+    store's cache (a directory store: host or client fetched it), else fetched here.
+    """
+    if isinstance(ref, remote.UrlRef):
+        return stage_url(store, ref)
     folder = _stage_root() / ref.key.rsplit("/", 1)[-1][:32]
     target = folder / ref.name
     if target.exists():
@@ -214,6 +275,23 @@ def stage(store: ObjectStore, ref: DataRef) -> str:
     return str(target)
 
 
+def stage_url(store: ObjectStore, ref: remote.UrlRef) -> str:
+    if ref.in_place:
+        return ref.url.rstrip("/") if ref.is_dir else ref.url
+    local = getattr(store, "path", None)
+    if callable(local):
+        found = remote.cached(ref, local(remote.CACHE))
+        if found is not None:
+            return str(found)
+    return str(remote.fetch(ref, _stage_root()))
+
+
+def cache_root(store: ObjectStore) -> Path | None:
+    """Where a directory store keeps fetched inputs; None for a store that is not a directory."""
+    local = getattr(store, "path", None)
+    return Path(local(remote.CACHE)) if callable(local) else None
+
+
 def object_url(store_url: str, key: str) -> str:
     """The URL of one object: its store's URL and the key, ``<store url>#<key>``."""
     return f"{store_url}#{key}"
@@ -227,10 +305,15 @@ def files_prefix(job_id: str, index: int) -> str:
 class ItemContext:
     """The item a task is running: its outputs folder and where those files go in the store."""
 
-    def __init__(self, store: ObjectStore, job_id: str, index: int):
+    def __init__(self, store: ObjectStore, job_id: str, index: int,
+                 destination: str | None = None, options: dict | None = None,
+                 publish_here: bool = True):
         self.store = store
         self.job_id = job_id
         self.index = index
+        self.destination = destination  # where the item's files end up, instead of the store
+        self.options = options or {}
+        self.publish_here = publish_here  # False: into the store; the host publishes them
         self._outputs: Path | None = None
 
     def outputs(self) -> Path:
@@ -239,12 +322,18 @@ class ItemContext:
         return self._outputs
 
     def url(self, relpath: str) -> str:
+        if self.destination:
+            return remote.join(self.destination, relpath)
         return object_url(self.store.url, files_prefix(self.job_id, self.index) + relpath)
 
     def collect(self) -> list[str]:
-        """Put every file under the outputs folder in the store; returns their relative paths."""
+        """Put every file under the outputs folder in the store, or publish them to the item's
+        destination; returns their relative paths."""
         if self._outputs is None:
             return []
+        if self.destination and self.publish_here:
+            urls = remote.publish(self._outputs, self.destination, self.options)
+            return [u[len(self.destination.rstrip("/")) + 1:] for u in urls]
         # Puts only: an AWS job role may read and write jobs/, not delete. A rerun of the item
         # overwrites the files of the same names.
         prefix = files_prefix(self.job_id, self.index)
@@ -306,12 +395,17 @@ def _split(url: str) -> tuple[ObjectStore, str]:
     return store_at(store_url), key
 
 
-def open_url(url: str) -> IO[bytes]:
+def open_url(url: str, **options: Any) -> IO[bytes]:
     """Open an object of a store for reading, by its URL; streamed to a temporary file first.
 
     Works in the client and in tasks, on any backend (the store comes from the plugin
     registry, with the credentials of wherever this runs), with no provider SDK in user code.
+    A plain URL or path (a file published with ``outputs_to``) opens through fsspec, with
+    ``options`` as its storage options.
     """
+    if "#" not in url and (remote.is_url(url) or os.path.isabs(url)):
+        fs, path = remote.open_fs(url, options)
+        return fs.open(path, "rb")
     store, key = _split(url)
     local = getattr(store, "path", None)
     if callable(local):  # a store that is a directory here: open its file, no copy
@@ -342,7 +436,74 @@ def download(store: ObjectStore, job_id: str, index: int, dest: str | os.PathLik
     return paths
 
 
+def download_published(destination: str, options: dict, dest: str | os.PathLike) -> list[Path]:
+    """Fetch the files published under destination (an item's ``outputs_to``) into dest."""
+    fs, _ = remote.open_fs(destination, options)
+    paths = []
+    for rel, url in remote.list_files(destination, options).items():
+        target = Path(dest) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(fs._strip_protocol(url), str(target))
+        paths.append(target)
+    return paths
+
+
 def output_urls(store: ObjectStore, job_id: str, index: int) -> dict[str, str]:
     """The output files of one item: relative path -> object URL."""
     prefix = files_prefix(job_id, index)
     return {key[len(prefix):]: object_url(store.url, key) for key in store.list(prefix)}
+
+
+# -- data where it lives: what a job records, and the client's staging -------------------------
+
+def stage_for_tasks(store: ObjectStore, report: UploadReport) -> None:
+    """Fetch the map's URL inputs into the store's cache, where tasks find them (DataRule
+    inputs "client": tasks on a shared filesystem without network of their own)."""
+    root = cache_root(store)
+    if root is None:
+        raise DataError(f"the store {store.url} is not a directory, so URL inputs cannot be "
+                        "staged into it for tasks; this backend's data rule is wrong", path=store.url)
+    for ref in report._remote.values():
+        if not ref.in_place and remote.cached(ref, root) is None:
+            remote.fetch(ref, root)
+            report.staged_bytes += ref.size
+
+
+def job_data(staged: list[tuple[tuple, dict]], url_refs: list, destinations) -> dict:
+    """What ``jobs/<id>/data.json`` holds: the URL inputs (with versions), which items read
+    which, and each item's destination, for the side that moves bytes and for the report."""
+    position = {ref.digest: i for i, ref in enumerate(url_refs)}
+    items = {}
+    for index, call in enumerate(staged):
+        refs = find(call, remote.UrlRef)
+        if refs:
+            items[str(index)] = sorted({position[r.digest] for r in refs})
+    return {"inputs": [r.to_dict() for r in url_refs], "items": items,
+            "destinations": destinations.urls if destinations else None,
+            "options": destinations.options if destinations else {}}
+
+
+class JobData:
+    """A job's ``data.json``, read: URL inputs per item and destinations (empty when none)."""
+
+    def __init__(self, raw: dict | None):
+        raw = raw or {}
+        self.inputs = [remote.UrlRef.from_dict(r) for r in raw.get("inputs", [])]
+        self.items = {int(k): v for k, v in raw.get("items", {}).items()}
+        self.destinations: list[str] | None = raw.get("destinations")
+        self.options: dict = raw.get("options", {})
+
+    @classmethod
+    def load(cls, store: ObjectStore, job_id: str) -> "JobData":
+        from .errors import ObjectNotFound
+        from .layout import data_key
+        try:
+            return cls(store.get_json(data_key(job_id)))
+        except ObjectNotFound:
+            return cls(None)
+
+    def inputs_of(self, item: int) -> list:
+        return [self.inputs[i] for i in self.items.get(item, [])]
+
+    def destination(self, item: int) -> str | None:
+        return self.destinations[item] if self.destinations else None

@@ -33,7 +33,7 @@ from .image_registry import ImageRegistry
 log = logging.getLogger("spmd")
 
 LOCAL_REPOSITORY = "spmd-task"
-CORE_RUNTIME = ("cloudpickle", "pluggy")
+CORE_RUNTIME = ("cloudpickle", "fsspec", "pluggy")
 CORE_PACKAGES = ("spmd",)
 GLIBC_MINOR = 36  # Debian bookworm, the base of python:3.11-slim and of bootstrapped images
 

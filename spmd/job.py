@@ -147,14 +147,32 @@ class Job:
         """Fetch the files item index wrote under ``spmd.outputs()`` into the folder dest."""
         from . import data
         self._check_index(index)
+        destination = self._destination(index)
+        if destination is not None:
+            return data.download_published(destination, self._data().options, dest)
         return data.download(self.backend.store, self.id, index, dest)
 
     def output_urls(self, index: int) -> dict[str, str]:
         """The files item index wrote under ``spmd.outputs()``: relative path -> URL
         (``spmd.open_url`` opens one, in the client or in a task)."""
-        from . import data
+        from . import data, remote
         self._check_index(index)
+        destination = self._destination(index)
+        if destination is not None:
+            return remote.list_files(destination, self._data().options)
         return data.output_urls(self.backend.store, self.id, index)
+
+    def _data(self):
+        """The job's data.json (URL inputs, destinations), read once."""
+        if getattr(self, "_job_data", None) is None:
+            from .data import JobData
+            self._job_data = JobData.load(self.backend.store, self.id)
+        return self._job_data
+
+    def _destination(self, index: int) -> str | None:
+        if not self.manifest.outputs_to:
+            return None
+        return self._data().destination(index)
 
     def _check_index(self, index: int) -> None:
         if not 0 <= index < len(self):
@@ -228,7 +246,9 @@ class Job:
             self._outputs[task] = protocol.read_output(store, self.id, task)
             self._read_at[task] = statuses.get(task, TaskStatus()).attempts
         self._log_retries(statuses)
-        step = protocol.resolve(tasks, self._outputs, statuses, self._resolved)
+        step = protocol.resolve(tasks, self._outputs, statuses, self._resolved,
+                                wait_for_queue=self.manifest.outputs_to != ""
+                                and self.manifest.data_rule[1] == "host")
         for resolution in step.resolutions:
             self._apply(resolution)
         for task in step.running:

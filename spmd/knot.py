@@ -10,11 +10,12 @@ import logging
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import apt, codec, data, image, layout, reuse as _reuse, shards, staging
+from . import apt, codec, data, image, layout, remote, reuse as _reuse, shards, staging
 from .args import as_call
 from .backend import Backend, Capacity, open_backend, task_runtime
 from .batch_queue import ArraySpec, Resources
 from .config import Settings, resolve
+from .destinations import render as render_destinations
 from .job import Job
 from .layout import Manifest
 from .errors import ConfigError, ResourceError
@@ -113,15 +114,24 @@ class Knot:
         return capacity.slots(self.resources, self.settings.backend)
 
     def map(self, items: Iterable[Any], *, chunksize: int | None = None,
-            starmap: bool = False, reuse: bool = False) -> Job:
+            starmap: bool = False, reuse: bool = False, outputs_to: str | None = None,
+            outputs_options: Mapping[str, Any] | None = None) -> Job:
         """Run the function over items in containers; returns a Job at once.
 
         ``reuse=True`` takes each item's result from an earlier map of the same function,
         image and env over an equal item, where one succeeded, and runs only the others; a
         rerun of a job that is still running attaches to it (spmd.reuse).
+        ``outputs_to="s3://bucket/prefix/{index}/"`` publishes each item's ``spmd.outputs()``
+        files there instead of the job's store (fields: ``{index}`` and a dict item's keys;
+        ``outputs_options`` are the fsspec options to write with).
         """
         items = list(items)
         calls = [as_call(item, starmap) for item in items]
+        rule = type(self.backend).data_rule
+        destinations = None
+        if outputs_to is not None:
+            options = remote.check_options(str(outputs_to), dict(outputs_options or {}))
+            destinations = render_destinations(outputs_to, items, options)
         if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int)
                                       or chunksize < 1):
             raise ValueError(f"chunksize={chunksize!r} must be a whole number, 1 or more, or None")
@@ -134,8 +144,18 @@ class Knot:
         slots = self.parallelism(self.backend.capacity())
         # Files become content-addressed references; the function is wrapped to stage them
         # in the task and to store its outputs folder (spmd/staging.py).
-        function, staged, uploads = staging.prepare(self.func, calls)
-        keys = [_reuse.item_key(staging.dumps_calls([(args[1:], kwargs)], [calls[i]], i))
+        function, staged, uploads = staging.prepare(
+            self.func, calls, in_place=self.backend.shared_path, destinations=destinations,
+            publish=rule.outputs == "task")
+        url_refs = list(uploads._remote.values())
+        self.backend.check_data(url_refs, destinations)
+        if destinations is not None:
+            for root in destinations.roots():
+                remote.check_writable(root, destinations.options)
+        # An item's key holds its inputs' versions (in its UrlRefs) and its destination.
+        keys = [_reuse.item_key(staging.dumps_calls(
+                    [(args[1:] + ((destinations.of(i),) if destinations else ()), kwargs)],
+                    [calls[i]], i))
                 for i, (args, kwargs) in enumerate(staged)] if reuse else []
 
         def plan(run: list[int]) -> tuple[int, list]:
@@ -166,13 +186,20 @@ class Knot:
             run = [i for i in run if i not in found.results]
             size, payloads = plan(run)
         data.send(store, uploads)  # only what the store lacks, after every check has passed
+        if rule.inputs == "client":
+            data.stage_for_tasks(store, uploads)
         job_id = layout.new_job_id(self.name)
         per_shard = shards.plan([codec.frame_size(p) for p in payloads])
         manifest = Manifest(job_id=job_id, name=self.name, backend=self.settings.backend,
                             profile=self.settings.profile, n_items=len(calls), chunksize=size,
                             tasks_per_shard=per_shard, image=task_image.reference,
                             resources=self.resources,
-                            items=run if len(run) < len(calls) else None, reuse_key=key)
+                            items=run if len(run) < len(calls) else None, reuse_key=key,
+                            outputs_to=destinations.template if destinations else "",
+                            data_rule=[rule.inputs, rule.outputs])
+        if url_refs or destinations is not None:
+            store.put_json(layout.data_key(job_id),
+                           data.job_data(staged, url_refs, destinations))
         store.put(layout.function_key(job_id), function)
         for shard, start in enumerate(range(0, len(payloads), per_shard)):
             store.put_parts(layout.shard_key(job_id, shard),

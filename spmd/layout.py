@@ -63,6 +63,11 @@ def task_of_output_key(key: str) -> int:
     return int(key.rsplit("/", 1)[1].split(".", 1)[0])
 
 
+def data_key(job_id: str) -> str:
+    """The job's data where it lives: its URL inputs with versions, and destinations."""
+    return f"{prefix(job_id)}data.json"
+
+
 def log_key(job_id: str, task: int) -> str:
     return f"{prefix(job_id)}logs/{task:06d}.log"
 
@@ -101,6 +106,10 @@ class Manifest:
     items: list[int] | None = None
     #: the content key of function, image and env under which results are cached ('': none)
     reuse_key: str = ""
+    #: the outputs_to template ('': outputs stay in the store); destinations in data.json
+    outputs_to: str = ""
+    #: who moved the data (spmd.backend.DataRule): [inputs, outputs]
+    data_rule: list[str] = field(default_factory=lambda: ["task", "task"])
 
     @cached_property
     def submitted(self) -> Sequence[int]:

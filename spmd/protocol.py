@@ -170,13 +170,16 @@ class Step:
 
 
 def resolve(tasks: Iterable[int], outputs: Mapping[int, TaskOutput | None],
-            states: Mapping[int, TaskStatus], resolved: Iterable[int] = ()) -> Step:
+            states: Mapping[int, TaskStatus], resolved: Iterable[int] = (),
+            wait_for_queue: bool = False) -> Step:
     """Decide which tasks' futures end now, and how. Pure: reads only its arguments.
 
     tasks     every task of the job
     outputs   the latest output read of each task (missing or None: it wrote none)
     states    the queue's status of each task (missing: PENDING)
     resolved  tasks already resolved, left alone
+    wait_for_queue  an output resolves only once the queue says its task ended (the host
+              publishes the task's output files before it says so)
 
     An output resolves its task when it is final or when the queue says the task ended
     (a non-final output while a retry is due waits for that retry). A task that ended
@@ -191,7 +194,7 @@ def resolve(tasks: Iterable[int], outputs: Mapping[int, TaskOutput | None],
         status = states.get(task, TaskStatus())
         output = outputs.get(task)
         ended = status.state in TERMINAL
-        if output is not None and (output.final or ended):
+        if output is not None and ((output.final and not wait_for_queue) or ended):
             step.resolutions.append(Resolution(task, "output", output))
         elif output is None and ended:
             if status.state == CANCELLED or status.lost == "cancelled":

@@ -16,14 +16,22 @@ import os
 from typing import Any, Callable
 
 from . import codec, data
+from .destinations import Destinations
 from .errors import SerializationError
 
 
 class Staged:
-    """The user's function as a task runs it: references staged to local paths, outputs stored."""
+    """The user's function as a task runs it: references staged to local paths, outputs stored
+    (or published to the item's destination, when ``publish`` says the task does that)."""
 
-    def __init__(self, func: Callable):
+    def __init__(self, func: Callable, destinations: Destinations | None = None,
+                 publish: bool = True):
         self.func = func
+        self.destinations = destinations
+        self.publish = publish
+
+    def __setstate__(self, state: dict) -> None:  # a function pickled by an earlier spmd
+        self.__dict__.update({"destinations": None, "publish": True, **state})
 
     def __repr__(self) -> str:
         return f"Staged({self.func!r})"
@@ -35,7 +43,10 @@ class Staged:
             store, job_id = data.store_at(os.environ["SPMD_STORE_URL"]), os.environ["SPMD_JOB_ID"]
         else:
             store, job_id = task
-        item = data.ItemContext(store, job_id, _spmd_index)
+        dest = self.destinations
+        item = data.ItemContext(store, job_id, _spmd_index,
+                                dest.of(_spmd_index) if dest else None,
+                                dest.options if dest else None, self.publish)
         data.set_current(item)
         try:
             def local(ref):
@@ -48,20 +59,24 @@ class Staged:
             item.close()
 
 
-def prepare(func: Callable, calls: list[tuple[tuple, dict]]
-            ) -> tuple[bytes, list[tuple[tuple, dict]], data.UploadReport]:
+def prepare(func: Callable, calls: list[tuple[tuple, dict]], *,
+            in_place: Callable = lambda path: False, destinations: Destinations | None = None,
+            publish: bool = True) -> tuple[bytes, list[tuple[tuple, dict]], data.UploadReport]:
     """The pickled ``Staged(func)``, the calls with their index first and every File replaced
-    by its DataRef, and the report of what to send (``data.send``, once the image is there)."""
+    by its DataRef (or UrlRef: a URL, or a path ``in_place`` says tasks read where it is), and
+    the report of what to send (``data.send``, once the image is there)."""
     try:
-        function = codec.dumps(Staged(func))
+        function = codec.dumps(Staged(func, destinations, publish))
     except Exception:
         codec.dumps_function(func)  # raises the error that names the culprit
         raise
     check = getattr(func, "check_call", None)
     report = data.UploadReport()
+    data.resolve_remote([f for args, kwargs in calls for f in data.find((args, kwargs), data.File)],
+                        report, in_place)
 
     def ref(value):
-        return data.reference(value, report)
+        return data.reference(value, report, in_place)
     staged = []
     for index, (args, kwargs) in enumerate(calls):
         if check is not None:

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from spmd import config
-from spmd.backend import Backend, Capacity
+from spmd.backend import Backend, Capacity, DataRule
 from spmd.config import Key
 
 from .queue import LocalQueue
@@ -34,6 +34,9 @@ class LocalBackend(Backend):
     runtime_requirements = ("apache-libcloud", "fasteners")
     runtime_packages = ("spmd", "spmd_local")
     poll_interval = 0.2
+    # Tasks keep no network and no credentials: the job's scheduler fetches URL inputs into
+    # the store's cache (mounted read-only) and publishes outputs_to destinations.
+    data_rule = DataRule(inputs="host", outputs="host")
 
     def make_store(self) -> LocalStore:
         return LocalStore(self.settings.get("store_dir") or default_store_dir())

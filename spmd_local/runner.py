@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spmd import docker_engine
+from spmd import docker_engine, remote
 from spmd.errors import EngineError
 from spmd.scheduling import DirectoryStore, Outcome, Runner, queue_key
 
@@ -196,6 +196,8 @@ class LocalRunner(Runner):
         """Create and start a warm container (on the pool); returns its id."""
         spec, res, root = self.spec, self.res, self.config["store_root"]
         inside = f"{SERVE_DIR}/{os.path.basename(slot.socket_path)}"
+        cache = os.path.join(root, remote.CACHE.rstrip("/"))
+        os.makedirs(cache, exist_ok=True)
         container = self.engine_call(
             self.engine.containers.create,
             spec["image"], ["python3", "-m", "spmd.worker", "--serve", inside, "--", *spec["command"]],
@@ -204,6 +206,7 @@ class LocalRunner(Runner):
                     "spmd.memory": str(slot.memory), "spmd.socket": slot.socket_path,
                     "spmd.first": f"{slot.task}:{slot.attempt}"},
             volumes={root: {"bind": root, "mode": "rw"},
+                     cache: {"bind": cache, "mode": "ro"},  # URL inputs the scheduler fetched
                      str(self.sockets): {"bind": SERVE_DIR, "mode": "rw"}},
             network_mode=None if spec.get("network") else "none",
             nano_cpus=int(res["vcpus"] * 1e9), mem_limit=slot.memory,

@@ -34,6 +34,7 @@ from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, Tas
 from spmd.errors import ObjectNotFound
 from spmd.units import format_bytes
 
+from .hostdata import HostData
 from .runner import Outcome, Runner
 from .store import DirectoryStore
 
@@ -70,6 +71,8 @@ class Scheduler:
         self.cancelled = False
         self.checked = 0.0  # when others' usage was last read and nothing fitted
         self.written = 0.0  # when state.json was last written
+        self.data: HostData | None = None  # data this scheduler moves (DataRule "host")
+        self.waiting: collections.deque = collections.deque()  # pending, inputs not yet fetched
 
     # -- state --------------------------------------------------------------------
 
@@ -115,11 +118,15 @@ class Scheduler:
     def run(self) -> None:
         self.write_state()
         written = self.snapshot()
+        if self.data is not None and self.data.fetches:
+            self.waiting, self.pending = self.pending, collections.deque()
+            self.data.fetch_for([task for task, _ in self.waiting])
         try:
-            while self.pending or self.running:
+            while self.pending or self.running or self.waiting:
                 if not self.cancelled and self.cancel_asked():
                     self.cancel_all()
                 if not self.cancelled:
+                    self.admit()
                     self.start_what_fits()
                 for task, outcome in self.runner.poll(TICK).items():
                     self.end(task, outcome)
@@ -133,7 +140,25 @@ class Scheduler:
                     written = now
         finally:
             self.runner.close()
+            if self.data is not None:
+                self.data.close()
         self.write_state(done=True)
+
+    def admit(self) -> None:
+        """Move waiting tasks whose inputs are fetched to pending, in order; a task whose input
+        cannot be fetched fails without starting."""
+        while self.waiting:
+            task, attempt = self.waiting[0]
+            ready = self.data.ready(task)
+            if ready is False:
+                return
+            self.waiting.popleft()
+            if ready is True:
+                self.pending.append((task, attempt))
+            else:
+                log.error("task %d: %s", task, ready)
+                self.append_log(task, attempt, f"spmd: {ready}\n")
+                self.tasks[task] = TaskStatus(FAILED, attempt - 1, None, ready, "error")
 
     def cancel_asked(self) -> bool:
         return self.store.exists(queue_key(self.job_id, "cancel"))
@@ -239,6 +264,11 @@ class Scheduler:
             text += f"spmd: the task was {'timed out' if timed_out else 'cancelled'} and killed\n"
         elif status.lost in ("oom", "infrastructure"):
             text += f"spmd: the task was stopped: {status.reason}\n"
+        if self.data is not None and status.state in (SUCCEEDED, FAILED):
+            failed = self.data.publish(task)
+            if failed:
+                text += f"spmd: {failed}\n"
+                status = replace(status, state=FAILED, reason=failed, lost="error")
         self.append_log(task, attempt, text)
         self.settle(task, attempt, status)
 
@@ -291,6 +321,8 @@ class Scheduler:
                  len(self.running), len(self.pending))
         for task in self.running:
             self.runner.kill(task)
+        while self.waiting:
+            self.pending.append(self.waiting.popleft())
         while self.pending:
             task, attempt = self.pending.popleft()
             self.tasks[task] = TaskStatus(CANCELLED, attempt - 1, None, "cancelled before it started",
@@ -347,6 +379,7 @@ def main(argv: list[str], make_runner: Callable[[DirectoryStore, str, dict], Run
     scheduler = Scheduler(store, job_id, config, None)
     try:
         scheduler.runner = make_runner(store, job_id, config)
+        scheduler.data = HostData.of(store, job_id)
         if state:
             scheduler.resume(state)
         scheduler.run()

@@ -15,7 +15,7 @@ whole test file can be::
         def spmd_backend_config(self, tmp_path):
             return {"store_dir": str(tmp_path), "max_vcpus": 2}
 
-``BackendContract`` is all six parts; each is usable alone:
+``BackendContract`` is all seven parts; each is usable alone:
 
     ObjectStoreContract     bytes by key: round trips (empty, 60 MB, 1,200 objects), ranges,
                             sorted prefix listing in pages, atomic put, reopening by URL
@@ -32,6 +32,11 @@ whole test file can be::
                             nothing, outputs via job.download and URLs, Command jobs (placeholders,
                             outputs, CommandFailed with the log tail, client-side checks, a user's
                             image, or its refusal on backends without images)
+    UrlDataContract         spmd.File by URL (an object, a prefix) read where it lives with no
+                            byte through the client, errors at map() (missing URL, unknown
+                            scheme, unwritable destination, a field an item lacks), outputs_to
+                            publishing per item, reuse keyed on the object's version (the
+                            bucket: moto's S3 server, ``spmd.testing.buckets``)
 
 Fixtures: see ``spmd.testing.fixtures``. The functions tasks run are in
 ``spmd.testing.functions``. ``spmd.testing.memory`` is an in-memory backend ("memory", after
@@ -46,7 +51,7 @@ import importlib
 
 _WHERE = {
     "BackendFixtures": "fixtures", "wait_for": "fixtures", "MapContract": "map",
-    "DataContract": "data", "RerunContract": "rerun",
+    "DataContract": "data", "RerunContract": "rerun", "UrlDataContract": "urls",
     "BatchQueueContract": "queue", "ImageRegistryContract": "registry",
     "ObjectStoreContract": "store", "BackendContract": "contract",
 }

@@ -5,8 +5,10 @@ from .queue import BatchQueueContract
 from .registry import ImageRegistryContract
 from .rerun import RerunContract
 from .store import ObjectStoreContract
+from .urls import UrlDataContract
 
 
-class BackendContract(MapContract, RerunContract, DataContract, BatchQueueContract,
-                      ImageRegistryContract, ObjectStoreContract):
-    """The whole contract of a backend: store, registry, queue, map, reruns, data and commands."""
+class BackendContract(MapContract, RerunContract, DataContract, UrlDataContract,
+                      BatchQueueContract, ImageRegistryContract, ObjectStoreContract):
+    """The whole contract of a backend: store, registry, queue, map, reruns, data (on this
+    machine and where it lives) and commands."""

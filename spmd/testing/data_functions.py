@@ -37,3 +37,21 @@ def write_outputs(label, path=None):
     extra = b"" if path is None else open(path, "rb").read()
     (out / "sub" / "copy.bin").write_bytes(extra)
     return label
+
+
+def hash_tree(path):
+    """A folder reference as its base name and the sha256 of every file under it."""
+    import hashlib
+    files = {}
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            with open(full, "rb") as handle:
+                files[os.path.relpath(full, path)] = hashlib.sha256(handle.read()).hexdigest()
+    return {"name": os.path.basename(path), "files": files}
+
+
+def write_label(item):
+    """Writes label.txt with the item's subject under spmd.outputs(); returns the subject."""
+    (spmd.outputs() / "label.txt").write_text(item["subject"] + "\n")
+    return item["subject"]
