@@ -278,11 +278,16 @@ def stage(store: ObjectStore, ref: DataRef | remote.UrlRef) -> str:
 def stage_url(store: ObjectStore, ref: remote.UrlRef) -> str:
     if ref.in_place:
         return ref.url.rstrip("/") if ref.is_dir else ref.url
-    local = getattr(store, "path", None)
-    if callable(local):
-        found = remote.cached(ref, local(remote.CACHE))
+    root = cache_root(store)
+    if root is not None:
+        found = remote.cached(ref, root)
         if found is not None:
             return str(found)
+        try:  # a directory store: fetched once per version for every task that reads it
+            return str(remote.fetch(ref, root))
+        except OSError as exc:
+            if not isinstance(exc, (PermissionError,)) and exc.errno != 30:  # EROFS
+                raise
     return str(remote.fetch(ref, _stage_root()))
 
 

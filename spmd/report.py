@@ -12,7 +12,7 @@ resolved once per report from the registry, or from the Docker engine that holds
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from . import codec, layout, protocol
@@ -46,6 +46,8 @@ class ItemReport:
     image: str                      # the reference the task ran
     image_digest: str               # its content digest (sha256:...), '' if it cannot be found
     error: str = ""                 # the item's exception (type: message), if any
+    inputs: tuple[str, ...] = ()    # its URL inputs and shared paths, each "URL@version"
+    outputs_to: str = ""            # where its output files were published ('': the store)
 
     @property
     def duration(self) -> float | None:
@@ -175,11 +177,26 @@ def build(job: "Job") -> Report:
         output = _output(job, task) if task in outputs else None
         rows.extend(_task_rows(job, task, status, output, digest))
     rows.extend(_reused_rows(job))
+    rows = _with_data(job, rows)
     rows.sort(key=lambda row: row.item)
     report = Report(job_id=job.id, rows=rows, vcpus=manifest.resources.vcpus,
                     memory=manifest.resources.memory)
     report.cost = backend.estimate_cost(report)
     return report
+
+
+def _with_data(job: "Job", rows: list[ItemReport]) -> list[ItemReport]:
+    """Rows with each item's URL inputs (and versions) and destination, from data.json."""
+    if not job.manifest.outputs_to and "data.json" not in _listed(job):
+        return rows
+    found = job._data()
+    return [replace(row, inputs=tuple(f"{ref.url}@{ref.version}" for ref in found.inputs_of(row.item)),
+                    outputs_to=found.destination(row.item) or "") for row in rows]
+
+
+def _listed(job: "Job") -> set[str]:
+    prefix = layout.prefix(job.id)
+    return {key[len(prefix):] for key in job.backend.store.list(prefix + "data.json")}
 
 
 def _output(job: "Job", task: int) -> dict | None:

@@ -196,7 +196,7 @@ class LocalRunner(Runner):
         """Create and start a warm container (on the pool); returns its id."""
         spec, res, root = self.spec, self.res, self.config["store_root"]
         inside = f"{SERVE_DIR}/{os.path.basename(slot.socket_path)}"
-        cache = os.path.join(root, remote.CACHE.rstrip("/"))
+        cache = str(DirectoryStore(root).path(remote.CACHE.rstrip("/")))
         os.makedirs(cache, exist_ok=True)
         container = self.engine_call(
             self.engine.containers.create,

@@ -55,3 +55,13 @@ def write_label(item):
     """Writes label.txt with the item's subject under spmd.outputs(); returns the subject."""
     (spmd.outputs() / "label.txt").write_text(item["subject"] + "\n")
     return item["subject"]
+
+
+def try_to_overwrite(path):
+    """Tries to change a data reference's file in place; says whether that was refused."""
+    try:
+        with open(path, "wb") as handle:
+            handle.write(b"changed")
+    except OSError as exc:
+        return f"refused: {exc.strerror}"
+    return "written"
