@@ -14,9 +14,9 @@ from .data import File, open_url, outputs
 from .errors import (
     BaseImageError, CommandFailed, CommandImageError, CommandSpecError, ConfigError,
     DataError, EngineError, ImageError, JobNotFound, ObjectNotFound, PluginError,
-    QueueError, RemoteError, RequirementError, ResourceError, SerializationError, SpmdError,
-    StoreError, SystemPackageError, TaskLost, TaskOutOfMemory, TaskTimedOut,
-    UnknownBackendError,
+    QueueError, RemoteError, RequirementError, ResourceError, ResultDamaged, SerializationError,
+    SpmdError, StoreError, SystemPackageError, TaskLost, TaskOutOfMemory, TaskTimedOut,
+    UnknownBackendError, WatchFailed,
 )
 from .executor import Executor
 from .future import Future
@@ -39,8 +39,8 @@ __all__ = [
     "ConfigError", "DataError", "EngineError", "Executor", "File", "Future", "ImageError",
     "ImageRegistry", "Job", "JobNotFound", "Knot", "ObjectNotFound", "ObjectStore",
     "PluginError", "QueueError", "RemoteError", "RemoteTraceback", "RequirementError",
-    "ResourceError", "Resources", "SerializationError", "SpmdError", "StoreError",
+    "ResourceError", "Resources", "ResultDamaged", "SerializationError", "SpmdError", "StoreError",
     "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
-    "UnknownBackendError", "as_completed", "attach", "hookimpl", "open_url", "outputs",
-    "wait",
+    "UnknownBackendError", "WatchFailed", "as_completed", "attach", "hookimpl", "open_url",
+    "outputs", "wait",
 ]

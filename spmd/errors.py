@@ -17,7 +17,9 @@
     │   ├── RequirementError (ValueError) a requirement cannot be resolved
     │   └── SystemPackageError (ValueError) a Debian package is misnamed or not in the release
     ├── StoreError                       the object store failed
-    │   └── ObjectNotFound (KeyError)
+    │   ├── ObjectNotFound (KeyError)
+    │   └── ResultDamaged                an output, log or reused result cannot be decoded
+    ├── WatchFailed                      a job's progress could not be checked, persistently
     ├── QueueError                       the batch queue refused or failed a request
     ├── JobNotFound (KeyError)           no job with that id in the store
     ├── RemoteError                      a task's exception whose type cannot be rebuilt here
@@ -180,6 +182,35 @@ class ObjectNotFound(StoreError, KeyError):
 
     def __str__(self) -> str:
         return f"no object at key {self.key!r}"
+
+
+class ResultDamaged(StoreError):
+    """An object a job wrote (a task's output, a reused result) is there but cannot be decoded:
+    truncated or overwritten. Fails the items it holds, never the others."""
+
+    def __init__(self, key: str, cause: str, *, job_id: str = "", task: int | None = None):
+        self.key = key
+        self.cause = cause
+        self.job_id = job_id
+        self.task = task
+        super().__init__(f"the result object {key} is damaged and cannot be read ({cause}); "
+                         "run the item again (a map with reuse=True runs only what has no "
+                         "intact result)")
+
+
+class WatchFailed(SpmdError):
+    """Checking a job's progress failed persistently (the store or the queue), beyond the
+    watcher's error budget; the futures it had not resolved end with this error."""
+
+    def __init__(self, job_id: str, failures: int, seconds: float, cause: str):
+        self.job_id = job_id
+        self.failures = failures
+        self.seconds = seconds
+        self.cause = cause
+        super().__init__(f"job {job_id}: checking its progress failed {failures} times in a row "
+                         f"over {seconds:.0f}s, last with {cause}; fix that (the store's disk, "
+                         f"its permissions, the network or the queue), then "
+                         f"spmd.attach({job_id!r}) picks the job up where it is")
 
 
 class QueueError(SpmdError):

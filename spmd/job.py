@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from . import codec, layout, protocol
 from .backend import Backend
 from .batch_queue import PENDING, RUNNING, STATES, TERMINAL, TaskStatus
-from .errors import JobNotFound, ObjectNotFound
+from .errors import JobNotFound, ObjectNotFound, ResultDamaged, WatchFailed
 from .future import Future
 from .layout import Manifest
 
@@ -35,6 +35,10 @@ log = logging.getLogger("spmd")
 
 LOG_TAIL_LINES = 30
 LOG_WAIT_SECONDS = 60
+#: the watcher's error budget: this many failed checks in a row, spanning at least this many
+#: seconds, end the unresolved futures with WatchFailed (a fault that passes sooner is retried)
+WATCH_FAILURES = 10
+WATCH_SECONDS = 120.0
 
 
 class Job:
@@ -51,6 +55,7 @@ class Job:
         self._retried: dict[int, int] = {}
         self._outputs: dict[int, protocol.TaskOutput | None] = {}  # latest read, unresolved tasks
         self._read_at: dict[int, int] = {}  # the queue's attempt count when each was read
+        self._damaged: dict[int, ResultDamaged] = {}  # outputs there but not decodable
         self._states: dict[int, TaskStatus] = {}  # the queue's states at the last poll
         self._waiting_logged: set[str] = set()
         self._stop = threading.Event()
@@ -209,7 +214,12 @@ class Job:
 
     def _set_reused(self) -> None:
         from .reuse import load_reused
-        self.reused = load_reused(self.backend.store, self.id)
+        try:
+            self.reused = load_reused(self.backend.store, self.id)
+        except ResultDamaged as error:
+            for index in self.manifest.reused:
+                self.futures[index]._set(False, error)
+            return
         for index in self.manifest.reused:
             try:
                 self.futures[index]._set(True, self.reused[index].value.load())
@@ -219,19 +229,31 @@ class Job:
     # -- watching -----------------------------------------------------------------
 
     def _watch(self) -> None:
-        failures = 0
+        failures, since = 0, 0.0
         while len(self._resolved) < self.manifest.n_tasks and not self._stop.is_set():
             try:
                 with self._polling:
                     self._poll()
                 failures = 0
-            except Exception:
+            except Exception as exc:
                 failures += 1
+                since = since if failures > 1 else time.monotonic()
                 log.warning("job %s: checking progress failed (%d in a row)", self.id, failures,
                             exc_info=True)
+                spent = time.monotonic() - since
+                if failures >= WATCH_FAILURES and spent >= WATCH_SECONDS:
+                    self._give_up(WatchFailed(self.id, failures, spent, f"{type(exc).__name__}: {exc}"))
+                    break
             self._stop.wait(min(self._interval * (1 + failures), 30))
         for future in self.futures:
             future._notify_if_cancelled()
+
+    def _give_up(self, error: WatchFailed) -> None:
+        """The error budget is spent: every future not yet resolved ends with error."""
+        log.error("%s", error)
+        for future in self.futures:
+            if not future.done():
+                future._set(False, error)
 
     def _poll(self) -> None:
         """Gather the inputs of ``protocol.resolve`` (queue states first, then the new outputs,
@@ -243,8 +265,20 @@ class Job:
         listed = [layout.task_of_output_key(k)
                   for k in store.list_after(layout.output_prefix(self.id), start)]
         for task in protocol.outputs_to_read(tasks, listed, statuses, self._read_at, self._resolved):
-            self._outputs[task] = protocol.read_output(store, self.id, task)
+            try:
+                self._outputs[task] = protocol.read_output(store, self.id, task)
+                self._damaged.pop(task, None)
+            except ResultDamaged as exc:  # fails the task's own items, once the queue is done with it
+                self._damaged[task] = exc
+                self._outputs.pop(task, None)
             self._read_at[task] = statuses.get(task, TaskStatus()).attempts
+        for task, error in list(self._damaged.items()):
+            if task not in self._resolved and statuses.get(task, TaskStatus()).state in TERMINAL:
+                log.error("job %s: %s", self.id, error)
+                for index in self.manifest.items_of(task):
+                    self.futures[index]._set(False, error)
+                self._resolved.add(task)
+                del self._damaged[task]
         self._log_retries(statuses)
         step = protocol.resolve(tasks, self._outputs, statuses, self._resolved,
                                 wait_for_queue=self.manifest.outputs_to != ""

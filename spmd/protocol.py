@@ -21,7 +21,7 @@ from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
 
 from . import codec, layout
 from .batch_queue import CANCELLED, RUNNING, TERMINAL, TaskStatus
-from .errors import ObjectNotFound, TaskLost, TaskOutOfMemory, TaskTimedOut
+from .errors import ObjectNotFound, ResultDamaged, TaskLost, TaskOutOfMemory, TaskTimedOut
 from .object_store import ObjectStore
 
 # -- what a task reads ----------------------------------------------------------------------
@@ -118,12 +118,21 @@ def write_output(store: ObjectStore, job_id: str, output: TaskOutput) -> None:
 
 
 def read_output(store: ObjectStore, job_id: str, task: int) -> TaskOutput | None:
-    """The latest output of task, or None when it has written none."""
+    """The latest output of task, or None when it has written none; ResultDamaged when it is
+    there but cannot be decoded (outputs are written atomically, so it will not heal)."""
+    key = layout.output_key(job_id, task)
     try:
-        view = store.get_view(layout.output_key(job_id, task))
+        view = store.get_view(key)
     except ObjectNotFound:
         return None
-    return codec.loads_frame(view)
+    try:
+        output = codec.loads_frame(view)
+    except Exception as exc:  # truncated, overwritten: pickle, struct or frame errors
+        raise ResultDamaged(key, f"{type(exc).__name__}: {exc}", job_id=job_id, task=task) from exc
+    if not isinstance(output, TaskOutput):
+        raise ResultDamaged(key, f"it holds a {type(output).__name__}, not a task's output",
+                            job_id=job_id, task=task)
+    return output
 
 
 # -- how the client turns outputs and queue states into futures ---------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from . import codec, layout, protocol
 from .batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TaskStatus
+from .errors import ResultDamaged
 from .units import format_bytes
 
 if TYPE_CHECKING:
@@ -201,7 +202,10 @@ def _listed(job: "Job") -> set[str]:
 
 def _output(job: "Job", task: int) -> dict | None:
     """The task's latest output as a plain record (provenance, results, final), or None."""
-    output = protocol.read_output(job.backend.store, job.id, task)
+    try:
+        output = protocol.read_output(job.backend.store, job.id, task)
+    except ResultDamaged as exc:
+        return {"damaged": str(exc)}
     if output is None:
         return None
     return {"provenance": asdict(output.provenance), "results": output.results,
@@ -231,7 +235,9 @@ def _task_rows(job: "Job", task: int, status: TaskStatus, output: dict | None,
     for position, item in enumerate(manifest.items_of(task)):
         kind, payload = results[position] if position < len(results) else (None, None)
         state, error = status.state, ""
-        if kind == "error":
+        if "damaged" in (output or {}):
+            state, error = FAILED, f"ResultDamaged: {output['damaged']}"
+        elif kind == "error":
             state, error = FAILED, _error_text(payload)
         elif kind == "ok" and (ended or output.get("final")):
             state = SUCCEEDED

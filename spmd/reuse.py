@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from . import codec, layout, protocol
 from .batch_queue import PENDING, RUNNING
-from .errors import ObjectNotFound
+from .errors import ObjectNotFound, ResultDamaged
 from .layout import Manifest
 from .object_store import ObjectStore
 
@@ -118,14 +118,21 @@ def _successes(store: ObjectStore, manifest: Manifest, keys: list[str],
     items = [i for i, k in enumerate(keys) if k in wanted]
     out: dict[int, Reused] = {}
     if manifest.reused and any(i in set(manifest.reused) for i in items):
-        out.update({i: r for i, r in load_reused(store, manifest.job_id).items() if i in items})
+        try:
+            out.update({i: r for i, r in load_reused(store, manifest.job_id).items() if i in items})
+        except ResultDamaged as exc:  # nothing to take from there: those items run again
+            log.warning("%s", exc)
     tasks: dict[int, list[int]] = {}
     for item in items:
         task = manifest.task_of(item)
         if task is not None:
             tasks.setdefault(task, []).append(item)
     for task, task_items in tasks.items():
-        output = protocol.read_output(store, manifest.job_id, task)
+        try:
+            output = protocol.read_output(store, manifest.job_id, task)
+        except ResultDamaged as exc:
+            log.warning("%s", exc)
+            continue
         if output is None:
             continue
         provenance = asdict(output.provenance)
@@ -148,10 +155,18 @@ def save_reused(store: ObjectStore, job_id: str, results: Mapping[int, Reused]) 
 
 def load_reused(store: ObjectStore, job_id: str) -> dict[int, Reused]:
     """The results a job took from earlier ones, by item."""
+    key = layout.reused_key(job_id)
     try:
-        return codec.loads_frame(store.get_view(layout.reused_key(job_id)))
+        view = store.get_view(key)
     except ObjectNotFound:
         return {}
+    try:
+        found = codec.loads_frame(view)
+    except Exception as exc:  # truncated or overwritten
+        raise ResultDamaged(key, f"{type(exc).__name__}: {exc}", job_id=job_id) from exc
+    if not isinstance(found, dict):
+        raise ResultDamaged(key, f"it holds a {type(found).__name__}", job_id=job_id)
+    return found
 
 
 def forget(store: ObjectStore, manifest: Manifest) -> None:

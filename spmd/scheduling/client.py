@@ -16,9 +16,11 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import logging
+import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Callable, Mapping
 
 from spmd import layout
@@ -30,6 +32,16 @@ from .core import queue_key
 from .store import DirectoryStore
 
 log = logging.getLogger("spmd")
+
+#: seconds a scheduler started in place of a dead one has to take the job's lock, during which
+#: no client thread of this process starts another
+RESTART_GRACE = 15.0
+#: schedulers started for one job (the first included; each within RESTART_WINDOW of the one
+#: before) before its unfinished tasks fail, with the reason and the scheduler's log
+RESTARTS = 4
+RESTART_WINDOW = 600.0
+_restarts: dict[tuple[str, str], list[float]] = {}
+_restarts_lock = threading.Lock()
 
 
 class SchedulerQueue(BatchQueue):
@@ -57,6 +69,8 @@ class SchedulerQueue(BatchQueue):
             "capacity": dataclasses.asdict(capacity),
             **self.extra_config(spec),
         })
+        with _restarts_lock:  # the first start counts: a scheduler has RESTART_GRACE to lock the job
+            _restarts[(str(self.store.root), spec.job_id)] = [time.monotonic()]
         self._start_scheduler(spec.job_id)
         return spec.job_id
 
@@ -71,15 +85,42 @@ class SchedulerQueue(BatchQueue):
         threading.Thread(target=process.wait, daemon=True, name="spmd-reaper").start()
 
     def scheduler_alive(self, job_id: str) -> bool:
-        """Whether a scheduler holds the job's lock (it does for as long as it lives)."""
-        path = self.store.path(queue_key(job_id, "scheduler.lock"))
+        """Whether a scheduler holds the job's lock (it does for as long as it lives). Opens the
+        lock read-only, so it works on a store that has become read-only."""
         try:
-            with open(path, "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(lock, fcntl.LOCK_UN)
+            fd = os.open(self.store.path(queue_key(job_id, "scheduler.lock")), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
         except BlockingIOError:
             return True
+        finally:
+            os.close(fd)
         return False
+
+    def _replace_scheduler(self, handle: str) -> str | None:
+        """Start a scheduler in place of a dead one; None when one is started (or starting),
+        else why none can be: it keeps dying, or the store refuses to be written."""
+        key = (str(self.store.root), handle)
+        now = time.monotonic()
+        log_path = self.store.path(queue_key(handle, "scheduler.log"))
+        with _restarts_lock:
+            started = [t for t in _restarts.get(key, []) if now - t < RESTART_WINDOW]
+            if started and now - started[-1] < RESTART_GRACE:
+                return None  # the one started a moment ago is still coming up
+            if len(started) >= RESTARTS:
+                return (f"the job's scheduler died {len(started) + 1} times; see its log "
+                        f"{log_path}: {_tail(log_path)}")
+            try:
+                self._start_scheduler(handle)
+            except OSError as exc:
+                return (f"the job's scheduler is gone and a new one cannot start ({exc}); is "
+                        f"the store at {self.store.root} read-only or full?")
+            _restarts[key] = [*started, now]
+        log.warning("the scheduler of job %s is gone; starting a new one", handle)
+        return None
 
     def _state(self, handle: str) -> dict:
         try:
@@ -90,21 +131,31 @@ class SchedulerQueue(BatchQueue):
     def states(self, handle: str) -> Mapping[int, TaskStatus]:
         state = self._state(handle)
         tasks = {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
-        if not state or state.get("done") or self.scheduler_alive(handle):
+        if state.get("done") or self.scheduler_alive(handle):
             return tasks
         state = self._state(handle)  # it may have finished just now
+        tasks = {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
         if state.get("done"):
-            return {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
+            return tasks
+        if not state:  # none has written its state yet: starting now, or died at its start
+            tasks = {i: TaskStatus() for i in range(self._n_tasks(handle))}
         if self.resume_dead_scheduler:
             # Another scheduler resumes from state.json and the runner's adopt(). Two clients
             # racing here start two, and the one that does not get the lock exits at once.
-            log.warning("the scheduler of job %s is gone; starting a new one", handle)
-            self._start_scheduler(handle)
-            return tasks
-        reason = (f"the job's scheduler process (pid {state.get('pid')}) is gone; see its log "
-                  f"{self.store.path(queue_key(handle, 'scheduler.log'))}")
+            reason = self._replace_scheduler(handle)
+            if reason is None:
+                return tasks
+        else:
+            reason = (f"the job's scheduler process (pid {state.get('pid')}) is gone; see its "
+                      f"log {self.store.path(queue_key(handle, 'scheduler.log'))}")
         return {i: s if s.state in TERMINAL else TaskStatus(FAILED, s.attempts, None, reason, "error")
                 for i, s in tasks.items()}
+
+    def _n_tasks(self, handle: str) -> int:
+        try:
+            return int(self.store.get_json(queue_key(handle, "spec.json"))["spec"]["n_tasks"])
+        except ObjectNotFound:
+            return 0
 
     def cancel(self, handle: str) -> None:
         # The scheduler looks for this every tick; it kills running tasks and drops pending ones.
@@ -115,3 +166,11 @@ class SchedulerQueue(BatchQueue):
             return self.store.get(layout.log_key(handle, task)).decode(errors="replace")
         except ObjectNotFound:
             return ""
+
+
+def _tail(path, lines: int = 5) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return " | ".join(handle.read().strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
