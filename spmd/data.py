@@ -207,7 +207,11 @@ def find(value: Any, kind: type) -> list:
 
 def send(store: ObjectStore, report: UploadReport) -> None:
     """Put every blob and folder listing the store does not have yet (blobs first, so a
-    listing is never there without its files)."""
+    listing is never there without its files). A directory store first loses the partial
+    files of uploads whose writer died (a client killed mid-upload)."""
+    sweep = getattr(store, "remove_partial", None)
+    if sweep is not None and (report._blobs or report._remote):
+        sweep()
     for key, path in report._blobs.items():
         if not store.exists(key):
             store.put_file(key, path)

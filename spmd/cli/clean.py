@@ -66,6 +66,11 @@ def cmd_clean(args) -> int:
                 from ..reuse import forget
                 forget(backend.store, manifest)
         print(f"{verb} job {manifest.job_id} ({n} objects)")
+    sweep = getattr(backend.store, "remove_partial", None)
+    if sweep is not None and not args.dry_run:
+        removed = sweep()
+        if removed:
+            print(f"removed {removed} partial uploads left by writers that died")
     if cutoff is not None:
         for line in clean_images(cutoff, dry_run=args.dry_run):
             print(line)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -25,6 +26,7 @@ from spmd.errors import ObjectNotFound, StoreError
 from spmd.stores import LibcloudStore
 
 CONTAINER = "spmd"
+PARTIAL_AGE = 900.0  # seconds without a write after which a temporary file's writer is gone
 
 
 class DirectoryStore(LibcloudStore):
@@ -81,6 +83,31 @@ class DirectoryStore(LibcloudStore):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def remove_partial(self, prefix: str = "data/", older_than: float = PARTIAL_AGE) -> int:
+        """Remove what writers that died left under prefix: temporary files of puts and folders
+        of fetches (``.tmp-*``, ``.partial-*``) untouched for older_than seconds. A live write
+        keeps touching its file, so it is never taken. Returns how many were removed."""
+        root, cutoff, removed = self.path(prefix), time.time() - older_than, 0
+        if not root.is_dir():
+            return 0
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in [*filenames, *dirnames]:
+                if not name.startswith((".tmp-", ".partial-")):
+                    continue
+                found = Path(dirpath) / name
+                try:
+                    if found.lstat().st_mtime >= cutoff:
+                        continue
+                    if found.is_dir():
+                        shutil.rmtree(found)
+                    else:
+                        found.unlink()
+                    removed += 1
+                except OSError:  # another sweeper, or a read-only store: nothing to do
+                    continue
+            dirnames[:] = [d for d in dirnames if not d.startswith(".partial-")]
+        return removed
 
     def get_file(self, key: str, path: str | os.PathLike) -> None:
         """Copy the object's file out (a copy, not a link: the task may change its file)."""

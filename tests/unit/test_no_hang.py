@@ -95,3 +95,31 @@ def test_a_fault_that_passes_is_retried(knot, monkeypatch):
     queue.release()
     assert job.results(timeout=WAIT) == [0, 1, 4]
     assert calls["n"] > 3
+
+
+def test_partial_uploads_of_dead_writers_go_with_the_next_upload(tmp_path):
+    import os
+    import time
+
+    from spmd import data
+    from spmd.scheduling import DirectoryStore
+    store = DirectoryStore(tmp_path / "store")
+    blobs = store.path("data/sha256/")
+    blobs.mkdir(parents=True)
+    dead, live = blobs / ".tmp-dead", blobs / ".tmp-live"
+    dead.write_bytes(b"x" * 1000)
+    live.write_bytes(b"y")
+    old = time.time() - 3600
+    os.utime(dead, (old, old))
+    fetch = store.path("data/urls/abc/.partial-123")
+    fetch.mkdir(parents=True)
+    (fetch / "half.nii.gz").write_bytes(b"z")
+    os.utime(fetch, (old, old))
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"data")
+    report = data.UploadReport()
+    data.reference(spmd.File(source), report)
+    data.send(store, report)
+    assert not dead.exists() and not fetch.exists()
+    assert live.exists()  # a write in progress is left alone
+    assert report.uploaded_objects == 1
