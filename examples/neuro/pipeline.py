@@ -2,7 +2,9 @@
 
 ``analyse`` works on arrays; ``process_subject`` reads a subject folder (as written by
 ``simulate.py``) and calls it. Both return the same summary dictionary, so a map over
-arrays and a map over folders (data references) give equal results.
+arrays and a map over folders (data references) give equal results. ``derive_subject`` is
+``process_subject`` that also writes the subject's derivatives (FA map, brain mask, the
+summary as JSON) into ``spmd.outputs()``, for a map that publishes them (``outputs_to``).
 """
 from __future__ import annotations
 
@@ -37,8 +39,8 @@ def tensor_fa(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray,
     return np.nan_to_num(fit.fa)
 
 
-def analyse(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, subject: str = "") -> dict:
-    """median_otsu mask, non-local means denoising inside it, tensor fit: mean FA and voxel counts."""
+def fit(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(brain mask, FA): median_otsu mask, non-local means denoising inside it, tensor fit."""
     from dipy.denoise.nlmeans import nlmeans
     from dipy.denoise.noise_estimate import estimate_sigma
     data = np.asarray(data, dtype=np.float32)
@@ -46,10 +48,19 @@ def analyse(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, subject: str
     sigma = estimate_sigma(data, N=1)  # one receive channel: Rician noise
     denoised = nlmeans(data, sigma, mask=mask, patch_radius=PATCH_RADIUS,
                        block_radius=BLOCK_RADIUS, rician=True, num_threads=1)
-    fa = tensor_fa(denoised, bvals, bvecs, mask)
+    return mask, tensor_fa(denoised, bvals, bvecs, mask)
+
+
+def summarise(mask: np.ndarray, fa: np.ndarray, subject: str = "") -> dict:
+    """Mean FA in the mask and voxel counts."""
     inside = fa[mask]
     return {"subject": subject, "mean_fa": float(inside.mean()), "mask_voxels": int(mask.sum()),
             "wm_voxels": int((inside > WM_FA).sum()), "voxels": int(mask.size)}
+
+
+def analyse(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, subject: str = "") -> dict:
+    """median_otsu mask, non-local means denoising inside it, tensor fit: mean FA and voxel counts."""
+    return summarise(*fit(data, bvals, bvecs), subject=subject)
 
 
 def subject_files(folder: str | Path) -> tuple[Path, Path, Path]:
@@ -62,14 +73,48 @@ def subject_files(folder: str | Path) -> tuple[Path, Path, Path]:
 
 def load(folder: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(data, bvals, bvecs as N x 3) of the subject in folder."""
+    image, bvals, bvecs = load_image(folder)
+    return np.asarray(image.dataobj), bvals, bvecs
+
+
+def load_image(folder: str | Path):
+    """(nibabel image, bvals, bvecs as N x 3) of the subject in folder."""
     import nibabel as nib
     from dipy.io import read_bvals_bvecs
     dwi, bval, bvec = subject_files(folder)
     bvals, bvecs = read_bvals_bvecs(str(bval), str(bvec))
-    return np.asarray(nib.load(dwi).dataobj), bvals, bvecs
+    return nib.load(dwi), bvals, bvecs
 
 
 def process_subject(folder: str | Path) -> dict:
     """The pipeline over one subject folder (sub-NN/dwi/...)."""
     data, bvals, bvecs = load(folder)
     return analyse(data, bvals, bvecs, subject=Path(folder).name)
+
+
+def derivative_names(subject: str) -> dict[str, str]:
+    """The derivative files of a subject, BIDS-derivatives style: kind -> file name."""
+    return {"fa": f"{subject}_model-DTI_desc-WLS_FA.nii.gz",
+            "mask": f"{subject}_desc-brain_mask.nii.gz",
+            "summary": f"{subject}_model-DTI_summary.json"}
+
+
+def derive_subject(folder: str | Path, subject: str | None = None,
+                   out: str | Path | None = None) -> dict:
+    """``process_subject``, writing the FA map (float32), the brain mask (uint8) and the summary
+    (JSON) into out (default: ``spmd.outputs()``, which a map publishes with ``outputs_to``).
+    ``subject`` only names the item for ``outputs_to``'s ``{subject}``; the folder's name wins."""
+    import json
+
+    import nibabel as nib
+    image, bvals, bvecs = load_image(folder)
+    mask, fa = fit(np.asarray(image.dataobj), bvals, bvecs)
+    summary = summarise(mask, fa, subject=Path(folder).name)
+    if out is None:
+        import spmd
+        out = spmd.outputs()
+    names = derivative_names(summary["subject"])
+    for kind, array in (("fa", fa.astype(np.float32)), ("mask", mask.astype(np.uint8))):
+        nib.save(nib.Nifti1Image(array, image.affine), str(Path(out) / names[kind]))
+    (Path(out) / names["summary"]).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

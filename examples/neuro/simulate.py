@@ -12,11 +12,16 @@ anisotropy), white matter with a left-right callosal band and two superior-infer
 bundles (high anisotropy), and CSF-filled ventricles (brightest b0, fast isotropic
 diffusion). Sizes, diffusivities and the noise vary per subject.
 
+A dataset is laid out as OpenNeuro's are: ``dataset_description.json`` (naming this generator
+and its seed) beside the ``sub-NN/`` folders, in a folder or under any fsspec URL:
+
     cd examples && python -m neuro.simulate DEST --subjects 4
+    cd examples && python -m neuro.simulate s3://my-bucket/ds-sim/ --subjects 8
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -34,6 +39,7 @@ B_VALUE = 1000.0
 N_B0 = 3
 SNR = 25.0  # of the b0 signal of white matter-like tissue (S0 = 1000)
 SEED = 20251125
+GENERATOR = "spmd examples/neuro/simulate.py"  # dataset_description.json's GeneratedBy name
 
 # S0 (b0 signal, T2-weighted) and eigenvalues (mm^2/s) per tissue.
 SCALP = (300.0, (1.0e-3, 1.0e-3, 1.0e-3))
@@ -118,33 +124,92 @@ def simulate_subject(index: int, seed: int = SEED) -> tuple[nib.Nifti1Image, np.
     return image, bvals, bvecs, brain
 
 
+def subject_objects(index: int, seed: int = SEED) -> dict[str, bytes]:
+    """Subject index's files as BIDS lays them out: relative path -> bytes (equal arguments,
+    equal bytes: the gzip stream has mtime 0, so uploads and versions are content-stable)."""
+    import gzip
+    import io
+    name = f"sub-{index + 1:02d}"
+    dwi, bval, bvec = (p.as_posix() for p in subject_files(Path(name)))
+    image, bvals, bvecs, _ = simulate_subject(index, seed)
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, filename="") as out:
+        out.write(image.to_bytes())
+    rows = {}
+    for path, array, fmt in ((bval, bvals[None], "%g"), (bvec, bvecs.T, "%.8f")):
+        text = io.StringIO()
+        np.savetxt(text, array, fmt=fmt)
+        rows[path] = text.getvalue().encode()
+    return {dwi: packed.getvalue(), **rows}
+
+
+def description(seed: int = SEED) -> bytes:
+    """dataset_description.json of a simulated dataset; names the generator and its seed,
+    so a reader can tell the data apart from a real dataset and simulate it again."""
+    return json.dumps({"Name": "spmd synthetic diffusion phantom", "BIDSVersion": "1.8.0",
+                       "DatasetType": "raw",
+                       "GeneratedBy": [{"Name": GENERATOR, "Description": f"seed={seed}"}]},
+                      indent=2).encode()
+
+
+def generated_seed(raw: bytes) -> int | None:
+    """The seed a dataset_description.json written by ``description`` names; None otherwise."""
+    try:
+        for entry in json.loads(raw).get("GeneratedBy", ()):
+            if entry.get("Name") == GENERATOR:
+                return int(entry["Description"].removeprefix("seed="))
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return None
+    return None
+
+
 def write_subject(dest: str | Path, index: int, seed: int = SEED) -> Path:
     """Write subject index under dest as sub-NN/dwi/...; returns the subject's folder."""
-    folder = Path(dest) / f"sub-{index + 1:02d}"
-    dwi, bval, bvec = subject_files(folder)
-    dwi.parent.mkdir(parents=True, exist_ok=True)
-    image, bvals, bvecs, _ = simulate_subject(index, seed)
-    # gzip with mtime 0, so the same subject is the same bytes (content-addressed uploads).
-    import gzip
-    with open(dwi, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as out:
-        out.write(image.to_bytes())
-    np.savetxt(bval, bvals[None], fmt="%g")
-    np.savetxt(bvec, bvecs.T, fmt="%.8f")
-    return folder
+    for rel, body in subject_objects(index, seed).items():
+        path = Path(dest) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    return Path(dest) / f"sub-{index + 1:02d}"
 
 
 def write_subjects(dest: str | Path, n: int, seed: int = SEED) -> list[Path]:
-    """Write subjects 0..n-1 under dest; returns their folders in order."""
+    """Write dataset_description.json and subjects 0..n-1 under dest; returns their folders."""
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    (Path(dest) / "dataset_description.json").write_bytes(description(seed))
     return [write_subject(dest, i, seed) for i in range(n)]
+
+
+def dataset_objects(n: int, seed: int = SEED) -> dict[str, bytes]:
+    """A whole dataset of n subjects, as a bucket holds it: relative key -> bytes."""
+    objects = {"dataset_description.json": description(seed)}
+    for index in range(n):
+        objects.update(subject_objects(index, seed))
+    return objects
+
+
+def write_dataset(url: str, n: int, seed: int = SEED, **options) -> list[str]:
+    """Write the dataset to any fsspec URL or path (``s3://bucket/ds/``; ``options`` are the
+    filesystem's, e.g. ``endpoint_url``), one put per file; returns the subjects' folder URLs."""
+    import fsspec
+    fs, root = fsspec.core.url_to_fs(url, **options)
+    root = root.rstrip("/")
+    if "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol):
+        return [str(folder) for folder in write_subjects(root, n, seed)]
+    for rel, body in dataset_objects(n, seed).items():
+        fs.pipe_file(f"{root}/{rel}", body)
+    return [f"{url.rstrip('/')}/sub-{index + 1:02d}/" for index in range(n)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dest")
+    parser.add_argument("dest", help="a folder, or a URL such as s3://bucket/ds/ (credentials "
+                                         "from the environment, as fsspec finds them)")
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--endpoint-url", help="an S3-compatible service's address")
     args = parser.parse_args()
-    for folder in write_subjects(args.dest, args.subjects, args.seed):
+    options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
+    for folder in write_dataset(args.dest, args.subjects, args.seed, **options):
         print(folder)
 
 
