@@ -5,30 +5,43 @@
     shared_dir = "/scratch/me/spmd"    # seen at the same path by the login and compute nodes
     partition = "normal"               # optional, like account, time and sbatch_options
     runtime = "python"                 # or "docker": one container per task
+    shared_paths = ["/scratch", "/project"]   # optional: files there are passed as they are
 
 With ``runtime = "python"`` (the default) no image is built: ``map`` makes (once per
 content hash) a venv under ``shared_dir/envs/`` with the Knot's requirements, and tasks
 run its interpreter (``environment.py``). ``python = "/path/bin/python"`` runs an existing
 interpreter instead, as is. With ``runtime = "docker"`` the task image is built as for
 the local backend and each task runs ``docker run`` with the job's memory and CPUs.
+
+Data (``DataRule(inputs="client", outputs="task")``): an ``spmd.File`` under
+``shared_paths`` or ``shared_dir`` reaches the task as the very same path, uploaded
+nowhere (``paths.py``); a URL input is fetched by ``map()`` on the login node, which has the
+network compute nodes often lack, into ``shared_dir``'s cache once per version; tasks
+publish ``outputs_to`` destinations themselves (a shared folder, or S3 from nodes with
+network).
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import replace
 from pathlib import Path
 
-from spmd import config, image
-from spmd.backend import Backend, Capacity
+from spmd import config, image, remote
+from spmd.backend import Backend, Capacity, DataRule
 from spmd.config import Key, Settings
-from spmd.errors import ConfigError
+from spmd.errors import ConfigError, DataError
 
-from . import environment, slurm
+from . import environment, paths, slurm
 from .queue import SlurmQueue
 from .script import Options
 from .store import DirectoryStore
 
 RUNTIMES = ("python", "docker")
+#: What a task needs to publish to s3:// itself (outputs "task"), pinned like every runtime
+#: requirement to this client's versions, so pip resolves nothing (aiobotocore pins botocore
+#: narrowly). Carried only when this client has s3fs: without it no map can name s3:// at all.
+S3_RUNTIME = ("s3fs", "aiobotocore", "botocore") if importlib.util.find_spec("s3fs") else ()
 
 
 def slurm_time(value) -> str:
@@ -66,11 +79,18 @@ class SlurmBackend(Backend):
             "as is, instead of the venv spmd makes"),
         Key("array_size", config.positive_int, "split arrays at this many tasks (at most the "
             "cluster's MaxArraySize)"),
+        Key("shared_paths", paths.shared_paths, "shared filesystems every node sees at the same "
+            "path, e.g. [\"/scratch\", \"/project\"]: an spmd.File there is passed as it is, "
+            "not copied, and outputs_to may name a folder there (shared_dir counts too)", ()),
     )
-    runtime_requirements = ("apache-libcloud", "fasteners")  # the directory store's
+    # the directory store's, and s3fs for tasks that publish outputs_to="s3://..."
+    runtime_requirements = ("apache-libcloud", "fasteners", *S3_RUNTIME)
     runtime_packages = ("spmd", "spmd_local", "spmd_slurm")
     uses_images = False
     poll_interval = 1.0
+    # The login node (the client) has the network; compute nodes often do not: map() stages
+    # URL inputs into shared_dir once per version. Tasks write outputs_to destinations.
+    data_rule = DataRule(inputs="client", outputs="task")
 
     def __new__(cls, settings: Settings):
         if cls is SlurmBackend and settings.get("runtime") == "docker":
@@ -88,12 +108,33 @@ class SlurmBackend(Backend):
             raise ConfigError(f"shared_dir = {shared!r} must be an absolute path (every node "
                               "resolves it alike)", key="shared_dir")
         self.shared_dir = Path(shared).expanduser()
+        self.shared = paths.SharedPaths([*(settings.get("shared_paths") or ()), self.shared_dir])
 
     def options(self) -> Options:
         get = self.settings.get
         return Options(partition=get("partition"), account=get("account"), time=get("time"),
                        sbatch_options=tuple(get("sbatch_options") or ()), runtime=get("runtime"),
-                       python=get("python") or "python3", shared_dir=str(self.shared_dir))
+                       python=get("python") or "python3", shared_dir=str(self.shared_dir),
+                       mounts=self.shared.mounts())
+
+    def shared_path(self, path) -> bool:
+        """True for a path under ``shared_paths`` or ``shared_dir`` (as written and resolved):
+        every node sees it at the same place, so an ``spmd.File`` of it is not uploaded."""
+        return path in self.shared
+
+    def check_data(self, inputs: list, destinations) -> None:
+        """Refuse an ``outputs_to`` folder that is not on a shared filesystem: each task would
+        write it on its own node's disk, where neither the client nor other tasks look."""
+        if destinations is None:
+            return
+        for url in destinations.urls:
+            if not remote.is_url(url) and url not in self.shared:
+                raise DataError(
+                    f"outputs_to={destinations.template!r}: {url} is not on a shared filesystem "
+                    f"(shared_paths = {list(self.settings.get('shared_paths') or ())}, shared_dir "
+                    f"= {str(self.shared_dir)!r}); tasks run on compute nodes and would write "
+                    "it on their own disks. Choose a folder under one of them, or add its "
+                    "filesystem's mount point to shared_paths", path=url)
 
     def make_store(self) -> DirectoryStore:
         return DirectoryStore(self.shared_dir / "store")

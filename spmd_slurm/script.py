@@ -44,6 +44,7 @@ class Options:
     runtime: str = "python"  # or "docker"
     python: str = "python3"  # the interpreter tasks run (an environment on shared_dir)
     shared_dir: str = ""  # bind-mounted into containers at the same path
+    mounts: tuple[str, ...] = ()  # shared_paths that exist, bind-mounted alike (data, outputs_to)
 
 
 def time_limit(spec: ArraySpec, options: Options) -> str | None:
@@ -86,8 +87,11 @@ def task_command(spec: ArraySpec, options: Options) -> str:
                   # dockerd is outside the job's cgroup: the container gets the same limits
                   f"--memory={res.memory}", f"--memory-swap={res.memory}", f"--cpus={res.vcpus:g}",
                   "--user", f"{os.getuid()}:{os.getgid()}", "--workdir", "/tmp",
-                  "--label", "spmd.managed=1", "--label", f"spmd.job={spec.job_id}",
-                  "--volume", f"{options.shared_dir}:{options.shared_dir}"]
+                  "--label", "spmd.managed=1", "--label", f"spmd.job={spec.job_id}"]
+        # shared_dir (store, staged inputs) and the shared filesystems (inputs passed as they
+        # are, outputs_to folders), each at its own path, as tasks outside a container see them
+        for folder in dict.fromkeys([options.shared_dir, *options.mounts]):
+            docker += ["--volume", f"{folder}:{folder}"]
         for name in names:
             docker += ["--env", name]
         if res.timeout:  # counted from the task's start in the container, not from docker run
