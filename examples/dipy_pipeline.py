@@ -48,7 +48,8 @@ REQUIREMENTS = [f"{name}=={importlib.metadata.version(name)}"
 RELATIVE_TOLERANCE = 1e-6
 FA_TOLERANCE = 1e-6  # |FA| difference of a published map (float32) from the in-process one
 DEFAULT_SUBJECTS = 4
-# fsspec's implementation of each scheme, with the packages it pins (s3fs: aiobotocore, botocore)
+# fsspec's implementation of each scheme first, then the packages it pins (s3fs: aiobotocore's
+# narrow botocore range), all at this machine's versions so pip resolves them without search
 SCHEME_PACKAGES = {"s3": ("s3fs", "aiobotocore", "botocore"), "gs": ("gcsfs",), "az": ("adlfs",),
                    "http": ("aiohttp",), "https": ("aiohttp",)}
 
@@ -75,11 +76,11 @@ def task_requirements(made: spmd.Knot, locations: list[str]) -> tuple[str, ...]:
     if "task" not in (rule.inputs, rule.outputs):
         return ()
     have = {r.split("=")[0].split("[")[0] for r in task_runtime(type(made.backend))[0]}
-    wanted = []
-    for location in locations:
-        for name in SCHEME_PACKAGES.get(location.split("://")[0], ()) if is_url(location) else ():
-            if name not in have and name not in wanted:
-                wanted.append(name)
+    wanted: list[str] = []
+    for location in filter(is_url, locations):
+        packages = SCHEME_PACKAGES.get(location.split("://")[0], ())
+        if packages and packages[0] not in have:
+            wanted += [name for name in packages if name not in wanted]
     return tuple(f"{n}=={importlib.metadata.version(n)}" for n in wanted)
 
 

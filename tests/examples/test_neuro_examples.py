@@ -5,17 +5,15 @@ runs on data where it lives: a simulated dataset in a bucket on moto's S3 server
 anonymously as OpenNeuro's is, with derivatives published to another bucket."""
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import json
-import math
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import neuro_checks
 
 pytestmark = pytest.mark.docker
 
@@ -54,49 +52,11 @@ def test_dipy_pipeline_agrees_with_the_in_process_run(tmp_path, engine):
         [f"sub-{i + 1:02d}" for i in range(SUBJECTS)]
 
 
-def put_dataset(bucket, prefix: str, n: int) -> dict[str, bytes]:
-    """The simulated dataset of n subjects under prefix in bucket (public-read objects)."""
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        from neuro import simulate
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    objects = simulate.dataset_objects(n)
-    for rel, body in objects.items():
-        bucket.put(prefix + rel, body)
-    return objects
-
-
-def check_derivatives(out_bucket, stdout: str, n: int) -> None:
-    """The derivatives in out_bucket are each subject's: the files named by the pipeline, a
-    summary equal to the result printed, and FA and mask maps that give that summary."""
-    import nibabel as nib
-    import numpy as np
-    printed = dict(re.findall(r"^\s+(sub-\d+): mean FA ([0-9.]+),", stdout, re.M))
-    names = [f"sub-{i + 1:02d}" for i in range(n)]
-    assert sorted(printed) == names, stdout
-    expected = sorted(f"dti/{s}/{f}" for s in names for f in (
-        f"{s}_model-DTI_desc-WLS_FA.nii.gz", f"{s}_desc-brain_mask.nii.gz", f"{s}_model-DTI_summary.json"))
-    assert out_bucket.keys() == expected  # nothing else: no probe, no partial object
-    for s in names:
-        summary = json.loads(out_bucket.get(f"dti/{s}/{s}_model-DTI_summary.json"))
-        assert summary["subject"] == s and f"{summary['mean_fa']:.4f}" == printed[s]
-        maps = {}
-        for kind, key in (("fa", f"{s}_model-DTI_desc-WLS_FA.nii.gz"), ("mask", f"{s}_desc-brain_mask.nii.gz")):
-            image = nib.Nifti1Image.from_bytes(gzip.decompress(out_bucket.get(f"dti/{s}/{key}")))
-            maps[kind] = np.asarray(image.dataobj)
-        mask = maps["mask"].astype(bool)
-        assert maps["fa"].shape == mask.shape and mask.size == summary["voxels"]
-        assert int(mask.sum()) == summary["mask_voxels"] > 0
-        assert math.isclose(float(maps["fa"][mask].mean()), summary["mean_fa"], rel_tol=1e-6)
-        assert int((maps["fa"][mask] > 0.4).sum()) == summary["wm_voxels"]
-
-
 def test_dipy_pipeline_on_a_bucket_publishes_derivatives_to_another(tmp_path, engine):
     _require_neuro()
     from spmd.testing.buckets import Bucket
     data, derivatives = Bucket.create("spmd-openneuro"), Bucket.create("spmd-derivatives", writable=True)
-    objects = put_dataset(data, "ds-sim/", SUBJECTS + 1)  # one more than the map reads (--subjects)
+    objects = neuro_checks.put_dataset(data, "ds-sim/", SUBJECTS + 1)  # one more than read
     done = _run("dipy_pipeline.py", tmp_path, engine, "--subjects", str(SUBJECTS),
                 "--data", data.url("ds-sim/"), "--anon", "--endpoint-url", data.endpoint,
                 "--outputs", derivatives.url("dti/{subject}/"), "--outputs-anon")
@@ -104,14 +64,9 @@ def test_dipy_pipeline_on_a_bucket_publishes_derivatives_to_another(tmp_path, en
     assert f"results and derivatives agree with the in-process run ({SUBJECTS} subjects)" in out, out
     assert f"{SUBJECTS} subjects in {data.url('ds-sim/')} (listed, not read)" in out
     # nothing of the data went through the client: no bytes uploaded, two folders read remotely
-    sent = re.search(r"uploaded (\d+) of (\d+) bytes \((\d+) objects\); (\d+) read where they "
-                     r"live \((\d+) bytes\)", out)
-    assert sent, out
-    uploaded, referenced, put, remote, remote_bytes = map(int, sent.groups())
-    assert (uploaded, referenced, put, remote) == (0, 0, 0, SUBJECTS)
-    read = [f"sub-{i + 1:02d}/" for i in range(SUBJECTS)]
-    assert remote_bytes == sum(len(b) for k, b in objects.items() if k.startswith(tuple(read)))
-    check_derivatives(derivatives, out, SUBJECTS)
+    assert neuro_checks.uploads(out) == (
+        0, 0, 0, SUBJECTS, neuro_checks.subject_bytes(objects, SUBJECTS))
+    neuro_checks.check_derivatives(derivatives, "dti/", out, SUBJECTS)
     # the local rule: the scheduler fetched each subject once into the store's read-only cache
     cached = [p for p in (tmp_path / "store").glob("**/data/urls/*/sub-*") if p.is_dir()]
     assert sorted(p.name for p in cached) == [f"sub-{i + 1:02d}" for i in range(SUBJECTS)]
