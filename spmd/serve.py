@@ -222,7 +222,7 @@ class Server:
                     adj.write("1000")
             except OSError:
                 pass
-            fd = os.open(message["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o664)
+            fd = os.open(message["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             os.close(fd)

@@ -25,6 +25,7 @@ import os
 import selectors
 import shutil
 import socket
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ LINGER = 2.0  # seconds an idle warm container waits for another task
 ENGINE_WAIT = float(os.environ.get("SPMD_ENGINE_WAIT", "180"))
 SERVE_DIR = "/run/spmd-serve"  # where a container sees its socket folder
 DOCKER_THREADS = 6
+PIDS_LIMIT = 8192  # processes and threads of one task container: a fork bomb stops there
 
 
 @dataclass
@@ -70,6 +72,22 @@ def socket_dir(store_root: str, job_id: str) -> Path:
     return Path("/tmp") / f"spmd-serve-{os.getuid()}" / digest
 
 
+def private_socket_root(folder: Path) -> None:
+    """Make the user's socket folder, or check one that exists: a folder of this user's that
+    no one else may enter. Another user's (made first, to receive tasks' env) is refused."""
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise EngineError(f"{folder} is not a folder of this user's (owner uid {st.st_uid}); "
+                          "another user may have made it to read tasks' messages: remove it "
+                          "(or ask an admin to), then run again")
+    if st.st_mode & 0o077:
+        os.chmod(folder, 0o700)
+
+
 class LocalRunner(Runner):
     """Runs a job's attempts in up to ``slots`` warm containers of its image."""
 
@@ -84,7 +102,8 @@ class LocalRunner(Runner):
         self.slots: dict[str, Slot] = {}
         self.selector = selectors.DefaultSelector()
         self.sockets = socket_dir(config["store_root"], job_id)
-        self.sockets.mkdir(parents=True, exist_ok=True)
+        private_socket_root(self.sockets.parent)
+        self.sockets.mkdir(mode=0o700, exist_ok=True)
         self.run_dir = store.path(queue_key(job_id, "run"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.count = 0
@@ -210,6 +229,7 @@ class LocalRunner(Runner):
                      str(self.sockets): {"bind": SERVE_DIR, "mode": "rw"}},
             network_mode=None if spec.get("network") else "none",
             nano_cpus=int(res["vcpus"] * 1e9), mem_limit=slot.memory,
+            pids_limit=PIDS_LIMIT, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             memswap_limit=slot.memory, user=f"{self.config['uid']}:{self.config['gid']}")
         try:
             self.engine_call(container.start)

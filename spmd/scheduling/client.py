@@ -76,11 +76,13 @@ class SchedulerQueue(BatchQueue):
 
     def _start_scheduler(self, job_id: str) -> None:
         log_path = self.store.path(queue_key(job_id, "scheduler.log"))
-        with open(log_path, "ab") as log_file:
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
+            # -P and cwd="/": a module planted in the caller's folder is never imported
+            safe = ["-P"] if sys.version_info >= (3, 11) else ["-I"]
             process = subprocess.Popen(
-                [sys.executable, "-m", self.scheduler_module, str(self.store.root), job_id],
+                [sys.executable, *safe, "-m", self.scheduler_module, str(self.store.root), job_id],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True)
+                start_new_session=True, close_fds=True, cwd="/")
         # Reap the scheduler when it ends so it never lingers as a zombie of this process.
         threading.Thread(target=process.wait, daemon=True, name="spmd-reaper").start()
 
@@ -139,6 +141,8 @@ class SchedulerQueue(BatchQueue):
             return tasks
         if not state:  # none has written its state yet: starting now, or died at its start
             tasks = {i: TaskStatus() for i in range(self._n_tasks(handle))}
+            if self._starting(handle):
+                return tasks
         if self.resume_dead_scheduler:
             # Another scheduler resumes from state.json and the runner's adopt(). Two clients
             # racing here start two, and the one that does not get the lock exits at once.
@@ -150,6 +154,20 @@ class SchedulerQueue(BatchQueue):
                       f"log {self.store.path(queue_key(handle, 'scheduler.log'))}")
         return {i: s if s.state in TERMINAL else TaskStatus(FAILED, s.attempts, None, reason, "error")
                 for i, s in tasks.items()}
+
+    def _starting(self, handle: str) -> bool:
+        """Whether a scheduler was started for the job less than RESTART_GRACE ago (by this
+        process, or by the one that submitted it: its spec's age)."""
+        now = time.monotonic()
+        with _restarts_lock:
+            started = _restarts.get((str(self.store.root), handle), [])
+        if started and now - started[-1] < RESTART_GRACE:
+            return True
+        try:
+            written = self.store.path(queue_key(handle, "spec.json")).stat().st_mtime
+        except OSError:
+            return False
+        return time.time() - written < RESTART_GRACE
 
     def _n_tasks(self, handle: str) -> int:
         try:

@@ -358,7 +358,7 @@ def main(argv: list[str], make_runner: Callable[[DirectoryStore, str, dict], Run
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     root, job_id = argv
     store = DirectoryStore(root)
-    lock = open(store.path(queue_key(job_id, "scheduler.lock")), "a")
+    lock = open(os.open(store.path(queue_key(job_id, "scheduler.lock")), os.O_WRONLY | os.O_CREAT, 0o600), "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process ends
     except BlockingIOError:

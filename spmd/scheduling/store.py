@@ -29,6 +29,21 @@ CONTAINER = "spmd"
 PARTIAL_AGE = 900.0  # seconds without a write after which a temporary file's writer is gone
 
 
+FILE_MODE = 0o600  # a store's files and folders are its user's alone, whatever the umask
+FOLDER_MODE = 0o700
+
+
+def private(folder: Path) -> None:
+    """Make folder (and missing parents) and leave it readable by its owner alone, so nothing
+    under it is readable or writable by other users: inputs, results, logs, pickles."""
+    folder.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    try:
+        if folder.stat().st_mode & 0o777 != FOLDER_MODE and folder.stat().st_uid == os.getuid():
+            folder.chmod(FOLDER_MODE)
+    except OSError:  # a read-only store: readers need no change
+        pass
+
+
 class DirectoryStore(LibcloudStore):
     """A directory holding objects as files under ``<root>/spmd/``."""
 
@@ -37,7 +52,7 @@ class DirectoryStore(LibcloudStore):
     def __init__(self, root: str | os.PathLike):
         from libcloud.storage.drivers.local import LocalStorageDriver
         self.root = Path(root).expanduser().resolve()
-        (self.root / CONTAINER).mkdir(parents=True, exist_ok=True)
+        private(self.root / CONTAINER)
         super().__init__(LocalStorageDriver(str(self.root)), CONTAINER, url=self.root.as_uri())
 
     @classmethod
@@ -78,7 +93,7 @@ class DirectoryStore(LibcloudStore):
         os.close(fd)
         try:
             yield tmp
-            os.chmod(tmp, 0o664)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

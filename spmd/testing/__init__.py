@@ -15,7 +15,7 @@ whole test file can be::
         def spmd_backend_config(self, tmp_path):
             return {"store_dir": str(tmp_path), "max_vcpus": 2}
 
-``BackendContract`` is all seven parts; each is usable alone:
+``BackendContract`` is all eight parts; each is usable alone:
 
     ObjectStoreContract     bytes by key: round trips (empty, 60 MB, 1,200 objects), ranges,
                             sorted prefix listing in pages, atomic put, reopening by URL
@@ -37,6 +37,9 @@ whole test file can be::
                             scheme, unwritable destination, a field an item lacks), outputs_to
                             publishing per item, reuse keyed on the object's version (the
                             bucket: moto's S3 server, ``spmd.testing.buckets``)
+    FaultContract           a damaged output fails only its items (ResultDamaged); on a store
+                            that refuses writes (``ReadOnlyStore``) attach, status, logs,
+                            results and the report still work
 
 Fixtures: see ``spmd.testing.fixtures``. The functions tasks run are in
 ``spmd.testing.functions``. ``spmd.testing.memory`` is an in-memory backend ("memory", after
@@ -52,6 +55,7 @@ import importlib
 _WHERE = {
     "BackendFixtures": "fixtures", "wait_for": "fixtures", "MapContract": "map",
     "DataContract": "data", "RerunContract": "rerun", "UrlDataContract": "urls",
+    "FaultContract": "faults", "ReadOnlyStore": "faults",
     "BatchQueueContract": "queue", "ImageRegistryContract": "registry",
     "ObjectStoreContract": "store", "BackendContract": "contract",
 }

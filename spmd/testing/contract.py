@@ -1,5 +1,6 @@
 """The whole contract of a backend: every part's mixin in one class."""
 from .data import DataContract
+from .faults import FaultContract
 from .map import MapContract
 from .queue import BatchQueueContract
 from .registry import ImageRegistryContract
@@ -8,7 +9,7 @@ from .store import ObjectStoreContract
 from .urls import UrlDataContract
 
 
-class BackendContract(MapContract, RerunContract, DataContract, UrlDataContract,
+class BackendContract(MapContract, RerunContract, DataContract, UrlDataContract, FaultContract,
                       BatchQueueContract, ImageRegistryContract, ObjectStoreContract):
     """The whole contract of a backend: store, registry, queue, map, reruns, data (on this
-    machine and where it lives) and commands."""
+    machine and where it lives), commands and faults from outside."""
