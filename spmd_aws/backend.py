@@ -7,8 +7,9 @@ up and provision what is missing (``spmd aws up`` does it explicitly).
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from spmd.backend import Backend, Capacity
+from spmd.backend import Backend, Capacity, DataRule
 from spmd.config import Settings
 
 from .config import KEYS, MEMORY_PER_VCPU, AwsSettings
@@ -16,15 +17,24 @@ from .queue import AwsBatchQueue
 from .registry import EcrRegistry
 from .store import S3Store
 
+if TYPE_CHECKING:
+    from spmd.destinations import Destinations
+    from spmd.remote import UrlRef
+
 
 class AwsBackend(Backend):
     """Tasks are AWS Batch array jobs; job data lives in S3, images in ECR."""
 
     name = "aws"
     config_keys = KEYS
-    runtime_requirements = ("boto3",)
+    # s3fs: tasks read URL inputs and publish outputs_to themselves (data_rule); pinned with
+    # aiobotocore, whose narrow botocore pin then meets boto3's without pip backtracking
+    runtime_requirements = ("boto3", "s3fs", "aiobotocore")
     runtime_packages = ("spmd", "spmd_aws")
     poll_interval = 3.0
+    #: each task fetches its URL inputs and publishes its outputs itself, as the job role:
+    #: no byte of that data passes through the client
+    data_rule = DataRule(inputs="task", outputs="task")
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
@@ -59,6 +69,13 @@ class AwsBackend(Backend):
         return cost.estimate(report, vcpus=report.vcpus, memory=report.memory,
                              fargate=self.opts.stack.fargate,
                              price_per_vcpu_hour=self.settings.get("price_per_vcpu_hour"))
+
+    def check_data(self, inputs: list[UrlRef], destinations: Destinations | None) -> None:
+        """Refuse at map() an s3 input outside read_buckets, or an outputs_to outside
+        write_buckets, that a task would reach as the job role (spmd_aws.access): IAM would
+        refuse it only in the running task. anon=True and https:// need nothing."""
+        from . import access
+        access.check(self.settings, self.opts, inputs, destinations)
 
     def image_platform(self) -> str:
         """Batch runs x86_64 unless architecture = "arm64" (Graviton)."""

@@ -31,6 +31,18 @@ def bucket_path(value) -> str:
     return text.rstrip("/")
 
 
+def bucket_list(value) -> tuple[str, ...]:
+    """Config parser: a list of ``bucket`` or ``bucket/prefix`` entries (``s3://`` allowed)."""
+    entries = config.string_list(value)
+    out = []
+    for entry in entries:
+        try:
+            out.append(bucket_path(entry))
+        except ValueError as exc:
+            raise ValueError(f"{entry!r}: {exc}") from None
+    return tuple(out)
+
+
 def architecture(value) -> str:
     """Config parser: the CPU architecture of the tasks, ``x86_64`` or ``arm64``."""
     text = config.text(value).lower()
@@ -69,6 +81,10 @@ KEYS: tuple[Key, ...] = (
         "cost estimate (default: spmd_aws.cost's on-demand table)"),
     Key("architecture", architecture, "CPU architecture tasks run on and "
         "images are built for; arm64 means Graviton instance types", "x86_64"),
+    Key("read_buckets", bucket_list, "S3 buckets (or bucket/prefix) tasks may read as the job "
+        "role: spmd.File(\"s3://...\") inputs; `spmd aws up` grants GetObject and ListBucket"),
+    Key("write_buckets", bucket_list, "S3 buckets (or bucket/prefix) tasks may write as the job "
+        "role: map(outputs_to=\"s3://...\"); `spmd aws up` grants PutObject"),
 )
 
 
@@ -92,6 +108,8 @@ class AwsSettings:
     registry: str | None = None
     retention_days: int = 30
     architecture: str = "x86_64"
+    read_buckets: tuple[str, ...] = ()
+    write_buckets: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "AwsSettings":
@@ -116,10 +134,17 @@ class AwsSettings:
             security_groups=tuple(settings.get("security_groups") or ()),
             gpus=settings.get("gpus"), job_role=settings.get("job_role"),
             registry=settings.get("registry"), retention_days=settings.get("retention_days", 30),
-            architecture=arch)
+            architecture=arch, read_buckets=tuple(settings.get("read_buckets") or ()),
+            write_buckets=tuple(settings.get("write_buckets") or ()))
 
     def clients(self) -> Clients:
         return Clients(self.region, self.endpoint_url, self.profile)
+
+    def job_policy(self, partition: str = "aws") -> dict:
+        """The inline policy of the stack's job role for these settings (permissions.py)."""
+        from .permissions import job_policy
+        return job_policy(self.bucket, self.prefix, partition, read=self.read_buckets,
+                          write=self.write_buckets)
 
     @property
     def memory(self) -> int:

@@ -2,7 +2,9 @@
 
     job role          <stack>-job        ecs-tasks may assume it; an inline policy "spmd":
                                          Get/PutObject under <prefix>jobs/, ListBucket of
-                                         that prefix only (s3:prefix condition)
+                                         that prefix only (s3:prefix condition); and the
+                                         profile's data buckets: GetObject + ListBucket on
+                                         read_buckets, PutObject on write_buckets
     instance role     <stack>-instance   + instance profile; AWS's ECS instance policy
     execution role    <stack>-execution  Fargate only; AWS's ECS task execution policy
     service-linked    AWSServiceRoleForBatch, AWS's own (created if missing, never deleted)
@@ -46,6 +48,11 @@ _ALSO = {
     ("ecr", "CreateRepository"): ("ecr:TagResource",),
     ("logs", "CreateLogGroup"): ("logs:TagResource",),
 }
+#: what a map's own checks of data that lives elsewhere need on the client, made through
+#: fsspec/s3fs (not spmd_aws's clients) with the user's credentials: a HEAD or a listing of
+#: each s3 input (``spmd.remote.resolve``), and a probe object put and removed under each
+#: ``outputs_to`` folder (``spmd.remote.check_writable``; a refused delete is ignored)
+DATA_CHECKS = ("s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject")
 #: what ``docker push`` to ECR needs: the registry protocol, not API calls botocore sees
 ECR_PUSH = ("ecr:BatchCheckLayerAvailability", "ecr:CompleteLayerUpload",
             "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart")
@@ -88,31 +95,138 @@ def jobs_prefix(prefix: str) -> str:
     return f"{prefix.strip('/') + '/' if prefix.strip('/') else ''}jobs/"
 
 
-def job_policy(bucket: str, prefix: str, partition: str = "aws") -> dict:
-    """The job role's only permissions: objects under ``<prefix>jobs/`` of this bucket.
+#: IAM's quota on the inline policies of one role, in characters (whitespace not counted)
+INLINE_POLICY_LIMIT = 10_240
+
+
+def split_bucket(entry: str) -> tuple[str, str]:
+    """(bucket, key prefix without slashes at its ends) of ``bucket`` or ``bucket/prefix``."""
+    bucket, _, prefix = entry.removeprefix("s3://").strip("/").partition("/")
+    return bucket, prefix.strip("/")
+
+
+def covers(entry: str, bucket: str, key: str) -> bool:
+    """Whether a read_buckets/write_buckets entry covers ``key`` (an object's, or a folder's
+    ending in "/") of bucket: the same bucket, and the entry's prefix is a whole-segment
+    prefix of the key."""
+    ebucket, prefix = split_bucket(entry)
+    return ebucket == bucket and (not prefix or key == prefix or key.startswith(prefix + "/"))
+
+
+def bucket_entries(entries) -> tuple[str, ...]:
+    """The entries sorted, without duplicates or entries a broader one covers (so the policy
+    does not change when only their order does, and grants nothing twice)."""
+    parsed = sorted({split_bucket(e) for e in entries})
+    kept = [(b, p) for b, p in parsed
+            if not any((b2, p2) != (b, p) and covers(f"{b2}/{p2}", b, p + "/") for b2, p2 in parsed)]
+    return tuple(f"{b}/{p}" if p else b for b, p in kept)
+
+
+def _objects(partition: str, entry: str) -> str:
+    bucket, prefix = split_bucket(entry)
+    return f"arn:{partition}:s3:::{bucket}/{prefix + '/' if prefix else ''}*"
+
+
+def job_policy(bucket: str, prefix: str, partition: str = "aws", *,
+               read: tuple[str, ...] = (), write: tuple[str, ...] = ()) -> dict:
+    """The job role's only permissions: objects under ``<prefix>jobs/`` of this bucket, and
+    the data buckets the profile names (``read_buckets``, ``write_buckets``).
 
     ListBucket is granted on that prefix only (an ``s3:prefix`` condition), so a task
     can list its job's keys. S3 answers a GetObject of a missing key with 403 unless the
     caller may list the bucket, and a prefix condition may not count for that: the
     store (``S3Store.get``) confirms a 403 with one listing of that very key, which this
     policy allows, and only then reads it as missing.
+
+    ``read`` entries (``bucket`` or ``bucket/prefix``) get GetObject on their objects and
+    ListBucket limited to their prefix; ``write`` entries get PutObject only: a task publishes
+    ``outputs_to`` files with puts (multipart uploads included), never a delete or a list.
+    A ConfigError when the document is beyond IAM's quota for a role's inline policies.
     """
     jobs = jobs_prefix(prefix)
-    return {"Version": "2012-10-17", "Statement": [
+    statements = [
         {"Sid": "JobData", "Effect": "Allow",
          "Action": ["s3:GetObject", "s3:PutObject"],
          "Resource": f"arn:{partition}:s3:::{bucket}/{jobs}*"},
         {"Sid": "ListJobData", "Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": f"arn:{partition}:s3:::{bucket}",
          "Condition": {"StringLike": {"s3:prefix": f"{jobs}*"}}},
-    ]}
+    ]
+    read, write = bucket_entries(read), bucket_entries(write)
+    if read:
+        statements.append({"Sid": "ReadBuckets", "Effect": "Allow", "Action": "s3:GetObject",
+                           "Resource": [_objects(partition, e) for e in read]})
+        prefixes: dict[str, list[str]] = {}
+        for entry in read:
+            name, key = split_bucket(entry)
+            prefixes.setdefault(name, []).append(key)
+        for n, (name, keys) in enumerate(sorted(prefixes.items())):
+            listing = {"Sid": f"ListReadBucket{n}", "Effect": "Allow", "Action": "s3:ListBucket",
+                       "Resource": f"arn:{partition}:s3:::{name}"}
+            if "" not in keys:  # only under the prefixes given
+                listing["Condition"] = {"StringLike": {
+                    "s3:prefix": [v for key in keys for v in (key, f"{key}/*")]}}
+            statements.append(listing)
+    if write:
+        statements.append({"Sid": "WriteBuckets", "Effect": "Allow", "Action": "s3:PutObject",
+                           "Resource": [_objects(partition, e) for e in write]})
+    policy = {"Version": "2012-10-17", "Statement": statements}
+    size = len(json.dumps(policy, separators=(",", ":")))
+    if size > INLINE_POLICY_LIMIT:
+        from spmd.errors import ConfigError
+        raise ConfigError(f"read_buckets and write_buckets make a job role policy of {size} "
+                          f"characters, beyond IAM's {INLINE_POLICY_LIMIT} for a role's inline "
+                          "policies; list fewer entries (a bucket instead of many of its "
+                          "prefixes)", key="read_buckets")
+    return policy
+
+
+def canonical(policy) -> dict | None:
+    """A policy document in one form, for comparing what IAM holds with what the config says:
+    parsed when text, each Action, Resource and condition value as a sorted list."""
+    if policy is None:
+        return None
+    if isinstance(policy, str):  # IAM's API gives it URL-encoded; boto3 usually decodes it
+        from urllib.parse import unquote
+        try:
+            policy = json.loads(policy if policy.lstrip().startswith("{") else unquote(policy))
+        except ValueError:  # not JSON (YAML from CloudFormation): differs from any of ours
+            return {"unparsed": policy}
+
+    def listed(value):
+        return sorted(value) if isinstance(value, list) else [value]
+    statements = []
+    for statement in policy.get("Statement", ()):
+        statement = dict(statement)
+        for field in ("Action", "Resource"):
+            if field in statement:
+                statement[field] = listed(statement[field])
+        if "Condition" in statement:
+            statement["Condition"] = {op: {k: listed(v) for k, v in values.items()}
+                                      for op, values in statement["Condition"].items()}
+        statements.append(statement)
+    return {"Version": policy.get("Version"),
+            "Statement": sorted(statements, key=lambda s: json.dumps(s, sort_keys=True))}
+
+
+def inline_policy(iam, role: str, name: str = "spmd") -> dict | None:
+    """The role's inline policy ``name`` as IAM holds it (canonical), None when it has none."""
+    try:
+        return canonical(iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])
+    except Exception as exc:
+        if error_code(exc) != "NoSuchEntity":
+            raise
+        return None
 
 
 def ensure_role(iam, stack: Stack, name: str, service: str, *, inline: dict | None = None,
                 managed: tuple[str, ...] = ()) -> tuple[str, str]:
     """(the role's ARN, what was done); created with its trust, tags and policies when missing.
 
-    A role of that name that does not carry the stack's tag is used as it is, never changed.
+    The inline policy follows the config (the bucket, read_buckets, write_buckets): it is
+    read, and put again only when it differs ("updated"); that is IAM alone, never the
+    compute environment, so running jobs go on. A role of that name that does not carry the
+    stack's tag is used as it is, never changed.
     """
     try:
         role = iam.get_role(RoleName=name)["Role"]
@@ -127,8 +241,10 @@ def ensure_role(iam, stack: Stack, name: str, service: str, *, inline: dict | No
         ours, action = True, "created"
         for policy in managed:
             iam.attach_role_policy(RoleName=name, PolicyArn=policy)
-    if inline is not None and ours:  # kept current on every up: it follows the configured bucket
+    if inline is not None and ours and inline_policy(iam, name) != canonical(inline):
         iam.put_role_policy(RoleName=name, PolicyName="spmd", PolicyDocument=json.dumps(inline))
+        if action == "found":
+            action = "updated"
     return role["Arn"], action
 
 

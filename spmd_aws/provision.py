@@ -8,14 +8,15 @@
 
 Both are idempotent: what exists is found and reported, never made twice; what differs
 from the config is updated where AWS allows it in place (``compute.py``). ``deployment``
-is what the queue calls before its first submit: a quick look (three requests), and
+is what the queue calls before its first submit: a quick look (four requests), and
 ``up`` only when something is missing, broken (an INVALID compute environment) or differs
-from the config. Every failure while provisioning is a ``ProvisionError`` (a
+from the config (the compute environment's settings, or the job role's policy). Every failure while provisioning is a ``ProvisionError`` (a
 ``ConfigError`` for a config AWS would refuse).
 
 Least privilege: tasks run as the job role, which may read and write objects under this
-bucket's ``jobs/`` prefix and list only that prefix; no keys are ever put in an image or
-a job's environment. The EC2 hosts get AWS's managed ECS instance policy (pull images,
+bucket's ``jobs/`` prefix and list only that prefix, read the profile's ``read_buckets``
+and put objects under its ``write_buckets`` (``permissions.job_policy``); no keys are ever
+put in an image or a job's environment. The EC2 hosts get AWS's managed ECS instance policy (pull images,
 write logs, talk to ECS); Fargate tasks get AWS's managed task execution policy.
 """
 from __future__ import annotations
@@ -191,6 +192,13 @@ def _deployment(stack: Stack, queue: dict, env: dict, job_role: str,
                       stack.log_group)
 
 
+def _data_access(opts: AwsSettings) -> str:
+    """What the config lets tasks read and write besides job data, in a few words."""
+    read = ", ".join(permissions.bucket_entries(opts.read_buckets)) or "none"
+    write = ", ".join(permissions.bucket_entries(opts.write_buckets)) or "none"
+    return f"read_buckets {read}; write_buckets {write}"
+
+
 def up(settings: Settings | AwsSettings) -> Report:
     """Make every resource the stack needs that is missing, repair what is broken and update
     what differs from the config; a second call creates nothing."""
@@ -218,8 +226,9 @@ def up(settings: Settings | AwsSettings) -> Report:
         else:
             job_role, action = permissions.ensure_role(
                 iam, stack, stack.job_role, "ecs-tasks.amazonaws.com",
-                inline=job_policy(opts.bucket, opts.prefix, partition))
-            report.add(action, "IAM role", stack.job_role)
+                inline=opts.job_policy(partition))
+            report.add(action, "IAM role", stack.job_role + (
+                f" (policy: {_data_access(opts)})" if action == "updated" else ""))
         execution_role = instance_profile = None
         if stack.fargate:
             execution_role, action = permissions.ensure_role(
@@ -248,8 +257,9 @@ def up(settings: Settings | AwsSettings) -> Report:
 
 
 def deployment(settings: Settings | AwsSettings) -> Deployment:
-    """The stack's queue and roles as deployed: found with three requests, or made, repaired
-    or brought in line with the config by ``up``."""
+    """The stack's queue and roles as deployed: found with four requests, or made, repaired
+    or brought in line with the config by ``up`` (a changed read_buckets/write_buckets: the
+    job role's policy only, in place)."""
     opts = _options(settings)
     clients, stack = opts.clients(), opts.stack
     why = "first use"
@@ -269,7 +279,17 @@ def deployment(settings: Settings | AwsSettings) -> Deployment:
         if ready:
             iam = clients("iam")
             try:
-                job_role = permissions.role_arn(iam, opts.job_role or stack.job_role)
+                if opts.job_role:
+                    job_role = permissions.role_arn(iam, opts.job_role)
+                else:
+                    role = iam.get_role(RoleName=stack.job_role)["Role"]
+                    job_role = role["Arn"]
+                    # read_buckets/write_buckets changed: the policy follows (IAM only)
+                    if stack.owns(role.get("Tags") or []) and permissions.inline_policy(
+                            iam, stack.job_role) != permissions.canonical(
+                            opts.job_policy(permissions.partition(clients.region))):
+                        ready, why = False, ("the job role's policy differs from the config "
+                                             f"({_data_access(opts)})")
                 execution_role = (permissions.role_arn(iam, stack.execution_role)
                                   if stack.fargate else None)
             except Exception as exc:

@@ -7,7 +7,7 @@ that tag, so a resource that merely has a similar name is never touched.
     bucket                 <bucket from the config>        (job data; lifecycle expires jobs/)
     ECR repository         <stack>-tasks                   (task images, tagged by content hash)
     IAM path               /spmd/<stack>/                  (every role and instance profile)
-    job role               <stack>-job                     (tasks: this bucket's jobs/ prefix only)
+    job role               <stack>-job                     (tasks: jobs/, read_buckets, write_buckets)
     instance role/profile  <stack>-instance                (ECS agent on the EC2 hosts)
     execution role         <stack>-execution               (Fargate only: pull image, write logs)
     compute environment    <stack>-<kind>                  kind: ec2, spot, fargate, fargate-spot

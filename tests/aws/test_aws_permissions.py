@@ -5,7 +5,9 @@ hook). One test runs ``up`` on a new stack (and again with another config), a ``
 provisioned stack with its results, a log and a cancel (and the calls a map makes when images
 go to ECR and when instance_types names EC2 types), and ``down``; ``spmd_aws.permissions.actions`` turns the operations
 into IAM actions. The test fails when docs/aws.md's table differs from that;
-``SPMD_WRITE_DOCS=1`` rewrites the table instead.
+``SPMD_WRITE_DOCS=1`` rewrites the table instead. Two rows are not recorded calls: ``docker
+push`` (the registry protocol) and a map's checks of s3 data where it lives, which the core
+makes through s3fs, outside spmd_aws's clients (``permissions.DATA_CHECKS`` says which and why).
 """
 import os
 import re
@@ -34,6 +36,10 @@ def negate(x):
 def render(phases: dict[str, list[str]]) -> str:
     rows = [f"| {title} | {', '.join(f'`{a}`' for a in phases[name])} |"
             for name, title in PHASES]
+    rows.insert(2, "| `map` with `spmd.File(\"s3://...\")` or `outputs_to=\"s3://...\"` (its "
+                "checks through s3fs, on those buckets only: a HEAD or listing of each input, a "
+                "probe put and removed under each destination) | "
+                f"{', '.join(f'`{a}`' for a in permissions.DATA_CHECKS)} |")
     rows.append("| `docker push` to ECR (the registry protocol, not an API call the tests see) "
                 f"| {', '.join(f'`{a}`' for a in permissions.ECR_PUSH)} |")
     return "\n".join([BEGIN, "| when | IAM actions |", "|---|---|", *rows, END])

@@ -169,8 +169,9 @@ def test_deployment_looks_up_and_provisions_only_when_missing(aws_config, calls)
     assert calls.count("batch", "CreateJobQueue") == 1
     calls.calls.clear()
     assert provision.deployment(settings) == first
+    # the job role, and its policy: read_buckets/write_buckets changes are followed
     assert [op for _, op, _ in calls.calls] == ["DescribeJobQueues", "DescribeComputeEnvironments",
-                                                "GetRole"]
+                                                "GetRole", "GetRolePolicy"]
 
 
 def test_a_configured_job_role_is_used_and_not_created(aws_config, boto):
