@@ -39,9 +39,11 @@ from .store import DirectoryStore
 
 RUNTIMES = ("python", "docker")
 #: What a task needs to publish to s3:// itself (outputs "task"), pinned like every runtime
-#: requirement to this client's versions, so pip resolves nothing (aiobotocore pins botocore
-#: narrowly). Carried only when this client has s3fs: without it no map can name s3:// at all.
-S3_RUNTIME = ("s3fs", "aiobotocore", "botocore") if importlib.util.find_spec("s3fs") else ()
+#: requirement to this client's versions: aiobotocore's narrow botocore pin then meets boto3's
+#: (the aws backend's) without pip backtracking. The same pair as the aws backend's, so the
+#: docker runtime's image keeps the built-ins' tag. Carried only when this client has s3fs:
+#: without it no map can name s3:// at all (spmd.File and outputs_to check on the client).
+S3_RUNTIME = ("s3fs", "aiobotocore") if importlib.util.find_spec("s3fs") else ()
 
 
 def slurm_time(value) -> str:
