@@ -10,7 +10,7 @@ What is tested here, and where:
   compute environment is not touched, so running jobs go on);
 * a map on AWS (moto's Batch, real containers) whose tasks read a private bucket listed in
   ``read_buckets`` and publish to a prefix listed in ``write_buckets``, no byte of the data
-  passing through the client.
+  passing through the client; and an http input, which needs no entry, fetched by the task.
 
 moto does not enforce IAM: a task here could read any bucket with any credentials, and the
 harness gives containers fake keys where AWS would give them the job role's. So IAM's own
@@ -18,8 +18,14 @@ refusal (a 403 in the task) cannot happen here; the refusal side is the client's
 ``map()``, and the grant side is the policy document, checked by evaluating it.
 """
 import fnmatch
+import hashlib
+import ipaddress
 import json
+import os
+import threading
 import uuid
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -27,6 +33,7 @@ import spmd
 from spmd.destinations import render
 from spmd.remote import UrlRef
 from spmd.testing import data_functions as fn
+from spmd.testing.buckets import bridge_address
 from spmd_aws import provision
 from spmd_aws.backend import AwsBackend
 
@@ -311,3 +318,35 @@ def test_a_map_reads_a_private_bucket_and_publishes_with_the_job_role(
     assert job.uploads.remote_bytes == sum(len(b) for b in objects.values())
     assert not [p for s, op, p in calls.calls if s == "s3" and p.get("Bucket") in (bids, out)]
     assert keys(boto, e2e_config["bucket"], f"jobs/{job.id}/files/") == []
+
+
+def test_an_http_input_needs_no_listing_and_the_task_fetches_it(aws_knot, tmp_path):
+    """https:// (here http://, from a server on the Docker bridge) needs no bucket entry: the
+    task has the network and fetches it; the client sent a HEAD only."""
+    body = os.urandom(50_000)
+    (tmp_path / "atlas.nii.gz").write_bytes(body)
+    seen: list[tuple[str, str]] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # who asked what, instead of stderr
+            seen.append((self.client_address[0], self.command))
+    server = ThreadingHTTPServer((bridge_address(), 0), partial(Handler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = server.server_address[:2]
+        job = aws_knot(fn.describe_file).map([spmd.File(f"http://{host}:{port}/atlas.nii.gz")])
+        assert job.results(timeout=300) == [{"type": "str", "is_file": True, "name": "atlas.nii.gz",
+                                             "sha256": hashlib.sha256(body).hexdigest()}]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert job.uploads.uploaded_bytes == 0 and job.uploads.remote_bytes == len(body)
+    # the client asked for metadata only; the bytes went to task containers, each at an
+    # address of the Docker bridge's network other than its gateway (this machine)
+    from spmd import docker_engine
+    [subnet] = [c["Subnet"] for c in docker_engine.client().networks.get("bridge").attrs["IPAM"]["Config"]
+                if "Subnet" in c]
+    fetchers = [who for who, method in seen if method == "GET"]
+    assert "HEAD" in [method for _, method in seen] and fetchers
+    assert all(ipaddress.ip_address(who) in ipaddress.ip_network(subnet) and who != host
+               for who in fetchers), (fetchers, subnet)
