@@ -75,6 +75,14 @@ def sbatch_lines(spec: ArraySpec, n: int, options: Options, output: str) -> list
     return [f"#SBATCH {line}" for line in lines]
 
 
+def volumes(options: Options) -> list[str]:
+    """The folders a task container bind-mounts at their own paths: the shared paths, and
+    shared_dir unless one of them holds it already."""
+    inside = any(options.shared_dir == m or options.shared_dir.startswith(m.rstrip("/") + "/")
+                 for m in options.mounts)
+    return list(options.mounts) if inside else [options.shared_dir, *options.mounts]
+
+
 def task_command(spec: ArraySpec, options: Options) -> str:
     """The shell words that run one attempt (the worker, or the queue's own command)."""
     command = list(spec.command)
@@ -90,7 +98,7 @@ def task_command(spec: ArraySpec, options: Options) -> str:
                   "--label", "spmd.managed=1", "--label", f"spmd.job={spec.job_id}"]
         # shared_dir (store, staged inputs) and the shared filesystems (inputs passed as they
         # are, outputs_to folders), each at its own path, as tasks outside a container see them
-        for folder in dict.fromkeys([options.shared_dir, *options.mounts]):
+        for folder in volumes(options):
             docker += ["--volume", f"{folder}:{folder}"]
         for name in names:
             docker += ["--env", name]

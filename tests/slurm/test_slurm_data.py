@@ -19,6 +19,7 @@ from spmd.testing import data_functions as fn
 from spmd.testing.buckets import Bucket
 from spmd.testing.fixtures import WAIT
 from spmd_slurm.paths import SharedPaths
+from spmd_slurm.script import Options, volumes
 
 
 def where_and_what(path):
@@ -183,6 +184,9 @@ def test_shared_means_under_a_root_as_written_and_as_resolved(tmp_path):
     # Containers mount the roots that exist, an inner one inside its outer one only once.
     (scratch / "lab" / "spmd").mkdir()
     assert SharedPaths([scratch, scratch / "lab" / "spmd"]).mounts() == (str(scratch),)
+    assert volumes(Options(shared_dir=f"{scratch}/lab/spmd", mounts=(str(scratch),))) == \
+        [str(scratch)]
+    assert volumes(Options(shared_dir=str(home), mounts=(str(scratch),))) == [str(home), str(scratch)]
 
 
 @pytest.mark.docker
