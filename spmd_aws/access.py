@@ -73,7 +73,7 @@ def _refusal(settings: Settings, key: str, have: tuple[str, ...], add: list[str]
              urls: list[str], what: str) -> str:
     named = ", ".join(urls[:SHOWN]) + (f" and {len(urls) - SHOWN} more" if len(urls) > SHOWN else "")
     line = config_line(key, bucket_entries((*have, *add)))
-    return (f"{named}: {what} as the job role, which may not; add\n    {line}\n"
+    return (f"{named}: {what}; add\n    {line}\n"
             f"{where(settings, key)}, then `spmd aws up` (or the next map) grants it")
 
 
@@ -99,7 +99,8 @@ def check(settings: Settings, opts: AwsSettings, inputs: list[UrlRef],
         named += reads
         add = list(dict.fromkeys(_bucket_key(url)[0] for url in reads))
         problems.append(_refusal(settings, "read_buckets", opts.read_buckets, add, reads,
-                                 "tasks read these") +
+                                 "tasks would read these as the job role, which may not "
+                                 "read them") +
                         " (a public bucket needs nothing: pass anon=True)")
     if destinations is not None and _as_job_role(destinations.template, destinations.options):
         writes = [url for url in dict.fromkeys(destinations.urls)
@@ -108,7 +109,8 @@ def check(settings: Settings, opts: AwsSettings, inputs: list[UrlRef],
             named += writes
             problems.append(_refusal(settings, "write_buckets", opts.write_buckets,
                                      _write_entries(destinations, writes), writes,
-                                     "tasks publish outputs here"))
+                                     "tasks would publish outputs here as the job role, "
+                                     "which may not write there"))
     if problems:
         raise DataError("\n".join(problems), path=named[0])
 

@@ -134,7 +134,7 @@ def test_a_destination_outside_write_buckets_fails_at_map_before_any_probe(
                  outputs_to=f"s3://{out}/dti/{{subject}}/",
                  outputs_options={"endpoint_url": moto_endpoint})
     message = str(info.value)
-    assert f"s3://{out}/dti/sub-01/, s3://{out}/dti/sub-02/: tasks publish outputs here" in message
+    assert f"s3://{out}/dti/sub-01/, s3://{out}/dti/sub-02/: tasks would publish outputs here" in message
     # the template's fixed folder, beside what was there; where to put it
     assert f'write_buckets = ["{out}/dti", "{out}/fa"]' in message
     assert "in the config passed to spmd.Knot" in message
