@@ -6,12 +6,13 @@
     spmd.File("https://...")                  tasks have the network: needs nothing
     map(outputs_to="s3://lab-out/dti/{index}/")   the task publishes as the job role:
                                               lab-out/dti must be in write_buckets
+    map(outputs_to="/home/me/out/{index}/")   a folder of the client: no task reaches it
 
 ``up`` grants the job role exactly those lists (``permissions.job_policy``). IAM would refuse
 anything else only inside a running task, as a 403 after the image was pulled and the task
 placed; ``check`` refuses it on the client instead, before anything is built or submitted,
 with the line of config that fixes it. With ``job_role`` set, that role's own policy decides
-and nothing is checked: spmd neither grants nor knows its permissions.
+and no bucket is checked: spmd neither grants nor knows its permissions.
 """
 from __future__ import annotations
 
@@ -80,11 +81,17 @@ def _refusal(settings: Settings, key: str, have: tuple[str, ...], add: list[str]
 def check(settings: Settings, opts: AwsSettings, inputs: list[UrlRef],
           destinations: Destinations | None) -> None:
     """DataError naming the URLs and the line of config to add, when a task would read an
-    s3 input outside read_buckets or publish outside write_buckets as the job role."""
-    if opts.job_role:
-        return
+    s3 input outside read_buckets or publish outside write_buckets as the job role (not
+    checked with a job_role of the user's own), and for what no task on AWS can do: publish
+    to a folder of this machine, or read with a profile= of this machine's."""
     problems: list[str] = []
     named: list[str] = []  # every URL refused, the first one is the error's path
+    if destinations is not None and protocol_of(destinations.template) == "file":
+        named.append(destinations.template)
+        problems.append(f"outputs_to={destinations.template!r} is a folder on this machine, which "
+                        "tasks on AWS cannot reach (their files would stay in the container); "
+                        "publish to s3://... instead, or leave outputs_to out and fetch them "
+                        "with job.download()")
     profiled = [ref.url for ref in inputs if protocol_of(ref.url) in S3_SCHEMES
                 and "profile" in ref.storage_options]
     if profiled:
@@ -92,7 +99,8 @@ def check(settings: Settings, opts: AwsSettings, inputs: list[UrlRef],
         problems.append(f"{', '.join(profiled[:SHOWN])}: profile= names AWS CLI credentials of "
                         "this machine, which a task on AWS does not have (it reads as the job "
                         "role); drop profile= and list the bucket in read_buckets")
-    reads = [ref.url for ref in inputs if _as_job_role(ref.url, ref.storage_options)
+    checked = not opts.job_role  # a role of the user's own: its own policy decides
+    reads = [ref.url for ref in inputs if checked and _as_job_role(ref.url, ref.storage_options)
              and "profile" not in ref.storage_options
              and not _allowed(opts, opts.read_buckets, ref.url)]
     if reads:
@@ -102,7 +110,8 @@ def check(settings: Settings, opts: AwsSettings, inputs: list[UrlRef],
                                  "tasks would read these as the job role, which may not "
                                  "read them") +
                         " (a public bucket needs nothing: pass anon=True)")
-    if destinations is not None and _as_job_role(destinations.template, destinations.options):
+    if checked and destinations is not None and \
+            _as_job_role(destinations.template, destinations.options):
         writes = [url for url in dict.fromkeys(destinations.urls)
                   if not _allowed(opts, opts.write_buckets, url)]
         if writes:

@@ -145,7 +145,8 @@ def test_a_destination_outside_write_buckets_fails_at_map_before_any_probe(
 def test_what_the_check_lets_through_and_what_it_refuses(aws_config):
     """The rule itself, on the hook map() calls: anonymous and https inputs need nothing; a
     prefix entry covers whole key segments under it; the store's own job data is the job
-    role's already; with a job_role of the user's own, nothing is checked."""
+    role's already; with a job_role of the user's own, no bucket is checked. A folder of this
+    machine as outputs_to, or a profile= option, is refused whatever the role."""
     config = {**aws_config, "read_buckets": ["lab-bids/ds1"], "write_buckets": ["lab-out"]}
     backend = AwsBackend(settings_of(config))
     allowed = [ref("s3://openneuro.org/ds000114/sub-01/", anon=True),
@@ -161,10 +162,16 @@ def test_what_the_check_lets_through_and_what_it_refuses(aws_config):
         assert info.value.path == url
     with pytest.raises(spmd.DataError, match=r'write_buckets = \["lab-out", "other"\]'):
         backend.check_data([], render("s3://other/{index}/", [1]))
+    with pytest.raises(spmd.DataError, match="a folder on this machine, which tasks on AWS cannot"):
+        backend.check_data([], render("/tmp/spmd-out/{index}/", [1]))
     with pytest.raises(spmd.DataError, match="profile= names AWS CLI credentials"):
         backend.check_data([ref("s3://lab-bids/ds1/a", profile="lab")], None)
     own_role = AwsBackend(settings_of({**config, "job_role": "lab-own-role"}))
     own_role.check_data([ref("s3://anything/at/all")], render("s3://else/{index}/", [1]))
+    with pytest.raises(spmd.DataError, match="a folder on this machine"):
+        own_role.check_data([], render("/tmp/spmd-out/{index}/", [1]))
+    with pytest.raises(spmd.DataError, match="profile= names AWS CLI credentials"):
+        own_role.check_data([ref("s3://anything/at/all", profile="lab")], None)
 
 
 def test_bad_bucket_entries_are_config_errors_naming_the_key(aws_config):
