@@ -88,6 +88,7 @@ def list_subjects(data: str, options: dict) -> list[str]:
     """The names of the ``sub-*`` folders directly under data (a URL or a path): one listing."""
     import fsspec
     fs, root = fsspec.core.url_to_fs(data, **options)
+    fs.invalidate_cache(root.rstrip("/"))  # a listing, not one remembered from before
     entries = fs.ls(root.rstrip("/"), detail=True)
     names = (posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")
     return sorted(n for n in names if n.startswith("sub-"))
