@@ -467,14 +467,16 @@ def output_urls(store: ObjectStore, job_id: str, index: int) -> dict[str, str]:
 
 def stage_for_tasks(store: ObjectStore, report: UploadReport) -> None:
     """Fetch the map's URL inputs into the store's cache, where tasks find them (DataRule
-    inputs "client": tasks on a shared filesystem without network of their own)."""
+    inputs "client": tasks on a shared filesystem without network of their own), 8 at a time."""
+    from concurrent.futures import ThreadPoolExecutor
     root = cache_root(store)
     if root is None:
         raise DataError(f"the store {store.url} is not a directory, so URL inputs cannot be "
                         "staged into it for tasks; this backend's data rule is wrong", path=store.url)
-    for ref in report._remote.values():
-        if not ref.in_place and remote.cached(ref, root) is None:
-            remote.fetch(ref, root)
+    missing = [ref for ref in report._remote.values()
+               if not ref.in_place and remote.cached(ref, root) is None]
+    with ThreadPoolExecutor(max(1, min(8, len(missing)))) as pool:
+        for ref, _ in zip(missing, pool.map(lambda r: remote.fetch(r, root), missing)):
             report.staged_bytes += ref.size
 
 

@@ -156,6 +156,7 @@ def resolve(url: str, options: Mapping[str, Any], *, in_place: bool = False) -> 
     DataError naming the URL when it does not exist or cannot be read with these credentials.
     """
     fs, path = open_fs(url, options)
+    fs.invalidate_cache()  # fsspec instances are shared: a listing cached earlier is stale
     try:
         info = None if url.endswith("/") else fs.info(path)
         if info is not None and info.get("type") != "directory":
@@ -295,6 +296,7 @@ def list_files(destination: str, options: Mapping[str, Any]) -> dict[str, str]:
     """The files published under destination: relative path -> URL (none: an empty dict)."""
     fs, base = open_fs(destination, options)
     root = fs._strip_protocol(base).rstrip("/")
+    fs.invalidate_cache()
     try:
         found = fs.find(root, withdirs=False)
     except FileNotFoundError:

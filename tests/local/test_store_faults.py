@@ -57,10 +57,14 @@ def test_a_store_turned_read_only_ends_the_job_with_a_reason(remountable, engine
     job = spmd.Knot(nap, config=config).map([0.1, 0.1, 30, 30], chunksize=1)
     assert job.futures[0].result(timeout=WAIT) == 0.1
     job.futures[1].result(timeout=WAIT)
+    wait_for(lambda: job.status()["SUCCEEDED"] == 2, what="the scheduler to record both")
     # A scheduler dies on its first write to a read-only store; the kernel refuses to remount
     # a folder that a process holds open for writing, so it dies first here.
+    # Its task containers hold their logs open too: they go with it, as on a failing disk.
     os.kill(job.backend.queue._state(job.id)["pid"], signal.SIGKILL)
-    wait_for(lambda: _try_read_only(remountable), seconds=30, what="the store to remount read-only")
+    for container in engine.containers.list(filters={"label": f"spmd.job={job.id}"}):
+        container.remove(force=True)
+    wait_for(lambda: _try_read_only(remountable), seconds=60, what="the store to remount read-only")
     errors = [job.futures[i].exception(timeout=WAIT) for i in (2, 3)]
     assert all(isinstance(e, spmd.TaskLost) for e in errors), errors
     assert "read-only" in str(errors[0]).lower()
@@ -68,9 +72,7 @@ def test_a_store_turned_read_only_ends_the_job_with_a_reason(remountable, engine
     again = spmd.attach(job.id, config=config)
     assert again.futures[0].result(timeout=WAIT) == 0.1
     assert again.status()["SUCCEEDED"] == 2
-    assert "nap" in again.logs(0) or again.logs(0) == ""
-    for container in engine.containers.list(filters={"label": f"spmd.job={job.id}"}):
-        container.remove(force=True)
+    assert again.logs(0) == job.logs(0)
 
 
 def test_a_scheduler_that_dies_at_its_start_is_replaced_then_given_up(local, engine,
