@@ -168,11 +168,22 @@ def task_status(seen: slurm.ArrayTask | None, marks: dict | None, array_id: str,
     if seen is None:
         if marks["ends"] and max(marks["ends"]) == attempts:
             return ended(attempts, marks["ends"][attempts], None)
-        # Slurm forgot it (after MinJobAge) or never had it; accounting (sacct) would know.
+        # Slurm forgot it (after MinJobAge, or a controller restarted without its state) or
+        # never had it; accounting (sacct) would know.
         return TaskStatus(FAILED, attempts, None,
-                          f"Slurm no longer knows array task {array_id}_{index} and it left no "
-                          "exit status", "infrastructure")
+                          f"the scheduler no longer knows this job: Slurm has no array task "
+                          f"{array_id}_{index} and it left no exit status", "infrastructure")
     if seen.state in PENDING_STATES:
+        if "launch failed requeued held" in seen.reason.lower():
+            # Slurm held it after launches failed on a broken node: nothing releases it by
+            # itself, so it ends as lost with Slurm's own reason.
+            return TaskStatus(FAILED, attempts, None,
+                              f"Slurm array task {array_id}_{index} is held after failed "
+                              f"launches ({seen.reason}): its node may be drained (see "
+                              "`sinfo -R`)", "infrastructure")
+        if "held" in seen.reason.lower() or seen.state.endswith("HOLD"):
+            # held by a user or an admin: it waits for `scontrol release`, and says so
+            return TaskStatus(PENDING, attempts, None, f"Slurm holds it: {seen.reason}")
         # (squeue's reason, e.g. "Resources", is not a failure: a reason would read as a retry)
         return TaskStatus(PENDING, attempts)
     if seen.state in RUNNING_STATES:

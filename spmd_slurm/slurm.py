@@ -96,9 +96,19 @@ def queue(array_ids: list[str]) -> dict[tuple[str, int], ArrayTask]:
     """Every task of these arrays, ended ones included (kept for MinJobAge): ONE squeue call."""
     if not array_ids:
         return {}
-    out = run(["squeue", "--noheader", "--array", "--states=all", f"--jobs={','.join(array_ids)}",
-               f"--Format={SQUEUE_FIELDS}"])
+    try:
+        out = run(["squeue", "--noheader", "--array", "--states=all",
+                   f"--jobs={','.join(array_ids)}", f"--Format={SQUEUE_FIELDS}"])
+    except SlurmError as exc:
+        if FORGOTTEN in str(exc):
+            # The controller no longer knows these jobs (restarted without their state, or
+            # past MinJobAge): not a passing error; the tasks are judged by what spmd recorded.
+            return {}
+        raise
     return parse_squeue(out)
+
+
+FORGOTTEN = "Invalid job id specified"  # squeue's words for a job the controller does not know
 
 
 def parse_squeue(text: str) -> dict[tuple[str, int], ArrayTask]:
