@@ -38,9 +38,10 @@ from dataclasses import replace
 import logging
 import math
 import threading
+import time
 from typing import Callable, Mapping
 
-from spmd.batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
+from spmd.batch_queue import FAILED, ArraySpec, BatchQueue, Resources, TaskStatus
 from spmd.errors import ResourceError
 from spmd.object_store import ObjectStore
 
@@ -113,6 +114,18 @@ def decode_handle(handle: str) -> list[tuple[str, int, int]]:
 def max_attempts(handle: str) -> int | None:
     """How many attempts each task may have (None: not recorded)."""
     return json.loads(handle).get("attempts")
+
+
+#: seconds Batch may describe nothing of a job before spmd takes it as forgotten
+FORGOTTEN_AFTER = 120.0
+
+
+def forgotten_status(job_id: str) -> TaskStatus:
+    """A task of a job AWS Batch no longer knows: judged by its output (the client takes an
+    output when there is one), else lost, saying why."""
+    return TaskStatus(FAILED, 0, None, f"the scheduler no longer knows this job: AWS Batch "
+                      f"describes no job {job_id} (it keeps ended jobs for a limited time)",
+                      "infrastructure")
 
 
 def child_id(job_id: str, offset: int, size: int, task: int) -> str:
@@ -238,6 +251,7 @@ class AwsBatchQueue(BatchQueue):
         self._ended: dict[str, dict] = {}  # child id -> DescribeJobs record; final, kept
         self._waiting: dict[str, str] = {}  # array id -> the RUNNABLE reason last seen
         self._sizes: list | None = None  # the compute environment's instance sizes
+        self._unknown: dict[str, float] = {}  # job id -> when Batch first described nothing
 
     @property
     def batch(self):
@@ -399,6 +413,13 @@ class AwsBatchQueue(BatchQueue):
                 out[job["jobId"]] = job
         return out
 
+    def _forgotten(self, job_id: str) -> bool:
+        """Whether Batch has described nothing for job_id for FORGOTTEN_AFTER seconds: it has
+        dropped a job that ended long ago (DescribeJobs returns only the jobs it knows). The
+        wait covers a job submitted a moment ago that Batch does not list yet."""
+        first = self._unknown.setdefault(job_id, time.monotonic())
+        return time.monotonic() - first >= FORGOTTEN_AFTER
+
     def _why_waiting(self, parent: str) -> str:
         """The statusReason of one RUNNABLE child (one request): why the array's queue is
         blocked (MISCONFIGURATION:..., CAPACITY:...), or ''."""
@@ -417,6 +438,9 @@ class AwsBatchQueue(BatchQueue):
             for job_id, offset, size in decode_handle(handle):
                 if size == 1:
                     jobs = self._describe([job_id])
+                    if job_id not in jobs and self._forgotten(job_id):
+                        out[offset] = forgotten_status(job_id)
+                        continue
                     if job_id in jobs:
                         if jobs[job_id].get("status") in ("FAILED", "SUCCEEDED"):
                             self._ended[job_id] = jobs[job_id]
@@ -425,6 +449,10 @@ class AwsBatchQueue(BatchQueue):
                         out[offset] = task_status(jobs[job_id], self._waiting.get(job_id, ""))
                     continue
                 children = self._children(job_id, _LISTED)
+                if not children and not self._describe([job_id]) and self._forgotten(job_id):
+                    for task in range(offset, offset + size):
+                        out[task] = forgotten_status(job_id)
+                    continue
                 ended = [c for c, s in children.items() if s["status"] in describe
                          and c not in self._ended]
                 self._ended.update(self._describe(ended))

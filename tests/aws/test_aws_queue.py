@@ -249,3 +249,24 @@ def test_submit_limits_are_checked_before_any_aws_call(aws_config, calls):
     with pytest.raises(ResourceError, match="no store"):
         AwsBatchQueue(opts).submit(spec(more_memory=(2**32,)))
     assert calls.calls == []  # refused before provisioning, registering or submitting
+
+
+def test_a_job_batch_no_longer_knows_ends_its_tasks_saying_so(aws_config, calls, monkeypatch):
+    """DescribeJobs returns only the jobs Batch knows ("jobs": [] for an id it dropped, as for
+    one that never existed; Batch API reference, DescribeJobs), here asked of moto's server for
+    ids it never had. After FORGOTTEN_AFTER the tasks are FAILED with the reason, so the client
+    takes each task's output where there is one and loses the rest: no wait forever."""
+    import spmd_aws.queue as queue_module
+    from spmd.batch_queue import FAILED, PENDING
+    from spmd_aws.config import AwsSettings
+    queue = AwsBatchQueue(AwsSettings.from_settings(settings_of(aws_config)))
+    handle = encode_handle([("0b8a3c2e-0000-4000-8000-000000000001", 0, 3),
+                            ("0b8a3c2e-0000-4000-8000-000000000002", 3, 1)])
+    first = queue.states(handle)
+    assert all(s.state == PENDING for s in first.values())  # a moment after submit: not yet
+    monkeypatch.setattr(queue_module, "FORGOTTEN_AFTER", 0.0)
+    later = queue.states(handle)
+    assert sorted(later) == [0, 1, 2, 3]
+    assert all(s.state == FAILED and s.lost == "infrastructure" for s in later.values())
+    assert "the scheduler no longer knows this job" in later[3].reason
+    assert "000000000002" in later[3].reason
