@@ -35,18 +35,8 @@ def _free_port() -> int:
 
 def _bridge_address() -> str:
     """The Docker bridge's gateway: this host as containers on the default network see it."""
-    try:
-        from spmd import docker_engine
-        network = docker_engine.client().networks.get("bridge").attrs
-    except Exception:
-        return "127.0.0.1"  # no engine: only the tests without containers can run
-    for config in network.get("IPAM", {}).get("Config") or ():
-        if config.get("Gateway"):
-            return config["Gateway"]
-        if config.get("Subnet"):
-            import ipaddress
-            return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
-    return "127.0.0.1"
+    from spmd.testing.buckets import bridge_address
+    return bridge_address()
 
 
 @pytest.fixture(scope="session")

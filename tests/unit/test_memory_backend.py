@@ -13,15 +13,6 @@ from spmd.testing.memory import Fault
 WAIT = 30
 
 
-@pytest.fixture
-def knot(request):
-    memory.register()
-    name = f"t-{request.node.name}"
-    yield lambda func, **options: spmd.Knot(func, backend="memory",
-                                            config={"memory_store": name}, **options)
-    memory.forget(name)
-
-
 def test_values_in_input_order_across_chunks(knot):
     job = knot(functions.square).map(range(23), chunksize=4)
     assert job.results(timeout=WAIT) == [x * x for x in range(23)]

@@ -1,21 +1,11 @@
 """A job never hangs (no Docker): a damaged result fails only its own items, a store that keeps
 failing ends the unresolved futures with WatchFailed within the watcher's budget."""
-import pytest
 
 import spmd
 from spmd import job as job_module, layout
-from spmd.testing import functions, memory
+from spmd.testing import functions
 
 WAIT = 30
-
-
-@pytest.fixture
-def knot(request):
-    memory.register()
-    name = f"t-{request.node.name}"
-    yield lambda func, **options: spmd.Knot(func, backend="memory",
-                                            config={"memory_store": name}, **options)
-    memory.forget(name)
 
 
 def test_a_damaged_output_fails_its_own_items_and_no_other(knot):
