@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import docker.errors
+
 import spmd
 from spmd import layout
 from spmd.scheduling import client as scheduler_client
@@ -63,7 +65,10 @@ def test_a_store_turned_read_only_ends_the_job_with_a_reason(remountable, engine
     # Its task containers hold their logs open too: they go with it, as on a failing disk.
     os.kill(job.backend.queue._state(job.id)["pid"], signal.SIGKILL)
     for container in engine.containers.list(filters={"label": f"spmd.job={job.id}"}):
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:  # already going: removal in progress, or gone
+            pass
     wait_for(lambda: _try_read_only(remountable), seconds=60, what="the store to remount read-only")
     errors = [job.futures[i].exception(timeout=WAIT) for i in (2, 3)]
     assert all(isinstance(e, spmd.TaskLost) for e in errors), errors
