@@ -10,6 +10,7 @@ naming the file and the key.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,8 +105,22 @@ class Settings:
         for key in sorted(self.values):
             value = self.values[key]
             if value is not None:
-                lines.append(f"{key} = {value!r}  # {self.sources.get(key, 'default')}")
+                lines.append(f"{key} = {redact(value)!r}  # {self.sources.get(key, 'default')}")
         return "\n".join(lines)
+
+
+_URL_SECRET = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@:\s]*):[^/@\s]+@")
+
+
+def redact(value: Any) -> Any:
+    """value with the password of any URL in it (``https://user:token@host``) hidden."""
+    if isinstance(value, str):
+        return _URL_SECRET.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    return value
 
 
 def user_config_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -96,3 +96,11 @@ def test_describe_shows_values_and_sources(tmp_path):
     text = resolve({"store_dir": "/x"}, cwd=tmp_path, environ={}).describe()
     assert "store_dir = '/x'  # argument" in text
     assert "backend = 'local'  # default" in text
+
+
+def test_spmd_config_hides_passwords_in_urls(tmp_path, monkeypatch):
+    from spmd.config import resolve
+    monkeypatch.setenv("SPMD_DEBIAN_MIRROR", "https://lab:s3cr3t-token@mirror.example.org/debian")
+    text = resolve({}).describe()
+    assert "s3cr3t-token" not in text
+    assert "https://lab:***@mirror.example.org/debian" in text
