@@ -2,7 +2,8 @@
 
     spmd clean JOB                     that job's objects (jobs/JOB/...), its cached results
                                        with them (and its entry under cache/, spmd.reuse)
-    spmd clean --older-than 7d         every finished job older than that, and task images
+    spmd clean --older-than 7d         every finished job older than that, copies of URL
+                                       inputs fetched before then (data/urls/), and task images
                                        on this machine's Docker engine that spmd built
                                        (label spmd.managed) before then, that no container uses
 
@@ -72,9 +73,36 @@ def cmd_clean(args) -> int:
         if removed:
             print(f"removed {removed} partial uploads left by writers that died")
     if cutoff is not None:
+        for line in clean_fetched(backend.store, cutoff, dry_run=args.dry_run):
+            print(line)
         for line in clean_images(cutoff, dry_run=args.dry_run):
             print(line)
     return 1 if skipped and args.job_id is not None else 0
+
+
+def clean_fetched(store, cutoff: float, *, dry_run: bool) -> list[str]:
+    """Remove copies of URL inputs fetched into a directory store's cache before cutoff (the
+    subjects' data a map read from a bucket); a later map fetches again what it needs."""
+    import shutil
+    from ..data import cache_root
+    root = cache_root(store)
+    if root is None or not root.is_dir():
+        return []
+    gone, size = 0, 0
+    for entry in root.iterdir():
+        try:
+            if not entry.is_dir() or entry.stat().st_mtime >= cutoff:
+                continue
+            size += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+            if not dry_run:
+                shutil.rmtree(entry)
+            gone += 1
+        except OSError:
+            continue
+    if not gone:
+        return []
+    verb = "would remove" if dry_run else "removed"
+    return [f"{verb} {gone} fetched inputs ({size / 1e6:.1f} MB) from {root}"]
 
 
 def clean_images(cutoff: float, *, dry_run: bool, label: str = MANAGED_LABEL) -> list[str]:

@@ -172,3 +172,21 @@ def test_clean_images_removes_only_unused_labelled_images(engine):
 def _dockerfile(base, note=""):
     import io
     return io.BytesIO(f"FROM {base}\nLABEL note={note or 'unused'}\n".encode())
+
+
+def test_clean_older_than_removes_fetched_inputs_from_before_then(store_dir):
+    import os
+    import time as clock
+    from spmd.scheduling import DirectoryStore
+    cache = DirectoryStore(store_dir).path("data/urls/")
+    old, new = cache / "a", cache / "b"
+    for folder in (old, new):
+        (folder / "sub-01").mkdir(parents=True)
+        (folder / "sub-01" / "dwi.nii.gz").write_bytes(b"x" * 2_000_000)
+    past = clock.time() - 3 * 86400
+    os.utime(old, (past, past))
+    dry = spmd_cli("clean", "--older-than", "1d", "--dry-run", env_store=store_dir)
+    assert "would remove 1 fetched inputs (2.0 MB)" in dry.stdout and old.exists()
+    done = spmd_cli("clean", "--older-than", "1d", env_store=store_dir)
+    assert done.returncode == 0 and "removed 1 fetched inputs" in done.stdout
+    assert not old.exists() and new.exists()
