@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spmd import docker_engine, remote
+from spmd import docker_engine, layout
 from spmd.errors import EngineError
 from spmd.scheduling import DirectoryStore, Outcome, Runner, queue_key
 
@@ -70,6 +70,23 @@ def socket_dir(store_root: str, job_id: str) -> Path:
     """A short host folder for the job's sockets (a unix socket path has at most 107 bytes)."""
     digest = hashlib.sha1(f"{store_root}\0{job_id}".encode()).hexdigest()[:16]
     return Path("/tmp") / f"spmd-serve-{os.getuid()}" / digest
+
+
+def task_mounts(store: DirectoryStore, job_id: str) -> dict[str, dict]:
+    """What a task container of job_id sees of the store, each at its own path: its job's
+    folder (read-write: outputs, files, its attempt logs), that job's queue files read-only
+    (its spec, which a restarted scheduler trusts), and the uploaded and fetched data
+    read-only. Other jobs' folders and the result cache are not there."""
+    job = store.path(layout.prefix(job_id).rstrip("/"))
+    queue = store.path(queue_key(job_id, "").rstrip("/"))
+    run = store.path(queue_key(job_id, "run"))
+    data = store.path("data")
+    for folder in (job, queue, run, data / "urls"):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {str(job): {"bind": str(job), "mode": "rw"},
+            str(queue): {"bind": str(queue), "mode": "ro"},
+            str(run): {"bind": str(run), "mode": "rw"},
+            str(data): {"bind": str(data), "mode": "ro"}}
 
 
 def private_socket_root(folder: Path) -> None:
@@ -215,8 +232,8 @@ class LocalRunner(Runner):
         """Create and start a warm container (on the pool); returns its id."""
         spec, res, root = self.spec, self.res, self.config["store_root"]
         inside = f"{SERVE_DIR}/{os.path.basename(slot.socket_path)}"
-        cache = str(DirectoryStore(root).path(remote.CACHE.rstrip("/")))
-        os.makedirs(cache, exist_ok=True)
+        mounts = task_mounts(DirectoryStore(root), self.job_id)
+        mounts[str(self.sockets)] = {"bind": SERVE_DIR, "mode": "rw"}
         container = self.engine_call(
             self.engine.containers.create,
             spec["image"], ["python3", "-m", "spmd.worker", "--serve", inside, "--", *spec["command"]],
@@ -224,9 +241,7 @@ class LocalRunner(Runner):
             labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.vcpus": str(res["vcpus"]),
                     "spmd.memory": str(slot.memory), "spmd.socket": slot.socket_path,
                     "spmd.first": f"{slot.task}:{slot.attempt}"},
-            volumes={root: {"bind": root, "mode": "rw"},
-                     cache: {"bind": cache, "mode": "ro"},  # URL inputs the scheduler fetched
-                     str(self.sockets): {"bind": SERVE_DIR, "mode": "rw"}},
+            volumes=mounts,
             network_mode=None if spec.get("network") else "none",
             nano_cpus=int(res["vcpus"] * 1e9), mem_limit=slot.memory,
             pids_limit=PIDS_LIMIT, cap_drop=["ALL"], security_opt=["no-new-privileges"],

@@ -73,3 +73,41 @@ def test_a_socket_folder_of_another_user_is_refused(tmp_path):
     link.symlink_to(open_to_all)
     with pytest.raises(spmd.EngineError):
         private_socket_root(link)
+
+
+def poke(target):
+    """Tries to read and to write target from inside a task; says what happened to each."""
+    found = {}
+    try:
+        with open(target, "rb") as handle:
+            handle.read(1)
+        found["read"] = "ok"
+    except OSError as exc:
+        found["read"] = exc.strerror
+    try:
+        with open(target, "ab") as handle:
+            handle.write(b"planted")
+        found["write"] = "ok"
+    except OSError as exc:
+        found["write"] = exc.strerror
+    return found
+
+
+def poke_own_spec():
+    """poke() on the spec of the job this task belongs to (a restarted scheduler trusts it)."""
+    from urllib.parse import urlparse
+    root = urlparse(os.environ["SPMD_STORE_URL"]).path
+    return poke(f"{root}/spmd/jobs/{os.environ['SPMD_JOB_ID']}/queue/spec.json")
+
+
+def test_a_task_reaches_neither_other_jobs_nor_its_own_spec(local, engine):
+    other = spmd.Knot(square, config=local).map([2])
+    assert other.results(timeout=WAIT) == [4]
+    store = other.backend.store
+    theirs = str(store.path(f"jobs/{other.id}/output/000000.pkl"))
+    job = spmd.Knot(poke, config=local).map([theirs])
+    assert job.results(timeout=WAIT) == [{"read": "No such file or directory",
+                                          "write": "No such file or directory"}]
+    own = spmd.Knot(poke_own_spec, config=local).map([()], starmap=True)
+    assert own.results(timeout=WAIT) == [{"read": "ok", "write": "Read-only file system"}]
+    assert spmd.attach(other.id, config=local).results(timeout=WAIT) == [4]  # nothing planted
