@@ -8,6 +8,7 @@ import pytest
 
 import spmd
 import userlib
+from spmd.testing.functions import slow_triple
 
 pytestmark = pytest.mark.docker
 
@@ -63,8 +64,10 @@ def test_main_function_and_module_beside_the_script(tmp_path, store_dir, engine)
 
 
 def test_chunksize_groups_items_into_fewer_containers(local, engine):
-    job = spmd.Knot(square, config=local).map(range(10), chunksize=5)
-    assert job.results(timeout=300) == [x * x for x in range(10)]
+    # Each task takes seconds, so both slots' containers start before either task ends (an
+    # instant task may let one warm container serve both).
+    job = spmd.Knot(slow_triple, config=local).map(range(10), chunksize=5)
+    assert job.results(timeout=300) == [3 * x for x in range(10)]
     assert job.manifest.n_tasks == 2
     hosts = {job.provenance(i)["host"] for i in range(10)}
     assert len(hosts) == 2
