@@ -442,6 +442,7 @@ class AwsBatchQueue(BatchQueue):
                         out[offset] = forgotten_status(job_id)
                         continue
                     if job_id in jobs:
+                        self._unknown.pop(job_id, None)
                         if jobs[job_id].get("status") in ("FAILED", "SUCCEEDED"):
                             self._ended[job_id] = jobs[job_id]
                         elif (jobs[job_id].get("statusReason") or "").startswith(UNPLACEABLE):
@@ -449,10 +450,14 @@ class AwsBatchQueue(BatchQueue):
                         out[offset] = task_status(jobs[job_id], self._waiting.get(job_id, ""))
                     continue
                 children = self._children(job_id, _LISTED)
-                if not children and not self._describe([job_id]) and self._forgotten(job_id):
-                    for task in range(offset, offset + size):
-                        out[task] = forgotten_status(job_id)
-                    continue
+                # DescribeJobs of the parent only once nothing was listed for FORGOTTEN_AFTER
+                # (an array waiting for capacity is asked again FORGOTTEN_AFTER later)
+                if not children and self._forgotten(job_id):
+                    if not self._describe([job_id]):
+                        for task in range(offset, offset + size):
+                            out[task] = forgotten_status(job_id)
+                        continue
+                    self._unknown.pop(job_id, None)
                 ended = [c for c, s in children.items() if s["status"] in describe
                          and c not in self._ended]
                 self._ended.update(self._describe(ended))
