@@ -13,6 +13,7 @@ URLs ``<store url>#<key>``, which ``open_url`` opens in the client or in a task.
 from __future__ import annotations
 
 import atexit
+import errno
 import hashlib
 import json
 import os
@@ -145,7 +146,7 @@ def _blob(path: Path, report: UploadReport) -> tuple[str, int]:
     return key, size
 
 
-def _remote_key(ref: File, in_place) -> tuple[str, tuple, bool]:
+def _remote_key(ref: File) -> tuple[str, tuple, bool]:
     if ref.url is not None:
         return ref.url, tuple(sorted(ref.options.items())), False
     return str(ref.path), (), True
@@ -153,7 +154,7 @@ def _remote_key(ref: File, in_place) -> tuple[str, tuple, bool]:
 
 def resolve_remote(files: list[File], report: UploadReport, in_place=lambda path: False) -> None:
     """Look up every URL (and shared path) among files once, in parallel: metadata only."""
-    wanted = [_remote_key(f, in_place) for f in files if f.url is not None or in_place(f.path)]
+    wanted = [_remote_key(f) for f in files if f.url is not None or in_place(f.path)]
     fresh = [w for w in dict.fromkeys(wanted) if w not in report._remote]
     for key, found in remote.resolve_many(fresh).items():
         report._remote[key] = found
@@ -166,7 +167,7 @@ def reference(ref: File, report: UploadReport, in_place=lambda path: False) -> D
     (``send`` puts it). A URL or shared path becomes its UrlRef (``resolve_remote`` first).
     Nothing here talks to the store."""
     if ref.url is not None or in_place(ref.path):
-        key = _remote_key(ref, in_place)
+        key = _remote_key(ref)
         if key not in report._remote:
             resolve_remote([ref], report, in_place)
         return report._remote[key]
@@ -289,8 +290,8 @@ def stage_url(store: ObjectStore, ref: remote.UrlRef) -> str:
             return str(found)
         try:  # a directory store: fetched once per version for every task that reads it
             return str(remote.fetch(ref, root))
-        except OSError as exc:
-            if not isinstance(exc, (PermissionError,)) and exc.errno != 30:  # EROFS
+        except OSError as exc:  # a cache mounted read-only, or not this user's to write
+            if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
                 raise
     return str(remote.fetch(ref, _stage_root()))
 

@@ -56,6 +56,7 @@ class Job:
         self._outputs: dict[int, protocol.TaskOutput | None] = {}  # latest read, unresolved tasks
         self._read_at: dict[int, int] = {}  # the queue's attempt count when each was read
         self._damaged: dict[int, ResultDamaged] = {}  # outputs there but not decodable
+        self._job_data = None  # data.json (spmd.data.JobData), read on first need
         self._states: dict[int, TaskStatus] = {}  # the queue's states at the last poll
         self._waiting_logged: set[str] = set()
         self._stop = threading.Event()
@@ -169,7 +170,7 @@ class Job:
 
     def _data(self):
         """The job's data.json (URL inputs, destinations), read once."""
-        if getattr(self, "_job_data", None) is None:
+        if self._job_data is None:
             from .data import JobData
             self._job_data = JobData.load(self.backend.store, self.id)
         return self._job_data

@@ -188,16 +188,11 @@ def build(job: "Job") -> Report:
 
 def _with_data(job: "Job", rows: list[ItemReport]) -> list[ItemReport]:
     """Rows with each item's URL inputs (and versions) and destination, from data.json."""
-    if not job.manifest.outputs_to and "data.json" not in _listed(job):
-        return rows
     found = job._data()
+    if not found.inputs and found.destinations is None:
+        return rows
     return [replace(row, inputs=tuple(f"{ref.url}@{ref.version}" for ref in found.inputs_of(row.item)),
                     outputs_to=found.destination(row.item) or "") for row in rows]
-
-
-def _listed(job: "Job") -> set[str]:
-    prefix = layout.prefix(job.id)
-    return {key[len(prefix):] for key in job.backend.store.list(prefix + "data.json")}
 
 
 def _output(job: "Job", task: int) -> dict | None:
