@@ -10,6 +10,7 @@ exceeded ...)", which is neither a cancel nor a timeout.
     container.reason  OutOfMemoryError...         oom
     any reason        CannotPullContainerError... infrastructure: image not pulled/started
                       CannotStartContainerError, ResourceInitializationError, DockerTimeoutError
+                      (on EC2 in container.reason; statusReason "Task failed to start")
     statusReason      Host EC2 (instance ...) terminated. / Your Spot Task was interrupted.
                                                   infrastructure: spot reclaimed / host lost
     statusReason      MISCONFIGURATION:... CAPACITY:...
@@ -35,6 +36,8 @@ TIMEOUT_REASON = "Job attempt duration exceeded timeout"  # Batch's own timeout
 IMAGE_ERRORS = ("CannotPullContainerError", "CannotStartContainerError",
                 "CannotCreateContainerError", "CannotInspectContainerError",
                 "ResourceInitializationError", "DockerTimeoutError")
+#: the statusReason of an EC2 job whose container never started (its cause in container.reason)
+START_FAILED = "Task failed to start"
 HOST_LOST = ("Host EC2 (instance ", "Your Spot Task was interrupted")
 UNPLACEABLE = ("MISCONFIGURATION:", "CAPACITY:")
 #: the statusReason of a job jobStateTimeLimitActions cancelled ("Jobs stuck in RUNNABLE due to
@@ -61,9 +64,12 @@ def retry_strategy(retries: int, infra_retries: int, max_attempts: int, fargate:
     ``grows_memory``: a larger memory size follows, so a kill for memory is not retried here
     (spmd_aws.memory submits the task again at that size).
     """
-    rules = [{"onStatusReason": "Cannot*", "action": "RETRY"},  # Cannot{Pull,Start,...}ContainerError
+    # An image that was not pulled or started: on EC2 the job's statusReason is "Task failed
+    # to start" and the cause ("CannotPullContainerError: ...") is in container.reason,
+    # which onReason matches; onStatusReason matches statusReason only.
+    rules = [{"onReason": "Cannot*", "action": "RETRY"},  # Cannot{Pull,Start,...}ContainerError
+             {"onStatusReason": START_FAILED + "*", "action": "RETRY"},
              {"onStatusReason": "ResourceInitializationError*", "action": "RETRY"},
-             {"onStatusReason": "DockerTimeoutError*", "action": "RETRY"},
              {"onStatusReason": "Your Spot Task*" if fargate else "Host EC2*", "action": "RETRY"}]
     if retries == 0:
         rules.append({"onReason": "*", "action": "EXIT"})
@@ -152,7 +158,7 @@ def _classify(job: dict, waiting: str = "") -> TaskStatus:
     found = _starting(texts, ("OutOfMemoryError",))
     if found:
         return TaskStatus(FAILED, attempts, code, f"out of memory ({found})", "oom")
-    found = _starting(texts, IMAGE_ERRORS)
+    found = _starting(texts, IMAGE_ERRORS) or _starting(texts, (START_FAILED,))
     if found:
         return TaskStatus(FAILED, attempts, code, f"{IMAGE_HINT} ({found})", "infrastructure")
     found = _starting(texts, HOST_LOST)

@@ -61,9 +61,9 @@ def test_job_definition_retries_and_timeouts():
     assert container["jobRoleArn"] == EC2.job_role and container["image"] == "reg/repo:abc"
     # With retries, Batch's one count is retries + 1: the user's code never runs more often
     assert request["retryStrategy"] == {"attempts": 3, "evaluateOnExit": [
-        {"onStatusReason": "Cannot*", "action": "RETRY"},
+        {"onReason": "Cannot*", "action": "RETRY"},
+        {"onStatusReason": "Task failed to start*", "action": "RETRY"},
         {"onStatusReason": "ResourceInitializationError*", "action": "RETRY"},
-        {"onStatusReason": "DockerTimeoutError*", "action": "RETRY"},
         {"onStatusReason": "Host EC2*", "action": "RETRY"}]}
     assert request["timeout"] == {"attemptDurationSeconds": 120}
     assert request["platformCapabilities"] == ["EC2"]

@@ -86,6 +86,29 @@ PULL_FAILED = ("CannotPullContainerError: Error response from daemon: Get "
                "canceled while waiting for connection (Client.Timeout exceeded while awaiting "
                "headers)")
 
+# The shape of that failure on EC2 ("CannotPullContainer errors", AWS Batch user guide; public
+# reports such as seqeralabs/wave#910, "Task failed to start - CannotPullContainerError: ..."):
+# the job's statusReason is "Task failed to start", the ECS stop code is container.reason.
+START_FAILED = "Task failed to start"
+
+
+def batch_action(strategy: dict, job: dict) -> str:
+    """What Batch does after an attempt ended as job says, by retryStrategy.evaluateOnExit
+    ("EvaluateOnExit", AWS Batch API Reference): the first rule whose given conditions all
+    match; onStatusReason matches statusReason, onReason the container's reason, onExitCode
+    the exit code, each a pattern that may end in * (a prefix); no rule matching: RETRY."""
+    fields = {"onStatusReason": job.get("statusReason") or "",
+              "onReason": (job.get("container") or {}).get("reason") or "",
+              "onExitCode": str((job.get("container") or {}).get("exitCode", ""))}
+
+    def matches(pattern: str, text: str) -> bool:
+        return text.startswith(pattern[:-1]) if pattern.endswith("*") else text == pattern
+    for rule in strategy["evaluateOnExit"]:
+        if all(matches(rule[k], fields[k]) for k in fields if k in rule):
+            return rule["action"]
+    return "RETRY"
+
+
 # "Jobs stuck in a RUNNABLE status" (AWS Batch user guide): the statusReason ListJobs and
 # DescribeJobs give a job blocking the head of the queue.
 MISCONFIGURED = ("MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - The job resource requirement "

@@ -18,7 +18,7 @@ from spmd_aws.store import S3Store
 
 from .canned import (
     CANCELLED_BY_QUEUE, DEFINITION_ARN, DELETE_DENIED, MISCONFIGURED, PULL_FAILED, QUEUE_ARN,
-    ROLE_ARN, Replay, detail, summary,
+    ROLE_ARN, START_FAILED, Replay, batch_action, detail, summary,
 )
 
 STATUSES = ("RUNNING", "SUCCEEDED", "FAILED")  # what states() lists, in this order
@@ -64,12 +64,14 @@ def test_a_pull_failure_is_a_lost_task_retried_by_batch_not_a_cancel(queue, clie
             "revision": 1})
         replay.add("batch", "submit_job", {"jobName": "j-1-0", "jobId": "p1"})
         handle = queue.submit(spec)
-        # The second child failed its 4 attempts (1 + infra_retries): never pulled.
-        failed = summary("p1:1", "FAILED", statusReason=PULL_FAILED)
+        # The second child failed its 4 attempts (1 + infra_retries): never pulled. AWS's
+        # shape on EC2: statusReason "Task failed to start", the cause in container.reason.
+        failed = summary("p1:1", "FAILED", statusReason=START_FAILED,
+                         container={"reason": PULL_FAILED})
         list_pages(replay, "p1", {"SUCCEEDED": [summary("p1:0", "SUCCEEDED")], "FAILED": [failed]})
         replay.add("batch", "describe_jobs", {"jobs": [detail(
-            "p1:1", "FAILED", statusReason=PULL_FAILED,
-            attempts=[{"container": {"reason": PULL_FAILED}, "statusReason": PULL_FAILED}] * 4,
+            "p1:1", "FAILED", statusReason=START_FAILED,
+            attempts=[{"container": {"reason": PULL_FAILED}, "statusReason": START_FAILED}] * 4,
             container={"reason": PULL_FAILED})]}, {"jobs": ["p1:1"]})
         states = queue.states(handle)
         future = lost_future(queue, handle, 1, states[1])  # its log: from the cached record
@@ -77,7 +79,11 @@ def test_a_pull_failure_is_a_lost_task_retried_by_batch_not_a_cancel(queue, clie
     [definition] = [p for _, op, p in replay.requests if op == "RegisterJobDefinition"]
     strategy = definition["retryStrategy"]
     assert strategy["attempts"] == 4  # retries + 1 + infra_retries
-    assert {"onStatusReason": "Cannot*", "action": "RETRY"} in strategy["evaluateOnExit"]
+    # Batch retries that attempt (infra_retries applies) and ends the user's own errors
+    pulled = {"statusReason": START_FAILED, "container": {"reason": PULL_FAILED}}
+    assert batch_action(strategy, pulled) == "RETRY"
+    assert batch_action(strategy, {"statusReason": "Essential container in task exited",
+                                   "container": {"exitCode": 1}}) == "EXIT"
     status = states[1]
     assert (status.state, status.lost, status.attempts) == ("FAILED", "infrastructure", 4)
     assert status.reason.startswith("image could not be pulled/started: check")
