@@ -1,7 +1,8 @@
 """AwsBatchQueue: arrays of tasks as AWS Batch array jobs.
 
-    submit(spec) ──> checked first, before any AWS call: gpus on Fargate, retries, and each
-                     SubmitJob request under Batch's 30 KiB (the user's env included)
+    submit(spec) ──> checked first, before any AWS call: gpus on Fargate, retries, each
+                     SubmitJob request under Batch's 30 KiB and its containerOverrides
+                     under ECS's 8,192 bytes less what Batch adds (the user's env included)
                  ──> deployment (the stack's queue and roles; provisioned when missing)
                  ──> on EC2: a task no instance type of the compute environment can hold
                      is refused (compute.check_fits; DescribeInstanceTypes once for
@@ -60,6 +61,13 @@ MAX_ARRAY = 10_000
 MIN_TIMEOUT = 60  # AWS Batch's smallest attemptDurationSeconds
 LOG_GROUP = "/aws/batch/job"  # AWS Batch's default, where jobs of earlier spmd versions log
 MAX_SUBMIT_BYTES = 30 * 1024  # AWS Batch's limit on a SubmitJob request ("Service quotas")
+#: ECS's limit on a task's container overrides, which Batch makes from containerOverrides:
+#: above it SubmitJob succeeds and the job FAILS ("Container Overrides length must be at most
+#: 8192", ECS RunTask "overrides": "up to 8192 bytes of JSON")
+MAX_OVERRIDES = 8192
+#: of those, what Batch adds itself (AWS_BATCH_JOB_ID, AWS_BATCH_JQ_NAME, AWS_BATCH_CE_NAME,
+#: AWS_BATCH_JOB_ATTEMPT, AWS_BATCH_JOB_ARRAY_INDEX, ... with ARNs and ids as values)
+BATCH_OVERRIDES = 1024
 #: Batch's cpuArchitecture (a Fargate job definition's runtimePlatform) per architecture
 CPU_ARCHITECTURES = {"x86_64": "X86_64", "arm64": "ARM64"}
 _LISTED = ("RUNNING", "SUCCEEDED", "FAILED")  # in the order a child moves through them
@@ -315,6 +323,16 @@ class AwsBatchQueue(BatchQueue):
             }
             if size > 1:
                 request["arrayProperties"] = {"size": size}
+            overrides = submit_size(request["containerOverrides"])
+            if overrides > MAX_OVERRIDES - BATCH_OVERRIDES:
+                largest = max(spec.env, key=lambda k: len(spec.env[k]), default=None)
+                raise ResourceError(
+                    f"the environment of job {spec.job_id} is {overrides} bytes as ECS container "
+                    f"overrides; ECS accepts at most {MAX_OVERRIDES} for the whole task, and AWS "
+                    f"Batch adds about {BATCH_OVERRIDES} of its own, so env can take "
+                    f"{MAX_OVERRIDES - BATCH_OVERRIDES} (a job above it is accepted and then "
+                    f"fails). Make env smaller (its largest value is {largest!r}): pass large "
+                    "data as an input of the function instead")
             if submit_size(request) > MAX_SUBMIT_BYTES:
                 largest = max(spec.env, key=lambda k: len(spec.env[k]), default=None)
                 raise ResourceError(

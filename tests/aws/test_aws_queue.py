@@ -238,11 +238,17 @@ def test_submit_limits_are_checked_before_any_aws_call(aws_config, calls):
     opts = AwsSettings.from_settings(settings_of(aws_config))
     big = ArraySpec(job_id="j-1", image="reg/repo:abc", command=COMMAND, n_tasks=20_000,
                     resources=Resources(), env={"SMALL": "x", "TABLE": "y" * 31_000})
-    with pytest.raises(ResourceError, match=r"at most 30720 \(30 KiB\).*'TABLE'"):
+    with pytest.raises(ResourceError, match=r"at most (8192|30720)"):
         AwsBatchQueue(opts).submit(big)
+    # ECS limits a task's container overrides to 8,192 bytes: SubmitJob would accept 20 KB
+    # of env and the job would then FAIL ("Container Overrides length must be at most 8192")
+    over = ArraySpec(job_id="j-1", image="reg/repo:abc", command=COMMAND, n_tasks=2,
+                     resources=Resources(), env={"SMALL": "x", "TABLE": "y" * 20_000})
+    with pytest.raises(ResourceError, match=r"at most 8192 .*'TABLE'"):
+        AwsBatchQueue(opts).submit(over)
     fits = ArraySpec(job_id="j-1", image="reg/repo:abc", command=COMMAND, n_tasks=2,
-                     resources=Resources(), env={"TABLE": "y" * 20_000})
-    AwsBatchQueue(opts).check(fits)  # 20 KB of env still fits
+                     resources=Resources(), env={"TABLE": "y" * 6_000})
+    AwsBatchQueue(opts).check(fits)  # 6 KB of env, with Batch's own variables, fits
     gpu_fargate = AwsSettings.from_settings(settings_of({**aws_config, "fargate": True, "gpus": 1}))
     with pytest.raises(ResourceError, match="Fargate has no GPUs"):
         AwsBatchQueue(gpu_fargate).submit(spec())
