@@ -11,6 +11,7 @@ from spmd import config
 from spmd.config import Key, Settings
 from spmd.errors import ConfigError
 
+from . import architectures
 from .aws import Clients
 from .stack import Stack, stack_name
 
@@ -122,6 +123,9 @@ class AwsSettings:
         arch = settings.get("architecture", "x86_64")
         # "optimal" holds only x86_64 families: Graviton has a default of its own
         default_types = ("default_arm64",) if arch == "arm64" else ("optimal",)
+        instance_types = tuple(settings.get("instance_types") or default_types)
+        architectures.check(arch, instance_types, bool(settings.get("fargate")),
+                            bool(settings.get("spot")))
         return cls(
             bucket=bucket, prefix=prefix, region=settings.get("region"),
             profile=settings.get("aws_profile"), endpoint_url=settings.get("endpoint_url"),
@@ -129,7 +133,7 @@ class AwsSettings:
                         fargate=bool(settings.get("fargate"))),
             max_vcpus=settings.get("max_vcpus", DEFAULT_MAX_VCPUS),
             max_memory=settings.get("max_memory"),
-            instance_types=tuple(settings.get("instance_types") or default_types),
+            instance_types=instance_types,
             subnets=tuple(settings.get("subnets") or ()),
             security_groups=tuple(settings.get("security_groups") or ()),
             gpus=settings.get("gpus"), job_role=settings.get("job_role"),
