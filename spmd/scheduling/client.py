@@ -25,7 +25,7 @@ from typing import Callable, Mapping
 
 from spmd import layout
 from spmd.backend import Capacity
-from spmd.batch_queue import FAILED, TERMINAL, ArraySpec, BatchQueue, TaskStatus
+from spmd.batch_queue import FAILED, SUCCEEDED, TERMINAL, ArraySpec, BatchQueue, TaskStatus
 from spmd.errors import ObjectNotFound
 
 from .core import queue_key
@@ -139,6 +139,8 @@ class SchedulerQueue(BatchQueue):
         tasks = {int(k): TaskStatus(**v) for k, v in state.get("tasks", {}).items()}
         if state.get("done"):
             return tasks
+        if not state and not self._has_spec(handle):
+            return self._forgotten(handle)
         if not state:  # none has written its state yet: starting now, or died at its start
             tasks = {i: TaskStatus() for i in range(self._n_tasks(handle))}
             if self._starting(handle):
@@ -168,6 +170,24 @@ class SchedulerQueue(BatchQueue):
         except OSError:
             return False
         return time.time() - written < RESTART_GRACE
+
+    def _has_spec(self, handle: str) -> bool:
+        return self.store.exists(queue_key(handle, "spec.json"))
+
+    def _forgotten(self, handle: str) -> dict[int, TaskStatus]:
+        """The job's queue folder has neither spec nor state (removed, or a store restored
+        without it): no scheduler can resume it. Each task is judged by its output (the client
+        takes one when there is one), else lost, saying why."""
+        try:
+            n_tasks = layout.Manifest.from_json(self.store.get(layout.manifest_key(handle))).n_tasks
+        except ObjectNotFound:
+            return {}
+        reason = (f"the scheduler no longer knows this job: its queue "
+                  f"{self.store.path(queue_key(handle, ''))} has no spec.json or state.json")
+        listed = {layout.task_of_output_key(key)
+                  for key in self.store.list(layout.output_prefix(handle))}
+        return {i: TaskStatus(SUCCEEDED, 1, 0, "") if i in listed
+                else TaskStatus(FAILED, 0, None, reason, "infrastructure") for i in range(n_tasks)}
 
     def _n_tasks(self, handle: str) -> int:
         try:

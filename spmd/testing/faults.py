@@ -2,7 +2,9 @@
 
     FaultContract   a damaged output fails only its own items (spmd.ResultDamaged naming the
                     object) while the others resolve; on a store that refuses every write,
-                    attach, status, logs, results of finished items and the report still work
+                    attach, status, logs, results of finished items and the report still work;
+                    a job its scheduler no longer knows resolves from the store: items with
+                    output succeed, the rest fail TaskLost "no longer knows this job"
 
 ``ReadOnlyStore`` wraps any ObjectStore and refuses writes as a disk remounted read-only
 does (``OSError`` EROFS); reads go through to the real store.
@@ -60,3 +62,18 @@ class FaultContract(BackendFixtures):
         assert again.status()["SUCCEEDED"] == 2
         assert again.logs(1) == job.logs(1) and again.logs(1)
         assert [row.state for row in again.report().rows] == ["SUCCEEDED", "SUCCEEDED"]
+
+    def test_fault_a_job_the_scheduler_forgot_resolves_from_the_store(
+            self, spmd_knot, spmd_store, spmd_attach, spmd_forget_job):
+        job = spmd_knot(fn.square).map(range(3), chunksize=1)
+        assert job.results(timeout=WAIT) == [0, 1, 4]
+        job.wait(timeout=WAIT)
+        spmd_store.delete(layout.output_key(job.id, 2))  # as if its task never ended
+        spmd_forget_job(job.id)
+        again = spmd_attach(job.id)
+        assert [again.futures[i].result(timeout=WAIT) for i in (0, 1)] == [0, 1]
+        error = again.futures[2].exception(timeout=WAIT)
+        assert isinstance(error, spmd.TaskLost), error
+        assert "no longer knows this job" in str(error), error
+        status = again.status()
+        assert (status["SUCCEEDED"], status["FAILED"]) == (2, 1), status

@@ -77,6 +77,25 @@ class BackendFixtures:
         return {"vcpus": capacity.vcpus, "memory": min(capacity.memory, 2 * 2**30)}
 
     @pytest.fixture
+    def spmd_forget_job(self, spmd_backend) -> Callable[[str], None]:
+        """``spmd_forget_job(job_id)``: make the backend's scheduler no longer know an ended
+        job, as a controller restarted without its state or a service past its retention
+        does. This default serves the backends of spmd's scheduler core (their queue is
+        ``jobs/<id>/queue/`` in the store); any other backend's test provides its own."""
+        from spmd.scheduling.client import SchedulerQueue
+        from spmd.scheduling.core import queue_key
+
+        def forget(job_id: str) -> None:
+            if not isinstance(spmd_backend.queue, SchedulerQueue):
+                pytest.fail(f"backend {type(spmd_backend).__name__}: its test must provide the "
+                            f"spmd_forget_job fixture (see spmd.testing.fixtures)")
+            queue = spmd_backend.queue
+            wait_for(lambda: not queue.scheduler_alive(job_id), what=f"job {job_id}'s scheduler to exit")
+            for name in ("spec.json", "state.json"):
+                spmd_backend.store.delete(queue_key(job_id, name))
+        return forget
+
+    @pytest.fixture
     def spmd_store(self, spmd_backend) -> spmd.ObjectStore:
         return spmd_backend.store
 
