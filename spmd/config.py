@@ -6,12 +6,22 @@ A file holds top-level keys (defaults for every profile) and named profiles unde
 ``$XDG_CONFIG_HOME/spmd/config.toml`` (``SPMD_USER_CONFIG`` overrides the path). Every key is
 declared, by the core or by a backend, with a parser; a bad key or value is a ConfigError
 naming the file and the key.
+
+A project file may come from someone else (a cloned repository, a planted ``/tmp/spmd.toml``),
+so it is trusted less than the user's own file (see ``project_trust``): one that another user
+owns, that others may write, or that sits in a world-writable folder is ignored with a
+warning; and the keys that can run code or send data elsewhere (``USER_ONLY``: paths,
+interpreters, images, mirrors, endpoints, sbatch options) it may set only in folders the
+user's own file lists under ``trusted_projects``.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -20,6 +30,18 @@ from .errors import ConfigError
 from .units import parse_memory
 
 ENV_PREFIX = "SPMD_"
+log = logging.getLogger("spmd")
+
+#: keys only the user's own config, the environment or an argument may set: each can run code
+#: (images, interpreters, mirrors, sbatch options) or send the job's data elsewhere (paths,
+#: buckets, endpoints, registries). A project file sets them only in a trusted_projects folder.
+USER_ONLY = frozenset({
+    "base_image", "debian_mirror", "store_dir", "shared_dir", "shared_paths", "python",
+    "sbatch_options", "runtime", "bucket", "endpoint_url", "registry", "aws_profile", "job_role",
+    "read_buckets", "write_buckets", "subnets", "security_groups",
+})
+#: the user file's top-level list of folders whose project files may set USER_ONLY keys
+TRUSTED_PROJECTS = "trusted_projects"
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,41 @@ def positive_float(value: Any) -> float:
     return number
 
 
+# Characters that mean something to a shell, a Dockerfile or a config line.
+_SHELL_SPECIAL = set("$`\\\"'|&;<>(){}[]*?!# \t\r\n")
+
+
+def url(value: Any) -> str:
+    """An http(s) URL with a host and no character a shell, a Dockerfile or apt would read
+    as syntax (a mirror's URL reaches all three)."""
+    value = text(value)
+    bad = sorted(set(value) & _SHELL_SPECIAL) or [c for c in value if ord(c) < 32 or ord(c) > 126]
+    if bad:
+        raise ValueError(f"a URL may not hold {''.join(bad)!r}; expected http(s)://host/path")
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return value.rstrip("/")
+
+
+# A Docker image reference: [host[:port]/]path[:tag][@digest] (distribution's grammar).
+_IMAGE = re.compile(
+    r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]+)?)/)?"
+    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+
+
+def image_reference(value: Any) -> str:
+    """A Docker image reference (``python:3.11-slim``, ``host:5000/lab/img@sha256:...``); it
+    goes into a Dockerfile's FROM line, so nothing else may ride along."""
+    value = text(value)
+    if not _IMAGE.match(value):
+        raise ValueError("expected an image reference like python:3.11-slim or "
+                         "registry.example.org:5000/lab/image:tag")
+    return value
+
+
 def memory(value: Any) -> int:
     return parse_memory(value)
 
@@ -74,9 +131,9 @@ def string_list(value: Any) -> tuple[str, ...]:
 
 CORE_KEYS: tuple[Key, ...] = (
     Key("backend", text, "which backend runs the tasks", "local"),
-    Key("base_image", text, "the image tasks start from (default python:<client X.Y>-slim)"),
+    Key("base_image", image_reference, "the image tasks start from (default python:<client X.Y>-slim)"),
     Key("poll_interval", positive_float, "seconds between checks for finished tasks"),
-    Key("debian_mirror", text, "Debian mirror URL for system packages and bootstrap (default: this machine's apt's)"),
+    Key("debian_mirror", url, "Debian mirror URL for system packages and bootstrap (default: this machine's apt's)"),
 )
 
 
@@ -151,6 +208,55 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"cannot parse TOML: {exc}", source=str(path)) from exc
 
 
+def _untrusted(path: Path) -> str | None:
+    """Why a project file is not the user's to trust (None: it is): owned by another user,
+    writable by others, or in a folder anyone may write (where anyone may have put it)."""
+    me = os.geteuid()
+    st, folder = path.stat(), path.parent.stat()
+    if st.st_uid not in (me, 0):
+        return f"it is owned by another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "other users may write it"
+    if folder.st_mode & stat.S_IWOTH or folder.st_uid not in (me, 0):
+        return f"its folder {path.parent} belongs to, or may be written by, other users"
+    return None
+
+
+def _trusted_folders(raw: Any, source: Path) -> tuple[Path, ...]:
+    """The user file's trusted_projects: folders whose project files may set USER_ONLY keys."""
+    try:
+        folders = string_list(raw)
+    except ValueError as exc:
+        raise ConfigError(f"bad value {raw!r} for {TRUSTED_PROJECTS!r}: {exc}", key=TRUSTED_PROJECTS,
+                          source=str(source)) from exc
+    return tuple(Path(f).expanduser().resolve() for f in folders)
+
+
+def _project_layer(path: Path | None, trusted: tuple[Path, ...], user_path: Path):
+    """The project file's layer, or None when it is ignored; ConfigError when it sets a key only
+    the user's own config may set, in a folder the user does not trust."""
+    if path is None:
+        return None
+    why = _untrusted(path)
+    if why:
+        log.warning("spmd: ignoring %s: %s; a project's config must be your own file in a "
+                    "folder only you can write", path, why)
+        return None
+    top, profiles, selected = _file_layer(path)
+    folder = path.parent.resolve()
+    if any(folder == t or t in folder.parents for t in trusted):
+        return top, profiles, selected
+    for where, values in [("", top), *((f" [profiles.{n}]", v) for n, v in profiles.items())]:
+        for name in values:
+            if name in USER_ONLY or name == TRUSTED_PROJECTS:
+                raise ConfigError(
+                    f"a project file may not set {name!r} (it can run code or send your data "
+                    f"elsewhere); set it in your own config file ({user_path}), or trust "
+                    f"this project there: {TRUSTED_PROJECTS} = [{str(folder)!r}]", key=name,
+                    source=f"{path}{where}")
+    return top, profiles, selected
+
+
 def _file_layer(path: Path | None) -> tuple[dict, dict[str, dict], str | None]:
     """(top-level keys, profiles, selected profile) of one config file."""
     if path is None or not path.is_file():
@@ -179,9 +285,13 @@ def resolve(explicit: Mapping[str, Any] | None = None, *, profile: str | None = 
     argument, it is an error.
     """
     environ = os.environ if environ is None else environ
-    project_path = project_config_path(cwd)
     user_path = user_config_path(environ)
-    layers_by_file = [(str(p), *_file_layer(p)) for p in (project_path, user_path) if p]
+    user = _file_layer(user_path)
+    trusted = _trusted_folders(user[0].pop(TRUSTED_PROJECTS, ()), user_path)
+    project_path = project_config_path(cwd)
+    project = _project_layer(project_path, trusted, user_path)
+    layers_by_file = [(str(p), *layer) for p, layer in ((project_path, project), (user_path, user))
+                      if layer is not None and p is not None]
 
     profile = profile or environ.get("SPMD_PROFILE") or next(
         (selected for _, _, _, selected in layers_by_file if selected), None)

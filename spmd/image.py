@@ -145,7 +145,8 @@ def download_wheels(requirements: tuple[str, ...], dest: Path,
     wheel_platforms = [f"manylinux_2_{v}_{arch}" for v in range(GLIBC_MINOR, 16, -1)]
     wheel_platforms += [f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}", f"linux_{arch}"]
     version = python
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+    # -I: a "pip" module planted in the working folder is not what runs
+    cmd = [sys.executable, "-I", "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
            "--only-binary=:all:", "--dest", str(dest), "--python-version", version,
            "--implementation", "cp", "--abi", f"cp{version.replace('.', '')}", "--abi", "abi3",
            "--abi", "none"]

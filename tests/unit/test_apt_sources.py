@@ -65,12 +65,12 @@ def test_bad_package_name_is_refused_at_knot_construction():
 
 
 def test_the_layer_installs_from_the_mirror_for_the_image_release_only():
-    text = apt.dockerfile("base:1", ("mrtrix3", "jq=1.6-2.1"), "http://m.example.org/debian")
-    assert 'echo "deb http://m.example.org/debian $VERSION_CODENAME main"' in text
+    text = apt.install_script(("mrtrix3", "jq=1.6-2.1"), "http://m.example.org/debian")
+    assert "echo 'deb http://m.example.org/debian' \"$VERSION_CODENAME main\"" in text
     assert "Dir::Etc::SourceParts=/nonexistent" in text and "install -y" in text
     assert "mrtrix3 jq=1.6-2.1" in text
     assert "Acquire::Retries" in text
-    assert "SourceList" not in apt.dockerfile("base:1", ("mrtrix3",), None)
+    assert "SourceList" not in apt.install_script(("mrtrix3",), None)
 
 
 def test_build_log_failures_name_the_package_or_the_unreachable_mirror():

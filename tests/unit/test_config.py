@@ -16,9 +16,10 @@ def test_defaults(tmp_path):
 
 
 def test_precedence_argument_env_project_user(tmp_path):
-    user = write(tmp_path / "user.toml", 'base_image = "from-user"\nstore_dir = "/u"\nmax_vcpus = 3\n')
     project = tmp_path / "proj"
     project.mkdir()
+    user = write(tmp_path / "user.toml", 'base_image = "from-user"\nstore_dir = "/u"\nmax_vcpus = 3\n'
+                 f'trusted_projects = ["{project}"]\n')
     write(project / "spmd.toml", 'base_image = "from-project"\nstore_dir = "/p"\n')
     environ = {"SPMD_USER_CONFIG": str(user), "SPMD_STORE_DIR": "/e"}
     settings = resolve({"store_dir": "/a"}, cwd=project, environ=environ)
