@@ -35,6 +35,7 @@ _RENAMED = {
     ("s3", "PutPublicAccessBlock"): ("s3:PutBucketPublicAccessBlock",),
     ("s3", "PutBucketEncryption"): ("s3:PutEncryptionConfiguration",),
     ("s3", "PutBucketLifecycleConfiguration"): ("s3:PutLifecycleConfiguration",),
+    ("sts", "GetCallerIdentity"): (),  # "No permissions are required" (AWS STS API Reference)
 }
 #: actions an operation needs besides its own: roles it passes to a service, tags it sets
 _ALSO = {
@@ -84,10 +85,15 @@ def partition(region: str) -> str:
         "aws-us-gov" if region.startswith("us-gov-") else "aws"
 
 
-def trust(service: str) -> str:
-    """The trust policy letting an AWS service assume a role."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]})
+def trust(service: str, account: str | None = None) -> str:
+    """The trust policy letting an AWS service assume a role; with ``account``, only on behalf
+    of that account (``aws:SourceAccount``: the confused-deputy guard of "Task IAM role",
+    Amazon ECS developer guide)."""
+    statement: dict = {"Effect": "Allow", "Principal": {"Service": service},
+                       "Action": "sts:AssumeRole"}
+    if account:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": account}}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 def jobs_prefix(prefix: str) -> str:
@@ -220,13 +226,14 @@ def inline_policy(iam, role: str, name: str = "spmd") -> dict | None:
 
 
 def ensure_role(iam, stack: Stack, name: str, service: str, *, inline: dict | None = None,
-                managed: tuple[str, ...] = ()) -> tuple[str, str]:
+                managed: tuple[str, ...] = (), account: str | None = None) -> tuple[str, str]:
     """(the role's ARN, what was done); created with its trust, tags and policies when missing.
 
     The inline policy follows the config (the bucket, read_buckets, write_buckets): it is
     read, and put again only when it differs ("updated"); that is IAM alone, never the
-    compute environment, so running jobs go on. A role of that name that does not carry the
-    stack's tag is used as it is, never changed.
+    compute environment, so running jobs go on. So does its trust policy (``account``: only
+    that account's requests may have the service assume it). A role of that name that does
+    not carry the stack's tag is used as it is, never changed.
     """
     try:
         role = iam.get_role(RoleName=name)["Role"]
@@ -236,11 +243,16 @@ def ensure_role(iam, stack: Stack, name: str, service: str, *, inline: dict | No
         if error_code(exc) != "NoSuchEntity":
             raise
         role = iam.create_role(RoleName=name, Path=stack.iam_path, Tags=stack.tag_list,
-                               AssumeRolePolicyDocument=trust(service),
+                               AssumeRolePolicyDocument=trust(service, account),
                                Description=f"spmd stack {stack.name}")["Role"]
         ours, action = True, "created"
         for policy in managed:
             iam.attach_role_policy(RoleName=name, PolicyArn=policy)
+    wanted = json.loads(trust(service, account))
+    if ours and action != "created" and canonical(role.get("AssumeRolePolicyDocument")) != \
+            canonical(wanted):
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(wanted))
+        action = "updated"
     if inline is not None and ours and inline_policy(iam, name) != canonical(inline):
         iam.put_role_policy(RoleName=name, PolicyName="spmd", PolicyDocument=json.dumps(inline))
         if action == "found":

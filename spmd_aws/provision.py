@@ -220,20 +220,21 @@ def up(settings: Settings | AwsSettings) -> Report:
     managed = f"arn:{partition}:iam::aws:policy/"
     with provisioning(f"provisioning IAM roles of stack {stack.name}"):
         iam = clients("iam")
+        account = clients("sts").get_caller_identity()["Account"]  # the roles' trust
         if opts.job_role:
             job_role = permissions.role_arn(iam, opts.job_role)
             report.add("configured", "IAM role", job_role)
         else:
             job_role, action = permissions.ensure_role(
                 iam, stack, stack.job_role, "ecs-tasks.amazonaws.com",
-                inline=opts.job_policy(partition))
+                inline=opts.job_policy(partition), account=account)
             report.add(action, "IAM role", stack.job_role + (
                 f" (policy: {_data_access(opts)})" if action == "updated" else ""))
         execution_role = instance_profile = None
         if stack.fargate:
             execution_role, action = permissions.ensure_role(
                 iam, stack, stack.execution_role, "ecs-tasks.amazonaws.com",
-                managed=(managed + EXECUTION_POLICY,))
+                managed=(managed + EXECUTION_POLICY,), account=account)
             report.add(action, "IAM role", stack.execution_role)
         else:
             _, action = permissions.ensure_role(iam, stack, stack.instance_role,

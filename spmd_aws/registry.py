@@ -7,8 +7,9 @@
                   ──> the remote name is untagged here again (the engine keeps spmd-task:<tag>)
 
 ``registry`` in the config replaces the address docker pushes to and Batch pulls from.
-An ECR address (``<account>.dkr.ecr.<region>.amazonaws.com``, or an ECR VPC endpoint's
-name) is still ECR: the ECR API answers and its token authenticates the push. Any other
+An ECR address (the ``proxyEndpoint`` GetAuthorizationToken names,
+``<account>.dkr.ecr.<region>.amazonaws.com``, or an ECR VPC endpoint's name in that region)
+is still ECR: the ECR API answers and its token authenticates the push. Any other
 registry (a private mirror, a test registry) is asked itself, through the engine's
 distribution endpoint (the manifest, no image pulled), and gets the engine's own
 credentials for it (``docker login``); no ECR call is made and the ECR token never
@@ -19,7 +20,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
+import time
 from functools import cached_property
+from urllib.parse import urlparse
 
 from spmd import docker_engine
 from spmd.errors import ImageError
@@ -107,10 +111,29 @@ def delete_repository(clients: Clients, stack: Stack) -> str:
     return "deleted"
 
 
-def is_ecr(address: str) -> bool:
-    """Whether a registry address is ECR's (its endpoint, or an ECR interface VPC endpoint)."""
+def looks_like_ecr(address: str) -> bool:
+    """Whether an address has the shape of ECR's (decides only whether ECR is asked at all)."""
     host = address.split("/", 1)[0].lower()
-    return ".dkr.ecr." in host or (".ecr." in host and host.endswith(".vpce.amazonaws.com"))
+    return ".dkr.ecr." in host
+
+
+def is_ecr(address: str, proxy_endpoint: str) -> bool:
+    """Whether a registry address is the ECR registry whose token GetAuthorizationToken gave:
+    its ``proxyEndpoint`` host exactly, or an ECR interface VPC endpoint of that region
+    (``vpce-<id>.dkr.ecr.<region>.vpce.amazonaws.com``). Whole names, never a substring:
+    ``123.dkr.ecr.attacker.example`` is not ECR and never gets the account's token."""
+    host = address.split("/", 1)[0].lower()
+    proxy = (urlparse(proxy_endpoint).hostname or "").lower()
+    if not proxy:
+        return False
+    if host == proxy:
+        return True
+    found = re.fullmatch(r"\d{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?", proxy)
+    if not found:
+        return False
+    region = re.escape(found.group(1))
+    return re.fullmatch(rf"vpce-[0-9a-z-]+\.dkr\.ecr\.{region}\.vpce\.amazonaws\.com", host) \
+        is not None
 
 
 class EcrRegistry(ImageRegistry):
@@ -121,10 +144,21 @@ class EcrRegistry(ImageRegistry):
         self.stack = stack
         self.address = address.rstrip("/") if address else None
 
-    @property
+    @cached_property
     def ecr(self) -> bool:
-        """Whether images go to ECR (then ECR's API and token are used, else never)."""
-        return self.address is None or is_ecr(self.address)
+        """Whether images go to ECR (then ECR's API and token are used, else never): no
+        address, or one that is the account's ECR endpoint (asked of ECR only when the
+        address looks like ECR's)."""
+        if self.address is None:
+            return True
+        if not looks_like_ecr(self.address):
+            return False
+        proxy = self._authorization()["proxyEndpoint"]
+        if is_ecr(self.address, proxy):
+            return True
+        log.warning("registry %s is not this account's ECR endpoint (%s): it gets the engine's "
+                    "own credentials (docker login), never the ECR token", self.address, proxy)
+        return False
 
     @cached_property
     def repository_uri(self) -> str:
@@ -176,10 +210,20 @@ class EcrRegistry(ImageRegistry):
             return None
         return self._ecr_credentials()
 
+    def _authorization(self) -> dict:
+        """GetAuthorizationToken's authorizationData: the token (valid 12 hours) and the
+        proxyEndpoint it is for; asked again when less than 10 minutes are left."""
+        data = self.__dict__.get("_token")
+        expires = data and data.get("expiresAt")
+        if data is None or expires and expires.timestamp() - time.time() < 600:
+            with boundary(ImageError, "getting an ECR authorization token"):
+                data = self.clients("ecr").get_authorization_token()["authorizationData"][0]
+            self.__dict__["_token"] = data
+        return data
+
     def _ecr_credentials(self) -> dict:
         """Docker credentials for the registry, from ECR's authorization token (valid 12 hours)."""
-        with boundary(ImageError, "getting an ECR authorization token"):
-            data = self.clients("ecr").get_authorization_token()["authorizationData"][0]
+        data = self._authorization()
         username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
         return {"username": username, "password": password}
 

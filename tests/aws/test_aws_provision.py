@@ -6,7 +6,7 @@ import pytest
 from spmd_aws import provision
 from spmd_aws.stack import TAG_KEY
 
-from awsharness import settings_of
+from awsharness import ACCOUNT, settings_of
 
 
 def _tags(pairs):
@@ -45,6 +45,18 @@ def test_resources_are_tagged_named_and_least_privilege(aws_config, boto):
     trust = job_role["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
     assert trust["Statement"][0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    # only this account's tasks may assume it (confused deputy; "Task IAM role", ECS guide)
+    assert trust["Statement"][0]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    # a role an earlier spmd made without the condition gets it from the next up
+    iam.update_assume_role_policy(RoleName=f"{stack}-job", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}))
+    assert f"IAM role {stack}-job" in " ".join(
+        provision.up(settings_of({**aws_config, "bucket": f"{bucket}/runs"})).names("updated"))
+    trust = iam.get_role(RoleName=f"{stack}-job")["Role"]["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert trust["Statement"][0]["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
     policy = iam.get_role_policy(RoleName=f"{stack}-job", PolicyName="spmd")["PolicyDocument"]
     policy = json.loads(policy) if isinstance(policy, str) else policy
     resources = [s["Resource"] for s in policy["Statement"]]

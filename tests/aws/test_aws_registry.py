@@ -75,12 +75,33 @@ def test_publish_pushes_to_the_configured_address_and_untags_it_here(aws_config,
     assert reference not in [t for image in engine.images.list() for t in image.tags]
 
 
-def test_only_ecr_addresses_are_ecr():
+def test_only_the_endpoint_getauthorizationtoken_names_is_ecr():
     from spmd_aws.registry import is_ecr
-    assert is_ecr("123456789012.dkr.ecr.us-east-1.amazonaws.com")
-    assert is_ecr("vpce-0a1b-abcd.dkr.ecr.us-east-1.vpce.amazonaws.com")
-    assert not is_ecr("127.0.0.1:5000") and not is_ecr("ghcr.io/lab")
-    assert not is_ecr("registry.lab.example.org")
+    # "GetAuthorizationToken" (Amazon ECR API Reference): proxyEndpoint is
+    # https://<account>.dkr.ecr.<region>.amazonaws.com
+    proxy = "https://123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    assert is_ecr("123456789012.dkr.ecr.us-east-1.amazonaws.com", proxy)
+    assert is_ecr("123456789012.dkr.ecr.us-east-1.amazonaws.com/lab", proxy)
+    assert is_ecr("vpce-0a1b-abcd.dkr.ecr.us-east-1.vpce.amazonaws.com", proxy)
+    # a substring test took these for ECR and would have sent them the account's token
+    assert not is_ecr("123456789012.dkr.ecr.attacker.example", proxy)
+    assert not is_ecr("123456789012.dkr.ecr.us-east-1.amazonaws.com.attacker.example", proxy)
+    assert not is_ecr("vpce-1.dkr.ecr.us-east-1.vpce.amazonaws.com.attacker.example", proxy)
+    assert not is_ecr("999999999999.dkr.ecr.us-east-1.amazonaws.com", proxy)  # another account
+    assert not is_ecr("vpce-0a1b.dkr.ecr.eu-west-1.vpce.amazonaws.com", proxy)  # another region
+    assert not is_ecr("127.0.0.1:5000", proxy) and not is_ecr("ghcr.io/lab", proxy)
+
+
+def test_a_lookalike_of_ecr_never_gets_the_ecr_token(aws_config, calls):
+    clients = Clients(REGION, aws_config["endpoint_url"])
+    stack = Stack(aws_config["stack"])
+    fake = EcrRegistry(clients, stack, address="123456789012.dkr.ecr.attacker.example")
+    assert fake.credentials() is None and not fake.ecr
+    assert calls.count("ecr", "CreateRepository") == 0
+    # the account's own endpoint (moto's proxyEndpoint) is ECR and gets the token
+    proxy = clients("ecr").get_authorization_token()["authorizationData"][0]["proxyEndpoint"]
+    own = EcrRegistry(clients, stack, address=proxy.removeprefix("https://"))
+    assert own.ecr and own.credentials()["username"] == "AWS"
 
 
 @pytest.mark.docker
