@@ -282,8 +282,7 @@ class Job:
                 del self._damaged[task]
         self._log_retries(statuses)
         step = protocol.resolve(tasks, self._outputs, statuses, self._resolved,
-                                wait_for_queue=self.manifest.outputs_to != ""
-                                and self.manifest.data_rule[1] == "host")
+                                wait_for_queue=self.manifest.outputs_wait_for_queue)
         for resolution in step.resolutions:
             self._apply(resolution)
         for task in step.running:

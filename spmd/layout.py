@@ -111,6 +111,12 @@ class Manifest:
     #: who moved the data (spmd.backend.DataRule): [inputs, outputs]
     data_rule: list[str] = field(default_factory=lambda: ["task", "task"])
 
+    @property
+    def outputs_wait_for_queue(self) -> bool:
+        """Whether a task's output resolves only once the queue says it ended: the host
+        publishes its output files before it says so (``protocol.resolve``)."""
+        return self.outputs_to != "" and self.data_rule[1] == "host"
+
     @cached_property
     def submitted(self) -> Sequence[int]:
         """The items the job's tasks run, in task order."""

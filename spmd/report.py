@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from . import codec, layout, protocol
 from .batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TaskStatus
 from .errors import ResultDamaged
+from .protocol import TaskOutput
 from .units import format_bytes
 
 if TYPE_CHECKING:
@@ -195,22 +196,20 @@ def _with_data(job: "Job", rows: list[ItemReport]) -> list[ItemReport]:
                     outputs_to=found.destination(row.item) or "") for row in rows]
 
 
-def _output(job: "Job", task: int) -> dict | None:
-    """The task's latest output as a plain record (provenance, results, final), or None."""
+def _output(job: "Job", task: int) -> TaskOutput | ResultDamaged | None:
+    """The task's latest output, the error that says it is damaged, or None."""
     try:
-        output = protocol.read_output(job.backend.store, job.id, task)
+        return protocol.read_output(job.backend.store, job.id, task)
     except ResultDamaged as exc:
-        return {"damaged": str(exc)}
-    if output is None:
-        return None
-    return {"provenance": asdict(output.provenance), "results": output.results,
-            "final": output.final}
+        return exc
 
 
-def _task_rows(job: "Job", task: int, status: TaskStatus, output: dict | None,
+def _task_rows(job: "Job", task: int, status: TaskStatus, output: TaskOutput | ResultDamaged | None,
                digest: str) -> list[ItemReport]:
     manifest = job.manifest
-    provenance = (output or {}).get("provenance", {})
+    damaged = output if isinstance(output, ResultDamaged) else None
+    output = None if damaged else output
+    provenance = asdict(output.provenance) if output else {}
     attempts = max(status.attempts, provenance.get("attempt", 0))
     ended = status.state in (SUCCEEDED, FAILED, CANCELLED)
     reasons = list(_earlier_reasons(job, task, attempts)) if attempts > 1 else []
@@ -225,19 +224,26 @@ def _task_rows(job: "Job", task: int, status: TaskStatus, output: dict | None,
     # times, in its provenance, are the fallback for a queue that does not report times.
     start = status.started if status.started is not None else provenance.get("started")
     end = status.ended if status.ended is not None else provenance.get("ended")
-    results = (output or {}).get("results") or []
+    # the client's own rule decides whether the task has ended, and how
+    step = protocol.resolve([task], {task: output}, {task: status},
+                            wait_for_queue=manifest.outputs_wait_for_queue)
+    resolution = step.resolutions[0] if step.resolutions else None
+    results = output.results if output else []
     rows = []
     for position, item in enumerate(manifest.items_of(task)):
         kind, payload = results[position] if position < len(results) else (None, None)
         state, error = status.state, ""
-        if "damaged" in (output or {}):
-            state, error = FAILED, f"ResultDamaged: {output['damaged']}"
-        elif kind == "error":
-            state, error = FAILED, _error_text(payload)
-        elif kind == "ok" and (ended or output.get("final")):
-            state = SUCCEEDED
-        elif status.state == CANCELLED:
+        if damaged is not None:
+            state, error = FAILED, f"ResultDamaged: {damaged}"
+        elif resolution is None:
+            state = RUNNING if status.state == RUNNING else PENDING
+        elif resolution.kind == "output":
+            state = SUCCEEDED if kind == "ok" else FAILED
+            error = _error_text(payload) if kind == "error" else ""
+        elif resolution.kind == "cancelled":
             state = CANCELLED
+        else:
+            state = FAILED
         rows.append(ItemReport(
             item=item, task=task, state=state, start=start, end=end, attempts=attempts,
             reasons=tuple(reasons), peak_memory=provenance.get("peak_memory"),

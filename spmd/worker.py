@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import codec, layout, protocol, shards
+from . import attempts, codec, layout, protocol, shards
 from .layout import Manifest
 from .object_store import ObjectStore
 from .protocol import ERROR, OK, Provenance, TaskOutput, attempt_number, task_index
@@ -104,7 +104,7 @@ def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int, infra_lo
 
     ok = all(kind == OK for kind, _ in results)
     output = TaskOutput(
-        task=task, attempt=attempt, final=ok or attempt - infra_lost >= manifest.max_attempts, results=results,
+        task=task, attempt=attempt, final=attempts.output_is_final(manifest.resources, attempt, infra_lost, ok), results=results,
         provenance=Provenance(
             started=started, ended=time.time(), attempt=attempt,
             peak_memory=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

@@ -29,8 +29,9 @@ import traceback
 from dataclasses import asdict, replace
 from typing import Callable
 
-from spmd import layout, protocol
-from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TaskStatus
+from spmd import attempts, layout, logcap, protocol
+from spmd.attempts import Tally
+from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, Resources, TaskStatus
 from spmd.errors import ObjectNotFound
 from spmd.units import format_bytes
 
@@ -58,6 +59,7 @@ class Scheduler:
         self.config = config
         self.spec = config["spec"]
         self.res = self.spec["resources"]
+        self.resources = Resources.from_dict(self.res)
         self.runner = runner
         n = self.spec["n_tasks"]
         self.tasks = {i: TaskStatus() for i in range(n)}
@@ -290,27 +292,21 @@ class Scheduler:
         return TaskStatus(FAILED, attempt, code, outcome.reason or f"exited with code {code}", "error")
 
     def settle(self, task: int, attempt: int, status: TaskStatus) -> None:
-        """Record the status, or queue the next attempt when a retry budget allows one."""
-        if status.state == FAILED and status.lost != "timeout" and not self.cancelled \
-                and not self.cancel_asked():
-            infra = self.infra_lost.get(task, 0)
-            step = self.step.get(task, 0)
-            if status.lost == "oom" and step + 1 < len(self.sizes):
-                self.step[task] = step + 1
-                self.before[task] = attempt - infra  # retries count again at the new size
+        """Record the status, or queue the next attempt when spmd.attempts allows one."""
+        if status.state == FAILED and not self.cancelled and not self.cancel_asked():
+            tally = Tally(self.infra_lost.get(task, 0), self.before.get(task, 0), self.step.get(task, 0))
+            decision = attempts.after(self.resources, attempt, status.lost, tally)
+            if decision.kind == "grow":
                 log.info("task %d ran out of memory at %s; again with %s", task,
-                         format_bytes(self.sizes[step]), format_bytes(self.sizes[step + 1]))
-                self.pending.append((task, attempt + 1))
-                self.tasks[task] = replace(status, state=PENDING)
-                return
-            if status.lost == "infrastructure":
-                again = infra < self.res.get("infra_retries", 3)
-                if again:
-                    self.infra_lost[task] = infra + 1
-            else:
-                again = attempt - infra - self.before.get(task, 0) < self.res["retries"] + 1
-            if again:
+                         format_bytes(self.sizes[tally.step]), format_bytes(self.sizes[decision.tally.step]))
+            elif decision.again:
                 log.info("task %d failed (%s); retrying, attempt %d", task, status.reason, attempt + 1)
+            if decision.again:
+                for record, value in ((self.infra_lost, decision.tally.infra_lost),
+                                      (self.before, decision.tally.before),
+                                      (self.step, decision.tally.step)):
+                    if value:
+                        record[task] = value
                 self.pending.append((task, attempt + 1))
                 status = replace(status, state=PENDING)
         self.tasks[task] = status
@@ -329,14 +325,12 @@ class Scheduler:
                                           "cancelled")
 
     def append_log(self, task: int, attempt: int, text: str) -> None:
-        """Keep the task's log in the store, every attempt, so it outlives where it ran."""
-        key = layout.log_key(self.job_id, task)
-        try:
-            before = self.store.get(key).decode(errors="replace")
-        except ObjectNotFound:
-            before = ""
-        header = f"--- spmd: attempt {attempt} ---\n" if attempt > 1 or before else ""
-        self.store.put(key, (before + header + text).encode())
+        """Keep the task's log in the store, every attempt, so it outlives where it ran: its
+        last log_limit bytes, appended to and cut without reading it whole (spmd.logcap)."""
+        path = self.store.path(layout.log_key(self.job_id, task))
+        header = f"--- spmd: attempt {attempt} ---\n" if attempt > 1 or path.exists() else ""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        logcap.append(path, (header + text).encode(), self.config.get("log_limit") or logcap.DEFAULT_LIMIT)
 
     def fail_all(self, reason: str) -> None:
         """The scheduler itself failed: stop what runs and end every unfinished task."""

@@ -22,7 +22,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
-from spmd import config
+from spmd import attempts, config
+from spmd.attempts import Tally
 from spmd.backend import Backend, Capacity
 from spmd.batch_queue import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, ArraySpec,
                               BatchQueue, TaskStatus)
@@ -116,7 +117,7 @@ class Fault:
 class _Array:
     spec: ArraySpec
     states: dict[int, TaskStatus]
-    infra_losses: dict[int, int] = field(default_factory=dict)
+    tallies: dict[int, Tally] = field(default_factory=dict)
     cancelled: bool = False
 
 
@@ -167,7 +168,8 @@ class MemoryQueue(BatchQueue):
             return
         from spmd.worker import run_task
         try:
-            ok = run_task(self.store, handle, task, attempt, array.infra_losses.get(task, 0))
+            ok = run_task(self.store, handle, task, attempt,
+                          array.tallies.get(task, Tally()).uncounted)
             status = TaskStatus(SUCCEEDED, attempt, 0) if ok else \
                 TaskStatus(FAILED, attempt, 1, "exited with code 1", "error")
             self._log(handle, task, attempt, "" if ok else "a call failed\n")
@@ -179,19 +181,15 @@ class MemoryQueue(BatchQueue):
     def _ended(self, handle: str, task: int, status: TaskStatus) -> None:
         """Record how an attempt ended; retry it where the budgets allow (as the local queue)."""
         array = self._arrays[handle]
-        res = array.spec.resources
         retry = False
         with self._lock:
             if array.states[task].state in TERMINAL:
                 return
             if status.state == FAILED and not array.cancelled:
-                if status.lost == "infrastructure":
-                    losses = array.infra_losses.get(task, 0) + 1
-                    array.infra_losses[task] = losses
-                    retry = losses <= res.infra_retries
-                elif status.lost != "timeout":
-                    errors = status.attempts - array.infra_losses.get(task, 0)
-                    retry = errors < res.retries + 1
+                tally = array.tallies.get(task, Tally())
+                decision = attempts.after(array.spec.resources, status.attempts, status.lost, tally)
+                array.tallies[task] = decision.tally
+                retry = decision.again
             if retry:
                 status = TaskStatus(PENDING, status.attempts, status.exit_code, status.reason,
                                     status.lost)
