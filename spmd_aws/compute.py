@@ -11,6 +11,8 @@
                                     while IAM propagates (CLIENT_ERROR ... IamInstanceProfile)
     ensure_job_queue            created or kept enabled, with jobStateTimeLimitActions that
                                 cancel jobs stuck RUNNABLE on MISCONFIGURATION:/CAPACITY:
+    ensure_launch_template      EC2: the instances' metadata service blocked for tasks
+                                (IMDSv2 required, hop limit 1)
     check_fits                  a task no instance type of the environment can hold is a
                                 ResourceError before submit
     disable_and_delete          for ``down``
@@ -56,7 +58,8 @@ UNPLACEABLE_LIMITS = (("MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE", 600)
 #: computeResources fields UpdateComputeEnvironment changes in place ("Updating compute
 #: environments", AWS Batch user guide); beyond maxvCpus, EC2 ones need one of these
 #: allocation strategies and Batch's service-linked role
-UPDATABLE = {"EC2": ("maxvCpus", "instanceTypes", "subnets", "securityGroupIds", "instanceRole"),
+UPDATABLE = {"EC2": ("maxvCpus", "instanceTypes", "subnets", "securityGroupIds", "instanceRole",
+                     "launchTemplate"),
              "FARGATE": ("maxvCpus", "subnets", "securityGroupIds")}
 INFRASTRUCTURE_UPDATES = ("BEST_FIT_PROGRESSIVE", "SPOT_CAPACITY_OPTIMIZED",
                           "SPOT_PRICE_CAPACITY_OPTIMIZED")
@@ -138,11 +141,68 @@ def _default_network(clients: Clients) -> tuple[list[str], list[str]]:
     return subnets, groups
 
 
+# -- the launch template ------------------------------------------------------------------
+
+#: the instances' metadata service: IMDSv2 only, and a hop limit of 1, so a task's container
+#: (one network hop further, on Docker's bridge) cannot reach it nor read the instance
+#: profile's credentials ("Configure the instance metadata options", Amazon EC2 user guide;
+#: "IAM roles for tasks", Amazon ECS: tasks get the job role from the ECS agent instead)
+METADATA_OPTIONS = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1,
+                    "HttpEndpoint": "enabled"}
+
+
+def ensure_launch_template(ec2, stack: Stack) -> tuple[str, str]:
+    """(its name, what was done): the stack's launch template with METADATA_OPTIONS, created
+    when missing; one of the stack's whose default version differs gets a new default
+    version; one not tagged by the stack is used as it is."""
+    name = stack.launch_template
+    try:
+        [template] = ec2.describe_launch_templates(LaunchTemplateNames=[name])["LaunchTemplates"]
+    except Exception as exc:
+        if error_code(exc) not in ("InvalidLaunchTemplateName.NotFoundException",
+                                   "InvalidLaunchTemplateId.NotFound"):
+            raise
+        ec2.create_launch_template(
+            LaunchTemplateName=name, LaunchTemplateData={"MetadataOptions": METADATA_OPTIONS},
+            TagSpecifications=[{"ResourceType": "launch-template", "Tags": stack.tag_list}])
+        return name, "created"
+    if not stack.owns(template.get("Tags") or []):
+        return name, "found (not tagged by this stack; left as it is)"
+    [version] = ec2.describe_launch_template_versions(
+        LaunchTemplateName=name, Versions=["$Default"])["LaunchTemplateVersions"]
+    options = (version.get("LaunchTemplateData") or {}).get("MetadataOptions") or {}
+    if all(options.get(k) == v for k, v in METADATA_OPTIONS.items()):
+        return name, "found"
+    number = ec2.create_launch_template_version(
+        LaunchTemplateName=name, LaunchTemplateData={"MetadataOptions": METADATA_OPTIONS}
+    )["LaunchTemplateVersion"]["VersionNumber"]
+    ec2.modify_launch_template(LaunchTemplateName=name, DefaultVersion=str(number))
+    return name, "updated"
+
+
+def delete_launch_template(ec2, stack: Stack) -> str:
+    """'deleted', 'absent' or 'kept (not tagged by this stack)', for ``down``."""
+    try:
+        [template] = ec2.describe_launch_templates(
+            LaunchTemplateNames=[stack.launch_template])["LaunchTemplates"]
+    except Exception as exc:
+        if error_code(exc) in ("InvalidLaunchTemplateName.NotFoundException",
+                               "InvalidLaunchTemplateId.NotFound"):
+            return "absent"
+        raise
+    if not stack.owns(template.get("Tags") or []):
+        return "kept (not tagged by this stack)"
+    ec2.delete_launch_template(LaunchTemplateName=stack.launch_template)
+    return "deleted"
+
+
 # -- the compute environment --------------------------------------------------------------
 
 def compute_resources(opts: AwsSettings, subnets: list[str], groups: list[str],
-                      instance_profile: str | None) -> dict:
-    """The computeResources of the stack's compute environment as the config says."""
+                      instance_profile: str | None, launch_template: str | None = None) -> dict:
+    """The computeResources of the stack's compute environment as the config says (on EC2
+    with the stack's launch template: its default version, read by Batch when the compute
+    environment is made or updated)."""
     stack = opts.stack
     resources = {"maxvCpus": int(opts.max_vcpus), "subnets": subnets, "securityGroupIds": groups}
     if stack.fargate:
@@ -154,6 +214,9 @@ def compute_resources(opts: AwsSettings, subnets: list[str], groups: list[str],
                                else "BEST_FIT_PROGRESSIVE"),
         "minvCpus": 0, "desiredvCpus": 0, "instanceTypes": list(opts.instance_types),
         "instanceRole": instance_profile, "tags": dict(stack.tags)})
+    if launch_template:
+        resources["launchTemplate"] = {"launchTemplateName": launch_template,
+                                       "version": "$Default"}
     return resources
 
 
@@ -210,7 +273,10 @@ def differences(env: dict, wanted: dict) -> dict[str, tuple]:
         if key not in wanted:
             continue
         old, new = current.get(key), wanted[key]
-        same = sorted(old or []) == sorted(new) if isinstance(new, list) else old == new
+        if key == "launchTemplate":  # Batch may add the template's id: the name decides
+            same = (old or {}).get("launchTemplateName") == new.get("launchTemplateName")
+        else:
+            same = sorted(old or []) == sorted(new) if isinstance(new, list) else old == new
         if not same:
             out[key] = (old, new)
     return out
@@ -230,6 +296,8 @@ def config_drift(opts: AwsSettings, env: dict) -> dict[str, tuple]:
 
 def _said(changes: dict[str, tuple]) -> str:
     def text(value) -> str:
+        if isinstance(value, dict):  # a launch template
+            return value.get("launchTemplateName") or "none"
         return ",".join(map(str, value)) if isinstance(value, list) else str(value)
     return "; ".join(f"{key} {text(old)} → {text(new)}" for key, (old, new) in changes.items())
 

@@ -48,6 +48,7 @@ _ALSO = {
     ("iam", "CreateInstanceProfile"): ("iam:TagInstanceProfile",),
     ("ecr", "CreateRepository"): ("ecr:TagResource",),
     ("logs", "CreateLogGroup"): ("logs:TagResource",),
+    ("ec2", "CreateLaunchTemplate"): ("ec2:CreateTags",),
 }
 #: what a map's own checks of data that lives elsewhere need on the client, made through
 #: fsspec/s3fs (not spmd_aws's clients) with the user's credentials: a HEAD or a listing of

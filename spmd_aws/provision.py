@@ -248,9 +248,14 @@ def up(settings: Settings | AwsSettings) -> Report:
         report.add(action, "service-linked role", name)
     with provisioning(f"provisioning AWS Batch for stack {stack.name}"):
         subnets, groups = compute.network(clients, opts)
+        template = None
+        if not stack.fargate:  # Fargate tasks never see an instance's metadata
+            template, action = compute.ensure_launch_template(clients("ec2"), stack)
+            report.add(action, "launch template", template)
         batch = clients("batch")
         env = compute.ensure_compute_environment(
-            batch, stack, compute.compute_resources(opts, subnets, groups, instance_profile),
+            batch, stack, compute.compute_resources(opts, subnets, groups, instance_profile,
+                                                    template),
             service_role, report)
         queue = compute.ensure_job_queue(batch, stack, env["computeEnvironmentName"], report)
     report.deployment = _deployment(stack, queue, env, job_role, execution_role)
@@ -338,6 +343,9 @@ def down(settings: Settings | AwsSettings, *, keep_bucket: bool = False) -> Repo
                 batch.deregister_job_definition(jobDefinition=definition["jobDefinitionArn"])
                 report.add("deregistered", "job definition",
                            f"{definition['jobDefinitionName']}:{definition['revision']}")
+    with provisioning(f"removing launch template {stack.launch_template}"):
+        report.add(compute.delete_launch_template(clients("ec2"), stack), "launch template",
+                   stack.launch_template)
     with provisioning(f"removing log group {stack.log_group}"):
         report.add(_delete_log_group(clients("logs"), stack), "log group", stack.log_group)
     with provisioning(f"removing IAM resources of stack {stack.name}"):

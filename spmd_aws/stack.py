@@ -14,6 +14,7 @@ that tag, so a resource that merely has a similar name is never touched.
     job queue              <stack>-<kind>
     job definitions        <stack>-<content hash>          (one per image + resources)
     log group              /spmd/<stack>/tasks             (the tasks' logs; a retention)
+    launch template        <stack>-instances               (EC2: IMDSv2, hop limit 1)
 """
 from __future__ import annotations
 
@@ -89,6 +90,11 @@ class Stack:
     @property
     def job_queue(self) -> str:
         return f"{self.name}-{self.kind}"
+
+    @property
+    def launch_template(self) -> str:
+        """The EC2 launch template of the instances (instance metadata blocked for tasks)."""
+        return f"{self.name}-instances"
 
     @property
     def log_group(self) -> str:

@@ -74,6 +74,12 @@ def test_resources_are_tagged_named_and_least_privilege(aws_config, boto):
     resources = env["computeResources"]
     assert resources["type"] == "EC2" and resources["minvCpus"] == 0 and resources["maxvCpus"] == 256
     assert resources["instanceRole"].endswith(f":instance-profile/spmd/{stack}/{stack}-instance")
+    # the instances' metadata is out of the tasks' reach: IMDSv2 only, hop limit 1
+    assert resources["launchTemplate"]["launchTemplateName"] == f"{stack}-instances"
+    [version] = boto("ec2").describe_launch_template_versions(
+        LaunchTemplateName=f"{stack}-instances", Versions=["$Default"])["LaunchTemplateVersions"]
+    assert version["LaunchTemplateData"]["MetadataOptions"] == {
+        "HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"}
     default_vpc = boto("ec2").describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
     subnets = boto("ec2").describe_subnets(SubnetIds=resources["subnets"])["Subnets"]
     assert {s["VpcId"] for s in subnets} == {default_vpc["VpcId"]}
@@ -140,7 +146,8 @@ def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
     assert set(deleted) >= {f"job queue {stack}-ec2", f"compute environment {stack}-ec2",
                             f"IAM role {stack}-job", f"IAM role {stack}-instance",
                             f"instance profile {stack}-instance", f"ECR repository {stack}-tasks",
-                            f"bucket {bucket}", f"log group /spmd/{stack}/tasks"}
+                            f"bucket {bucket}", f"log group /spmd/{stack}/tasks",
+                            f"launch template {stack}-instances"}
     # nothing tagged with the stack is left
     assert [q for q in batch.describe_job_queues()["jobQueues"]
             if q.get("tags", {}).get(TAG_KEY) == stack and q["status"] != "DELETED"] == []
@@ -162,7 +169,7 @@ def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
     # a second down finds nothing to do
     again = provision.down(settings)
     assert again.names("deleted") == [] and again.names("absent") == [
-        f"log group /spmd/{stack}/tasks", f"ECR repository {stack}-tasks", f"bucket {bucket}"]
+        f"launch template {stack}-instances", f"log group /spmd/{stack}/tasks", f"ECR repository {stack}-tasks", f"bucket {bucket}"]
 
 
 def test_down_keeps_a_configured_bucket_it_did_not_create(aws_config, boto):
@@ -238,3 +245,15 @@ def test_capacity_is_what_the_compute_environment_has(aws_config, boto, harness)
         tagKeys=[TAG_KEY])
     backend = AwsBackend(settings_of({**aws_config, "max_vcpus": 64, "instance_types": ["c6i"]}))
     assert backend.capacity().vcpus == 16 == deployed()["maxvCpus"]
+
+
+def test_fargate_needs_no_launch_template(aws_config, boto):
+    # Fargate tasks never reach an instance's metadata service: no template is made
+    report = provision.up(settings_of({**aws_config, "fargate": True}))
+    stack = aws_config["stack"]
+    assert not [n for n in report.names("created") if n.startswith("launch template")]
+    [env] = boto("batch").describe_compute_environments(
+        computeEnvironments=[f"{stack}-fargate"])["computeEnvironments"]
+    assert "launchTemplate" not in env["computeResources"]
+    with pytest.raises(Exception, match="NotFound"):
+        boto("ec2").describe_launch_templates(LaunchTemplateNames=[f"{stack}-instances"])

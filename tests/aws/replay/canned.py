@@ -144,6 +144,8 @@ def environment(status: str, state: str = "ENABLED", *, reason: str | None = Non
                                 "minvCpus": 0, "maxvCpus": 256, "desiredvCpus": 0,
                                 "instanceTypes": ["optimal"], "subnets": ["subnet-1"],
                                 "securityGroupIds": ["sg-1"], "instanceRole": PROFILE_ARN,
+                                "launchTemplate": {"launchTemplateName": "spmd-instances",
+                                                   "version": "$Default"},
                                 "tags": OURS, **resources}}
     if reason:
         out["statusReason"] = reason

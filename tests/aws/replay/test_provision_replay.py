@@ -37,7 +37,7 @@ def pauses(monkeypatch):
 
 def wanted(**config) -> dict:
     opts = AwsSettings(bucket="lab-data", **config)
-    return compute.compute_resources(opts, ["subnet-1"], ["sg-1"], PROFILE_ARN)
+    return compute.compute_resources(opts, ["subnet-1"], ["sg-1"], PROFILE_ARN, "spmd-instances")
 
 
 def describe(replay, *entries) -> None:
@@ -46,7 +46,7 @@ def describe(replay, *entries) -> None:
 
 
 def updatable(resources: dict) -> dict:
-    return {k: resources[k] for k in compute.UPDATABLE["EC2"]}
+    return {k: resources[k] for k in compute.UPDATABLE["EC2"] if k in resources}
 
 
 def test_an_invalid_compute_environment_is_repaired_by_up(clients, pauses):
