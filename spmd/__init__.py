@@ -13,7 +13,7 @@ from .command import Command, CommandResult
 from .data import File, open_url, outputs
 from .errors import (
     BaseImageError, CommandFailed, CommandImageError, CommandSpecError, ConfigError,
-    DataError, EngineError, ImageError, JobNotFound, ObjectNotFound, PluginError,
+    DataError, EngineError, FailureBudgetSpent, ImageError, JobNotFound, ObjectNotFound, PluginError,
     QueueError, RemoteError, RequirementError, ResourceError, ResultDamaged, SerializationError,
     SpmdError, StoreError, SystemPackageError, TaskLost, TaskOutOfMemory, TaskTimedOut,
     UnknownBackendError, WatchFailed,
@@ -36,7 +36,7 @@ _logging.getLogger("spmd").addHandler(_logging.NullHandler())
 __all__ = [
     "Args", "ArraySpec", "Backend", "BaseImageError", "BatchQueue", "Capacity", "Command",
     "CommandFailed", "CommandImageError", "CommandResult", "CommandSpecError",
-    "ConfigError", "DataError", "EngineError", "Executor", "File", "Future", "ImageError",
+    "ConfigError", "DataError", "EngineError", "Executor", "FailureBudgetSpent", "File", "Future", "ImageError",
     "ImageRegistry", "Job", "JobNotFound", "Knot", "ObjectNotFound", "ObjectStore",
     "PluginError", "QueueError", "RemoteError", "RemoteTraceback", "RequirementError",
     "ResourceError", "Resources", "ResultDamaged", "SerializationError", "SpmdError", "StoreError",

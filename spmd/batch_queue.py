@@ -101,6 +101,18 @@ class BatchQueue(ABC):
     def cancel(self, handle: str) -> None:
         """Stop running tasks and never start pending ones."""
 
+    def cancel_pending(self, handle: str) -> None:
+        """Never start the tasks that have not started (nor any retry); running ones go on.
+        The failure budget uses it. This default cancels everything: override it where the
+        queue can tell pending tasks apart."""
+        self.cancel(handle)
+
     @abstractmethod
     def logs(self, handle: str, task: int) -> str:
         """The log text of a task that has ended (all attempts); '' if there is none."""
+
+    def log_part(self, handle: str, task: int, start: int) -> tuple[bytes, int]:
+        """(the task's log from byte start, negative: that many from its end; the log's length).
+        Tails and ``spmd logs -f`` use it; a backend whose logs are files reads only that part."""
+        data = self.logs(handle, task).encode()
+        return data[max(0, len(data) + start) if start < 0 else start:], len(data)

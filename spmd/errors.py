@@ -20,6 +20,7 @@
     │   ├── ObjectNotFound (KeyError)
     │   └── ResultDamaged                an output, log or reused result cannot be decoded
     ├── WatchFailed                      a job's progress could not be checked, persistently
+    ├── FailureBudgetSpent               not run: the job failed more items than max_failures
     ├── QueueError                       the batch queue refused or failed a request
     ├── JobNotFound (KeyError)           no job with that id in the store
     ├── RemoteError                      a task's exception whose type cannot be rebuilt here
@@ -268,3 +269,15 @@ class TaskOutOfMemory(TaskLost):
 
 class TaskTimedOut(TaskLost):
     """The task exceeded its timeout and was killed."""
+
+
+class FailureBudgetSpent(SpmdError):
+    """The job failed more items than its ``max_failures`` allows (or, by default, its first
+    items all failed the same way), so the items that had not started were cancelled."""
+
+    def __init__(self, job_id: str, why: str):
+        self.job_id = job_id
+        self.why = why
+        super().__init__(f"job {job_id}: not run, the job's failure budget is spent: {why}. "
+                         f"Fix the cause, then map again with reuse=True to keep what succeeded "
+                         f"(or raise max_failures)")

@@ -21,10 +21,10 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from . import codec, layout, protocol
+from . import budget, codec, layout, protocol
 from .backend import Backend
 from .batch_queue import PENDING, RUNNING, STATES, TERMINAL, TaskStatus
-from .errors import JobNotFound, ObjectNotFound, ResultDamaged, WatchFailed
+from .errors import FailureBudgetSpent, JobNotFound, ObjectNotFound, ResultDamaged, WatchFailed
 from .future import Future
 from .layout import Manifest
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("spmd")
 
 LOG_TAIL_LINES = 30
+LOG_TAIL_BYTES = 64 * 1024  # read from the log's end for its last lines
 LOG_WAIT_SECONDS = 60
 #: the watcher's error budget: this many failed checks in a row, spanning at least this many
 #: seconds, end the unresolved futures with WatchFailed (a fault that passes sooner is retried)
@@ -59,6 +60,8 @@ class Job:
         self._job_data = None  # data.json (spmd.data.JobData), read on first need
         self._states: dict[int, TaskStatus] = {}  # the queue's states at the last poll
         self._waiting_logged: set[str] = set()
+        self._ended: list[budget.Ended] = []  # items as they ended, for the failure budget
+        self._budget_spent: str | None = None  # why, once it is
         self._stop = threading.Event()
         self._polling = threading.Lock()  # the watcher's polls and cancel's last one
         self._interval = backend.settings.get("poll_interval") or backend.poll_interval
@@ -285,6 +288,7 @@ class Job:
                                 wait_for_queue=self.manifest.outputs_wait_for_queue)
         for resolution in step.resolutions:
             self._apply(resolution)
+        self._check_budget()
         for task in step.running:
             for index in self.manifest.items_of(task):
                 self.futures[index]._mark_running()
@@ -305,24 +309,46 @@ class Job:
         task, items = resolution.task, self.manifest.items_of(resolution.task)
         if resolution.kind == "output":
             for index, (kind, payload) in zip(items, resolution.output.results):
-                future = self.futures[index]
                 if kind == protocol.OK:
                     try:
-                        future._set(True, payload.load())
+                        self._end(index, True, payload.load())
                     except Exception as exc:
-                        future._set(False, exc)
+                        self._end(index, False, exc)
                 else:
-                    future._set(False, codec.rebuild_exception(payload))
+                    self._end(index, False, codec.rebuild_exception(payload))
         elif resolution.kind == "cancelled":
             for index in items:
-                self.futures[index]._cancel_remote()
+                if self._budget_spent:
+                    self.futures[index]._set(False, FailureBudgetSpent(self.id, self._budget_spent))
+                else:
+                    self.futures[index]._cancel_remote()
         else:
-            text = self.backend.queue.logs(self.handle, task)
+            text = self.backend.queue.log_part(self.handle, task, -LOG_TAIL_BYTES)[0].decode(errors="replace")
             tail = "\n".join(text.rstrip().splitlines()[-LOG_TAIL_LINES:])
             for index in items:
-                self.futures[index]._set(False, resolution.lost_error(self.id, tail))
+                self._end(index, False, resolution.lost_error(self.id, tail))
         self._resolved.add(task)
         self._outputs.pop(task, None)  # the futures hold what they need
+
+
+    def _end(self, index: int, ok: bool, value: Any) -> None:
+        """Resolve an item's future, and count it for the failure budget."""
+        self.futures[index]._set(ok, value)
+        self._ended.append(budget.Ended(index) if ok else
+                           budget.Ended(index, type(value).__name__, str(value)))
+
+    def _check_budget(self) -> None:
+        """Once the failure budget is spent, cancel what has not started (once; any client
+        that watches the job, or attaches to it later, does this)."""
+        if self._budget_spent or not self.handle:
+            return
+        why = budget.spent(self.manifest.max_failures, self._ended)
+        if why is None:
+            return
+        self._budget_spent = why
+        log.error("job %s: the failure budget is spent (%s); cancelling the items that have "
+                  "not started", self.id, why)
+        self.backend.queue.cancel_pending(self.handle)
 
 
 def _futures_of(fs: Job | Iterable[concurrent.futures.Future]) -> list:

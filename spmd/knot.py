@@ -10,7 +10,7 @@ import logging
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import apt, codec, data, image, layout, remote, reuse as _reuse, shards, staging
+from . import apt, budget, codec, data, image, layout, remote, reuse as _reuse, shards, staging
 from .args import as_call
 from .backend import Backend, Capacity, open_backend, task_runtime
 from .batch_queue import ArraySpec, Resources
@@ -115,7 +115,8 @@ class Knot:
 
     def map(self, items: Iterable[Any], *, chunksize: int | None = None,
             starmap: bool = False, reuse: bool = False, outputs_to: str | None = None,
-            outputs_options: Mapping[str, Any] | None = None) -> Job:
+            outputs_options: Mapping[str, Any] | None = None,
+            max_failures: int | float | None = None) -> Job:
         """Run the function over items in containers; returns a Job at once.
 
         ``reuse=True`` takes each item's result from an earlier map of the same function,
@@ -124,8 +125,12 @@ class Knot:
         ``outputs_to="s3://bucket/prefix/{index}/"`` publishes each item's ``spmd.outputs()``
         files there instead of the job's store (fields: ``{index}`` and a dict item's keys;
         ``outputs_options`` are the fsspec options to write with).
+        ``max_failures`` (a count, a fraction of the items, or math.inf) cancels the items
+        that have not started once more items than that failed; by default, once the first
+        10 items to end all failed with one error type (spmd.budget).
         """
         items = list(items)
+        failure_limit = budget.limit_of(max_failures, len(items))
         calls = [as_call(item, starmap) for item in items]
         rule = type(self.backend).data_rule
         destinations = None
@@ -196,7 +201,7 @@ class Knot:
                             resources=self.resources,
                             items=run if len(run) < len(calls) else None, reuse_key=key,
                             outputs_to=destinations.template if destinations else "",
-                            data_rule=[rule.inputs, rule.outputs])
+                            data_rule=[rule.inputs, rule.outputs], max_failures=failure_limit)
         if url_refs or destinations is not None:
             store.put_json(layout.data_key(job_id),
                            data.job_data(staged, url_refs, destinations))

@@ -110,6 +110,9 @@ class Manifest:
     outputs_to: str = ""
     #: who moved the data (spmd.backend.DataRule): [inputs, outputs]
     data_rule: list[str] = field(default_factory=lambda: ["task", "task"])
+    #: the most failed items before what has not started is cancelled (None: spmd.budget's
+    #: default rule)
+    max_failures: int | None = None
 
     @property
     def outputs_wait_for_queue(self) -> bool:

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from spmd import layout
+from spmd import layout, logcap
 from spmd.backend import Capacity
 from spmd.batch_queue import FAILED, SUCCEEDED, TERMINAL, ArraySpec, BatchQueue, TaskStatus
 from spmd.errors import ObjectNotFound
@@ -199,11 +199,18 @@ class SchedulerQueue(BatchQueue):
         # The scheduler looks for this every tick; it kills running tasks and drops pending ones.
         self.store.put(queue_key(handle, "cancel"), b"cancelled\n")
 
+    def cancel_pending(self, handle: str) -> None:
+        # The scheduler looks for this every tick; it drops pending tasks and queues no retry.
+        self.store.put(queue_key(handle, "cancel_pending"), b"the failure budget is spent\n")
+
     def logs(self, handle: str, task: int) -> str:
         try:
             return self.store.get(layout.log_key(handle, task)).decode(errors="replace")
         except ObjectNotFound:
             return ""
+
+    def log_part(self, handle: str, task: int, start: int) -> tuple[bytes, int]:
+        return logcap.read_part(self.store.path(layout.log_key(handle, task)), start)
 
 
 def _tail(path, lines: int = 5) -> str:

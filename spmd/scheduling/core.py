@@ -71,6 +71,7 @@ class Scheduler:
         self.before: dict[int, int] = {}  # task -> attempts retries counted at smaller sizes
         self.timed_out: set[int] = set()
         self.cancelled = False
+        self.stopped_pending = False  # the failure budget is spent: start nothing new
         self.checked = 0.0  # when others' usage was last read and nothing fitted
         self.written = 0.0  # when state.json was last written
         self.data: HostData | None = None  # data this scheduler moves (DataRule "host")
@@ -127,6 +128,8 @@ class Scheduler:
             while self.pending or self.running or self.waiting:
                 if not self.cancelled and self.cancel_asked():
                     self.cancel_all()
+                if not self.stopped_pending and self.store.exists(queue_key(self.job_id, "cancel_pending")):
+                    self.cancel_pending()
                 if not self.cancelled:
                     self.admit()
                     self.start_what_fits()
@@ -293,7 +296,8 @@ class Scheduler:
 
     def settle(self, task: int, attempt: int, status: TaskStatus) -> None:
         """Record the status, or queue the next attempt when spmd.attempts allows one."""
-        if status.state == FAILED and not self.cancelled and not self.cancel_asked():
+        if status.state == FAILED and not self.cancelled and not self.stopped_pending \
+                and not self.cancel_asked():
             tally = Tally(self.infra_lost.get(task, 0), self.before.get(task, 0), self.step.get(task, 0))
             decision = attempts.after(self.resources, attempt, status.lost, tally)
             if decision.kind == "grow":
@@ -317,12 +321,21 @@ class Scheduler:
                  len(self.running), len(self.pending))
         for task in self.running:
             self.runner.kill(task)
+        self.drop_pending("cancelled before it started")
+
+    def cancel_pending(self) -> None:
+        """The failure budget is spent: running tasks finish, nothing else starts."""
+        self.stopped_pending = True
+        log.info("the failure budget is spent: dropping %d pending tasks, %d running go on",
+                 len(self.pending) + len(self.waiting), len(self.running))
+        self.drop_pending("not started: the job's failure budget is spent")
+
+    def drop_pending(self, reason: str) -> None:
         while self.waiting:
             self.pending.append(self.waiting.popleft())
         while self.pending:
             task, attempt = self.pending.popleft()
-            self.tasks[task] = TaskStatus(CANCELLED, attempt - 1, None, "cancelled before it started",
-                                          "cancelled")
+            self.tasks[task] = TaskStatus(CANCELLED, attempt - 1, None, reason, "cancelled")
 
     def append_log(self, task: int, attempt: int, text: str) -> None:
         """Keep the task's log in the store, every attempt, so it outlives where it ran: its

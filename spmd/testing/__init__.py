@@ -39,7 +39,10 @@ whole test file can be::
                             bucket: moto's S3 server, ``spmd.testing.buckets``)
     FaultContract           a damaged output fails only its items (ResultDamaged); on a store
                             that refuses writes (``ReadOnlyStore``) attach, status, logs,
-                            results and the report still work
+                            results and the report still work; a job its scheduler forgot
+                            resolves from the store (``spmd_forget_job`` fixture)
+    FailureBudgetContract   max_failures: once spent, what has not started ends with
+                            FailureBudgetSpent; what succeeded stays
 
 Fixtures: see ``spmd.testing.fixtures``. The functions tasks run are in
 ``spmd.testing.functions``. ``spmd.testing.memory`` is an in-memory backend ("memory", after
@@ -55,7 +58,7 @@ import importlib
 _WHERE = {
     "BackendFixtures": "fixtures", "wait_for": "fixtures", "MapContract": "map",
     "DataContract": "data", "RerunContract": "rerun", "UrlDataContract": "urls",
-    "FaultContract": "faults", "ReadOnlyStore": "faults",
+    "FaultContract": "faults", "ReadOnlyStore": "faults", "FailureBudgetContract": "budget",
     "BatchQueueContract": "queue", "ImageRegistryContract": "registry",
     "ObjectStoreContract": "store", "BackendContract": "contract",
 }

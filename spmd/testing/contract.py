@@ -1,4 +1,5 @@
 """The whole contract of a backend: every part's mixin in one class."""
+from .budget import FailureBudgetContract
 from .data import DataContract
 from .faults import FaultContract
 from .map import MapContract
@@ -10,6 +11,7 @@ from .urls import UrlDataContract
 
 
 class BackendContract(MapContract, RerunContract, DataContract, UrlDataContract, FaultContract,
+                      FailureBudgetContract,
                       BatchQueueContract, ImageRegistryContract, ObjectStoreContract):
     """The whole contract of a backend: store, registry, queue, map, reruns, data (on this
-    machine and where it lives), commands and faults from outside."""
+    machine and where it lives), commands, faults from outside and the failure budget."""
