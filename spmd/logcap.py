@@ -10,6 +10,7 @@ and ``read_part`` read from the end or from an offset without loading the whole 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from .units import format_bytes
 
 DEFAULT_LIMIT = 64 * 2**20  # bytes of a task's log kept (the last ones); config key log_limit
 CHUNK = 1 << 20
+LINE_START = 4096  # a cut moves this far at most to begin the kept part at a line
 NOTE = "spmd: the log was cut here: {dropped} earlier bytes dropped (log_limit {limit})\n"
+_NOTE = re.compile(rb"^spmd: the log was cut here: (\d+) earlier bytes dropped")
 
 
 def _slack(limit: int) -> int:
@@ -26,22 +29,26 @@ def _slack(limit: int) -> int:
 
 
 def cut(path: str | os.PathLike, limit: int, mode: int = 0o600) -> int:
-    """Keep the last ``limit`` bytes of the file (from a line start), after a line saying how
-    much was dropped; returns the bytes dropped. The file is replaced atomically."""
+    """Keep the last ``limit`` bytes of the file (from a line start within LINE_START bytes), after a line saying how
+    much was dropped in all; returns the bytes dropped now. The file is replaced atomically."""
     path = Path(path)
     with open(path, "rb") as source:
         size = os.fstat(source.fileno()).st_size
         if size <= limit:
             return 0
+        head = source.read(200)
+        earlier = _NOTE.match(head)  # cut before: the new note counts all that went, not itself
+        before, note = (int(earlier[1]), head.index(b"\n") + 1) if earlier else (0, 0)
         source.seek(size - limit)
         first = source.read(min(CHUNK, limit))
         newline = first.find(b"\n")
-        skip = newline + 1 if 0 <= newline < len(first) - 1 else 0
-        dropped = size - limit + skip
+        skip = newline + 1 if 0 <= newline < min(LINE_START, len(first) - 1) else 0
+        dropped = size - limit + skip - note  # the task's bytes: the old note is no output
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as target:
-                target.write(NOTE.format(dropped=dropped, limit=format_bytes(limit)).encode())
+                total = dropped + before
+                target.write(NOTE.format(dropped=total, limit=format_bytes(limit)).encode())
                 target.write(first[skip:])
                 while chunk := source.read(CHUNK):
                     target.write(chunk)
@@ -104,6 +111,16 @@ def read_part(path: str | os.PathLike, start: int = 0, size: int | None = None) 
         begin = max(0, length + start) if start < 0 else min(start, length)
         handle.seek(begin)
         return handle.read(-1 if size is None else size), length
+
+
+def read_kept(path: str | os.PathLike, limit: int) -> bytes:
+    """The log cut to its last ``limit`` bytes (the note of what was dropped first), read."""
+    try:
+        cut(path, limit)
+        with open(path, "rb") as handle:
+            return handle.read(limit + 4096)
+    except (FileNotFoundError, IsADirectoryError):
+        return b""
 
 
 def tail(path: str | os.PathLike, nbytes: int) -> bytes:

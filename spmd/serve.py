@@ -3,8 +3,9 @@
 It runs as the container's main process and serves one task at a time, for as long as
 the scheduler keeps the container:
 
-    scheduler ──{"op": "run", task, attempt, env, log}──> fork ──> child: own session,
-        output to the attempt's log file, oom_score_adj 1000 (the kernel's OOM killer picks
+    scheduler ──{"op": "run", task, attempt, env, log, log_limit}──> fork ──> child: own
+        session, output into a pipe the server copies to the attempt's log file keeping its
+        last log_limit bytes (spmd.logcap), oom_score_adj 1000 (the kernel's OOM killer picks
         the task, not the server), env of the task ──> spmd.worker.run_task in this already
         imported interpreter (COMMAND is spmd's worker), or exec(COMMAND) otherwise
     child ends ──> {"op": "ended", code, oom} to the scheduler and into <log>.exit, so a
@@ -31,9 +32,12 @@ import sys
 import time
 import traceback
 
+from . import logcap
+
 WORKER = ("-m", "spmd.worker")
 ORPHANED = 300  # seconds idle with no scheduler connected before the server ends
 PRELOAD_MAX = 100  # top-level modules the server imports after its tasks, at most
+DRAIN_READS = 1024  # reads of a task's output after it ended (a process it left may print on)
 OOM_COUNTERS = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 
 
@@ -106,7 +110,7 @@ class Server:
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
         self.conn: socket.socket | None = None
         self.buffer = b""
-        self.child: dict | None = None  # task, attempt, pid, log, oom_kills, pidfd
+        self.child: dict | None = None  # task, attempt, pid, log, oom_kills, pidfd, output
         self.last: dict | None = None  # the last ended record
 
     def send(self, message: dict) -> None:
@@ -138,6 +142,8 @@ class Server:
                     self.selector.register(conn, selectors.EVENT_READ, "conn")
                 elif key.data == "conn":
                     self.read()
+                elif key.data == "output":
+                    self.copy_output()
                 elif key.data == "child":
                     self.reap()
 
@@ -173,19 +179,43 @@ class Server:
         sys.stdout.flush()
         sys.stderr.flush()
         imports, report = os.pipe() if self.worker and self.preloading else (None, None)
+        log = logcap.CappedLog(message["log"], message.get("log_limit") or logcap.DEFAULT_LIMIT)
+        output, writer = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(output)
+            os.close(log.fd)
             if imports is not None:
                 os.close(imports)
-            self.child_main(message, report)  # never returns
+            self.child_main(message, report, writer)  # never returns
+        os.close(writer)
         if report is not None:
             os.close(report)
+        os.set_blocking(output, False)
         pidfd = os.pidfd_open(pid)
         self.child = {"task": message["task"], "attempt": message["attempt"], "pid": pid,
                       "log": message["log"], "oom_kills": before, "pidfd": pidfd,
-                      "imports": imports}
+                      "imports": imports, "output": output, "capped": log}
+        self.selector.register(output, selectors.EVENT_READ, "output")
         self.selector.register(pidfd, selectors.EVENT_READ, "child")
         self.send({"op": "started", "task": message["task"], "attempt": message["attempt"]})
+
+    def copy_output(self, until_closed: bool = False) -> None:
+        """Copy what the task printed into its capped log: one read per event (the server keeps
+        answering the scheduler), or once the task has ended, until nothing more comes."""
+        child = self.child
+        for _ in range(DRAIN_READS if until_closed else 1):
+            try:
+                data = os.read(child["output"], 1 << 16)
+            except BlockingIOError:
+                return
+            if not data:
+                if not until_closed:
+                    self.selector.unregister(child["output"])
+                    os.close(child["output"])
+                    child["output"] = None
+                return
+            child["capped"].write(data)
 
     def reap(self) -> None:
         child = self.child
@@ -196,6 +226,11 @@ class Server:
             os.killpg(child["pid"], signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if child["output"] is not None:  # the rest of what it printed, then the log is whole
+            self.copy_output(until_closed=True)
+            self.selector.unregister(child["output"])
+            os.close(child["output"])
+        child["capped"].close()
         code = os.waitstatus_to_exitcode(status)
         record = {"op": "ended", "task": child["task"], "attempt": child["attempt"], "code": code,
                   "oom": code == -signal.SIGKILL and oom_kills() > child["oom_kills"]}
@@ -210,7 +245,7 @@ class Server:
             if code == 0 and names:
                 preload(json.loads(names))
 
-    def child_main(self, message: dict, report: int | None) -> None:
+    def child_main(self, message: dict, report: int | None, output: int) -> None:
         code = 1
         before = set(sys.modules)
         try:
@@ -222,10 +257,9 @@ class Server:
                     adj.write("1000")
             except OSError:
                 pass
-            fd = os.open(message["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.close(fd)
+            os.dup2(output, 1)
+            os.dup2(output, 2)
+            os.close(output)
             os.environ.update(message["env"])
             if self.worker:
                 code = self.run_worker(message)

@@ -30,6 +30,8 @@ class LocalBackend(Backend):
             "(default: the engine's)"),
         Key("network", config.boolean, "give task containers a network (default: none; the "
             "store is a bind mount, so tasks need none unless they download)"),
+        Key("log_limit", config.memory, "bytes of each task's log kept, the last ones (default "
+            "64MiB); the log says where it was cut"),
     )
     runtime_requirements = ("apache-libcloud", "fasteners")
     runtime_packages = ("spmd", "spmd_local")
@@ -45,7 +47,7 @@ class LocalBackend(Backend):
         return DaemonRegistry()
 
     def make_queue(self) -> LocalQueue:
-        return LocalQueue(self.store, self.capacity)
+        return LocalQueue(self.store, self.capacity, self.settings.get("log_limit"))
 
     def capacity(self) -> Capacity:
         vcpus, memory = self.settings.get("max_vcpus"), self.settings.get("max_memory")

@@ -22,8 +22,13 @@ class LocalQueue(SchedulerQueue):
     scheduler_module = "spmd_local.scheduler"
     kind = "local"
 
+    def __init__(self, store, capacity, log_limit: int | None = None):
+        super().__init__(store, capacity)
+        self.log_limit = log_limit
+
     def extra_config(self, spec: ArraySpec) -> dict:
-        return {"store_root": str(self.store.root), "uid": os.getuid(), "gid": os.getgid()}
+        return {"store_root": str(self.store.root), "uid": os.getuid(), "gid": os.getgid(),
+                "log_limit": self.log_limit}
 
     def cancel(self, handle: str) -> None:
         super().cancel(handle)

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spmd import docker_engine, layout
+from spmd import docker_engine, layout, logcap
 from spmd.errors import EngineError
 from spmd.scheduling import DirectoryStore, Outcome, Runner, queue_key
 
@@ -123,6 +123,7 @@ class LocalRunner(Runner):
         self.sockets.mkdir(mode=0o700, exist_ok=True)
         self.run_dir = store.path(queue_key(job_id, "run"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_limit = int(config.get("log_limit") or logcap.DEFAULT_LIMIT)
         self.count = 0
 
     # -- the engine -------------------------------------------------------------------
@@ -262,7 +263,7 @@ class LocalRunner(Runner):
         path.unlink(missing_ok=True)
         Path(str(path) + ".exit").unlink(missing_ok=True)
         self.send(slot, {"op": "run", "task": slot.task, "attempt": slot.attempt,
-                         "env": slot.env, "log": str(path)})
+                         "env": slot.env, "log": str(path), "log_limit": self.log_limit})
 
     def send(self, slot: Slot, message: dict) -> None:
         try:
@@ -337,10 +338,11 @@ class LocalRunner(Runner):
 
     def outcome(self, task: int, attempt: int, record: dict, lost: str | None = None,
                 reason: str = "") -> Outcome:
-        """The attempt's Outcome from its end record, its log file read and removed."""
+        """The attempt's Outcome from its end record, its log file read (its last log_limit
+        bytes at most) and removed."""
         path = self.attempt_log(task, attempt)
         try:
-            text = path.read_bytes().decode(errors="replace")
+            text = logcap.read_kept(path, self.log_limit).decode(errors="replace")
         except OSError:
             text = ""
         path.unlink(missing_ok=True)

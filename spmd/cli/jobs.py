@@ -5,6 +5,7 @@ so a job is seen from any shell, while or after it runs.
 """
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 import time
@@ -130,14 +131,20 @@ def cmd_logs(args) -> int:
         return EXIT_OK
     task = job.manifest.task_of(args.index)
     shown, interval = 0, job._interval
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while True:
         status = job.backend.queue.states(job.handle).get(task, TaskStatus()) if job.handle \
             else TaskStatus(CANCELLED)
-        text = job.backend.queue.logs(job.handle, task) if job.handle else ""
-        if len(text) > shown:
-            sys.stdout.write(text[shown:])
+        # Only what is new, read from where the last look ended, never the whole log again.
+        data, length = job.backend.queue.log_part(job.handle, task, shown) if job.handle \
+            else (b"", 0)
+        if length < shown:  # cut to its last log_limit bytes meanwhile
+            sys.stdout.write("\nspmd: the log was cut; following from its end\n")
+            data, shown = b"", length
+        if data:
+            sys.stdout.write(decoder.decode(data))
             sys.stdout.flush()
-            shown = len(text)
+            shown += len(data)
         if status.state in TERMINAL:
             return EXIT_FAILED if status.state == FAILED else EXIT_OK
         time.sleep(interval)
