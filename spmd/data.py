@@ -240,11 +240,19 @@ def replace(value: Any, convert, kinds: type | tuple = (File, DataRef, remote.Ur
 # -- task: staging in, outputs out -------------------------------------------------------
 
 _STAGE_ROOT: Path | None = None
+#: the folder a task's runner made for its staged inputs and outputs, and removes however the
+#: task ends (a warm container's server: its children end with os._exit, or are killed)
+STAGE_DIR = "SPMD_STAGE_DIR"
 
 
 def _stage_root() -> Path:
-    """A folder of this process for staged inputs, removed when the process exits."""
+    """The task's folder for staged inputs and outputs: the one its runner made (STAGE_DIR),
+    else one of this process's, removed when the process exits."""
     global _STAGE_ROOT
+    given = os.environ.get(STAGE_DIR)
+    if given:
+        Path(given).mkdir(mode=0o700, parents=True, exist_ok=True)
+        return Path(given)
     if _STAGE_ROOT is None:
         _STAGE_ROOT = Path(tempfile.mkdtemp(prefix="spmd-task-"))
         atexit.register(shutil.rmtree, _STAGE_ROOT, True)
@@ -328,7 +336,8 @@ class ItemContext:
 
     def outputs(self) -> Path:
         if self._outputs is None:
-            self._outputs = Path(tempfile.mkdtemp(prefix=f"spmd-outputs-{self.index}-"))
+            self._outputs = Path(tempfile.mkdtemp(prefix=f"spmd-outputs-{self.index}-",
+                                                  dir=_stage_root()))
         return self._outputs
 
     def url(self, relpath: str) -> str:

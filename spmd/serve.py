@@ -12,6 +12,8 @@ the scheduler keeps the container:
         scheduler that restarts finds it; oom = the container cgroup's oom_kill count grew
     {"op": "kill"} ──> SIGKILL to the child's process group (timeout, cancel)
     {"op": "hello"} ──> which task runs now (a resumed scheduler adopts it)
+    the child ends, however ──> its staging folder (SPMD_STAGE_DIR: inputs it fetched, its
+        output files) is removed, so no subject's data stays for the container's next task
     a task that succeeded ──> the installed modules it imported, over a pipe; the server
         imports them too (SPMD_PRELOAD=0 turns this off), so the next tasks of the job start
         with them loaded, as a pool's worker process would
@@ -26,9 +28,11 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 import traceback
 
@@ -180,6 +184,7 @@ class Server:
         sys.stderr.flush()
         imports, report = os.pipe() if self.worker and self.preloading else (None, None)
         log = logcap.CappedLog(message["log"], message.get("log_limit") or logcap.DEFAULT_LIMIT)
+        stage = tempfile.mkdtemp(prefix="spmd-task-")  # removed at reap, however the task ends
         output, writer = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -187,6 +192,7 @@ class Server:
             os.close(log.fd)
             if imports is not None:
                 os.close(imports)
+            os.environ["SPMD_STAGE_DIR"] = stage
             self.child_main(message, report, writer)  # never returns
         os.close(writer)
         if report is not None:
@@ -195,7 +201,7 @@ class Server:
         pidfd = os.pidfd_open(pid)
         self.child = {"task": message["task"], "attempt": message["attempt"], "pid": pid,
                       "log": message["log"], "oom_kills": before, "pidfd": pidfd,
-                      "imports": imports, "output": output, "capped": log}
+                      "imports": imports, "output": output, "capped": log, "stage": stage}
         self.selector.register(output, selectors.EVENT_READ, "output")
         self.selector.register(pidfd, selectors.EVENT_READ, "child")
         self.send({"op": "started", "task": message["task"], "attempt": message["attempt"]})
@@ -231,6 +237,7 @@ class Server:
             self.selector.unregister(child["output"])
             os.close(child["output"])
         child["capped"].close()
+        shutil.rmtree(child["stage"], ignore_errors=True)  # its staged inputs and outputs
         code = os.waitstatus_to_exitcode(status)
         record = {"op": "ended", "task": child["task"], "attempt": child["attempt"], "code": code,
                   "oom": code == -signal.SIGKILL and oom_kills() > child["oom_kills"]}
