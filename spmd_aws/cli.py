@@ -21,8 +21,9 @@ def _aws_settings(args):
 
 
 def cmd_up(args) -> int:
-    from . import provision
-    print(provision.up(_aws_settings(args)))
+    from . import compute, provision
+    on_running = compute.WAIT if args.wait else compute.FORCE if args.force else compute.REFUSE
+    print(provision.up(_aws_settings(args), on_running=on_running))
     return 0
 
 
@@ -44,10 +45,18 @@ def cmd_down(args) -> int:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add ``up`` and ``down`` to the ``spmd aws`` parser."""
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sub.add_parser("up", help="create what is missing (idempotent) and print it",
-                   description="Create the stack's bucket, registry, roles, compute environment "
-                   "and job queue where missing; print what was made or found.").set_defaults(
-        func=cmd_up)
+    p = sub.add_parser("up", help="create what is missing (idempotent) and print it",
+                       description="Create the stack's bucket, registry, roles, compute "
+                       "environment and job queue where missing; print what was made or found. "
+                       "A change of the compute environment's infrastructure (instance types, "
+                       "subnets, security groups...) is refused while jobs run on it, since AWS "
+                       "Batch would end them.")
+    p.set_defaults(func=cmd_up)
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--wait", action="store_true", help="apply an infrastructure change once "
+                      "the jobs running on the compute environment have ended")
+    when.add_argument("--force", action="store_true", help="apply it now: AWS Batch ends the "
+                      "running jobs")
     p = sub.add_parser("down", help="delete every resource tagged with this stack, nothing else",
                        description="Delete every resource tagged with this stack, nothing else.")
     p.add_argument("--keep-bucket", action="store_true", help="keep the bucket and its data")

@@ -5,8 +5,11 @@
     ensure_compute_environment  absent, DELETING or DELETED ──> created (retried while a new
                                     instance profile propagates)
                                 found ──> what differs from the config (maxvCpus,
-                                    instanceTypes, subnets, securityGroupIds, instanceRole)
-                                    updated in place, or a ProvisionError saying what cannot be
+                                    instanceTypes, subnets, securityGroupIds, instanceRole,
+                                    launchTemplate) updated in place, or a ProvisionError
+                                    saying what cannot be; an infrastructure update (all
+                                    but maxvCpus) while jobs run is refused, waited out or
+                                    forced (up's on_running)
                                 INVALID ──> repaired: updated again, with a bounded backoff,
                                     while IAM propagates (CLIENT_ERROR ... IamInstanceProfile)
     ensure_job_queue            created or kept enabled, with jobStateTimeLimitActions that
@@ -63,6 +66,16 @@ UPDATABLE = {"EC2": ("maxvCpus", "instanceTypes", "subnets", "securityGroupIds",
              "FARGATE": ("maxvCpus", "subnets", "securityGroupIds")}
 INFRASTRUCTURE_UPDATES = ("BEST_FIT_PROGRESSIVE", "SPOT_CAPACITY_OPTIMIZED",
                           "SPOT_PRICE_CAPACITY_OPTIMIZED")
+
+#: what up does when an infrastructure update (anything but maxvCpus, on EC2) meets jobs
+#: running on the compute environment: Batch would end them after jobExecutionTimeoutMinutes
+#: (30 by default; "UpdatePolicy", AWS Batch API Reference)
+REFUSE, WAIT, FORCE = "refuse", "wait", "force"
+#: the states of work an infrastructure update would end; an array's parent stays PENDING
+#: while its children run ("Job states", AWS Batch user guide)
+ACTIVE = ("RUNNING", "STARTING", "PENDING")
+#: the longest ``up --wait`` waits for running jobs to end (s)
+WAIT_FOR_JOBS = 24 * 3600
 
 _sleep = time.sleep  # the replay tests replace it
 
@@ -316,6 +329,42 @@ def _blocked(env: dict, changes: dict[str, tuple]) -> str:
     return ""
 
 
+def running_job(batch, queue: str) -> str | None:
+    """The id of one job of the queue an infrastructure update would end (one ListJobs of
+    one result per state in ACTIVE, until one is found), or None."""
+    for status in ACTIVE:
+        try:
+            found = batch.list_jobs(jobQueue=queue, jobStatus=status, maxResults=1)
+        except Exception as exc:
+            if error_code(exc) == "ClientException":  # no such queue: nothing runs
+                return None
+            raise
+        if found.get("jobSummaryList"):
+            return found["jobSummaryList"][0]["jobId"]
+    return None
+
+
+def _guard_running_work(batch, stack: Stack, changes: dict[str, tuple], on_running: str) -> None:
+    """Refuse (or wait out) an infrastructure update while jobs run on the environment."""
+    if on_running == FORCE or set(changes) <= {"maxvCpus"} or stack.fargate:
+        return  # a scaling update, or Fargate (new tasks take the change; none is ended)
+    job = running_job(batch, stack.job_queue)
+    if job is None:
+        return
+    name = stack.compute_environment
+    if on_running == WAIT:
+        log.warning("compute environment %s: waiting for the jobs of queue %s to end before "
+                    "changing %s", name, stack.job_queue, _said(changes))
+        wait(f"the jobs of queue {stack.job_queue} to end",
+             lambda: running_job(batch, stack.job_queue) is None, WAIT_FOR_JOBS)
+        return
+    raise ProvisionError(
+        f"compute environment {name}: {_said(changes)} is an infrastructure update, and job "
+        f"queue {stack.job_queue} has work running (job {job}); AWS Batch would end it after "
+        "jobExecutionTimeoutMinutes (30 minutes by default). Run `spmd aws up --wait` to apply "
+        "it once the jobs have ended, or `spmd aws up --force` to apply it now")
+
+
 def _update(batch, name: str, changes: dict, service_role: str) -> None:
     batch.update_compute_environment(computeEnvironment=name, serviceRole=service_role,
                                      computeResources=changes)
@@ -340,8 +389,12 @@ def _create(batch, stack: Stack, resources: dict, service_role: str) -> None:
 
 
 def ensure_compute_environment(batch, stack: Stack, wanted: dict, service_role: str,
-                               report: "Report") -> dict:
-    """The stack's compute environment, VALID and as the config says; its record."""
+                               report: "Report", on_running: str = REFUSE) -> dict:
+    """The stack's compute environment, VALID and as the config says; its record.
+
+    An infrastructure update (on EC2, anything but maxvCpus) while jobs run: ProvisionError
+    (REFUSE), done once they have ended (WAIT), or done now (FORCE).
+    """
     name = stack.compute_environment
     env = settled_environment(batch, name)
     if env is None:
@@ -367,6 +420,7 @@ def ensure_compute_environment(batch, stack: Stack, wanted: dict, service_role: 
                     f"compute environment {name} cannot change in place ({_said(changes)}): "
                     f"{blocked}. Run `spmd aws down` and then `spmd aws up` to make it again, "
                     "or put the config back")
+            _guard_running_work(batch, stack, changes, on_running)
             _update(batch, name, {k: new for k, (_, new) in changes.items()}, service_role)
             report.add("updated", "compute environment", f"{name} ({_said(changes)})")
         else:

@@ -2,16 +2,20 @@
 
     up(settings)    bucket ─ ECR repository (+ lifecycle policy) ─ task log group (retention)
                     ─ IAM roles + instance profile (permissions.py) ─ networking
-                    ─ compute environment (EC2, spot or Fargate) ─ job queue (compute.py)
-    down(settings)  job queues ─ compute environments ─ job definitions ─ log group ─ IAM
-                    ─ ECR ─ bucket, each only when tagged spmd:stack=<stack>
+                    ─ EC2 launch template ─ compute environment (EC2, spot or Fargate)
+                    ─ job queue (compute.py)
+    down(settings)  job queues ─ compute environments ─ job definitions ─ launch template
+                    ─ log group ─ IAM ─ ECR ─ bucket, each only when tagged spmd:stack=<stack>
 
 Both are idempotent: what exists is found and reported, never made twice; what differs
-from the config is updated where AWS allows it in place (``compute.py``). ``deployment``
-is what the queue calls before its first submit: a quick look (four requests), and
-``up`` only when something is missing, broken (an INVALID compute environment) or differs
-from the config (the compute environment's settings, or the job role's policy). Every failure while provisioning is a ``ProvisionError`` (a
-``ConfigError`` for a config AWS would refuse).
+from the config is updated where AWS allows it in place (``compute.py``), an
+infrastructure update only when no job runs on the environment (or ``--wait``/``--force``).
+``deployment`` is what the queue calls before its first submit: a quick look (four
+requests), and ``up`` only when something is missing, broken (an INVALID compute
+environment) or the job role's policy differs from the config. A compute environment that
+differs from the config is used as it is, saying so: a map never changes infrastructure
+that other jobs may be running on. Every failure while provisioning is a
+``ProvisionError`` (a ``ConfigError`` for a config AWS would refuse).
 
 Least privilege: tasks run as the job role, which may read and write objects under this
 bucket's ``jobs/`` prefix and list only that prefix, read the profile's ``read_buckets``
@@ -199,9 +203,13 @@ def _data_access(opts: AwsSettings) -> str:
     return f"read_buckets {read}; write_buckets {write}"
 
 
-def up(settings: Settings | AwsSettings) -> Report:
+def up(settings: Settings | AwsSettings, *, on_running: str = compute.REFUSE) -> Report:
     """Make every resource the stack needs that is missing, repair what is broken and update
-    what differs from the config; a second call creates nothing."""
+    what differs from the config; a second call creates nothing.
+
+    on_running: an update of the compute environment's infrastructure while jobs run on it
+    is refused (``"refuse"``), made once they end (``"wait"``) or made now (``"force"``).
+    """
     opts = _options(settings)
     clients, stack = opts.clients(), opts.stack
     report = Report(stack.name)
@@ -256,16 +264,17 @@ def up(settings: Settings | AwsSettings) -> Report:
         env = compute.ensure_compute_environment(
             batch, stack, compute.compute_resources(opts, subnets, groups, instance_profile,
                                                     template),
-            service_role, report)
+            service_role, report, on_running)
         queue = compute.ensure_job_queue(batch, stack, env["computeEnvironmentName"], report)
     report.deployment = _deployment(stack, queue, env, job_role, execution_role)
     return report
 
 
 def deployment(settings: Settings | AwsSettings) -> Deployment:
-    """The stack's queue and roles as deployed: found with four requests, or made, repaired
-    or brought in line with the config by ``up`` (a changed read_buckets/write_buckets: the
-    job role's policy only, in place)."""
+    """The stack's queue and roles as deployed: found with four requests, or made or repaired
+    by ``up`` (a changed read_buckets/write_buckets: the job role's policy only, in place).
+    A compute environment that differs from the config is used as it is, saying what
+    differs: only ``spmd aws up`` changes it, never a map under running work."""
     opts = _options(settings)
     clients, stack = opts.clients(), opts.stack
     why = "first use"
@@ -280,8 +289,11 @@ def deployment(settings: Settings | AwsSettings) -> Deployment:
             why = f"compute environment {stack.compute_environment} is INVALID"
         if ready and stack.owns(env.get("tags")):
             drift = compute.config_drift(opts, env)
-            if drift:
-                ready, why = False, "the config differs from the stack: " + compute._said(drift)
+            if drift:  # changing it here could end others' running jobs
+                log.warning("the config differs from compute environment %s (%s); this map runs "
+                            "on it as it is. Run `spmd aws up` to apply the config (it refuses "
+                            "while jobs run: `--wait` for them, `--force` to end them)",
+                            stack.compute_environment, compute._said(drift))
         if ready:
             iam = clients("iam")
             try:

@@ -225,7 +225,8 @@ def test_subnets_and_security_groups_of_different_vpcs_are_refused(aws_config, b
         subnets=(subnet,))) == ([subnet], [default["GroupId"]])
 
 
-def test_capacity_is_what_the_compute_environment_has(aws_config, boto, harness):
+def test_capacity_is_what_the_compute_environment_has(aws_config, boto, harness, calls,
+                                                      caplog):
     from spmd_aws.backend import AwsBackend
     stack = aws_config["stack"]
     batch = boto("batch")
@@ -235,10 +236,18 @@ def test_capacity_is_what_the_compute_environment_has(aws_config, boto, harness)
             computeEnvironments=[f"{stack}-ec2"])["computeEnvironments"]
         return env["computeResources"]
     provision.up(settings_of({**aws_config, "max_vcpus": 8, "instance_types": ["c5"]}))
-    # the config changed: the first map brings the stack in line, then plans with it
+    # the config changed: a map runs on the stack as it is (changing it could end others'
+    # running jobs) and says what differs and the command that applies it
+    calls.calls.clear()
     backend = AwsBackend(settings_of({**aws_config, "max_vcpus": 16, "instance_types": ["c6i"]}))
-    assert backend.capacity().vcpus == 16 == deployed()["maxvCpus"]
-    assert deployed()["instanceTypes"] == ["c6i"]
+    assert backend.capacity().vcpus == 8 == deployed()["maxvCpus"]
+    assert deployed()["instanceTypes"] == ["c5"]
+    assert calls.count("batch", "UpdateComputeEnvironment") == 0
+    assert "maxvCpus 8 → 16; instanceTypes c5 → c6i" in caplog.text
+    assert "`spmd aws up`" in caplog.text
+    # up applies it (nothing runs on the queue)
+    provision.up(settings_of({**aws_config, "max_vcpus": 16, "instance_types": ["c6i"]}))
+    assert deployed()["maxvCpus"] == 16 and deployed()["instanceTypes"] == ["c6i"]
     # an environment the stack does not own is left as it is: capacity is what it has
     batch.untag_resource(resourceArn=batch.describe_compute_environments(
         computeEnvironments=[f"{stack}-ec2"])["computeEnvironments"][0]["computeEnvironmentArn"],

@@ -168,11 +168,19 @@ def test_any_failure_while_provisioning_is_a_provision_error():
             raise ValueError("not enough values to unpack (expected 1, got 0)")
 
 
+def no_running_work(replay) -> None:
+    """ListJobs of the stack's queue, one result per state an update would end: none."""
+    for status in compute.ACTIVE:
+        replay.add("batch", "list_jobs", {"jobSummaryList": []},
+                   {"jobQueue": "spmd-ec2", "jobStatus": status, "maxResults": 1})
+
+
 def test_config_drift_is_updated_in_place(clients, pauses):
     deployed = environment("VALID", instanceTypes=["c5"], subnets=["subnet-1"], maxvCpus=32)
     resources = wanted(instance_types=("c6i",), max_vcpus=64)
     with Replay(clients) as replay:
         describe(replay, deployed)
+        no_running_work(replay)  # an infrastructure update: asked first
         replay.add("batch", "update_compute_environment",
                    {"computeEnvironmentName": "spmd-ec2", "computeEnvironmentArn": CE_ARN},
                    {"computeEnvironment": "spmd-ec2", "serviceRole": SERVICE_ROLE,
@@ -183,6 +191,66 @@ def test_config_drift_is_updated_in_place(clients, pauses):
                                            SERVICE_ROLE, report)
     assert report.names("updated") == [
         "compute environment spmd-ec2 (maxvCpus 32 → 64; instanceTypes c5 → c6i)"]
+
+
+def test_a_scaling_update_goes_ahead_without_asking_for_running_jobs(clients, pauses):
+    with Replay(clients) as replay:
+        describe(replay, environment("VALID", maxvCpus=32))
+        replay.add("batch", "update_compute_environment",
+                   {"computeEnvironmentName": "spmd-ec2", "computeEnvironmentArn": CE_ARN},
+                   {"computeEnvironment": "spmd-ec2", "serviceRole": SERVICE_ROLE,
+                    "computeResources": {"maxvCpus": 256}})
+        describe(replay, environment("VALID"))
+        compute.ensure_compute_environment(replay.client("batch"), STACK, wanted(),
+                                           SERVICE_ROLE, Report("spmd"))
+    assert replay.count("ListJobs") == 0
+
+
+RUNNING = {"jobSummaryList": [{"jobId": "a1", "jobName": "spmd-job-0", "status": "PENDING"}]}
+
+
+def test_up_refuses_an_infrastructure_update_under_running_work(clients, pauses):
+    # "UpdatePolicy" (AWS Batch API Reference): an infrastructure update ends running jobs
+    # after jobExecutionTimeoutMinutes; an array's parent is PENDING while children run.
+    with Replay(clients) as replay:
+        describe(replay, environment("VALID", instanceTypes=["c5"]))
+        for status in ("RUNNING", "STARTING"):
+            replay.add("batch", "list_jobs", {"jobSummaryList": []},
+                       {"jobQueue": "spmd-ec2", "jobStatus": status, "maxResults": 1})
+        replay.add("batch", "list_jobs", RUNNING,
+                   {"jobQueue": "spmd-ec2", "jobStatus": "PENDING", "maxResults": 1})
+        with pytest.raises(ProvisionError) as info:
+            compute.ensure_compute_environment(replay.client("batch"), STACK,
+                                               wanted(instance_types=("c6i",)), SERVICE_ROLE,
+                                               Report("spmd"))
+    message = str(info.value)
+    assert "instanceTypes c5 → c6i" in message and "job a1" in message
+    assert "`spmd aws up --wait`" in message and "`spmd aws up --force`" in message
+    assert replay.count("UpdateComputeEnvironment") == 0
+
+
+def test_up_wait_applies_the_update_once_the_jobs_have_ended(clients, pauses):
+    with Replay(clients) as replay:
+        describe(replay, environment("VALID", instanceTypes=["c5"]))
+        replay.add("batch", "list_jobs", RUNNING)  # RUNNING: one
+        replay.add("batch", "list_jobs", RUNNING)  # waiting: asked again, still one
+        no_running_work(replay)  # after a pause: none
+        replay.add("batch", "update_compute_environment",
+                   {"computeEnvironmentName": "spmd-ec2", "computeEnvironmentArn": CE_ARN})
+        describe(replay, environment("VALID", instanceTypes=["c6i"]))
+        compute.ensure_compute_environment(replay.client("batch"), STACK,
+                                           wanted(instance_types=("c6i",)), SERVICE_ROLE,
+                                           Report("spmd"), compute.WAIT)
+    assert pauses == [0.5]
+    with Replay(clients) as replay:  # --force: no question asked
+        describe(replay, environment("VALID", instanceTypes=["c5"]))
+        replay.add("batch", "update_compute_environment",
+                   {"computeEnvironmentName": "spmd-ec2", "computeEnvironmentArn": CE_ARN})
+        describe(replay, environment("VALID", instanceTypes=["c6i"]))
+        compute.ensure_compute_environment(replay.client("batch"), STACK,
+                                           wanted(instance_types=("c6i",)), SERVICE_ROLE,
+                                           Report("spmd"), compute.FORCE)
+    assert replay.count("ListJobs") == 0
 
 
 def test_what_batch_cannot_update_in_place_is_said_plainly(clients, pauses):
