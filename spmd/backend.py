@@ -20,6 +20,9 @@ from .object_store import ObjectStore
 from .units import format_bytes
 
 if TYPE_CHECKING:
+    from typing import Iterator
+
+    from .doctor import Check
     from .report import CostEstimate, Report
 
 
@@ -108,6 +111,11 @@ class Backend(ABC):
     def check_data(self, inputs: list, destinations) -> None:
         """Refuse, before anything is submitted, data tasks could not reach (``inputs``: the map's
         UrlRefs; ``destinations``: its Destinations or None). By default everything is allowed."""
+
+    def doctor_checks(self) -> "Iterator[Check]":
+        """``spmd doctor``'s checks of this backend beyond its store (spmd.doctor): what a
+        first run needs, each failure with what to do. By default there are none."""
+        return iter(())
 
     @cached_property
     def store(self) -> ObjectStore:

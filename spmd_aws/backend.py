@@ -44,6 +44,10 @@ class AwsBackend(Backend):
     def clients(self):
         return self.opts.clients()
 
+    def doctor_checks(self):
+        from .doctor import checks
+        return checks(self)
+
     def make_store(self) -> S3Store:
         opts = self.opts
         return S3Store(opts.bucket, opts.prefix, region=opts.region, endpoint_url=opts.endpoint_url,

@@ -43,6 +43,10 @@ class LocalBackend(Backend):
     def make_store(self) -> LocalStore:
         return LocalStore(self.settings.get("store_dir") or default_store_dir())
 
+    def doctor_checks(self):
+        from .doctor import checks
+        return checks(self)
+
     def make_registry(self) -> DaemonRegistry:
         return DaemonRegistry()
 

@@ -1,7 +1,7 @@
 """The spmd command: configuration, jobs and images from the shell.
 
     spmd [--profile P] [--backend B] [-v] COMMAND ...
-      config, backends, image bootstrap          (this module)
+      config, backends, doctor, image bootstrap  (this module)
       jobs, status, results, logs, report,
       cancel, clean                              (jobs.py, clean.py)
       <group> ...                                a plugin's command group (e.g. ``aws``),
@@ -45,6 +45,11 @@ def cmd_backends(args) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args) -> int:
+    from .. import doctor
+    return EXIT_OK if doctor.report(doctor.run(settings_of(args)), sys.stdout) else EXIT_FAILED
+
+
 def cmd_image_bootstrap(args) -> int:
     from .. import baseimage
     from ..errors import BaseImageError
@@ -73,6 +78,12 @@ def parser(groups: dict | None = None) -> argparse.ArgumentParser:
     sub.add_parser("backends", help="list the registered backends",
                    description="List the registered backends and plugins that failed to load."
                    ).set_defaults(func=cmd_backends)
+    p = sub.add_parser("doctor", help="check everything a first run needs",
+                       description="Check the configured backend before a run: its store, its "
+                       "engine or scheduler, credentials; one line per check, with what to do "
+                       "for each failure. Exit status 0 when all hold, 1 otherwise.")
+    p.add_argument("--backend", default=argparse.SUPPRESS, help="the backend to check")
+    p.set_defaults(func=cmd_doctor)
     jobs.add_commands(sub)
     clean.add_command(sub)
     image = sub.add_parser("image", help="task and base images",
