@@ -16,6 +16,7 @@ import atexit
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +28,8 @@ from typing import IO, Any
 from . import remote
 from .errors import DataError
 from .object_store import ObjectStore
+
+log = logging.getLogger("spmd")
 
 BLOBS = "data/sha256/"
 TREES = "data/tree/"
@@ -214,15 +217,49 @@ def send(store: ObjectStore, report: UploadReport) -> None:
     if sweep is not None and (report._blobs or report._remote):
         sweep()
     for key, path in report._blobs.items():
-        if not store.exists(key):
+        if not store.exists(key) or not _intact(store, key):
             store.put_file(key, path)
             report.uploaded_objects += 1
             report.uploaded_bytes += path.stat().st_size
     for key, listing in report._listings.items():
-        if not store.exists(key):
+        if not store.exists(key) or store.get(key) != listing:
             store.put(key, listing)
             report.uploaded_objects += 1
             report.uploaded_bytes += len(listing)
+
+
+def _intact(store: ObjectStore, key: str) -> bool:
+    """Whether a blob a directory store holds still has the content its key names (checked
+    before it is reused; remembered per file like the client's own hashes). A store that is
+    not a directory is trusted to keep what it was given."""
+    local = getattr(store, "path", None)
+    if not callable(local):
+        return True
+    if file_sha256(Path(local(key))) == key[len(BLOBS):]:
+        return True
+    log.warning("spmd: %s in the store does not match its hash; sending it again", key)
+    return False
+
+
+def uploads_key(job_id: str) -> str:
+    """Where a job records the uploaded objects it references (``spmd clean`` reads it)."""
+    return f"jobs/{job_id}/uploads.json"
+
+
+def record_uploads(store: ObjectStore, job_id: str, report: UploadReport) -> None:
+    """Note which blobs and folder listings the job references, so that cleaning it removes
+    those no other job references."""
+    keys = sorted({*report._blobs, *report._listings})
+    if keys:
+        store.put(uploads_key(job_id), json.dumps({"keys": keys}).encode())
+
+
+def uploads_of(store: ObjectStore, job_id: str) -> set[str]:
+    """The uploaded objects a job references (none recorded: an empty set)."""
+    try:
+        return set(json.loads(store.get(uploads_key(job_id)))["keys"])
+    except (KeyError, ValueError):  # ObjectNotFound is a KeyError
+        return set()
 
 
 def replace(value: Any, convert, kinds: type | tuple = (File, DataRef, remote.UrlRef)) -> Any:
@@ -276,6 +313,11 @@ def stage(store: ObjectStore, ref: DataRef | remote.UrlRef) -> str:
         store.get_file(ref.key, target)
         return str(target)
     listing = json.loads(store.get(ref.key))
+    for rel in [*listing["dirs"], *listing["files"]]:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise DataError(f"the folder listing {ref.key} names {rel!r}, outside its folder; "
+                            "the store was tampered with: remove that object and map again",
+                            path=rel)
     building = folder / (".partial-" + ref.name)
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()

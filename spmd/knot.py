@@ -194,6 +194,7 @@ class Knot:
         if rule.inputs == "client":
             data.stage_for_tasks(store, uploads)
         job_id = layout.new_job_id(self.name)
+        data.record_uploads(store, job_id, uploads)  # spmd clean removes what no job references
         per_shard = shards.plan([codec.frame_size(p) for p in payloads])
         manifest = Manifest(job_id=job_id, name=self.name, backend=self.settings.backend,
                             profile=self.settings.profile, n_items=len(calls), chunksize=size,

@@ -1,7 +1,11 @@
 """spmd clean: remove finished jobs' data from the store, and unused local task images.
 
     spmd clean JOB                     that job's objects (jobs/JOB/...), its cached results
-                                       with them (and its entry under cache/, spmd.reuse)
+                                       with them (and its entry under cache/, spmd.reuse), and
+                                       the inputs it uploaded (data/sha256/, data/tree/) that
+                                       no other job references
+    spmd clean --data                  every uploaded and fetched input (data/) that no job still
+                                       pending or running references; later maps send again
     spmd clean --older-than 7d         every finished job older than that, copies of URL
                                        inputs fetched before then (data/urls/), and task images
                                        on this machine's Docker engine that spmd built
@@ -36,22 +40,27 @@ def parse_age(text: str) -> float:
 def cmd_clean(args) -> int:
     from .. import layout
     from ..backend import open_backend
+    from ..data import uploads_of
     from ..job import load
     from . import settings_of
     from .jobs import list_jobs
-    if (args.job_id is None) == (args.older_than is None):
-        print("spmd: error: say what to clean: a JOB id, or --older-than AGE (e.g. 7d)",
+    if (args.job_id is None) == (args.older_than is None) and not args.data:
+        print("spmd: error: say what to clean: a JOB id, --older-than AGE (e.g. 7d) or --data",
               file=sys.stderr)
         return 2
     backend = open_backend(settings_of(args))
     verb = "would remove" if args.dry_run else "removed"
+    if args.data and args.job_id is None and args.older_than is None:
+        for line in clean_data(backend, dry_run=args.dry_run):
+            print(line)
+        return 0
     if args.job_id is not None:
         chosen = [load(backend, args.job_id, watch=False).manifest]  # JobNotFound: exit 2
         cutoff = None
     else:
         cutoff = time.time() - parse_age(args.older_than)
         chosen = [m for m in list_jobs(backend) if m.created < cutoff]
-    skipped = 0
+    skipped, uploads, cleaned = 0, set(), set()
     for manifest in chosen:
         counts = load(backend, manifest.job_id, watch=False).status()
         if counts[PENDING] or counts[RUNNING]:
@@ -60,6 +69,8 @@ def cmd_clean(args) -> int:
             skipped += 1
             continue
         prefix = layout.prefix(manifest.job_id)
+        uploads |= uploads_of(backend.store, manifest.job_id)
+        cleaned.add(manifest.job_id)
         n = len(list(backend.store.list(prefix))) if args.dry_run else backend.store.delete_prefix(prefix)
         if manifest.reuse_key:  # later reruns no longer find its results
             n += 1
@@ -67,6 +78,17 @@ def cmd_clean(args) -> int:
                 from ..reuse import forget
                 forget(backend.store, manifest)
         print(f"{verb} job {manifest.job_id} ({n} objects)")
+    if uploads:
+        kept = {key for m in list_jobs(backend) if m.job_id not in cleaned
+                for key in uploads_of(backend.store, m.job_id)}
+        unused = sorted(uploads - kept)
+        if not args.dry_run:
+            for key in unused:
+                backend.store.delete(key)
+        print(f"{verb} {len(unused)} uploaded inputs no other job references")
+    if args.data:
+        for line in clean_data(backend, dry_run=args.dry_run):
+            print(line)
     sweep = getattr(backend.store, "remove_partial", None)
     if sweep is not None and not args.dry_run:
         removed = sweep()
@@ -78,6 +100,28 @@ def cmd_clean(args) -> int:
         for line in clean_images(cutoff, dry_run=args.dry_run):
             print(line)
     return 1 if skipped and args.job_id is not None else 0
+
+
+def clean_data(backend, *, dry_run: bool) -> list[str]:
+    """Remove every uploaded input (data/sha256/, data/tree/) and fetched URL copy that no job
+    still pending or running references: the subjects' data leaves the store."""
+    from ..data import BLOBS, TREES, uploads_of
+    from ..job import load
+    from .jobs import list_jobs
+    busy: set[str] = set()
+    for manifest in list_jobs(backend):
+        counts = load(backend, manifest.job_id, watch=False).status()
+        if counts[PENDING] or counts[RUNNING]:
+            busy |= uploads_of(backend.store, manifest.job_id)
+    unused = [k for prefix in (BLOBS, TREES) for k in backend.store.list(prefix) if k not in busy]
+    if not dry_run:
+        for key in unused:
+            backend.store.delete(key)
+    verb = "would remove" if dry_run else "removed"
+    lines = [f"{verb} {len(unused)} uploaded inputs"]
+    if busy:
+        lines.append(f"kept {len(busy)} inputs of jobs still running")
+    return lines + clean_fetched(backend.store, time.time() + 1, dry_run=dry_run)
 
 
 def clean_fetched(store, cutoff: float, *, dry_run: bool) -> list[str]:
@@ -144,5 +188,7 @@ def add_command(sub) -> None:
     p.add_argument("job_id", nargs="?", metavar="JOB", help="the job to remove")
     p.add_argument("--older-than", metavar="AGE",
                    help="remove every finished job (and unused task image) older than AGE: 7d, 12h")
+    p.add_argument("--data", action="store_true",
+                   help="remove every uploaded or fetched input no running job references")
     p.add_argument("--dry-run", action="store_true", help="print what would go, remove nothing")
     p.set_defaults(func=cmd_clean)
