@@ -42,7 +42,8 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from spmd.batch_queue import FAILED, ArraySpec, BatchQueue, Resources, TaskStatus
+from spmd.batch_queue import (CANCELLED, FAILED, SUCCEEDED, ArraySpec, BatchQueue, Resources,
+                               TaskStatus)
 from spmd.errors import ResourceError
 from spmd.object_store import ObjectStore
 
@@ -50,7 +51,8 @@ from .aws import AwsError, Clients, boundary, error_code
 from .config import MAX_ATTEMPTS, AwsSettings
 from .compute import check_fits, instance_sizes
 from .provision import Deployment, deployment, ensure_log_group
-from .reasons import CANCEL_REASON, UNPLACEABLE, exit_code, retry_strategy, task_status
+from .reasons import (CANCEL_REASON, NEVER_PLACED, UNPLACEABLE, UNPLACED_REASON, exit_code,
+                      retry_strategy, task_status)
 from .stack import CONTENT_TAG
 
 __all__ = ["AwsBatchQueue", "CANCEL_REASON", "task_status"]  # the reasons are spmd_aws.reasons'
@@ -260,6 +262,7 @@ class AwsBatchQueue(BatchQueue):
         self._waiting: dict[str, str] = {}  # array id -> the RUNNABLE reason last seen
         self._sizes: list | None = None  # the compute environment's instance sizes
         self._unknown: dict[str, float] = {}  # job id -> when Batch first described nothing
+        self._unplaced: set[str] = set()  # arrays ended here because the queue cannot place them
 
     @property
     def batch(self):
@@ -487,6 +490,8 @@ class AwsBatchQueue(BatchQueue):
                     if summary["status"] == "SUCCEEDED" and detail is None:
                         detail = {"attempts": [{}]}
                     out[offset + index] = task_status(merge(summary, detail), waiting)
+                if self._end_unplaceable(job_id, offset, size, children, out):
+                    continue
                 if len(children) < size:
                     reason = self._why_waiting(job_id)
                     if reason:
@@ -496,6 +501,35 @@ class AwsBatchQueue(BatchQueue):
             from . import memory
             memory.grow(self, self._store, grows(handle), out)
         return out
+
+    def _end_unplaceable(self, parent: str, offset: int, size: int, children: dict[str, dict],
+                         out: dict[int, TaskStatus]) -> bool:
+        """Once the queue's time limit ended one child as never placed, end the whole array
+        (one TerminateJob) and give every task not ended that child's reason; whether it did.
+
+        jobStateTimeLimitActions acts on the job at the head of the queue only, one per
+        period: the other children would wait their turn (8,334 at 600 s: 58 days, the queue
+        blocked all along)."""
+        first_task = next((t for t in range(offset, offset + size) if t in out and
+                           out[t].state == FAILED and out[t].reason.startswith(NEVER_PLACED)), None)
+        if first_task is None:
+            return False
+        first = out[first_task]
+        rest = [t for t in range(offset, offset + size)
+                if t not in out or out[t].state not in (FAILED, SUCCEEDED, CANCELLED)]
+        if rest and parent not in self._unplaced:
+            self._unplaced.add(parent)
+            child = child_id(parent, offset, size, first_task)
+            cause = (self._ended.get(child) or children.get(child) or {}).get("statusReason", "")
+            log.warning("AWS Batch cannot place array %s (%s): ending its %d other tasks",
+                        parent, cause, len(rest))
+            try:
+                self.batch.terminate_job(jobId=parent, reason=f"{UNPLACED_REASON}: {cause}"[:1024])
+            except Exception as exc:
+                log.warning("could not terminate Batch job %s: %s", parent, error_code(exc) or exc)
+        for task in rest:
+            out[task] = TaskStatus(FAILED, 0, None, first.reason, first.lost)
+        return True
 
     # -- cancel and logs ------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ exceeded ...)", which is neither a cancel nor a timeout.
                                                   infrastructure: spot reclaimed / host lost
     statusReason      MISCONFIGURATION:... CAPACITY:...
                       Canceled by JobStateTimeLimit action due to reason: ...
-                                                  error: never placed (jobStateTimeLimitActions)
+                      spmd: ended with its array, never placed: ...
+                                                  error: never placed (jobStateTimeLimitActions,
+                                                  and the rest of its array, which spmd ends)
     anything else                                 error (the user's code), with the exit code
 
 Sources: "Job status reasons" / "CannotPullContainer errors" in the AWS Batch user guide,
@@ -43,6 +45,11 @@ UNPLACEABLE = ("MISCONFIGURATION:", "CAPACITY:")
 #: the statusReason of a job jobStateTimeLimitActions cancelled ("Jobs stuck in RUNNABLE due to
 #: capacity", AWS Batch user guide: "Canceled by JobStateTimeLimit action due to reason: ...")
 TIME_LIMIT_ENDED = ("Canceled by JobStateTimeLimit action", "Terminated by JobStateTimeLimit action")
+#: spmd's TerminateJob reason for the rest of an array the queue ended one child of for
+#: being unplaceable (followed by that child's reason)
+UNPLACED_REASON = "spmd: ended with its array, never placed"
+#: how the reason of a task that was never placed begins
+NEVER_PLACED = "never placed"
 IMAGE_HINT = ("image could not be pulled/started: check that the image exists in the registry "
               "the job definition names, that the instances reach it (a NAT gateway or VPC "
               "endpoints in private subnets), that the execution role may pull it, and that "
@@ -165,13 +172,13 @@ def _classify(job: dict, waiting: str = "") -> TaskStatus:
     if found:
         return TaskStatus(FAILED, attempts, code, f"spot reclaimed / host lost ({found})",
                           "infrastructure")
-    found = _starting(texts, UNPLACEABLE + TIME_LIMIT_ENDED)
+    found = _starting(texts, UNPLACEABLE + TIME_LIMIT_ENDED + (UNPLACED_REASON,))
     if not found and waiting and not attempts and code is None:
         found = texts[0] if texts else "ended before it started"  # the queue's own words
     if found:
         seen = f"; while waiting: {waiting}" if waiting and waiting != found else ""
         return TaskStatus(FAILED, attempts, code,
-                          f"never placed, ended by the job queue ({found}{seen}): {PLACE_HINT}",
+                          f"{NEVER_PLACED}, ended by the job queue ({found}{seen}): {PLACE_HINT}",
                           "error")
     detail = "; ".join(dict.fromkeys(texts)) or "failed"
     if code is not None:

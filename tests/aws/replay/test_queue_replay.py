@@ -14,6 +14,7 @@ from spmd_aws.aws import AwsError
 from spmd_aws.config import AwsSettings
 from spmd_aws.provision import Deployment
 from spmd_aws.queue import AwsBatchQueue, encode_handle
+from spmd_aws.reasons import UNPLACED_REASON
 from spmd_aws.store import S3Store
 
 from .canned import (
@@ -212,3 +213,33 @@ def test_the_layer_fails_on_a_field_name_aws_does_not_know(queue, clients, monke
             queue.states(encode_handle([("p5", 0, 2)]))
         # the same request with AWS's field name takes the response the wrong one could not
         clients("batch").list_jobs(arrayJobId="p5", jobStatus="RUNNABLE", maxResults=1)
+
+
+def test_an_unplaceable_array_ends_at_the_first_child_the_queue_cancels(queue, clients):
+    # "JobStateTimeLimitAction" (AWS Batch API Reference): the action applies to the job at
+    # the head of the queue, one at a time; the rest of the array would wait its turn.
+    handle = encode_handle([("p5", 0, 4)])
+    with Replay(clients) as replay:
+        first = summary("p5:0", "FAILED", statusReason=CANCELLED_BY_QUEUE)
+        list_pages(replay, "p5", {"FAILED": [first]})
+        replay.add("batch", "describe_jobs", {"jobs": [
+            detail("p5:0", "FAILED", statusReason=CANCELLED_BY_QUEUE, attempts=[])]},
+            {"jobs": ["p5:0"]})
+        replay.add("batch", "terminate_job", {}, {
+            "jobId": "p5", "reason": f"{UNPLACED_REASON}: {CANCELLED_BY_QUEUE}"})
+        states = queue.states(handle)
+        # Batch then lists the others FAILED with spmd's reason: still never placed, no
+        # second TerminateJob (another process reattaching reads the same)
+        ended = [summary(f"p5:{i}", "FAILED", statusReason=f"{UNPLACED_REASON}: "
+                         f"{CANCELLED_BY_QUEUE}") for i in range(1, 4)]
+        list_pages(replay, "p5", {"FAILED": [first, *ended]})
+        replay.add("batch", "describe_jobs", {"jobs": [
+            detail(f"p5:{i}", "FAILED", statusReason=f"{UNPLACED_REASON}: {CANCELLED_BY_QUEUE}",
+                   attempts=[]) for i in range(1, 4)]}, {"jobs": ["p5:1", "p5:2", "p5:3"]})
+        later = queue.states(handle)
+
+    assert replay.count("TerminateJob") == 1
+    for polled in (states, later):
+        assert [polled[t].state for t in range(4)] == ["FAILED"] * 4
+        assert all(polled[t].reason.startswith("never placed") and CANCELLED_BY_QUEUE in
+                   polled[t].reason and polled[t].lost == "error" for t in range(4))
