@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
 
-from . import codec, layout
+from . import codec, integrity, layout
 from .batch_queue import CANCELLED, RUNNING, TERMINAL, TaskStatus
 from .errors import ObjectNotFound, ResultDamaged, TaskLost, TaskOutOfMemory, TaskTimedOut
 from .object_store import ObjectStore
@@ -125,6 +125,12 @@ def read_output(store: ObjectStore, job_id: str, task: int) -> TaskOutput | None
         view = store.get_view(key)
     except ObjectNotFound:
         return None
+    try:  # signed by the job's scheduler where it signs (spmd.integrity): else never unpickled
+        if not integrity.verify(store, job_id, key, view):
+            raise ResultDamaged(key, "it changed after its task ended (its signature differs)",
+                                job_id=job_id, task=task)
+    except integrity.Unsigned:
+        return None  # its attempt has not ended yet
     try:
         output = codec.loads_frame(view)
     except Exception as exc:  # truncated, overwritten: pickle, struct or frame errors

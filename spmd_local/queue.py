@@ -6,8 +6,7 @@ job's containers from the client, so running tasks stop at once.
 """
 from __future__ import annotations
 
-import os
-
+from spmd import integrity
 from spmd.batch_queue import ArraySpec
 from spmd.scheduling import SchedulerQueue, queue_key
 
@@ -26,9 +25,12 @@ class LocalQueue(SchedulerQueue):
         super().__init__(store, capacity)
         self.log_limit = log_limit
 
+    def submit(self, spec: ArraySpec) -> str:
+        integrity.make_key(self.store, spec.job_id)  # the scheduler signs outputs with it
+        return super().submit(spec)
+
     def extra_config(self, spec: ArraySpec) -> dict:
-        return {"store_root": str(self.store.root), "uid": os.getuid(), "gid": os.getgid(),
-                "log_limit": self.log_limit}
+        return {"log_limit": self.log_limit}
 
     def cancel(self, handle: str) -> None:
         super().cancel(handle)

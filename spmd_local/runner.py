@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spmd import docker_engine, layout, logcap
+from spmd import docker_engine, integrity, layout, logcap
 from spmd.errors import EngineError
 from spmd.scheduling import DirectoryStore, Outcome, Runner, queue_key
 
@@ -118,7 +118,7 @@ class LocalRunner(Runner):
         self.pool = concurrent.futures.ThreadPoolExecutor(DOCKER_THREADS)
         self.slots: dict[str, Slot] = {}
         self.selector = selectors.DefaultSelector()
-        self.sockets = socket_dir(config["store_root"], job_id)
+        self.sockets = socket_dir(str(store.root), job_id)
         private_socket_root(self.sockets.parent)
         self.sockets.mkdir(mode=0o700, exist_ok=True)
         self.run_dir = store.path(queue_key(job_id, "run"))
@@ -231,9 +231,9 @@ class LocalRunner(Runner):
 
     def launch(self, slot: Slot) -> str:
         """Create and start a warm container (on the pool); returns its id."""
-        spec, res, root = self.spec, self.res, self.config["store_root"]
+        spec, res = self.spec, self.res
         inside = f"{SERVE_DIR}/{os.path.basename(slot.socket_path)}"
-        mounts = task_mounts(DirectoryStore(root), self.job_id)
+        mounts = task_mounts(self.store, self.job_id)
         mounts[str(self.sockets)] = {"bind": SERVE_DIR, "mode": "rw"}
         container = self.engine_call(
             self.engine.containers.create,
@@ -246,7 +246,9 @@ class LocalRunner(Runner):
             network_mode=None if spec.get("network") else "none",
             nano_cpus=int(res["vcpus"] * 1e9), mem_limit=slot.memory,
             pids_limit=PIDS_LIMIT, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            memswap_limit=slot.memory, user=f"{self.config['uid']}:{self.config['gid']}")
+            # This process's own user, store and job, never spec.json's: a restarted scheduler
+            # takes from the spec only what a task may choose (image, command, env, resources).
+            memswap_limit=slot.memory, user=f"{os.getuid()}:{os.getgid()}")
         try:
             self.engine_call(container.start)
         except Exception:
@@ -340,6 +342,8 @@ class LocalRunner(Runner):
                 reason: str = "") -> Outcome:
         """The attempt's Outcome from its end record, its log file read (its last log_limit
         bytes at most) and removed."""
+        # Its output as it is now is what the client may unpickle (spmd.integrity).
+        integrity.sign(self.store, self.job_id, layout.output_key(self.job_id, task))
         path = self.attempt_log(task, attempt)
         try:
             text = logcap.read_kept(path, self.log_limit).decode(errors="replace")

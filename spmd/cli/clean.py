@@ -72,6 +72,9 @@ def cmd_clean(args) -> int:
         uploads |= uploads_of(backend.store, manifest.job_id)
         cleaned.add(manifest.job_id)
         n = len(list(backend.store.list(prefix))) if args.dry_run else backend.store.delete_prefix(prefix)
+        if not args.dry_run:
+            from ..integrity import forget
+            forget(backend.store, manifest.job_id)
         if manifest.reuse_key:  # later reruns no longer find its results
             n += 1
             if not args.dry_run:
