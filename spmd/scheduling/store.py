@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -35,10 +36,16 @@ FOLDER_MODE = 0o700
 
 def private(folder: Path) -> None:
     """Make folder (and missing parents) and leave it readable by its owner alone, so nothing
-    under it is readable or writable by other users: inputs, results, logs, pickles."""
+    under it is readable or writable by other users: inputs, results, logs, pickles. A folder
+    another user made (first, in a shared parent, to read or plant what goes in) is refused."""
     folder.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    st = folder.lstat()
+    if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"the store folder {folder} is not a folder of this user's (owner uid "
+                         f"{st.st_uid}); another user may have made it to read or plant job "
+                         "data: remove it (or ask an admin to), or choose another store_dir")
     try:
-        if folder.stat().st_mode & 0o777 != FOLDER_MODE and folder.stat().st_uid == os.getuid():
+        if st.st_mode & 0o777 != FOLDER_MODE:
             folder.chmod(FOLDER_MODE)
     except OSError:  # a read-only store: readers need no change
         pass

@@ -108,7 +108,9 @@ def test_an_input_outside_read_buckets_fails_at_map_with_the_line_for_the_profil
         + "".join(f"{k} = {json.dumps(v)}\n" for k, v in aws_config.items())
         + 'read_buckets = ["lab-atlas"]\n')
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SPMD_USER_CONFIG", str(tmp_path / "no-user-config.toml"))
+    user = tmp_path / "user-config.toml"  # a project file may set buckets in a trusted folder
+    user.write_text(f'trusted_projects = ["{tmp_path}"]\n')
+    monkeypatch.setenv("SPMD_USER_CONFIG", str(user))
     knot = spmd.Knot(fn.describe_file, profile="lab")
     url = f"s3://{bids}/sub-01/dwi/sub-01_dwi.nii.gz"
     calls.calls.clear()

@@ -34,6 +34,9 @@ def lab(tmp_path, monkeypatch, e2e_config):
     lines = ["[profiles.lab]", 'backend = "aws"'] + [
         f"{key} = {json.dumps(value)}" for key, value in e2e_config.items()]
     (tmp_path / "spmd.toml").write_text("\n".join(lines) + "\n")
+    user = tmp_path / "user-config.toml"  # a project file may set the bucket in a trusted folder
+    user.write_text(f'trusted_projects = ["{tmp_path}"]\n')
+    monkeypatch.setenv("SPMD_USER_CONFIG", str(user))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -43,16 +43,18 @@ def test_only_the_selected_backend_is_imported(code, backend, tmp_path):
 def test_a_top_level_key_of_another_backend_is_skipped_a_typo_is_not(tmp_path):
     from spmd.config import resolve
     from spmd.errors import ConfigError
+    (tmp_path / "user.toml").write_text(f'trusted_projects = ["{tmp_path}"]\n')
+    environ = {"SPMD_USER_CONFIG": str(tmp_path / "user.toml")}  # may set store_dir, bucket
     (tmp_path / "spmd.toml").write_text('store_dir = "/s"\n[profiles.cloud]\nbackend = "aws"\n'
                                         'bucket = "b-1"\n')
-    assert resolve(profile="cloud", cwd=tmp_path, environ={})["bucket"] == "b-1"
-    assert resolve(cwd=tmp_path, environ={})["store_dir"] == "/s"
+    assert resolve(profile="cloud", cwd=tmp_path, environ=environ)["bucket"] == "b-1"
+    assert resolve(cwd=tmp_path, environ=environ)["store_dir"] == "/s"
     (tmp_path / "spmd.toml").write_text('[profiles.cloud]\nbackend = "aws"\nstore_dir = "/s"\n')
     with pytest.raises(ConfigError, match="belongs to the local backend"):
-        resolve(profile="cloud", cwd=tmp_path, environ={})
+        resolve(profile="cloud", cwd=tmp_path, environ=environ)
     (tmp_path / "spmd.toml").write_text('stor_dir = "/s"\n')
     with pytest.raises(ConfigError, match="unknown configuration key 'stor_dir'"):
-        resolve(cwd=tmp_path, environ={})
+        resolve(cwd=tmp_path, environ=environ)
 
 
 def test_plugins_add_command_groups_loaded_on_use():

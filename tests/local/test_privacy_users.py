@@ -1,0 +1,113 @@
+"""Tested as another user on this machine would attack: a second account, made for the test
+with useradd and removed after, against a job's store in a folder anyone may enter."""
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+import spmd
+from spmd import layout
+from spmd.errors import StoreError
+
+pytestmark = pytest.mark.docker
+SYSTEM_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "/usr/bin/python3"
+
+
+@pytest.fixture(scope="module")
+def attacker():
+    """(name, uid, gid) of a fresh local account; removed after the module."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd to make a second account")
+    name = f"spmdatk{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        import pwd
+        entry = pwd.getpwnam(name)
+        yield name, entry.pw_uid, entry.pw_gid
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+def as_user(user, code: str) -> subprocess.CompletedProcess:
+    """Run python code as the attacker (no spmd, no environment of ours)."""
+    _, uid, gid = user
+    return subprocess.run([SYSTEM_PYTHON, "-I", "-c", code], user=uid, group=gid,
+                          extra_groups=[], capture_output=True, text=True, cwd="/", env={},
+                          timeout=60)
+
+
+@pytest.fixture
+def shared(tmp_path):
+    """A folder every user may enter and write, like /scratch or /tmp."""
+    folder = Path(tempfile.mkdtemp(prefix="spmd-shared-", dir="/tmp"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def double(x):
+    return 2 * x
+
+
+def read_text(path):
+    with open(path) as handle:
+        return handle.read()
+
+
+def test_another_user_can_neither_read_nor_plant_in_a_store(attacker, shared, engine):
+    victim_home = shared / "victim"
+    victim_home.mkdir(mode=0o755)
+    subject = victim_home / "sub-01.txt"
+    subject.write_text("private subject data")
+    subject.chmod(0o600)
+    before = os.umask(0o022)  # the usual umask of a shared machine
+    try:
+        config = {"store_dir": str(victim_home / "store"), "max_vcpus": 2}
+        job = spmd.Knot(double, config=config).map([1, 2])
+        assert job.results(timeout=300) == [2, 4]
+        files = spmd.Knot(read_text, config=config).map([spmd.File(subject)])
+        assert files.results(timeout=300) == ["private subject data"]
+    finally:
+        os.umask(before)
+    root = victim_home / "store" / "spmd"
+    output = root / layout.output_key(job.id, 0)
+    blob = next((root / "data" / "sha256").iterdir())
+    read = as_user(attacker, f"print(open({str(blob)!r}).read())")
+    assert read.returncode != 0 and "PermissionError" in read.stderr
+    walk = as_user(attacker, f"import os; print(list(os.walk({str(root)!r})))")
+    assert "sub-01" not in walk.stdout and job.id not in walk.stdout
+    plant = as_user(attacker, f"open({str(output)!r}, 'wb').write(b'planted')")
+    assert plant.returncode != 0 and "PermissionError" in plant.stderr
+    assert spmd.attach(job.id, config=config).results(timeout=60) == [2, 4]
+
+
+def test_a_store_folder_another_user_made_first_is_refused(attacker, shared):
+    planted = shared / "store"
+    made = as_user(attacker, f"import os; os.makedirs({str(planted / 'spmd')!r}, mode=0o777); "
+                             f"os.chmod({str(planted / 'spmd')!r}, 0o777)")
+    assert made.returncode == 0, made.stderr
+    with pytest.raises(StoreError, match="not a folder of this user's"):
+        spmd.Knot(double, config={"store_dir": str(planted)}).backend.store
+
+
+def test_a_spmd_toml_planted_by_another_user_runs_nothing(attacker, shared, tmp_path):
+    marker = shared / "pwned"
+    toml = (f'debian_mirror = "http://deb.debian.org/debian/$(touch {marker})"\n'
+            f'base_image = "python:3.11-slim"\nstore_dir = "{shared}/theirs"\n')
+    made = as_user(attacker, f"open({str(shared / 'spmd.toml')!r}, 'w').write({toml!r})")
+    assert made.returncode == 0, made.stderr
+    project = shared / "project"  # the victim's own project, under the shared folder
+    project.mkdir()
+    shown = subprocess.run([sys.executable, "-m", "spmd.cli", "config"], cwd=project, text=True,
+                           capture_output=True, timeout=60,
+                           env={**os.environ, "SPMD_USER_CONFIG": str(tmp_path / "none.toml")})
+    assert shown.returncode == 0, shown.stderr
+    assert "theirs" not in shown.stdout and "debian_mirror" not in shown.stdout
+    assert "ignoring" in shown.stderr and str(shared / "spmd.toml") in shown.stderr
+    assert not marker.exists()
