@@ -25,19 +25,22 @@ from __future__ import annotations
 import importlib.util
 import re
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 
 from spmd import config, image, remote
 from spmd.backend import Backend, Capacity, DataRule
 from spmd.config import Key, Settings
 from spmd.errors import ConfigError, DataError
+from spmd.image import LOCAL_REPOSITORY
+from spmd.image_registry import ImageRegistry
 
-from . import environment, paths, slurm
+from . import environment, paths, runtimes, slurm
 from .queue import SlurmQueue
 from .script import Options
 from .store import DirectoryStore
 
-RUNTIMES = ("python", "docker")
+RUNTIMES = ("python", "docker", "charliecloud")
 #: What a task needs to publish to s3:// itself (outputs "task"), pinned like every runtime
 #: requirement to this client's versions: aiobotocore's narrow botocore pin then meets boto3's
 #: (the aws backend's) without pip backtracking. The same pair as the aws backend's, so the
@@ -75,7 +78,8 @@ class SlurmBackend(Backend):
             "default: the partition's)"),
         Key("sbatch_options", config.string_list, "more #SBATCH options, e.g. "
             "[\"--qos=short\", \"--constraint=avx2\"]"),
-        Key("runtime", runtime, "how tasks run: 'python' (a venv on shared_dir) or 'docker'",
+        Key("runtime", runtime, "how tasks run: 'python' (a venv on shared_dir), "
+            "'charliecloud' (the task image, unprivileged, in the job's cgroup) or 'docker'",
             "python"),
         Key("python", config.text, "an interpreter on the shared filesystem to run tasks with, "
             "as is, instead of the venv spmd makes"),
@@ -95,7 +99,7 @@ class SlurmBackend(Backend):
     data_rule = DataRule(inputs="client", outputs="task")
 
     def __new__(cls, settings: Settings):
-        if cls is SlurmBackend and settings.get("runtime") == "docker":
+        if cls is SlurmBackend and settings.get("runtime") in ("docker", "charliecloud"):
             cls = SlurmContainerBackend
         return super().__new__(cls)
 
@@ -117,7 +121,7 @@ class SlurmBackend(Backend):
         return Options(partition=get("partition"), account=get("account"), time=get("time"),
                        sbatch_options=tuple(get("sbatch_options") or ()), runtime=get("runtime"),
                        python=get("python") or "python3", shared_dir=str(self.shared_dir),
-                       mounts=self.shared.mounts())
+                       mounts=paths.SharedPaths(get("shared_paths") or ()).mounts())
 
     def shared_path(self, path) -> bool:
         """True for a path under ``shared_paths`` or ``shared_dir`` (as written and resolved):
@@ -137,6 +141,10 @@ class SlurmBackend(Backend):
                     f"= {str(self.shared_dir)!r}); tasks run on compute nodes and would write "
                     "it on their own disks. Choose a folder under one of them, or add its "
                     "filesystem's mount point to shared_paths", path=url)
+
+    def doctor_checks(self):
+        from .doctor import checks
+        return checks(self)
 
     def make_store(self) -> DirectoryStore:
         return DirectoryStore(self.shared_dir / "store")
@@ -167,18 +175,49 @@ class SlurmBackend(Backend):
 
 
 class SlurmContainerBackend(SlurmBackend):
-    """``runtime = "docker"``: each task runs the content-hashed task image with docker run.
+    """``runtime = "docker"`` or ``"charliecloud"``: each task runs the content-hashed task
+    image, the very one local and AWS run (``runtimes.py``).
 
-    The image lives in the node's Docker daemon (one node here; a real cluster pushes it
-    to a registry every node pulls from, or converts it for Apptainer: docs/slurm.md).
+    The image is built in the client's Docker engine; the runtime publishes it for the nodes
+    (Docker: the node's daemon, one node here; a real cluster pushes to a registry every node
+    pulls from. Charliecloud: converted once per tag into ``shared_dir/images/``).
     """
 
     uses_images = True
     runtime_packages = ("spmd", "spmd_local")
 
-    def make_registry(self):
-        from spmd_local.registry import DaemonRegistry
-        return DaemonRegistry()
+    @cached_property
+    def runtime(self) -> runtimes.Runtime:
+        return runtimes.for_settings(self.settings.get("runtime"), self.shared_dir)
+
+    def make_registry(self) -> RuntimeRegistry:
+        return RuntimeRegistry(self.runtime)
+
+    def check_data(self, inputs: list, destinations) -> None:
+        """Also refuse, at map(), a runtime whose commands are not installed (naming the package)."""
+        self.runtime.check()
+        super().check_data(inputs, destinations)
 
     def prepare_environment(self, spec: image.ImageSpec) -> None:
         return None
+
+
+class RuntimeRegistry(ImageRegistry):
+    """Task images by content tag, as a runtime's nodes find them: ``spmd-task:<tag>`` in the
+    client's engine, published by the runtime (for Charliecloud, a converted folder, so a
+    tag converted once is found again without the engine having it)."""
+
+    def __init__(self, runtime: runtimes.Runtime):
+        self.runtime = runtime
+
+    def reference(self, tag: str) -> str:
+        return f"{LOCAL_REPOSITORY}:{tag}"
+
+    def exists(self, tag: str) -> bool:
+        return self.runtime.exists(self.reference(tag))
+
+    def publish(self, local_image: str, tag: str) -> str:
+        from spmd_local.registry import DaemonRegistry
+        reference = DaemonRegistry().publish(local_image, tag)
+        self.runtime.publish(reference)
+        return reference

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Mapping
 
 from spmd import layout
@@ -25,7 +26,7 @@ from spmd.batch_queue import (
 from spmd.errors import ObjectNotFound, ResourceError
 from spmd.units import format_bytes
 
-from . import script, slurm
+from . import paths, runtimes, script, slurm
 from .store import DirectoryStore
 
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
@@ -75,16 +76,31 @@ class SlurmQueue(BatchQueue):
                 f"of {where} has that much (the biggest, {biggest.name}, has {biggest.cpus} CPUs "
                 f"and {format_bytes(biggest.memory)}); ask for less or choose another partition")
 
+    def volumes(self, job_id: str) -> list[str]:
+        """What a task container sees, each at its own path: its job's folder, the store's
+        data (uploaded and staged inputs) and the shared paths; no other job's folder."""
+        job = str(self.store.path(layout.prefix(job_id).rstrip("/")))
+        data = str(self.store.path("data"))
+        for folder in (job, data):
+            os.makedirs(folder, exist_ok=True)
+        mounts = list(self.options.mounts)
+        return [*(f for f in (job, data) if f not in paths.SharedPaths(mounts)), *mounts]
+
     def submit(self, spec: ArraySpec) -> str:
+        script.check_env(spec.env)
         self.check_fits(spec)
         size = self.array_size()
         marks = str(self.store.path(slurm_key(spec.job_id, "marks")))
         os.makedirs(marks, exist_ok=True)
         output = str(self.store.path(slurm_key(spec.job_id, "%A_%a.out")))
+        volumes = self.volumes(spec.job_id)
+        runtime = runtimes.for_settings(self.options.runtime, Path(self.options.shared_dir))
+        if runtime is not None:
+            runtime.prepare(spec, volumes)
         arrays = []
         for offset in range(0, spec.n_tasks, size):
             n = min(size, spec.n_tasks - offset)
-            text = script.render(spec, offset, n, self.options, marks, output)
+            text = script.render(spec, offset, n, self.options, marks, output, volumes)
             write_private(self.store.path(slurm_key(spec.job_id, f"array-{offset:06d}.sh")), text)
             arrays.append([slurm.submit(text), offset, n])
             # Written after each array, so a failure half way still lets cancel find the rest.

@@ -23,14 +23,19 @@ import os
 import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from spmd.batch_queue import ArraySpec
+from spmd.errors import ConfigError
+
+from . import runtimes
 
 #: variables the worker reads that must come from this script, never from the submitter.
 NOT_INHERITED = ("AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ATTEMPT", "SPMD_TASK_OFFSET",
                  "SPMD_ATTEMPT", "SPMD_SINGLE_TASK")
 KILL_AFTER = 5  # seconds between `timeout`'s TERM and KILL
 PYTHONS = ("python", "python3")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -75,40 +80,19 @@ def sbatch_lines(spec: ArraySpec, n: int, options: Options, output: str) -> list
     return [f"#SBATCH {line}" for line in lines]
 
 
-def volumes(options: Options) -> list[str]:
-    """The folders a task container bind-mounts at their own paths: the shared paths, and
-    shared_dir unless one of them holds it already."""
-    inside = any(options.shared_dir == m or options.shared_dir.startswith(m.rstrip("/") + "/")
-                 for m in options.mounts)
-    return list(options.mounts) if inside else [options.shared_dir, *options.mounts]
-
-
-def task_command(spec: ArraySpec, options: Options) -> str:
+def task_command(spec: ArraySpec, options: Options, volumes: list[str]) -> str:
     """The shell words that run one attempt (the worker, or the queue's own command)."""
     command = list(spec.command)
-    if options.runtime == "docker":
-        res = spec.resources
-        names = sorted({*spec.env, "AWS_BATCH_JOB_ARRAY_INDEX", "SPMD_TASK_OFFSET", "SPMD_ATTEMPT",
-                        "PYTHONUNBUFFERED", "SPMD_IMAGE"})
-        # The host's network, as a task outside a container has (and as Apptainer gives).
-        docker = ["docker", "run", "--name", "$container", "--init", "--network=host",
-                  # dockerd is outside the job's cgroup: the container gets the same limits
-                  f"--memory={res.memory}", f"--memory-swap={res.memory}", f"--cpus={res.vcpus:g}",
-                  "--user", f"{os.getuid()}:{os.getgid()}", "--workdir", "/tmp",
-                  "--label", "spmd.managed=1", "--label", f"spmd.job={spec.job_id}"]
-        # shared_dir (store, staged inputs) and the shared filesystems (inputs passed as they
-        # are, outputs_to folders), each at its own path, as tasks outside a container see them
-        for folder in volumes(options):
-            docker += ["--volume", f"{folder}:{folder}"]
-        for name in names:
-            docker += ["--env", name]
-        if res.timeout:  # counted from the task's start in the container, not from docker run
-            command = ["timeout", f"--kill-after={KILL_AFTER}", f"{res.timeout:g}", *command]
-        words = [shlex.quote(w) for w in docker + [spec.image] + command]
-        return " ".join(words).replace("'$container'", '"$container"')
-    if command and command[0] in PYTHONS:
-        command[0] = options.python
-    return " ".join(shlex.quote(w) for w in command)
+    runtime = runtimes.for_settings(options.runtime, Path(options.shared_dir))
+    if runtime is None:
+        if command and command[0] in PYTHONS:
+            command[0] = options.python
+        return " ".join(shlex.quote(w) for w in command)
+    if spec.resources.timeout and options.runtime == "docker":
+        # counted from the task's start in the container, not from docker run
+        command = ["timeout", f"--kill-after={KILL_AFTER}", f"{spec.resources.timeout:g}",
+                   *command]
+    return runtime.launch(spec, volumes, command)
 
 
 TEMPLATE = """\
@@ -133,12 +117,18 @@ if [ "$restarts" -gt "$infra_retries" ]; then
     exit 1
 fi
 [ "$restarts" -gt 0 ] && echo "--- spmd: requeued by Slurm (restart $restarts) ---"
-work=$(mktemp -d "${{TMPDIR:-/tmp}}/spmd-task-XXXXXX")
+# The task's scratch folder holds everything it stages (TMPDIR points there) and is removed
+# however the task ends; one a killed earlier run of this task left on this node goes first.
+scratch=${{TMPDIR:-/tmp}}
+rm -rf "$scratch/spmd-{job_name}-$task-"* 2>/dev/null
+work=$(mktemp -d "$scratch/spmd-{job_name}-$task-XXXXXX")
+envfile=$work.env
 container=""
-cleanup() {{ [ -n "$container" ] && docker rm -f "$container" >/dev/null 2>&1; rm -rf "$work"; }}
+cleanup() {{ [ -n "$container" ] && docker rm -f "$container" >/dev/null 2>&1; rm -rf "$work" "$envfile"; }}
 trap cleanup EXIT
 trap '[ -n "$container" ] && docker kill "$container" >/dev/null 2>&1; exit 143' TERM
 cd "$work"
+export TMPDIR=$work
 infra=0
 failures=$(ls "$marks" | grep -c "^$task\\.end\\.[0-9]*\\.[1-9]" || true)
 attempt=$(( $(ls "$marks" | grep -c "^$task\\.end\\." || true) + 1 ))
@@ -146,12 +136,12 @@ while true; do
     export SPMD_ATTEMPT=$attempt
     [ "$attempt" -gt 1 ] && echo "--- spmd: attempt $attempt ---"
     touch "$marks/$task.start.$attempt"
-    {container_name}
+    {before}
     started=$SECONDS
     {launch} &
     wait $!
     code=$?
-    {oom_check}
+    {after}
     if [ -n "$timeout_s" ] && [ "$code" -eq 124 -o "$code" -eq 137 ] \\
             && [ $((SECONDS - started)) -ge "${{timeout_s%.*}}" ]; then
         echo "spmd: the task timed out after ${{timeout_s}}s and was stopped"
@@ -187,34 +177,38 @@ while true; do
 done
 """
 
-# named after the spmd job, task and attempt: unique on the engine, and only ever ours
-DOCKER_NAME = 'container="spmd-{job}-$task-$attempt"; docker rm -f "$container" >/dev/null 2>&1'
-# dockerd, not the kernel's cgroup for this job, killed the container: say so as the exit code
-DOCKER_OOM = ('[ "$(docker inspect --format "{{.State.OOMKilled}}" "$container" 2>/dev/null)" '
-              '= true ] && code=137; docker rm -f "$container" >/dev/null 2>&1; container=""')
-
-
-def launch(spec: ArraySpec, options: Options) -> str:
+def launch(spec: ArraySpec, options: Options, volumes: list[str]) -> str:
     """The line that starts one attempt: under `timeout` here, or inside the container."""
-    command = task_command(spec, options)
+    command = task_command(spec, options, volumes)
     if spec.resources.timeout and options.runtime != "docker":
         return f'timeout --kill-after={KILL_AFTER} "$timeout_s" {command}'
     return command
 
 
-def render(spec: ArraySpec, offset: int, n: int, options: Options, marks: str, output: str) -> str:
-    """The batch script for tasks ``offset .. offset+n-1`` of spec."""
+def check_env(env: dict) -> None:
+    """ConfigError for a variable name the batch script could not export as it is."""
+    for name in env:
+        if not ENV_NAME.fullmatch(name):
+            raise ConfigError(f"env name {name!r} is not a shell variable name (letters, digits "
+                              "and _, not starting with a digit); rename it", key="env")
+
+
+def render(spec: ArraySpec, offset: int, n: int, options: Options, marks: str, output: str,
+           volumes: list[str] = ()) -> str:
+    """The batch script for tasks ``offset .. offset+n-1`` of spec; ``volumes``: the folders
+    a task container sees (its job's folder, the data, the shared paths)."""
+    check_env(spec.env)
     res = spec.resources
     env = {**spec.env, "SPMD_IMAGE": spec.image}
-    docker = options.runtime == "docker"
+    runtime = runtimes.for_settings(options.runtime, Path(options.shared_dir))
+    job_name = re.sub(r"[^A-Za-z0-9_.-]", "-", spec.job_id)
     return TEMPLATE.format(
-        sbatch="\n".join(sbatch_lines(spec, n, options, output)), job_id=spec.job_id,
-        offset=offset, last=offset + n - 1, n_tasks=spec.n_tasks, runtime=options.runtime,
-        marks=shlex.quote(marks), retries=res.retries, infra_retries=res.infra_retries,
-        timeout=f"{res.timeout:g}" if res.timeout else "",
+        sbatch="\n".join(sbatch_lines(spec, n, options, output)), job_id=job_name,
+        job_name=job_name, offset=offset, last=offset + n - 1, n_tasks=spec.n_tasks,
+        runtime=options.runtime, marks=shlex.quote(marks), retries=res.retries,
+        infra_retries=res.infra_retries, timeout=f"{res.timeout:g}" if res.timeout else "",
         unset="unset " + " ".join(NOT_INHERITED),
         exports="\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
-        launch=launch(spec, options),
-        container_name=DOCKER_NAME.format(job=re.sub(r"[^A-Za-z0-9_.-]", "-", spec.job_id))
-        if docker else ":",
-        oom_check=DOCKER_OOM if docker else ":")
+        launch=launch(spec, options, list(volumes)),
+        before=runtime.before(spec) if runtime else ":",
+        after=runtime.after() if runtime else ":")

@@ -19,6 +19,8 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slurm.sh"
 #: the test cluster's MaxArraySize: small, so that a map of a few tasks needs several arrays
 MAX_ARRAY_SIZE = 4
+#: set for a pytest run inside another's session: the running cluster's folder, and its shared_dir
+RUNNING, SHARED_DIR = "SPMD_TEST_SLURM_RUNNING", "SPMD_TEST_SLURM_SHARED_DIR"
 
 
 def free_port_pair() -> int:
@@ -43,6 +45,10 @@ def free_port_pair() -> int:
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """The cluster's directory, with SLURM_CONF pointing at its config while the session runs."""
+    running = os.environ.get(RUNNING)
+    if running:  # a session started by another (test_slurm_charliecloud.py's, as root)
+        yield Path(running)
+        return
     missing = [tool for tool in ("slurmctld", "slurmd", "munged", "sbatch")
                if shutil.which(tool) is None]
     if missing:
@@ -75,7 +81,7 @@ def slurm_cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def slurm_shared_dir(slurm_cluster, tmp_path_factory) -> str:
     """One shared_dir for the session, so the task environment is made once."""
-    return str(tmp_path_factory.mktemp("shared"))
+    return os.environ.get(SHARED_DIR) or str(tmp_path_factory.mktemp("shared"))
 
 
 @pytest.fixture
