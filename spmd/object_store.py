@@ -127,3 +127,10 @@ class ObjectStore(ABC):
         for key in keys:
             self.delete(key)
         return len(keys)
+
+    def exposed(self, key: str) -> list[str]:
+        """Who other than the store's owner may read or write the object, in the store's own
+        terms (a file's or folder's mode, an ACL grant); empty when it is private. The kit's
+        PrivacyContract asks it of every object of a job. A store that cannot tell says so."""
+        raise NotImplementedError(f"{type(self).__name__} cannot say who may read its objects; "
+                                  "implement ObjectStore.exposed for spmd.testing.PrivacyContract")

@@ -176,6 +176,17 @@ class S3Store(ObjectStore):
         with boundary(StoreError, f"deleting {self._where(key)}"):
             self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
+    def exposed(self, key: str) -> list[str]:
+        """Grants in the object's ACL to anyone but the bucket's owner (AllUsers,
+        AuthenticatedUsers, another account): spmd.testing.PrivacyContract wants none."""
+        with boundary(StoreError, f"reading the ACL of {self._where(key)}", key=key):
+            acl = self.s3.get_object_acl(Bucket=self.bucket, Key=self.prefix + key)
+        owner = acl.get("Owner", {}).get("ID")
+        return [f"{self._where(key)}: {grant.get('Permission')} to "
+                f"{grant['Grantee'].get('URI') or grant['Grantee'].get('ID')}"
+                for grant in acl.get("Grants", [])
+                if grant["Grantee"].get("Type") == "Group" or grant["Grantee"].get("ID") != owner]
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under prefix, 1,000 per request."""
         keys = list(self.list(prefix))

@@ -190,6 +190,18 @@ class DirectoryStore(LibcloudStore):
                 break
             folder = folder.parent
 
+    def exposed(self, key: str) -> list[str]:
+        """Other users' access to the object: the store's folder (0700, this user's) and the
+        object's file (0600) must each let nobody else in."""
+        found = []
+        for path in (self.root / CONTAINER, self.path(key)):
+            st = path.stat()
+            if st.st_uid != os.getuid():
+                found.append(f"{path} belongs to uid {st.st_uid}")
+            if st.st_mode & 0o077:
+                found.append(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}")
+        return found
+
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root / CONTAINER
         folder = base / prefix.rpartition("/")[0]

@@ -41,6 +41,8 @@ whole test file can be::
                             that refuses writes (``ReadOnlyStore``) attach, status, logs,
                             results and the report still work; a job its scheduler forgot
                             resolves from the store (``spmd_forget_job`` fixture)
+    PrivacyContract         a job's objects (and puts under umask 000) are private: nobody else
+                            may read or write them (``ObjectStore.exposed``)
     FailureBudgetContract   max_failures: once spent, what has not started ends with
                             FailureBudgetSpent; what succeeded stays
 
@@ -61,6 +63,7 @@ _WHERE = {
     "FaultContract": "faults", "ReadOnlyStore": "faults", "FailureBudgetContract": "budget",
     "BatchQueueContract": "queue", "ImageRegistryContract": "registry",
     "ObjectStoreContract": "store", "BackendContract": "contract",
+    "PrivacyContract": "privacy",
 }
 
 __all__ = sorted(_WHERE)

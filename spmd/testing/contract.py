@@ -3,6 +3,7 @@ from .budget import FailureBudgetContract
 from .data import DataContract
 from .faults import FaultContract
 from .map import MapContract
+from .privacy import PrivacyContract
 from .queue import BatchQueueContract
 from .registry import ImageRegistryContract
 from .rerun import RerunContract
@@ -12,6 +13,7 @@ from .urls import UrlDataContract
 
 class BackendContract(MapContract, RerunContract, DataContract, UrlDataContract, FaultContract,
                       FailureBudgetContract,
+                      PrivacyContract,
                       BatchQueueContract, ImageRegistryContract, ObjectStoreContract):
     """The whole contract of a backend: store, registry, queue, map, reruns, data (on this
     machine and where it lives), commands, faults from outside and the failure budget."""
