@@ -23,7 +23,7 @@ import types
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
-from . import codec, layout, protocol
+from . import codec, integrity, layout, protocol
 from .batch_queue import PENDING, RUNNING
 from .errors import ObjectNotFound, ResultDamaged
 from .layout import Manifest
@@ -160,6 +160,12 @@ def load_reused(store: ObjectStore, job_id: str) -> dict[int, Reused]:
         view = store.get_view(key)
     except ObjectNotFound:
         return {}
+    try:  # signed at submit where the backend signs (spmd.integrity): else never unpickled
+        intact = integrity.verify(store, job_id, key, view)
+    except integrity.Unsigned:
+        intact = False
+    if not intact:
+        raise ResultDamaged(key, "it changed after the job was submitted", job_id=job_id)
     try:
         found = codec.loads_frame(view)
     except Exception as exc:  # truncated or overwritten

@@ -56,3 +56,23 @@ def test_a_restarted_scheduler_takes_its_user_and_store_from_itself(local, engin
         assert Path(store.path(queue_key("job-x", "run"))).is_dir()
     finally:
         runner.close()
+
+
+def test_a_planted_reused_result_is_refused_not_unpickled(local, engine, tmp_path, monkeypatch):
+    knot = spmd.Knot(double, config=local)
+    assert knot.map([1], reuse=True).results(timeout=300) == [2]
+    rerun = knot.map([1, 2], reuse=True)
+    assert rerun.results(timeout=300) == [2, 4]
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("PLANTED_MARKER", str(marker))
+    store = rerun.backend.store
+    store.path(layout.reused_key(rerun.id)).write_bytes(pickle.dumps(Planted()))
+    again = spmd.attach(rerun.id, config=local)
+    reused, ran = list(again)
+    with pytest.raises(spmd.ResultDamaged, match="changed after the job was submitted"):
+        reused.result(timeout=60)
+    assert ran.result(timeout=60) == 4 and not marker.exists()
+
+
+def double(x):
+    return 2 * x
