@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from . import apt, docker_engine
+from .config import redact
 from .errors import BaseImageError
 
 log = logging.getLogger("spmd")
@@ -108,7 +109,7 @@ def bootstrap(tag: str = BOOTSTRAPPED, *, mirror: str | None = None) -> str:
     with tempfile.TemporaryDirectory(prefix="spmd-rootfs-") as work:
         rootfs = Path(work) / "rootfs"
         log.info("making base image %s from Debian %s packages (%s); this takes about a minute",
-                    tag, suite, mirror)
+                 tag, suite, redact(mirror))
         subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", suite,
                         str(rootfs), mirror], check=True, stdout=subprocess.DEVNULL)
         shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
