@@ -125,7 +125,7 @@ class Charliecloud(Runtime):
     """``ch-run`` of the image converted to a folder under ``shared_dir/images/``: an
     unprivileged process of the job, so Slurm's cgroup limits hold as they are.
 
-    The conversion (``ch-convert -i docker``) is made once per tag, by the client, under a lock
+    The conversion (``convert``) is made once per tag, by the client, under a lock
     every client respects, into a temporary name renamed into place: a node never sees half
     an image. ``ch-run`` gets a clean environment (``--unset-env='*'``), then the image's own
     (``--set-env``: PYTHONPATH, PATH, HOME) and the task's variables from a private file; the
@@ -159,12 +159,11 @@ class Charliecloud(Runtime):
             shutil.rmtree(building, ignore_errors=True)
             log.info("converting %s for Charliecloud into %s", reference, final)
             started = time.monotonic()
-            result = subprocess.run(["ch-convert", "--no-clobber", "-i", "docker", "-o", "dir",
-                                     reference, str(building)], capture_output=True, text=True)
-            if result.returncode != 0:
+            try:
+                convert(reference, building)
+            except BaseException:
                 shutil.rmtree(building, ignore_errors=True)
-                raise ImageError(f"ch-convert could not convert {reference} for Charliecloud "
-                                 f"(exit {result.returncode}): {result.stderr.strip()[-800:]}")
+                raise
             (building / READY).write_text(f"{reference}\n")
             shutil.rmtree(final, ignore_errors=True)  # a folder left without its mark
             os.rename(building, final)
@@ -197,6 +196,32 @@ class Charliecloud(Runtime):
         lines = " ".join(f'"{name}=${{{name}-}}"' for name in self.variables(spec))
         return (': "${USER:=$(id -un)}"; export USER; '  # ch-run refuses to start without it
                 f"(umask 077; printf '%s\\n' {lines} TMPDIR=/var/tmp > \"$envfile\")")
+
+
+def convert(reference: str, folder: Path) -> None:
+    """The image's files into folder, as ``ch-convert -i docker`` makes them, without its
+    needless gzip round trip (a quarter of the time): the engine exports the flattened
+    filesystem to a tar, ``ch-convert -i tar`` unpacks it (skipping /dev, adding the mount
+    points ch-run needs) and the image's environment goes to ``/ch/environment``."""
+    from spmd import docker_engine
+    engine = docker_engine.client()
+    tar = folder.with_suffix(".tar")
+    container = engine.containers.create(reference, "/bin/true")
+    try:
+        with open(tar, "wb") as out:
+            for chunk in container.export():
+                out.write(chunk)
+        result = subprocess.run(["ch-convert", "--no-clobber", "-i", "tar", "-o", "dir", str(tar),
+                                 str(folder)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ImageError(f"ch-convert could not unpack {reference} for Charliecloud (exit "
+                             f"{result.returncode}): {result.stderr.strip()[-800:]}")
+    finally:
+        container.remove(force=True)
+        tar.unlink(missing_ok=True)
+    env = engine.images.get(reference).attrs.get("Config", {}).get("Env") or []
+    (folder / "ch").mkdir(exist_ok=True)
+    (folder / "ch" / "environment").write_text("".join(f"{line}\n" for line in env))
 
 
 def for_settings(runtime: str, shared_dir: Path) -> Runtime | None:

@@ -92,6 +92,7 @@ def test_the_kit_passes_under_charliecloud_as_a_user_who_is_not_root(hpc_user, h
          *hpc_python, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
          "-rfE", "--durations=8", str(ROOT / "tests" / "slurm" / "charliecloud_kit.py"), "-k", " or ".join(KIT)],
         cwd=ROOT, capture_output=True, text=True)
+    print(run.stdout[-1500:])  # the inner run's slowest tests, for the suite's time budget
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and "failed" not in run.stdout, run.stdout[-3000:]
     # Tasks ran as that user (the store's files are theirs), on converted images.
