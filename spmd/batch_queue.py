@@ -67,6 +67,7 @@ class ArraySpec:
     resources: Resources
     env: Mapping[str, str] = field(default_factory=dict)
     network: bool = False  # tasks need a network (the local backend gives none otherwise)
+    max_parallel: int | None = None  # at most this many tasks of the array run at once
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class BatchQueue(ABC):
     #: runs an attempt killed for its memory again at ``Resources.more_memory``'s next size
     #: (a queue without it refuses such a spec on the client, before anything is submitted)
     grows_memory: bool = False
+    #: keeps ``ArraySpec.max_parallel`` (a queue without it refuses such a spec on the client)
+    caps_parallel: bool = False
 
     @abstractmethod
     def submit(self, spec: ArraySpec) -> str:

@@ -116,7 +116,7 @@ class Knot:
     def map(self, items: Iterable[Any], *, chunksize: int | None = None,
             starmap: bool = False, reuse: bool = False, outputs_to: str | None = None,
             outputs_options: Mapping[str, Any] | None = None,
-            max_failures: int | float | None = None) -> Job:
+            max_failures: int | float | None = None, max_parallel: int | None = None) -> Job:
         """Run the function over items in containers; returns a Job at once.
 
         ``reuse=True`` takes each item's result from an earlier map of the same function,
@@ -128,6 +128,7 @@ class Knot:
         ``max_failures`` (a count, a fraction of the items, or math.inf) cancels the items
         that have not started once more items than that failed; by default, once the first
         10 items to end all failed with one error type (spmd.budget).
+        ``max_parallel=N`` never runs more than N tasks of this map at once.
         """
         items = list(items)
         failure_limit = budget.limit_of(max_failures, len(items))
@@ -142,11 +143,19 @@ class Knot:
             raise ValueError(f"chunksize={chunksize!r} must be a whole number, 1 or more, or None")
         if not isinstance(reuse, bool):
             raise ValueError(f"reuse={reuse!r} must be True or False")
+        if max_parallel is not None and (isinstance(max_parallel, bool)
+                                         or not isinstance(max_parallel, int) or max_parallel < 1):
+            raise ConfigError(f"max_parallel={max_parallel!r} must be a whole number, 1 or more "
+                              f"(tasks of this map at once), or None for no cap", key="max_parallel")
 
         codec.register_local_modules(set(type(self.backend).runtime_packages))
         self._check_command_image()
         self._check_memory_sizes()
-        slots = self.parallelism(self.backend.capacity())
+        if max_parallel is not None and not type(self.backend.queue).caps_parallel:
+            raise ConfigError(f"max_parallel={max_parallel}: the {self.settings.backend} backend "
+                              f"cannot cap how many tasks of a map run at once; leave it out",
+                              key="max_parallel")
+        slots = min(self.parallelism(self.backend.capacity()), max_parallel or math.inf)
         # Files become content-addressed references; the function is wrapped to stage them
         # in the task and to store its outputs folder (spmd/staging.py).
         function, staged, uploads = staging.prepare(
@@ -221,7 +230,8 @@ class Knot:
             env = {**self.env, "SPMD_STORE_URL": store.url, "SPMD_JOB_ID": job_id}
             handle = self.backend.queue.submit(ArraySpec(
                 job_id=job_id, image=task_image.reference, command=WORKER_COMMAND,
-                n_tasks=len(payloads), resources=self.resources, env=env, network=self.network))
+                n_tasks=len(payloads), resources=self.resources, env=env, network=self.network,
+                max_parallel=max_parallel))
             store.put_json(layout.queue_key(job_id), {"handle": handle})
         log.info("job %s: %d items (%d reused) in %d tasks of up to %d, image %s", job_id,
                  len(calls), len(found.results), len(payloads), size, task_image.reference)

@@ -52,6 +52,7 @@ class SchedulerQueue(BatchQueue):
     #: a dead scheduler is replaced by one that resumes (True), or its tasks fail (False)
     resume_dead_scheduler = True
     grows_memory = True  # the core runs an attempt killed for memory again at the next size
+    caps_parallel = True  # the core starts at most max_parallel attempts at once
 
     def __init__(self, store: DirectoryStore, capacity: Callable[[], Capacity]):
         self.store = store

@@ -174,7 +174,7 @@ class Scheduler:
         if not self.pending:
             return
         self.start_on_idle()
-        if not self.pending:
+        if not self.pending or not self.room():
             return
         cap = self.config["capacity"]
         cpu = self.res["vcpus"]
@@ -190,8 +190,8 @@ class Scheduler:
             used_cpu, used_mem = self.runner.used_by_others()
             used_cpu += cpu * held
             used_mem += held_mem
-            batch = []
-            while self.pending and used_cpu + cpu <= cap["vcpus"] + 1e-9 \
+            batch, room = [], self.room()
+            while self.pending and len(batch) < room and used_cpu + cpu <= cap["vcpus"] + 1e-9 \
                     and used_mem + self.memory_of(self.pending[0][0]) <= cap["memory"]:
                 batch.append(self.pending.popleft())
                 used_cpu += cpu
@@ -201,15 +201,21 @@ class Scheduler:
             else:
                 self.checked = time.monotonic()
 
+    def room(self) -> int:
+        """How many more attempts may start under the map's max_parallel (any: no cap)."""
+        cap = self.spec.get("max_parallel")
+        return len(self.pending) if not cap else max(0, cap - len(self.running))
+
     def start_on_idle(self) -> None:
         """Start pending attempts on warm slots the job holds idle, of their memory size."""
+        room = self.room()
         if len(self.sizes) == 1:
-            count = min(self.runner.idle(), len(self.pending))
+            count = min(self.runner.idle(), len(self.pending), room)
             batch = [self.pending.popleft() for _ in range(count)]
         else:
             free = {m: self.runner.idle(m) for m in self.sizes}
             batch, waiting = [], collections.deque()
-            while self.pending and any(free.values()):
+            while self.pending and any(free.values()) and len(batch) < room:
                 task, attempt = self.pending.popleft()
                 if free[self.memory_of(task)]:
                     free[self.memory_of(task)] -= 1

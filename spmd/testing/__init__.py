@@ -45,6 +45,8 @@ whole test file can be::
                             may read or write them (``ObjectStore.exposed``)
     FailureBudgetContract   max_failures: once spent, what has not started ends with
                             FailureBudgetSpent; what succeeded stays
+    ParallelCapContract     max_parallel: never more tasks of a map at once (by their own
+                            start and end times)
 
 Fixtures: see ``spmd.testing.fixtures``. The functions tasks run are in
 ``spmd.testing.functions``. ``spmd.testing.memory`` is an in-memory backend ("memory", after
@@ -61,6 +63,7 @@ _WHERE = {
     "BackendFixtures": "fixtures", "wait_for": "fixtures", "MapContract": "map",
     "DataContract": "data", "RerunContract": "rerun", "UrlDataContract": "urls",
     "FaultContract": "faults", "ReadOnlyStore": "faults", "FailureBudgetContract": "budget",
+    "ParallelCapContract": "parallel",
     "BatchQueueContract": "queue", "ImageRegistryContract": "registry",
     "ObjectStoreContract": "store", "BackendContract": "contract",
     "PrivacyContract": "privacy",

@@ -3,6 +3,7 @@ from .budget import FailureBudgetContract
 from .data import DataContract
 from .faults import FaultContract
 from .map import MapContract
+from .parallel import ParallelCapContract
 from .privacy import PrivacyContract
 from .queue import BatchQueueContract
 from .registry import ImageRegistryContract
@@ -12,8 +13,8 @@ from .urls import UrlDataContract
 
 
 class BackendContract(MapContract, RerunContract, DataContract, UrlDataContract, FaultContract,
-                      FailureBudgetContract,
+                      FailureBudgetContract, ParallelCapContract,
                       PrivacyContract,
                       BatchQueueContract, ImageRegistryContract, ObjectStoreContract):
     """The whole contract of a backend: store, registry, queue, map, reruns, data (on this
-    machine and where it lives), commands, faults from outside and the failure budget."""
+    machine and where it lives), commands, faults from outside, the failure budget and the concurrency cap."""
