@@ -23,7 +23,9 @@ network).
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shlex
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
@@ -57,6 +59,51 @@ def slurm_time(value) -> str:
     return text
 
 
+#: a Slurm partition, account or QoS name: nothing a batch script line could be made of
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+#: what a path spmd writes into the batch script may not hold (a line break ends a line)
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\"'`$\\]")
+
+
+def slurm_name(value) -> str:
+    """A partition, account or QoS: one Slurm name (``normal``, ``lab-42``)."""
+    text = config.text(value)
+    if not NAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not a Slurm name (letters, digits, '_', '.', '-', '+'), "
+                         "such as \"normal\"")
+    return text
+
+
+def slurm_names(value) -> str:
+    """A partition list: Slurm names separated by commas (``short,long``)."""
+    text = config.text(value)
+    if not all(NAME.fullmatch(name) for name in text.split(",")):
+        raise ValueError(f"{text!r} is not a Slurm partition name or a list of them separated "
+                         "by commas, such as \"normal\" or \"short,long\"")
+    return text
+
+
+def sbatch_option(value) -> tuple[str, ...]:
+    """More #SBATCH options: each one option (``--qos=short``) on one line."""
+    options = config.string_list(value)
+    for option in options:
+        if not option.startswith("-") or not option.isprintable():
+            raise ValueError(f"{option!r} is not one sbatch option on one line, such as "
+                             "\"--constraint=avx2\"")
+    return options
+
+
+def script_path(value) -> str:
+    """An absolute path that goes into the batch script: no line breaks, quotes or $."""
+    text = os.path.expanduser(config.text(value))
+    if not os.path.isabs(text):
+        raise ValueError(f"{text!r} must be an absolute path (every node resolves it alike)")
+    if UNPRINTABLE.search(text):
+        raise ValueError(f"{text!r} holds a control character, a quote, '$' or '\\', which "
+                         "spmd does not write into a batch script; choose another path")
+    return text
+
+
 def runtime(value) -> str:
     text = config.text(value).lower()
     if text not in RUNTIMES:
@@ -69,19 +116,20 @@ class SlurmBackend(Backend):
 
     name = "slurm"
     config_keys = (
-        Key("shared_dir", config.text, "directory on the cluster's shared filesystem (scratch) "
+        Key("shared_dir", script_path, "directory on the cluster's shared filesystem (scratch) "
             "seen at the same path by every node: the store, logs and task environments"),
-        Key("partition", config.text, "Slurm partition (sbatch --partition; default: the "
+        Key("partition", slurm_names, "Slurm partition (sbatch --partition; default: the "
             "cluster's default partition)"),
-        Key("account", config.text, "Slurm account to charge (sbatch --account)"),
+        Key("account", slurm_name, "Slurm account to charge (sbatch --account)"),
+        Key("qos", slurm_name, "Slurm quality of service (sbatch --qos)"),
         Key("time", slurm_time, "Slurm time limit of a task without a timeout (sbatch --time; "
             "default: the partition's)"),
-        Key("sbatch_options", config.string_list, "more #SBATCH options, e.g. "
+        Key("sbatch_options", sbatch_option, "more #SBATCH options, e.g. "
             "[\"--qos=short\", \"--constraint=avx2\"]"),
         Key("runtime", runtime, "how tasks run: 'python' (a venv on shared_dir), "
             "'charliecloud' (the task image, unprivileged, in the job's cgroup) or 'docker'",
             "python"),
-        Key("python", config.text, "an interpreter on the shared filesystem to run tasks with, "
+        Key("python", script_path, "an interpreter on the shared filesystem to run tasks with, "
             "as is, instead of the venv spmd makes"),
         Key("array_size", config.positive_int, "split arrays at this many tasks (at most the "
             "cluster's MaxArraySize)"),
@@ -118,7 +166,8 @@ class SlurmBackend(Backend):
 
     def options(self) -> Options:
         get = self.settings.get
-        return Options(partition=get("partition"), account=get("account"), time=get("time"),
+        return Options(partition=get("partition"), account=get("account"), qos=get("qos"),
+                       time=get("time"),
                        sbatch_options=tuple(get("sbatch_options") or ()), runtime=get("runtime"),
                        python=get("python") or "python3", shared_dir=str(self.shared_dir),
                        mounts=paths.SharedPaths(get("shared_paths") or ()).mounts())
@@ -128,9 +177,27 @@ class SlurmBackend(Backend):
         every node sees it at the same place, so an ``spmd.File`` of it is not uploaded."""
         return path in self.shared
 
+    def check_private(self) -> None:
+        """Make shared_dir private (0700) if it is new; refuse one that other users can read or
+        write (ConfigError with the chmod to run): it holds every job's inputs, results, logs
+        and the pickles that tasks and the client load."""
+        try:
+            self.shared_dir.mkdir(parents=True, mode=0o700)
+        except FileExistsError:
+            pass
+        mode = self.shared_dir.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(
+                f"shared_dir {str(self.shared_dir)!r} can be {'written' if mode & 0o022 else 'read'}"
+                f" by other users (mode {mode:04o}): every job's data, results and the pickles spmd "
+                f"loads are there. Run: chmod go-rwx {shlex.quote(str(self.shared_dir))}",
+                key="shared_dir")
+
     def check_data(self, inputs: list, destinations) -> None:
-        """Refuse an ``outputs_to`` folder that is not on a shared filesystem: each task would
-        write it on its own node's disk, where neither the client nor other tasks look."""
+        """Refuse (at map()) a shared_dir others can reach, and an ``outputs_to`` folder that is
+        not on a shared filesystem: each task would write it on its own node's disk, where
+        neither the client nor other tasks look."""
+        self.check_private()
         if destinations is None:
             return
         for url in destinations.urls:

@@ -44,6 +44,7 @@ class Options:
 
     partition: str | None = None
     account: str | None = None
+    qos: str | None = None
     time: str | None = None  # Slurm's --time when a task has no timeout
     sbatch_options: tuple[str, ...] = ()
     runtime: str = "python"  # or "docker"
@@ -76,6 +77,8 @@ def sbatch_lines(spec: ArraySpec, n: int, options: Options, output: str) -> list
         lines.append(f"--partition={options.partition}")
     if options.account:
         lines.append(f"--account={options.account}")
+    if options.qos:
+        lines.append(f"--qos={options.qos}")
     lines += list(options.sbatch_options)
     return [f"#SBATCH {line}" for line in lines]
 
