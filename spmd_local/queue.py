@@ -6,7 +6,7 @@ job's containers from the client, so running tasks stop at once.
 """
 from __future__ import annotations
 
-from spmd import integrity, layout
+from spmd import data, integrity, layout
 from spmd.batch_queue import ArraySpec
 from spmd.scheduling import SchedulerQueue, queue_key
 
@@ -27,7 +27,8 @@ class LocalQueue(SchedulerQueue):
 
     def submit(self, spec: ArraySpec) -> str:
         integrity.make_key(self.store, spec.job_id)  # the scheduler signs outputs with it
-        integrity.sign(self.store, spec.job_id, layout.reused_key(spec.job_id))  # if it has one
+        for key in (layout.reused_key(spec.job_id), data.uploads_key(spec.job_id)):
+            integrity.sign(self.store, spec.job_id, key)  # those it has: written before submit
         return super().submit(spec)
 
     def extra_config(self, spec: ArraySpec) -> dict:

@@ -34,6 +34,8 @@ from spmd import docker_engine, integrity, layout, logcap
 from spmd.errors import EngineError
 from spmd.scheduling import DirectoryStore, Outcome, Runner, queue_key
 
+from . import dataview
+
 log = logging.getLogger("spmd.scheduler")
 
 LABEL_MANAGED = "spmd.managed"
@@ -75,18 +77,23 @@ def socket_dir(store_root: str, job_id: str) -> Path:
 def task_mounts(store: DirectoryStore, job_id: str) -> dict[str, dict]:
     """What a task container of job_id sees of the store, each at its own path: its job's
     folder (read-write: outputs, files, its attempt logs), that job's queue files read-only
-    (its spec, which a restarted scheduler trusts), and the uploaded and fetched data
-    read-only. Other jobs' folders and the result cache are not there."""
+    (its spec, which a restarted scheduler trusts), the job's own uploaded inputs read-only
+    (its view, spmd_local.dataview, at data/sha256 and data/tree) and the fetched URL cache
+    read-only. Other jobs' folders and inputs and the result cache are not there."""
     job = store.path(layout.prefix(job_id).rstrip("/"))
     queue = store.path(queue_key(job_id, "").rstrip("/"))
     run = store.path(queue_key(job_id, "run"))
-    data = store.path("data")
-    for folder in (job, queue, run, data / "urls"):
+    urls = store.path("data/urls")
+    for folder in (job, queue, run, urls):
         folder.mkdir(parents=True, exist_ok=True)
-    return {str(job): {"bind": str(job), "mode": "rw"},
-            str(queue): {"bind": str(queue), "mode": "ro"},
-            str(run): {"bind": str(run), "mode": "rw"},
-            str(data): {"bind": str(data), "mode": "ro"}}
+    view = dataview.ensure(store, job_id)
+    mounts = {str(job): {"bind": str(job), "mode": "rw"},
+              str(queue): {"bind": str(queue), "mode": "ro"},
+              str(run): {"bind": str(run), "mode": "rw"},
+              str(urls): {"bind": str(urls), "mode": "ro"}}
+    for kind in dataview.KINDS:
+        mounts[str(view / kind)] = {"bind": str(store.path(f"data/{kind}")), "mode": "ro"}
+    return mounts
 
 
 def private_socket_root(folder: Path) -> None:
@@ -123,6 +130,7 @@ class LocalRunner(Runner):
         self.sockets.mkdir(mode=0o700, exist_ok=True)
         self.run_dir = store.path(queue_key(job_id, "run"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        dataview.ensure(store, job_id)  # from the record signed at submit
         self.log_limit = int(config.get("log_limit") or logcap.DEFAULT_LIMIT)
         self.count = 0
 
@@ -432,6 +440,7 @@ class LocalRunner(Runner):
             self.drop(slot)
         self.pool.shutdown(wait=True)
         shutil.rmtree(self.sockets, ignore_errors=True)
+        dataview.remove(self.store, self.job_id)
 
     # -- resuming ---------------------------------------------------------------------
 

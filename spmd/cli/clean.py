@@ -75,6 +75,7 @@ def cmd_clean(args) -> int:
         if not args.dry_run:
             from ..integrity import forget
             forget(backend.store, manifest.job_id)
+            _remove_view(backend.store, manifest.job_id)
         if manifest.reuse_key:  # later reruns no longer find its results
             n += 1
             if not args.dry_run:
@@ -120,11 +121,22 @@ def clean_data(backend, *, dry_run: bool) -> list[str]:
     if not dry_run:
         for key in unused:
             backend.store.delete(key)
+        for manifest in list_jobs(backend):  # a view's links would keep the data
+            if not uploads_of(backend.store, manifest.job_id) & busy:
+                _remove_view(backend.store, manifest.job_id)
     verb = "would remove" if dry_run else "removed"
     lines = [f"{verb} {len(unused)} uploaded inputs"]
     if busy:
         lines.append(f"kept {len(busy)} inputs of jobs still running")
     return lines + clean_fetched(backend.store, time.time() + 1, dry_run=dry_run)
+
+
+def _remove_view(store, job_id: str) -> None:
+    """Drop a local job's view of its inputs (links a scheduler that died left behind)."""
+    local = getattr(store, "path", None)
+    if callable(local):
+        import shutil
+        shutil.rmtree(local(f"views/{job_id}"), ignore_errors=True)
 
 
 def clean_fetched(store, cutoff: float, *, dry_run: bool) -> list[str]:

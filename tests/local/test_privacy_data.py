@@ -51,3 +51,28 @@ def test_clean_removes_uploaded_inputs_no_other_job_references(tmp_path, store_d
     done = spmd_cli("clean", "--data", store_dir=store_dir)
     assert done.returncode == 0 and "removed 1 uploaded inputs" in done.stdout, done.stdout
     assert blobs(store_dir) == []
+
+
+def peek(own, theirs):
+    """This task's input, and what reading another job's uploaded input gives."""
+    try:
+        open(theirs).read()
+        seen = "read"
+    except OSError as exc:
+        seen = exc.strerror
+    return open(own).read(), seen
+
+
+def test_a_task_sees_its_own_jobs_inputs_and_no_other_jobs(tmp_path, store_dir, engine):
+    theirs, mine = tmp_path / "sub-01.txt", tmp_path / "sub-02.txt"
+    theirs.write_text("subject one")
+    mine.write_text("subject two")
+    config = {"store_dir": store_dir, "max_vcpus": 2}
+    other = spmd.Knot(size_of, config=config).map([spmd.File(theirs)])
+    assert other.results(timeout=300) == [11]
+    blob = Path(store_dir) / "spmd" / data.BLOBS / data.file_sha256(theirs)
+    job = spmd.Knot(peek, config=config).map([(spmd.File(mine), str(blob))], starmap=True)
+    assert job.results(timeout=300) == [("subject two", "No such file or directory")]
+    from spmd.testing import wait_for
+    wait_for(lambda: not job.backend.queue.scheduler_alive(job.id), 60, "the scheduler to end")
+    assert not (Path(store_dir) / "spmd" / "views" / job.id).exists()  # gone with the scheduler
