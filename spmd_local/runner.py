@@ -385,7 +385,7 @@ class LocalRunner(Runner):
                 text = ""
                 if state["Status"] != "removed":
                     try:
-                        text = container.logs().decode(errors="replace")[-4000:]
+                        text = container.logs(tail=100).decode(errors="replace")[-4000:]
                     except Exception:  # being removed; its log is not essential
                         pass
                 reason = (f"its container ended under it ({state.get('Status')}, exit code "

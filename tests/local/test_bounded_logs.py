@@ -44,3 +44,23 @@ def test_a_task_printing_in_a_loop_keeps_the_last_log_limit_bytes(local, engine)
     assert text.rstrip().endswith("the last line")
     data, length = job.backend.queue.log_part(job.handle, 0, -100)
     assert length == path.stat().st_size and data.endswith(b"the last line\n") and len(data) == 100
+
+
+def count_slowly(n):
+    import time
+    for i in range(n):
+        print(f"line {i}", flush=True)
+        time.sleep(0.02)
+    return n
+
+
+def test_spmd_logs_follow_shows_each_line_once_as_it_comes(local, engine):
+    import subprocess
+    import sys
+    job = spmd.Knot(count_slowly, config=local).map([150])
+    follow = subprocess.run([sys.executable, "-m", "spmd.cli", "logs", job.id, "0", "--follow"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "SPMD_STORE_DIR": local["store_dir"]})
+    assert follow.returncode == 0, follow.stderr
+    lines = [line for line in follow.stdout.splitlines() if line.startswith("line ")]
+    assert lines == [f"line {i}" for i in range(150)]
