@@ -195,7 +195,10 @@ def project_config_path(start: Path | None = None) -> Path | None:
         if (folder / "spmd.toml").is_file():
             return folder / "spmd.toml"
         pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and "spmd" in _read_toml(pyproject).get("tool", {}):
+        # One that is not the user's to trust is not even parsed (a broken one planted in /tmp
+        # would otherwise stop every run below it).
+        if pyproject.is_file() and not _untrusted(pyproject) \
+                and "spmd" in _read_toml(pyproject).get("tool", {}):
             return pyproject
     return None
 

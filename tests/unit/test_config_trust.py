@@ -110,3 +110,12 @@ def test_a_pip_planted_in_the_working_folder_is_not_what_resolves_requirements(t
     image.download_wheels((), tmp_path / "wheels")
     assert not marker.exists()
     assert any(p.name.startswith("pip-") for p in (tmp_path / "wheels").iterdir())
+
+
+def test_a_broken_pyproject_planted_in_an_open_folder_is_not_even_read(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "pyproject.toml").write_text("[tool.spmd\nbroken = ")
+    os.chmod(shared, 0o1777)
+    (shared / "mine").mkdir()
+    assert resolve(cwd=shared / "mine", environ=user_file(tmp_path)).backend == "local"
