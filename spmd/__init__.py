@@ -9,6 +9,7 @@ from .args import Args
 from .backend import Backend, Capacity
 from .batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
 from .codec import RemoteTraceback
+from .chain import gather, upstream_files
 from .command import Command, CommandResult
 from .data import File, open_url, outputs
 from .errors import (
@@ -16,7 +17,7 @@ from .errors import (
     DataError, EngineError, FailureBudgetSpent, ImageError, JobNotFound, ObjectNotFound, PluginError,
     QueueError, RemoteError, RequirementError, ResourceError, ResultDamaged, SerializationError,
     SpmdError, StoreError, SystemPackageError, TaskLost, TaskOutOfMemory, TaskTimedOut,
-    UnknownBackendError, WatchFailed,
+    UnknownBackendError, UpstreamFailed, WatchFailed,
 )
 from .executor import Executor
 from .future import Future
@@ -41,6 +42,6 @@ __all__ = [
     "PluginError", "QueueError", "RemoteError", "RemoteTraceback", "RequirementError",
     "ResourceError", "Resources", "ResultDamaged", "SerializationError", "SpmdError", "StoreError",
     "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
-    "UnknownBackendError", "WatchFailed", "as_completed", "attach", "hookimpl", "open_url",
-    "outputs", "wait",
+    "UnknownBackendError", "UpstreamFailed", "WatchFailed", "as_completed", "attach", "gather", "hookimpl", "open_url",
+    "outputs", "upstream_files", "wait",
 ]

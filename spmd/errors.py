@@ -21,6 +21,7 @@
     │   └── ResultDamaged                an output, log or reused result cannot be decoded
     ├── WatchFailed                      a job's progress could not be checked, persistently
     ├── FailureBudgetSpent               not run: the job failed more items than max_failures
+    ├── UpstreamFailed                   not run: a chained map's input item failed upstream
     ├── QueueError                       the batch queue refused or failed a request
     ├── JobNotFound (KeyError)           no job with that id in the store
     ├── RemoteError                      a task's exception whose type cannot be rebuilt here
@@ -281,3 +282,16 @@ class FailureBudgetSpent(SpmdError):
         super().__init__(f"job {job_id}: not run, the job's failure budget is spent: {why}. "
                          f"Fix the cause, then map again with reuse=True to keep what succeeded "
                          f"(or raise max_failures)")
+
+
+class UpstreamFailed(SpmdError):
+    """A chained map's item did not run: the item of the job before it failed or was lost."""
+
+    def __init__(self, job_id: str, item: int, cause: str):
+        self.job_id = job_id
+        self.item = item
+        self.cause = cause
+        super().__init__(f"not run: its input, item {item} of job {job_id}, failed: {cause}")
+
+    def __reduce__(self):  # raised in a task, rebuilt as itself on the client
+        return type(self), (self.job_id, self.item, self.cause)

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -42,10 +43,15 @@ WATCH_FAILURES = 10
 WATCH_SECONDS = 120.0
 
 
+#: the Jobs of this process by id, so a chained map over a job's futures finds their job
+_jobs: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()
+
+
 class Job:
     """The futures of one map, in input order, and the controls of its tasks."""
 
     def __init__(self, backend: Backend, manifest: Manifest, handle: str, *, watch: bool = True):
+        _jobs[manifest.job_id] = self
         self.backend = backend
         self.manifest = manifest
         self.handle = handle

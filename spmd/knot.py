@@ -10,7 +10,7 @@ import logging
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import apt, budget, codec, data, image, layout, remote, reuse as _reuse, shards, staging
+from . import apt, budget, chain, codec, data, image, layout, remote, reuse as _reuse, shards, staging
 from .args import as_call
 from .backend import Backend, Capacity, open_backend, task_runtime
 from .batch_queue import ArraySpec, Resources
@@ -130,9 +130,16 @@ class Knot:
         10 items to end all failed with one error type (spmd.budget).
         ``max_parallel=N`` never runs more than N tasks of this map at once.
         """
+        upstream = chain.upstream_job(items)
+        if upstream is not None:
+            items = self._chained_items(upstream, chunksize, starmap)
+            chunksize = upstream.manifest.chunksize
         items = list(items)
         failure_limit = budget.limit_of(max_failures, len(items))
         calls = [as_call(item, starmap) for item in items]
+        upstream = upstream or chain.referenced_job(calls)
+        if upstream is not None:
+            chain.check_same_store(upstream, self.backend.store)
         rule = type(self.backend).data_rule
         destinations = None
         if outputs_to is not None:
@@ -178,7 +185,9 @@ class Knot:
                                               [calls[i] for i in run[j:j + size]], run[j])
                           for j in range(0, len(run), size)]
 
-        run = list(range(len(calls)))
+        chained = upstream is not None and upstream.manifest.n_items == len(calls) and all(
+            chain.references(call) == [(upstream.id, i)] for i, call in enumerate(calls))
+        run = chain.task_order(upstream.manifest) if chained else list(range(len(calls)))
         if not reuse:  # (with reuse, the keys above pickled every item already)
             size, payloads = plan(run)  # every item pickled before anything is built or written
 
@@ -209,9 +218,10 @@ class Knot:
                             profile=self.settings.profile, n_items=len(calls), chunksize=size,
                             tasks_per_shard=per_shard, image=task_image.reference,
                             resources=self.resources,
-                            items=run if len(run) < len(calls) else None, reuse_key=key,
+                            items=run if run != list(range(len(calls))) else None, reuse_key=key,
                             outputs_to=destinations.template if destinations else "",
-                            data_rule=[rule.inputs, rule.outputs], max_failures=failure_limit)
+                            data_rule=[rule.inputs, rule.outputs], max_failures=failure_limit,
+                            after=upstream.id if upstream else "")
         if url_refs or destinations is not None:
             store.put_json(layout.data_key(job_id),
                            data.job_data(staged, url_refs, destinations))
@@ -231,7 +241,7 @@ class Knot:
             handle = self.backend.queue.submit(ArraySpec(
                 job_id=job_id, image=task_image.reference, command=WORKER_COMMAND,
                 n_tasks=len(payloads), resources=self.resources, env=env, network=self.network,
-                max_parallel=max_parallel))
+                max_parallel=max_parallel, **self._after(upstream, calls, run, size)))
             store.put_json(layout.queue_key(job_id), {"handle": handle})
         log.info("job %s: %d items (%d reused) in %d tasks of up to %d, image %s", job_id,
                  len(calls), len(found.results), len(payloads), size, task_image.reference)
@@ -239,6 +249,32 @@ class Knot:
         job.uploads = uploads
         return job
 
+
+    def _chained_items(self, upstream: Job, chunksize: int | None, starmap: bool) -> list:
+        """A chained map's items: each upstream item's result (spmd.chain), refused early where
+        the chain cannot hold."""
+        if starmap:
+            raise ConfigError("starmap=True with a chained map: each item is the upstream item's "
+                              "result, passed as one argument; unpack it in the function")
+        if chunksize is not None and chunksize != upstream.manifest.chunksize:
+            raise ConfigError(f"chunksize={chunksize}: a chained map keeps job {upstream.id}'s "
+                              f"chunks ({upstream.manifest.chunksize} items per task), so each "
+                              f"task waits for one upstream task; leave chunksize out")
+        if not upstream.handle and upstream.manifest.submitted:
+            raise ConfigError(f"job {upstream.id} was never submitted: nothing to chain to")
+        if type(self.backend.queue) is not type(upstream.backend.queue):
+            raise ConfigError(f"job {upstream.id} runs on another backend: chain maps of one "
+                              f"backend and profile")
+        return [chain.Upstream(upstream.id, i) for i in range(upstream.manifest.n_items)]
+
+    @staticmethod
+    def _after(upstream: Job | None, calls: list, run: list[int], size: int) -> dict:
+        """ArraySpec's chain fields: which upstream tasks each task waits for."""
+        if upstream is None:
+            return {}
+        waits = chain.after_tasks(upstream.manifest, calls, run, size)
+        return {"after_job": upstream.id, "after_handle": upstream.handle,
+                "after_tasks": tuple(tuple(w) for w in waits)}
 
     def _check_memory_sizes(self) -> None:
         if self.resources.more_memory and not type(self.backend.queue).grows_memory:

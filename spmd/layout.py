@@ -113,6 +113,8 @@ class Manifest:
     #: the most failed items before what has not started is cancelled (None: spmd.budget's
     #: default rule)
     max_failures: int | None = None
+    #: the job a chained map follows, item by item ('': none; spmd.chain)
+    after: str = ""
 
     @property
     def outputs_wait_for_queue(self) -> bool:

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import attempts, codec, layout, protocol, shards
+from . import attempts, chain, codec, layout, protocol, shards
 from .layout import Manifest
 from .object_store import ObjectStore
 from .protocol import ERROR, OK, Provenance, TaskOutput, attempt_number, task_index
@@ -95,6 +95,7 @@ def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int, infra_lo
             results.append(before)
             continue
         try:
+            args, kwargs = chain.resolve(store, args, kwargs)  # a chained map's inputs
             # Each value is pickled alone: an unpicklable result fails only its own call.
             results.append((OK, codec.Pickled.of(func(*args, **kwargs))))
         except Exception as exc:

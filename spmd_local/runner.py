@@ -74,12 +74,13 @@ def socket_dir(store_root: str, job_id: str) -> Path:
     return Path("/tmp") / f"spmd-serve-{os.getuid()}" / digest
 
 
-def task_mounts(store: DirectoryStore, job_id: str) -> dict[str, dict]:
+def task_mounts(store: DirectoryStore, job_id: str, after_job: str = "") -> dict[str, dict]:
     """What a task container of job_id sees of the store, each at its own path: its job's
     folder (read-write: outputs, files, its attempt logs), that job's queue files read-only
     (its spec, which a restarted scheduler trusts), the job's own uploaded inputs read-only
     (its view, spmd_local.dataview, at data/sha256 and data/tree) and the fetched URL cache
-    read-only. Other jobs' folders and inputs and the result cache are not there."""
+    read-only; for a chained map, the upstream job's manifest, results and files read-only.
+    Other jobs' folders and inputs and the result cache are not there."""
     job = store.path(layout.prefix(job_id).rstrip("/"))
     queue = store.path(queue_key(job_id, "").rstrip("/"))
     run = store.path(queue_key(job_id, "run"))
@@ -93,6 +94,14 @@ def task_mounts(store: DirectoryStore, job_id: str) -> dict[str, dict]:
               str(urls): {"bind": str(urls), "mode": "ro"}}
     for kind in dataview.KINDS:
         mounts[str(view / kind)] = {"bind": str(store.path(f"data/{kind}")), "mode": "ro"}
+    if after_job:  # a chained map reads the upstream job's results and files (spmd.chain)
+        upstream = layout.prefix(after_job)
+        for name in ("manifest.json", "output", "files", "reused.pkl"):
+            path = store.path(upstream + name)
+            if name in ("output", "files"):
+                path.mkdir(parents=True, exist_ok=True)
+            if path.exists():
+                mounts[str(path)] = {"bind": str(path), "mode": "ro"}
     return mounts
 
 
@@ -241,7 +250,7 @@ class LocalRunner(Runner):
         """Create and start a warm container (on the pool); returns its id."""
         spec, res = self.spec, self.res
         inside = f"{SERVE_DIR}/{os.path.basename(slot.socket_path)}"
-        mounts = task_mounts(self.store, self.job_id)
+        mounts = task_mounts(self.store, self.job_id, spec.get("after_job", ""))
         mounts[str(self.sockets)] = {"bind": SERVE_DIR, "mode": "rw"}
         container = self.engine_call(
             self.engine.containers.create,

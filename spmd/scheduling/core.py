@@ -31,7 +31,8 @@ from typing import Callable
 
 from spmd import attempts, layout, logcap, protocol
 from spmd.attempts import Tally
-from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, Resources, TaskStatus
+from spmd.batch_queue import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, Resources,
+                              TaskStatus)
 from spmd.errors import ObjectNotFound
 from spmd.units import format_bytes
 
@@ -75,7 +76,12 @@ class Scheduler:
         self.checked = 0.0  # when others' usage was last read and nothing fitted
         self.written = 0.0  # when state.json was last written
         self.data: HostData | None = None  # data this scheduler moves (DataRule "host")
-        self.waiting: collections.deque = collections.deque()  # pending, inputs not yet fetched
+        self.waiting: collections.deque = collections.deque()  # pending, inputs not yet there
+        # a chained map (spmd.chain): each task waits for these tasks of the upstream job
+        self.after_job = self.spec.get("after_job") or ""
+        self.after_tasks = [set(w) for w in self.spec.get("after_tasks") or ()]
+        self.upstream_ended: set[int] = set()
+        self.upstream_read = 0.0
 
     # -- state --------------------------------------------------------------------
 
@@ -121,8 +127,10 @@ class Scheduler:
     def run(self) -> None:
         self.write_state()
         written = self.snapshot()
-        if self.data is not None and self.data.fetches:
+        fetches = self.data is not None and self.data.fetches
+        if fetches or self.after_job:
             self.waiting, self.pending = self.pending, collections.deque()
+        if fetches:
             self.data.fetch_for([task for task, _ in self.waiting])
         try:
             while self.pending or self.running or self.waiting:
@@ -150,20 +158,42 @@ class Scheduler:
         self.write_state(done=True)
 
     def admit(self) -> None:
-        """Move waiting tasks whose inputs are fetched to pending, in order; a task whose input
-        cannot be fetched fails without starting."""
-        while self.waiting:
-            task, attempt = self.waiting[0]
-            ready = self.data.ready(task)
+        """Move waiting tasks whose inputs are there (fetched, and their upstream tasks ended)
+        to pending, in order; a task whose input cannot be fetched fails without starting."""
+        if not self.waiting:
+            return
+        ended = self.read_upstream()
+        still = collections.deque()
+        for task, attempt in self.waiting:
+            if ended is not None and task < len(self.after_tasks) \
+                    and not self.after_tasks[task] <= ended:
+                still.append((task, attempt))
+                continue
+            ready = True if self.data is None else self.data.ready(task)
             if ready is False:
-                return
-            self.waiting.popleft()
-            if ready is True:
+                still.append((task, attempt))
+            elif ready is True:
                 self.pending.append((task, attempt))
             else:
                 log.error("task %d: %s", task, ready)
                 self.append_log(task, attempt, f"spmd: {ready}\n")
                 self.tasks[task] = TaskStatus(FAILED, attempt - 1, None, ready, "error")
+        self.waiting = still
+
+    def read_upstream(self) -> set[int] | None:
+        """The upstream job's ended tasks (None: not a chained map), read from its state.json
+        at most every TICK."""
+        if not self.after_job:
+            return None
+        if time.monotonic() - self.upstream_read >= TICK:
+            self.upstream_read = time.monotonic()
+            try:
+                state = self.store.get_json(queue_key(self.after_job, "state.json"))
+            except ObjectNotFound:
+                state = {}
+            self.upstream_ended = {int(t) for t, v in state.get("tasks", {}).items()
+                                   if v.get("state") in TERMINAL or state.get("done")}
+        return self.upstream_ended
 
     def cancel_asked(self) -> bool:
         return self.store.exists(queue_key(self.job_id, "cancel"))

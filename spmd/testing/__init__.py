@@ -47,6 +47,8 @@ whole test file can be::
                             FailureBudgetSpent; what succeeded stays
     ParallelCapContract     max_parallel: never more tasks of a map at once (by their own
                             start and end times)
+    ChainContract           step2.map(job1) item by item before job 1 ends, UpstreamFailed
+                            naming the failed upstream item; spmd.gather(job) for a group step
 
 Fixtures: see ``spmd.testing.fixtures``. The functions tasks run are in
 ``spmd.testing.functions``. ``spmd.testing.memory`` is an in-memory backend ("memory", after
@@ -63,7 +65,7 @@ _WHERE = {
     "BackendFixtures": "fixtures", "wait_for": "fixtures", "MapContract": "map",
     "DataContract": "data", "RerunContract": "rerun", "UrlDataContract": "urls",
     "FaultContract": "faults", "ReadOnlyStore": "faults", "FailureBudgetContract": "budget",
-    "ParallelCapContract": "parallel",
+    "ParallelCapContract": "parallel", "ChainContract": "chain",
     "BatchQueueContract": "queue", "ImageRegistryContract": "registry",
     "ObjectStoreContract": "store", "BackendContract": "contract",
     "PrivacyContract": "privacy",

@@ -1,5 +1,6 @@
 """The whole contract of a backend: every part's mixin in one class."""
 from .budget import FailureBudgetContract
+from .chain import ChainContract
 from .data import DataContract
 from .faults import FaultContract
 from .map import MapContract
@@ -13,7 +14,7 @@ from .urls import UrlDataContract
 
 
 class BackendContract(MapContract, RerunContract, DataContract, UrlDataContract, FaultContract,
-                      FailureBudgetContract, ParallelCapContract,
+                      FailureBudgetContract, ParallelCapContract, ChainContract,
                       PrivacyContract,
                       BatchQueueContract, ImageRegistryContract, ObjectStoreContract):
     """The whole contract of a backend: store, registry, queue, map, reruns, data (on this

@@ -65,3 +65,8 @@ def try_to_overwrite(path):
     except OSError as exc:
         return f"refused: {exc.strerror}"
     return "written"
+
+
+def read_upstream_result(label):
+    """In a chained map after write_outputs: the upstream item's result.txt, and label."""
+    return (spmd.upstream_files() / "result.txt").read_text().strip(), label
