@@ -37,7 +37,7 @@ from spmd.errors import ConfigError, DataError
 from spmd.image import LOCAL_REPOSITORY
 from spmd.image_registry import ImageRegistry
 
-from . import environment, paths, runtimes, slurm
+from . import environment, paths, runtimes
 from .queue import SlurmQueue
 from .script import Options
 from .store import DirectoryStore
@@ -222,7 +222,8 @@ class SlurmBackend(Backend):
                                   "for containers")
 
     def make_queue(self) -> SlurmQueue:
-        return SlurmQueue(self.store, self.options(), self.settings.get("array_size"))
+        return SlurmQueue(self.store, self.options(), self.settings.get("array_size"),
+                          self.settings.get("poll_interval") or self.poll_interval)
 
     def prepare_environment(self, spec: image.ImageSpec) -> None:
         """Make (once per content hash) the venv tasks run in, unless ``python`` names one."""
@@ -233,7 +234,7 @@ class SlurmBackend(Backend):
 
     def capacity(self) -> Capacity:
         """The partition's nodes together (``sinfo``); one task must fit on one node."""
-        nodes = slurm.nodes(self.settings.get("partition"))
+        nodes = self.queue.nodes()
         return Capacity(vcpus=float(sum(n.cpus for n in nodes)) or 1.0,
                         memory=sum(n.memory for n in nodes) or 1)
 

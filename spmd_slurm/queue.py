@@ -26,7 +26,7 @@ from spmd.batch_queue import (
 from spmd.errors import ObjectNotFound, ResourceError
 from spmd.units import format_bytes
 
-from . import paths, runtimes, script, slurm
+from . import paths, poller, runtimes, script, slurm
 from .store import DirectoryStore
 
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
@@ -46,25 +46,62 @@ class SlurmQueue(BatchQueue):
     """Runs arrays with sbatch; states from squeue and the scripts' marks on the shared store."""
 
     def __init__(self, store: DirectoryStore, options: script.Options,
-                 array_size: int | None = None):
+                 array_size: int | None = None, poll_interval: float = 1.0):
         self.store = store
         self.options = options
         self._array_size = array_size
-        self._accounting: bool | None = None
+        self.poll_interval = poll_interval
+        self._config: dict[str, str] | None = None
+        self._nodes: list[slurm.Node] | None = None
+        self._marks_seen: dict[str, dict] = {}
+
+    def cluster(self) -> dict[str, str]:
+        """``scontrol show config``, asked once per queue."""
+        if self._config is None:
+            self._config = slurm.config()
+        return self._config
+
+    def nodes(self) -> list[slurm.Node]:
+        """The partition's nodes (``sinfo``), asked once per queue."""
+        if self._nodes is None:
+            self._nodes = slurm.nodes(self.options.partition)
+        return self._nodes
 
     def accounting(self) -> bool:
-        if self._accounting is None:
-            self._accounting = slurm.has_accounting()
-        return self._accounting
+        return slurm.has_accounting(self.cluster())
 
     def array_size(self) -> int:
         """The most tasks in one array: the cluster's MaxArraySize, or less if configured."""
-        cluster = slurm.max_array_size()
+        cluster = slurm.max_array_size(self.cluster())
         return min(cluster, self._array_size) if self._array_size else cluster
+
+    def submit_limit(self) -> tuple[int, str] | None:
+        """The most tasks one map may submit, and which limit says so: the controller's
+        MaxJobCount, and the user's MaxSubmitJobs where accounting keeps associations."""
+        limits = []
+        count = slurm.max_job_count(self.cluster())
+        if count:
+            limits.append((count, f"the cluster's MaxJobCount={count}"))
+        if self.accounting():
+            user = os.environ.get("USER") or __import__("getpass").getuser()
+            submit = slurm.max_submit(user)
+            if submit:
+                limits.append((submit, f"MaxSubmitJobs={submit} of user {user}"))
+        return min(limits) if limits else None
+
+    def check_limits(self, spec: ArraySpec) -> None:
+        """ResourceError before any sbatch when the map has more tasks than may be submitted
+        (each array task counts as a job): Slurm would refuse the arrays past the limit."""
+        limit = self.submit_limit()
+        if limit and spec.n_tasks > limit[0]:
+            raise ResourceError(
+                f"the map has {spec.n_tasks} tasks but {limit[1]} lets at most {limit[0]} be "
+                f"submitted at once (every array task counts); give map() a chunksize that "
+                f"makes at most {limit[0]} tasks, or split the items into several maps")
 
     def check_fits(self, spec: ArraySpec) -> None:
         """ResourceError before submitting when no node of the partition can ever run a task."""
-        nodes = slurm.nodes(self.options.partition)
+        nodes = self.nodes()
         res = spec.resources
         where = f"partition {self.options.partition!r}" if self.options.partition else "the default partition"
         if not nodes:
@@ -89,6 +126,7 @@ class SlurmQueue(BatchQueue):
     def submit(self, spec: ArraySpec) -> str:
         script.check_env(spec.env)
         self.check_fits(spec)
+        self.check_limits(spec)
         size = self.array_size()
         marks = str(self.store.path(slurm_key(spec.job_id, "marks")))
         os.makedirs(marks, exist_ok=True)
@@ -103,6 +141,7 @@ class SlurmQueue(BatchQueue):
             text = script.render(spec, offset, n, self.options, marks, output, volumes)
             write_private(self.store.path(slurm_key(spec.job_id, f"array-{offset:06d}.sh")), text)
             arrays.append([slurm.submit(text), offset, n])
+            poller.shared(self.poll_interval, slurm.queue).watch([arrays[-1][0]])
             # Written after each array, so a failure half way still lets cancel find the rest.
             self.store.put_json(slurm_key(spec.job_id, "arrays.json"), arrays)
         return json.dumps({"job": spec.job_id, "arrays": arrays}, separators=(",", ":"))
@@ -137,19 +176,30 @@ class SlurmQueue(BatchQueue):
         return marks
 
     def states(self, handle: str) -> Mapping[int, TaskStatus]:
+        """Every task's status: the marks (one listing of the store), and squeue's answer
+        through the process's poller (poller.py): one squeue for all watched arrays, less
+        often while nothing changes, at once when the marks changed."""
         job_id, arrays = self._arrays(handle)
         ids = [a for a, _, _ in arrays]
-        seen = slurm.queue(ids)
+        marks = self._marks(job_id)
+        changed = self._marks_seen.get(job_id) != marks
+        self._marks_seen[job_id] = marks
+        poll = poller.shared(self.poll_interval, slurm.queue)
+        seen = poll.tasks(ids, fresh=changed)
         if any((a, i) not in seen for a, _, n in arrays for i in range(n)) and self.accounting():
             # squeue forgets ended jobs after MinJobAge; accounting remembers (one more call)
             seen = {**slurm.accounting(ids), **seen}
-        marks = self._marks(job_id)
         states = {}
         for array_id, offset, n in arrays:
             for index in range(n):
                 task = offset + index
-                states[task] = task_status(seen.get((array_id, index)), marks.get(task), array_id,
-                                           index)
+                found, mark = seen.get((array_id, index)), marks.get(task)
+                states[task] = task_status(found, mark, array_id, index)
+                if found and found.state in RUNNING_STATES and mark and mark["ends"] and \
+                        max(mark["ends"]) == mark["started"]:
+                    self._marks_seen[job_id] = None  # its script is ending: ask again next poll
+        if all(s.state in (SUCCEEDED, FAILED, CANCELLED) for s in states.values()):
+            poll.forget(ids)  # nothing more to learn about these arrays
         return states
 
     def cancel(self, handle: str) -> None:

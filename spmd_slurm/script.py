@@ -19,7 +19,6 @@ which the queue reads as the task's log.
 from __future__ import annotations
 
 import math
-import os
 import re
 import shlex
 from dataclasses import dataclass

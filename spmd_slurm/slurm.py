@@ -45,12 +45,30 @@ def config() -> dict[str, str]:
     return values
 
 
-def max_array_size() -> int:
+def max_array_size(values: dict[str, str] | None = None) -> int:
     """Array task ids must be below this (``MaxArraySize``, 1001 unless configured)."""
+    return _number((values if values is not None else config()).get("MaxArraySize"), 1001)
+
+
+def max_job_count(values: dict[str, str]) -> int | None:
+    """The most jobs (array tasks each count) the controller holds at once (``MaxJobCount``)."""
+    return _number(values.get("MaxJobCount"), None)
+
+
+def _number(text: str | None, default):
     try:
-        return int(config().get("MaxArraySize", "1001").split()[0])
-    except ValueError:
-        return 1001
+        return int((text or "").split()[0])
+    except (ValueError, IndexError):
+        return default
+
+
+def max_submit(user: str) -> int | None:
+    """The user's association limit on submitted jobs (``MaxSubmitJobs``; sacctmgr, where
+    accounting exists): the smallest set on any of the user's associations, or None."""
+    out = run(["sacctmgr", "--noheader", "--parsable2", "show", "association",
+               "where", f"user={user}", "format=MaxSubmit"])
+    limits = [int(x) for x in out.split() if x.strip().isdigit()]
+    return min(limits) if limits else None
 
 
 @dataclass(frozen=True)
@@ -130,9 +148,10 @@ def parse_squeue(text: str) -> dict[tuple[str, int], ArrayTask]:
     return tasks
 
 
-def has_accounting() -> bool:
+def has_accounting(values: dict[str, str] | None = None) -> bool:
     """Whether the cluster keeps accounting (slurmdbd), so that sacct knows ended jobs."""
-    return config().get("AccountingStorageType", "accounting_storage/none") != \
+    values = values if values is not None else config()
+    return values.get("AccountingStorageType", "accounting_storage/none") != \
         "accounting_storage/none"
 
 
