@@ -177,6 +177,13 @@ def job_policy(bucket: str, prefix: str, partition: str = "aws", *,
     if write:
         statements.append({"Sid": "WriteBuckets", "Effect": "Allow", "Action": "s3:PutObject",
                            "Resource": [_objects(partition, e) for e in write]})
+    if any(split_bucket(e)[0] == bucket for e in (*read, *write)):
+        # the data bucket named again: the secret of spmd_aws.signing stays out of reach
+        from .signing import SECRET_KEY
+        base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        statements.append({"Sid": "NoWriteSecret", "Effect": "Deny",
+                           "Action": ["s3:GetObject", "s3:PutObject"],
+                           "Resource": f"arn:{partition}:s3:::{bucket}/{base}{SECRET_KEY}"})
     policy = {"Version": "2012-10-17", "Statement": statements}
     size = len(json.dumps(policy, separators=(",", ":")))
     if size > INLINE_POLICY_LIMIT:

@@ -47,6 +47,7 @@ from spmd.batch_queue import (CANCELLED, FAILED, SUCCEEDED, ArraySpec, BatchQueu
 from spmd.errors import ResourceError
 from spmd.object_store import ObjectStore
 
+from . import signing
 from .aws import AwsError, Clients, boundary, error_code
 from .config import MAX_ATTEMPTS, AwsSettings
 from .compute import check_fits, instance_sizes
@@ -100,12 +101,16 @@ def split(n_tasks: int) -> list[tuple[int, int]]:
     return out
 
 
-def encode_handle(jobs: list[tuple[str, int, int]], attempts: int = 1, grows: str = "") -> str:
+def encode_handle(jobs: list[tuple[str, int, int]], attempts: int = 1, grows: str = "",
+                  job: str = "") -> str:
     """The handle of submitted jobs ``(job id, first task, size)`` allowing ``attempts`` each;
-    ``grows``: the spmd job id whose tasks get more memory after an out-of-memory kill."""
+    ``grows``: the spmd job id whose tasks get more memory after an out-of-memory kill;
+    ``job``: the spmd job id (where its outputs are, should Batch forget its jobs)."""
     data = {"v": 1, "jobs": [list(job) for job in jobs], "attempts": attempts}
     if grows:
         data["grows"] = grows
+    if job:
+        data["job"] = job
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -263,6 +268,7 @@ class AwsBatchQueue(BatchQueue):
         self._sizes: list | None = None  # the compute environment's instance sizes
         self._unknown: dict[str, float] = {}  # job id -> when Batch first described nothing
         self._unplaced: set[str] = set()  # arrays ended here because the queue cannot place them
+        self._outputs_seen: dict[str, set[int]] = {}  # spmd job -> tasks with an output (forgotten)
 
     @property
     def batch(self):
@@ -307,11 +313,23 @@ class AwsBatchQueue(BatchQueue):
         if not any(g["logGroupName"] == stack.log_group for g in groups):
             ensure_log_group(logs, stack, self.opts.retention_days)
 
-    def _requests(self, spec: ArraySpec, job_queue: str, definition: str) -> list[tuple[dict, int, int]]:
+    def write_key(self, job_id: str) -> str:
+        """The key job_id's tasks sign their writes with (spmd_aws.signing), hex."""
+        if self._store is not None:
+            return self._store().job_key(job_id).hex()
+        opts = self.opts
+        prefix = opts.prefix.strip("/") + "/" if opts.prefix.strip("/") else ""
+        with boundary(AwsError, f"reading s3://{opts.bucket}/{prefix}{signing.SECRET_KEY}"):
+            secret = signing.load_secret(self.clients("s3"), opts.bucket,
+                                         prefix + signing.SECRET_KEY)
+        return signing.job_key(secret, job_id).hex()
+
+    def _requests(self, spec: ArraySpec, job_queue: str, definition: str,
+                  write_key: str = "0" * 64) -> list[tuple[dict, int, int]]:
         """Each SubmitJob request with its (first task, size); ResourceError if one is too big."""
         out = []
         for number, (offset, size) in enumerate(split(spec.n_tasks)):
-            env = {**spec.env, "SPMD_IMAGE": spec.image}
+            env = {**spec.env, "SPMD_IMAGE": spec.image, signing.ENV: write_key}
             if offset:
                 env["SPMD_TASK_OFFSET"] = str(offset)
             if size == 1:
@@ -385,7 +403,7 @@ class AwsBatchQueue(BatchQueue):
         where = self.deployment()
         self.check_placeable(spec, where)
         definition = self.definition_arn(spec)
-        requests = self._requests(spec, where.job_queue, definition)
+        requests = self._requests(spec, where.job_queue, definition, self.write_key(spec.job_id))
         submitted: list[tuple[str, int, int]] = []
         with boundary(AwsError, f"submitting job {spec.job_id} to AWS Batch"):
             try:
@@ -398,11 +416,12 @@ class AwsBatchQueue(BatchQueue):
         # "attempts" counts those for errors in the user's code: a task that succeeded is
         # described for its attempts only when it could have retried after such an error.
         return encode_handle(submitted, spec.resources.retries + 1,
-                             spec.job_id if spec.resources.more_memory else "")
+                             spec.job_id if spec.resources.more_memory else "", spec.job_id)
 
     def submit_one(self, spec: ArraySpec, name: str) -> str:
         """Submit a one-task spec as a plain job named name; its Batch job id."""
-        request = self._requests(spec, self.deployment().job_queue, self.definition_arn(spec))[0][0]
+        request = self._requests(spec, self.deployment().job_queue, self.definition_arn(spec),
+                                 self.write_key(spec.job_id))[0][0]
         request["jobName"] = name
         with boundary(AwsError, f"submitting {name} to AWS Batch"):
             return self.batch.submit_job(**request)["jobId"]
@@ -441,6 +460,22 @@ class AwsBatchQueue(BatchQueue):
         first = self._unknown.setdefault(job_id, time.monotonic())
         return time.monotonic() - first >= FORGOTTEN_AFTER
 
+    def _forgotten_states(self, handle: str, batch_id: str, tasks) -> dict[int, TaskStatus]:
+        """The states of tasks of a Batch job Batch forgot, from what the store holds: a task
+        with an output SUCCEEDED, any other lost (one listing of the job's outputs, kept)."""
+        spmd_job = json.loads(handle).get("job", "")
+        if spmd_job not in self._outputs_seen:
+            done: set[int] = set()
+            if spmd_job and self._store is not None:
+                from spmd import layout
+                store = self._store()
+                done = {layout.task_of_output_key(key)
+                        for key in store.list(layout.output_prefix(spmd_job))}
+            self._outputs_seen[spmd_job] = done
+        done = self._outputs_seen[spmd_job]
+        return {task: TaskStatus(SUCCEEDED, 1, 0) if task in done else forgotten_status(batch_id)
+                for task in tasks}
+
     def _why_waiting(self, parent: str) -> str:
         """The statusReason of one RUNNABLE child (one request): why the array's queue is
         blocked (MISCONFIGURATION:..., CAPACITY:...), or ''."""
@@ -460,7 +495,7 @@ class AwsBatchQueue(BatchQueue):
                 if size == 1:
                     jobs = self._describe([job_id])
                     if job_id not in jobs and self._forgotten(job_id):
-                        out[offset] = forgotten_status(job_id)
+                        out.update(self._forgotten_states(handle, job_id, [offset]))
                         continue
                     if job_id in jobs:
                         self._unknown.pop(job_id, None)
@@ -475,8 +510,8 @@ class AwsBatchQueue(BatchQueue):
                 # (an array waiting for capacity is asked again FORGOTTEN_AFTER later)
                 if not children and self._forgotten(job_id):
                     if not self._describe([job_id]):
-                        for task in range(offset, offset + size):
-                            out[task] = forgotten_status(job_id)
+                        out.update(self._forgotten_states(handle, job_id,
+                                                          range(offset, offset + size)))
                         continue
                     self._unknown.pop(job_id, None)
                 ended = [c for c, s in children.items() if s["status"] in describe

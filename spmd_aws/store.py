@@ -14,6 +14,8 @@ the denial is a StoreError.
 An object above 5 GB (S3's limit on one PutObject) goes up as a multipart upload (boto3's
 managed transfer), which S3 also completes atomically. DeleteObjects answers 200 even
 when keys fail: its per-key ``Errors`` are read and raised as a StoreError.
+Every object under ``jobs/<id>/`` carries its writer's MAC; a client reading a whole one
+refuses it (``ResultDamaged``) unless job ``<id>``'s key made it (``spmd_aws.signing``).
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ import threading
 from typing import Iterator
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from spmd.errors import ObjectNotFound, StoreError
+from spmd.errors import ObjectNotFound, ResultDamaged, StoreError
 from spmd.object_store import ObjectStore
 
+from . import signing
 from .aws import Clients, boundary, error_code
 from .stack import Stack
 
@@ -58,6 +61,8 @@ class S3Store(ObjectStore):
         self.retention_days = retention_days
         self._ready = not create
         self._ready_lock = threading.Lock()
+        self._task_key = signing.task_key()  # in a task: its job's key (it signs, never checks)
+        self._secret: bytes | None = None  # on a client: the bucket's (spmd_aws.signing)
 
     @classmethod
     def from_url(cls, url: str) -> "S3Store":
@@ -93,23 +98,64 @@ class S3Store(ObjectStore):
     def _where(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"
 
+    # -- whose writes (spmd_aws.signing) --------------------------------------------
+
+    def job_key(self, job_id: str) -> bytes:
+        """The key job_id's tasks sign with (a client only: from the bucket's secret)."""
+        if self._secret is None:
+            with boundary(StoreError, f"reading {self._where(signing.SECRET_KEY)}"):
+                self._secret = signing.load_secret(self.s3, self.bucket,
+                                                   self.prefix + signing.SECRET_KEY)
+        return signing.job_key(self._secret, job_id)
+
+    def _signing_key(self, key: str) -> bytes | None:
+        job = signing.job_of(key)
+        if job is None:
+            return None
+        return self._task_key or self.job_key(job)
+
+    def _metadata(self, key: str, digest: bytes) -> dict[str, str]:
+        """The user metadata of an object written under key: its MAC under jobs/."""
+        secret = self._signing_key(key)
+        return {signing.METADATA: signing.mac(secret, key, digest)} if secret else {}
+
+    def _check(self, key: str, metadata: dict, digest: bytes) -> None:
+        """ResultDamaged when an object of jobs/<id>/ does not carry job <id>'s MAC (a client
+        checks; a task does not)."""
+        job = signing.job_of(key)
+        if self._task_key is not None or job is None:
+            return
+        expected = signing.mac(self.job_key(job), key, digest)
+        import hmac
+        if not hmac.compare_digest(expected, (metadata or {}).get(signing.METADATA, "")):
+            raise ResultDamaged(key, f"it was not written by job {job}'s tasks or client (its "
+                                "spmd write signature is missing or wrong: a task of another "
+                                "job overwrote it, or an spmd without write signatures wrote it), so it is "
+                                "never unpickled", job_id=job)
+
     def put(self, key: str, data: bytes) -> None:
+        import hashlib
         with boundary(StoreError, f"writing {self._where(key)}"):
+            metadata = self._metadata(key, hashlib.sha256(data).digest())
             if len(data) <= self.single_put_limit:
-                self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+                self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
+                                   Metadata=metadata)
                 return
             import io
 
             from boto3.s3.transfer import TransferConfig
             part = max(self.part_size, -(-len(data) // 10_000))
             self.s3.upload_fileobj(io.BytesIO(data), self.bucket, self.prefix + key,
+                                   ExtraArgs={"Metadata": metadata},
                                    Config=TransferConfig(multipart_threshold=part,
                                                          multipart_chunksize=part))
 
     def put_file(self, key: str, path: str | os.PathLike) -> None:
         """boto3's managed upload: multipart in parallel parts above 8 MB, streamed from disk."""
         with boundary(StoreError, f"writing {self._where(key)}"):
-            self.s3.upload_file(os.fspath(path), self.bucket, self.prefix + key)
+            metadata = self._metadata(key, _file_digest(path))
+            self.s3.upload_file(os.fspath(path), self.bucket, self.prefix + key,
+                                ExtraArgs={"Metadata": metadata})
 
     def get_file(self, key: str, path: str | os.PathLike) -> None:
         """boto3's managed download (ranged parts, streamed to disk), renamed into place."""
@@ -118,7 +164,12 @@ class S3Store(ObjectStore):
         os.close(fd)
         try:
             with boundary(StoreError, f"reading {self._where(key)}", key=key):
+                checked = self._task_key is None and signing.job_of(key) is not None
+                metadata = (self.s3.head_object(Bucket=self.bucket, Key=self.prefix + key)
+                            .get("Metadata") if checked else None)
                 self.s3.download_file(self.bucket, self.prefix + key, tmp)
+            if checked:
+                self._check(key, metadata, _file_digest(tmp))
             os.replace(tmp, target)
         except BaseException:
             if os.path.exists(tmp):
@@ -141,7 +192,11 @@ class S3Store(ObjectStore):
                 if error_code(exc) in DENIED_CODES and not self._listed(key):
                     raise ObjectNotFound(key) from exc
                 raise
-            return response["Body"].read()
+            body = response["Body"].read()
+        if "Range" not in request:  # a whole object: whose write it is, checked
+            import hashlib
+            self._check(key, response.get("Metadata"), hashlib.sha256(body).digest())
+        return body
 
     def _listed(self, key: str) -> bool:
         """Whether key exists, by listing it: S3 answers a GetObject of a missing key with
@@ -205,3 +260,13 @@ class S3Store(ObjectStore):
             raise StoreError(f"deleting {self._where(prefix)}*: {len(failed)} of {len(keys)} "
                              f"objects were not deleted: {shown}{more}{hint}")
         return len(keys)
+
+
+def _file_digest(path: str | os.PathLike) -> bytes:
+    """The sha256 of a file, read in 1 MiB blocks."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.digest()

@@ -8,6 +8,7 @@ index, retries and attempts, vCPU and memory limits, the compute environment's c
 import pytest
 
 import spmd.testing
+from awsharness import ACCOUNT, REGION
 
 pytestmark = pytest.mark.docker
 
@@ -21,3 +22,22 @@ class TestAws(spmd.testing.BackendContract):
     def spmd_backend_config(self, e2e_config, base_image):
         # The end-to-end stack: 4 vCPUs of capacity, so a task of 4 vCPUs runs alone.
         return {**e2e_config, "base_image": base_image}
+
+    @pytest.fixture
+    def spmd_forget_job(self, spmd_backend, monkeypatch):
+        """Batch past its retention of ended jobs (at least 7 days, "Job states"): moto
+        forgets the job's Batch jobs, and spmd takes a job nothing is listed of as forgotten
+        at once instead of after FORGOTTEN_AFTER."""
+        from moto.batch.models import batch_backends
+
+        import spmd_aws.queue
+        monkeypatch.setattr(spmd_aws.queue, "FORGOTTEN_AFTER", 0.0)
+
+        def forget(job_id: str) -> None:
+            jobs = batch_backends[ACCOUNT][REGION]._jobs
+            ours = {b for b, job in jobs.items() if job.job_name.startswith(job_id[:120] + "-")}
+            for batch_id in list(jobs):
+                if batch_id.split(":")[0] in ours:  # the parents and their children
+                    del jobs[batch_id]
+            assert ours, f"moto has no Batch job of {job_id}"
+        return forget

@@ -104,7 +104,9 @@ def test_single_task_is_a_plain_job(aws_knot, calls):
     assert env["SPMD_SINGLE_TASK"] == "1"
     # Batch forbids setting AWS_BATCH*; and no credentials travel: the job role gives them
     assert [name for name in env if name.startswith("AWS_")] == []
-    assert set(env) == {"SPMD_IMAGE", "SPMD_JOB_ID", "SPMD_SINGLE_TASK", "SPMD_STORE_URL"}
+    # SPMD_WRITE_KEY: the job's key for signing its writes (spmd_aws.signing), no credential
+    assert set(env) == {"SPMD_IMAGE", "SPMD_JOB_ID", "SPMD_SINGLE_TASK", "SPMD_STORE_URL",
+                        "SPMD_WRITE_KEY"}
 
 
 def test_remote_exception_type_message_and_traceback(aws_knot):

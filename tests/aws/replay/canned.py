@@ -170,3 +170,13 @@ TIME_LIMIT_CANCELLED = ("Canceled by JobStateTimeLimit action due to reason: "
 # "DescribeInstanceTypes" (Amazon EC2 API Reference): InstanceTypeInfo of c5.large.
 C5_LARGE = {"InstanceType": "c5.large", "VCpuInfo": {"DefaultVCpus": 2},
             "MemoryInfo": {"SizeInMiB": 4096}}
+
+
+def signing_secret(replay, bucket: str = "lab-data") -> None:
+    """GetObject of the bucket's signing secret (spmd_aws.signing), which submit reads to
+    give the job's tasks their key ("GetObject", Amazon S3 API Reference)."""
+    import io
+
+    from botocore.response import StreamingBody
+    replay.add("s3", "get_object", {"Body": StreamingBody(io.BytesIO(b"s" * 32), 32)},
+               {"Bucket": bucket, "Key": "spmd/write-secret"})

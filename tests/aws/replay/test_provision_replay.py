@@ -17,6 +17,7 @@ from spmd_aws.queue import AwsBatchQueue
 from spmd_aws.reasons import task_status
 from spmd_aws.stack import Stack
 
+from .canned import signing_secret
 from .canned import (
     C5_LARGE, CE_ARN, INVALID_PROFILE, PROFILE_ARN, QUEUE_ARN, ROLE_ARN, SERVICE_ROLE,
     TIME_LIMIT_CANCELLED, Replay, environment, job_queue,
@@ -362,6 +363,7 @@ def test_a_stack_made_before_the_log_group_gets_it_with_its_next_job_definition(
                    {"logGroupName": "/spmd/spmd/tasks", "retentionInDays": 30})
         replay.add("batch", "register_job_definition", {
             "jobDefinitionName": "spmd-x", "jobDefinitionArn": QUEUE_ARN, "revision": 1})
+        signing_secret(replay)
         replay.add("batch", "submit_job", {"jobName": "j-1-0", "jobId": "p1"})
         queue.submit(spec())
     [definition] = [p for _, op, p in replay.requests if op == "RegisterJobDefinition"]

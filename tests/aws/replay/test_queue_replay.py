@@ -17,6 +17,7 @@ from spmd_aws.queue import AwsBatchQueue, encode_handle
 from spmd_aws.reasons import UNPLACED_REASON
 from spmd_aws.store import S3Store
 
+from .canned import signing_secret
 from .canned import (
     CANCELLED_BY_QUEUE, DEFINITION_ARN, DELETE_DENIED, MISCONFIGURED, PULL_FAILED, QUEUE_ARN,
     ROLE_ARN, START_FAILED, Replay, batch_action, detail, summary,
@@ -63,6 +64,7 @@ def test_a_pull_failure_is_a_lost_task_retried_by_batch_not_a_cancel(queue, clie
         replay.add("batch", "register_job_definition", {
             "jobDefinitionName": "spmd-0123456789abcdef", "jobDefinitionArn": DEFINITION_ARN,
             "revision": 1})
+        signing_secret(replay)
         replay.add("batch", "submit_job", {"jobName": "j-1-0", "jobId": "p1"})
         handle = queue.submit(spec)
         # The second child failed its 4 attempts (1 + infra_retries): never pulled. AWS's
