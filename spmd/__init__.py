@@ -26,6 +26,7 @@ from .image_registry import ImageRegistry
 from .job import Job, as_completed, wait
 from .knot import Knot, attach
 from .object_store import ObjectStore
+from .secrets import Secret
 
 __version__ = "0.1.0"
 
@@ -40,7 +41,7 @@ __all__ = [
     "ConfigError", "DataError", "EngineError", "Executor", "FailureBudgetSpent", "File", "Future", "ImageError",
     "ImageRegistry", "Job", "JobNotFound", "Knot", "ObjectNotFound", "ObjectStore",
     "PluginError", "QueueError", "RemoteError", "RemoteTraceback", "RequirementError",
-    "ResourceError", "Resources", "ResultDamaged", "SerializationError", "SpmdError", "StoreError",
+    "ResourceError", "Resources", "ResultDamaged", "Secret", "SerializationError", "SpmdError", "StoreError",
     "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
     "UnknownBackendError", "UpstreamFailed", "WatchFailed", "as_completed", "attach", "gather", "hookimpl", "open_url",
     "outputs", "upstream_files", "wait",

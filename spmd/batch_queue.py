@@ -96,6 +96,8 @@ class BatchQueue(ABC):
     grows_memory: bool = False
     #: keeps ``ArraySpec.max_parallel`` (a queue without it refuses such a spec on the client)
     caps_parallel: bool = False
+    #: passes a Knot's secrets to its tasks (``deliver_secrets``); map() refuses them otherwise
+    takes_secrets: bool = False
 
     @abstractmethod
     def submit(self, spec: ArraySpec) -> str:
@@ -108,6 +110,11 @@ class BatchQueue(ABC):
     @abstractmethod
     def cancel(self, handle: str) -> None:
         """Stop running tasks and never start pending ones."""
+
+    def deliver_secrets(self, job_id: str, secrets: tuple) -> dict[str, str]:
+        """Put a job's secrets (spmd.secrets.Secret) where only its tasks can read them, before
+        it is submitted; returns what to add to the tasks' environment (never a value)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pass secrets to tasks")
 
     def cancel_pending(self, handle: str) -> None:
         """Never start the tasks that have not started (nor any retry); running ones go on.

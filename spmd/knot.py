@@ -19,6 +19,7 @@ from .destinations import render as render_destinations
 from .job import Job
 from .layout import Manifest
 from .errors import ConfigError, ResourceError
+from .secrets import Secret, check as check_secrets
 from .units import format_bytes, parse_memory
 
 log = logging.getLogger("spmd")
@@ -41,7 +42,8 @@ class Knot:
                  env: Mapping[str, str] | None = None, vcpus: float = 1,
                  memory: str | int | Sequence[str | int] = "2GiB", timeout: float | None = None, retries: int = 0,
                  infra_retries: int = 3, name: str | None = None, profile: str | None = None,
-                 config: Mapping[str, Any] | None = None, network: bool | None = None):
+                 config: Mapping[str, Any] | None = None, network: bool | None = None,
+                 secrets: Sequence[Secret] = ()):
         if not callable(func):
             raise TypeError(f"Knot needs a callable, got {type(func).__name__}: {func!r:.80}")
         if isinstance(requirements, str):
@@ -68,6 +70,7 @@ class Knot:
         self.name = name or getattr(func, "__name__", "job")
         self.requirements = tuple(r.strip() for r in requirements)
         self.env = env
+        self.secrets = check_secrets(secrets, env)
         sizes = memory_sizes(memory)
         self.resources = Resources(vcpus=float(vcpus), memory=sizes[0],
                                    timeout=float(timeout) if timeout else None, retries=retries,
@@ -158,6 +161,9 @@ class Knot:
         codec.register_local_modules(set(type(self.backend).runtime_packages))
         self._check_command_image()
         self._check_memory_sizes()
+        if self.secrets and not type(self.backend.queue).takes_secrets:
+            raise ConfigError(f"secrets: the {self.settings.backend} backend cannot pass secrets "
+                              f"to its tasks; leave them out")
         if max_parallel is not None and not type(self.backend.queue).caps_parallel:
             raise ConfigError(f"max_parallel={max_parallel}: the {self.settings.backend} backend "
                               f"cannot cap how many tasks of a map run at once; leave it out",
@@ -238,6 +244,8 @@ class Knot:
         handle = ""
         if payloads:
             env = {**self.env, "SPMD_STORE_URL": store.url, "SPMD_JOB_ID": job_id}
+            if self.secrets:
+                env.update(self.backend.queue.deliver_secrets(job_id, self.secrets))
             handle = self.backend.queue.submit(ArraySpec(
                 job_id=job_id, image=task_image.reference, command=WORKER_COMMAND,
                 n_tasks=len(payloads), resources=self.resources, env=env, network=self.network,

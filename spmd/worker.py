@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import attempts, chain, codec, layout, protocol, shards
+from . import attempts, chain, codec, layout, protocol, secrets, shards
 from .layout import Manifest
 from .object_store import ObjectStore
 from .protocol import ERROR, OK, Provenance, TaskOutput, attempt_number, task_index
@@ -79,6 +79,7 @@ def run_task(store: ObjectStore, job_id: str, task: int, attempt: int,
 
 def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int, infra_lost: int) -> bool:
     started = time.time()
+    secrets.apply()  # the Knot's secrets, as environment variables (spmd.secrets)
     manifest, func = load_job(store, job_id)
     shard, index = manifest.shard_of(task)
     calls = codec.loads_frame(shards.read(store, layout.shard_key(job_id, shard), index))

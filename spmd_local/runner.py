@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spmd import docker_engine, integrity, layout, logcap
+from spmd import docker_engine, integrity, layout, logcap, secrets
 from spmd.errors import EngineError
 from spmd.scheduling import DirectoryStore, Outcome, Runner, queue_key
 
@@ -74,12 +74,14 @@ def socket_dir(store_root: str, job_id: str) -> Path:
     return Path("/tmp") / f"spmd-serve-{os.getuid()}" / digest
 
 
-def task_mounts(store: DirectoryStore, job_id: str, after_job: str = "") -> dict[str, dict]:
+def task_mounts(store: DirectoryStore, job_id: str, after_job: str = "",
+                secrets_dir: str = "") -> dict[str, dict]:
     """What a task container of job_id sees of the store, each at its own path: its job's
     folder (read-write: outputs, files, its attempt logs), that job's queue files read-only
     (its spec, which a restarted scheduler trusts), the job's own uploaded inputs read-only
     (its view, spmd_local.dataview, at data/sha256 and data/tree) and the fetched URL cache
-    read-only; for a chained map, the upstream job's manifest, results and files read-only.
+    read-only; for a chained map, the upstream job's manifest, results and files read-only;
+    the job's own secrets folder (spmd.secrets) read-only.
     Other jobs' folders and inputs and the result cache are not there."""
     job = store.path(layout.prefix(job_id).rstrip("/"))
     queue = store.path(queue_key(job_id, "").rstrip("/"))
@@ -94,7 +96,10 @@ def task_mounts(store: DirectoryStore, job_id: str, after_job: str = "") -> dict
               str(urls): {"bind": str(urls), "mode": "ro"}}
     for kind in dataview.KINDS:
         mounts[str(view / kind)] = {"bind": str(store.path(f"data/{kind}")), "mode": "ro"}
-    if after_job:  # a chained map reads the upstream job's results and files (spmd.chain)
+    if secrets_dir:
+        mounts[secrets_dir] = {"bind": secrets_dir, "mode": "ro"}
+    if after_job and "/" not in after_job and not after_job.startswith("."):
+        # a chained map reads the upstream job's results and files (spmd.chain)
         upstream = layout.prefix(after_job)
         for name in ("manifest.json", "output", "files", "reused.pkl"):
             path = store.path(upstream + name)
@@ -250,7 +255,9 @@ class LocalRunner(Runner):
         """Create and start a warm container (on the pool); returns its id."""
         spec, res = self.spec, self.res
         inside = f"{SERVE_DIR}/{os.path.basename(slot.socket_path)}"
-        mounts = task_mounts(self.store, self.job_id, spec.get("after_job", ""))
+        secret_folder = secrets.folder(self.store, self.job_id)  # never a path from spec.json
+        mounts = task_mounts(self.store, self.job_id, spec.get("after_job", ""),
+                             str(secret_folder) if secret_folder.is_dir() else "")
         mounts[str(self.sockets)] = {"bind": SERVE_DIR, "mode": "rw"}
         container = self.engine_call(
             self.engine.containers.create,

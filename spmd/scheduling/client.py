@@ -27,6 +27,7 @@ from spmd import layout, logcap
 from spmd.backend import Capacity
 from spmd.batch_queue import FAILED, SUCCEEDED, TERMINAL, ArraySpec, BatchQueue, TaskStatus
 from spmd.errors import ObjectNotFound
+from spmd.secrets import SECRETS_DIR, write as write_secrets
 
 from .core import queue_key
 from .store import DirectoryStore
@@ -53,6 +54,7 @@ class SchedulerQueue(BatchQueue):
     resume_dead_scheduler = True
     grows_memory = True  # the core runs an attempt killed for memory again at the next size
     caps_parallel = True  # the core starts at most max_parallel attempts at once
+    takes_secrets = True  # in <store>/spmd/secrets/<job>/, removed when the job's scheduler ends
 
     def __init__(self, store: DirectoryStore, capacity: Callable[[], Capacity]):
         self.store = store
@@ -199,6 +201,9 @@ class SchedulerQueue(BatchQueue):
     def cancel(self, handle: str) -> None:
         # The scheduler looks for this every tick; it kills running tasks and drops pending ones.
         self.store.put(queue_key(handle, "cancel"), b"cancelled\n")
+
+    def deliver_secrets(self, job_id: str, secrets: tuple) -> dict[str, str]:
+        return {SECRETS_DIR: str(write_secrets(self.store, job_id, secrets))}
 
     def cancel_pending(self, handle: str) -> None:
         # The scheduler looks for this every tick; it drops pending tasks and queues no retry.

@@ -29,7 +29,7 @@ import traceback
 from dataclasses import asdict, replace
 from typing import Callable
 
-from spmd import attempts, layout, logcap, protocol
+from spmd import attempts, layout, logcap, protocol, secrets
 from spmd.attempts import Tally
 from spmd.batch_queue import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, Resources,
                               TaskStatus)
@@ -155,6 +155,7 @@ class Scheduler:
             self.runner.close()
             if self.data is not None:
                 self.data.close()
+        secrets.remove(self.store, self.job_id)  # no task of the job will run again
         self.write_state(done=True)
 
     def admit(self) -> None:

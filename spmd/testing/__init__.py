@@ -49,6 +49,8 @@ whole test file can be::
                             start and end times)
     ChainContract           step2.map(job1) item by item before job 1 ends, UpstreamFailed
                             naming the failed upstream item; spmd.gather(job) for a group step
+    SecretsContract         Knot(secrets=...): the env variable and the 0600 file in the task;
+                            no object in the store, log or report holds a value afterwards
 
 Fixtures: see ``spmd.testing.fixtures``. The functions tasks run are in
 ``spmd.testing.functions``. ``spmd.testing.memory`` is an in-memory backend ("memory", after
@@ -66,6 +68,7 @@ _WHERE = {
     "DataContract": "data", "RerunContract": "rerun", "UrlDataContract": "urls",
     "FaultContract": "faults", "ReadOnlyStore": "faults", "FailureBudgetContract": "budget",
     "ParallelCapContract": "parallel", "ChainContract": "chain",
+    "SecretsContract": "secrets",
     "BatchQueueContract": "queue", "ImageRegistryContract": "registry",
     "ObjectStoreContract": "store", "BackendContract": "contract",
     "PrivacyContract": "privacy",

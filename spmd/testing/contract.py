@@ -9,12 +9,13 @@ from .privacy import PrivacyContract
 from .queue import BatchQueueContract
 from .registry import ImageRegistryContract
 from .rerun import RerunContract
+from .secrets import SecretsContract
 from .store import ObjectStoreContract
 from .urls import UrlDataContract
 
 
 class BackendContract(MapContract, RerunContract, DataContract, UrlDataContract, FaultContract,
-                      FailureBudgetContract, ParallelCapContract, ChainContract,
+                      FailureBudgetContract, ParallelCapContract, ChainContract, SecretsContract,
                       PrivacyContract,
                       BatchQueueContract, ImageRegistryContract, ObjectStoreContract):
     """The whole contract of a backend: store, registry, queue, map, reruns, data (on this

@@ -90,3 +90,21 @@ def read_upper(path):
     """Another function over the same files (a changed function)."""
     with open(path) as handle:
         return handle.read().upper()
+
+
+def read_secrets(names):
+    """What a task sees of the Knot's secrets, as sha256 digests (a result must not hold the
+    secret): each value secret's value, each file secret's content and file mode (a name
+    ending in _FILE is a file secret)."""
+    import hashlib
+    import stat
+    digest = lambda text: hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
+    seen = {}
+    for name in names:
+        if name.endswith("_FILE"):
+            path = os.environ[name]
+            with open(path) as handle:
+                seen[name] = (digest(handle.read()), oct(stat.S_IMODE(os.stat(path).st_mode)))
+        else:
+            seen[name] = digest(os.environ[name])
+    return seen
