@@ -49,10 +49,16 @@ class Capacity:
 
     vcpus: float
     memory: int
+    gpus: float = 0  # GPUs a task may be given (math.inf: the backend checks each request)
 
     def slots(self, resources: Resources, backend: str) -> int:
         """How many such tasks fit at once (at their largest memory size); ResourceError when
         not even one does."""
+        if resources.gpus > self.gpus:
+            raise ResourceError(
+                f"a task asks for {resources.gpus} GPU{'s' if resources.gpus > 1 else ''}, but "
+                f"the {backend} backend has {self.gpus:g} here; ask for none (gpus=0), or run "
+                f"on a backend with GPUs (aws with GPU instance_types, slurm with gres=gpu)")
         memory = max(resources.memory_sizes)
         if resources.vcpus > self.vcpus or memory > self.memory:
             raise ResourceError(

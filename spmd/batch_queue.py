@@ -40,6 +40,7 @@ class Resources:
     infra_retries: int = 3
     #: larger sizes, ascending: an attempt killed for its memory runs again at the next one
     more_memory: tuple[int, ...] = ()
+    gpus: int = 0  # GPUs each task gets
 
     @property
     def memory_sizes(self) -> tuple[int, ...]:

@@ -43,7 +43,7 @@ class Knot:
                  memory: str | int | Sequence[str | int] = "2GiB", timeout: float | None = None, retries: int = 0,
                  infra_retries: int = 3, name: str | None = None, profile: str | None = None,
                  config: Mapping[str, Any] | None = None, network: bool | None = None,
-                 secrets: Sequence[Secret] = ()):
+                 secrets: Sequence[Secret] = (), gpus: int = 0):
         if not callable(func):
             raise TypeError(f"Knot needs a callable, got {type(func).__name__}: {func!r:.80}")
         if isinstance(requirements, str):
@@ -66,6 +66,8 @@ class Knot:
             raise ValueError(f"retries={retries!r} must be a whole number, 0 or more")
         if isinstance(infra_retries, bool) or not isinstance(infra_retries, int) or infra_retries < 0:
             raise ValueError(f"infra_retries={infra_retries!r} must be a whole number, 0 or more")
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+            raise ValueError(f"gpus={gpus!r} must be a whole number of GPUs per task, 0 or more")
         self.func = func
         self.name = name or getattr(func, "__name__", "job")
         self.requirements = tuple(r.strip() for r in requirements)
@@ -74,7 +76,7 @@ class Knot:
         sizes = memory_sizes(memory)
         self.resources = Resources(vcpus=float(vcpus), memory=sizes[0],
                                    timeout=float(timeout) if timeout else None, retries=retries,
-                                   infra_retries=infra_retries, more_memory=sizes[1:])
+                                   infra_retries=infra_retries, more_memory=sizes[1:], gpus=gpus)
         self.settings: Settings = resolve({**(config or {}), "backend": backend,
                                            "base_image": base_image}, profile=profile)
         self.backend: Backend = open_backend(self.settings)

@@ -54,13 +54,14 @@ class LocalBackend(Backend):
         return LocalQueue(self.store, self.capacity, self.settings.get("log_limit"))
 
     def capacity(self) -> Capacity:
+        from spmd import docker_engine
+
+        from .gpus import count
         vcpus, memory = self.settings.get("max_vcpus"), self.settings.get("max_memory")
-        if vcpus is None or memory is None:
-            from spmd import docker_engine
-            info = docker_engine.client().info()
-            vcpus = vcpus or float(info["NCPU"])
-            memory = memory or int(info["MemTotal"])
-        return Capacity(vcpus=vcpus, memory=memory)
+        info = docker_engine.client().info()
+        vcpus = vcpus or float(info["NCPU"])
+        memory = memory or int(info["MemTotal"])
+        return Capacity(vcpus=vcpus, memory=memory, gpus=count(info))
 
     def describe(self) -> str:
         return f"local backend (store {self.store.root})"

@@ -34,7 +34,7 @@ from spmd import docker_engine, integrity, layout, logcap, secrets
 from spmd.errors import EngineError
 from spmd.scheduling import DirectoryStore, Outcome, Runner, queue_key
 
-from . import dataview
+from . import dataview, gpus
 
 log = logging.getLogger("spmd.scheduler")
 
@@ -272,7 +272,8 @@ class LocalRunner(Runner):
             pids_limit=PIDS_LIMIT, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             # This process's own user, store and job, never spec.json's: a restarted scheduler
             # takes from the spec only what a task may choose (image, command, env, resources).
-            memswap_limit=slot.memory, user=f"{os.getuid()}:{os.getgid()}")
+            memswap_limit=slot.memory, user=f"{os.getuid()}:{os.getgid()}",
+            device_requests=gpus.device_requests(int(res.get("gpus") or 0)))
         try:
             self.engine_call(container.start)
         except Exception:
