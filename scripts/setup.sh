@@ -4,8 +4,8 @@
 #      neuro extras: CI runs the neuroimaging examples) and the example backend plugin
 #      (examples/spmd-process-backend);
 #   2. a Docker engine that answers (installed and started where we are root on Debian);
-#   3. Debian's debootstrap and docker-registry (base image bootstrap, AWS tests), slurm-wlm
-#      and munge (Slurm backend tests);
+#   3. Debian's debootstrap and docker-registry (base image bootstrap, AWS tests), slurm-wlm,
+#      munge and Charliecloud (Slurm backend tests);
 #   4. a base image with this Python (pulled, or made from Debian packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +58,17 @@ if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
     else
         say "note: Slurm is not installed; the Slurm tests need it (apt-get install slurm-wlm munge)"
+    fi
+fi
+# Charliecloud (runtime = "charliecloud" on Slurm: ch-run on the nodes, ch-convert where map runs)
+if ! command -v ch-run >/dev/null 2>&1 || ! command -v ch-convert >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing charliecloud-runtime and charliecloud-builders with apt-get"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            charliecloud-runtime charliecloud-builders >/dev/null
+    else
+        say "note: Charliecloud is not installed; the Slurm charliecloud tests need it (apt-get install charliecloud-runtime charliecloud-builders)"
     fi
 fi
 

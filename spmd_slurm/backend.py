@@ -194,10 +194,11 @@ class SlurmBackend(Backend):
                 key="shared_dir")
 
     def check_data(self, inputs: list, destinations) -> None:
-        """Refuse (at map()) a shared_dir others can reach, and an ``outputs_to`` folder that is
-        not on a shared filesystem: each task would write it on its own node's disk, where
-        neither the client nor other tasks look."""
-        self.check_private()
+        """Refuse (at map()) a partition Slurm does not know, a ``time`` above its MaxTime, and
+        an ``outputs_to`` folder that is not on a shared filesystem: each task would write it
+        on its own node's disk, where neither the client nor other tasks look."""
+        self.queue.partitions()  # a partition Slurm does not know: ConfigError
+        self.queue.check_time(self.settings.get("time"), f"time = {self.settings.get('time')!r}")
         if destinations is None:
             return
         for url in destinations.urls:
@@ -213,7 +214,14 @@ class SlurmBackend(Backend):
         from .doctor import checks
         return checks(self)
 
+    def doctor_checks(self):
+        from .doctor import checks
+        return checks(self)
+
     def make_store(self) -> DirectoryStore:
+        """The store under shared_dir, once shared_dir is known to be private (check_private),
+        so nothing is written, nor any pickle read, in a folder other users can reach."""
+        self.check_private()
         return DirectoryStore(self.shared_dir / "store")
 
     def make_registry(self):

@@ -23,7 +23,7 @@ from spmd import layout
 from spmd.batch_queue import (
     CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, ArraySpec, BatchQueue, TaskStatus,
 )
-from spmd.errors import ObjectNotFound, ResourceError
+from spmd.errors import ConfigError, ObjectNotFound, ResourceError
 from spmd.units import format_bytes
 
 from . import paths, poller, runtimes, script, slurm
@@ -52,7 +52,7 @@ class SlurmQueue(BatchQueue):
         self._array_size = array_size
         self.poll_interval = poll_interval
         self._config: dict[str, str] | None = None
-        self._nodes: list[slurm.Node] | None = None
+        self._partitions: dict[str, slurm.Partition] | None = None
         self._marks_seen: dict[str, dict] = {}
 
     def cluster(self) -> dict[str, str]:
@@ -61,11 +61,39 @@ class SlurmQueue(BatchQueue):
             self._config = slurm.config()
         return self._config
 
+    def partitions(self) -> dict[str, slurm.Partition]:
+        """The partitions this queue submits to (``sinfo``, asked once per queue): those named
+        by ``partition``, or the default one. ConfigError naming one Slurm does not know."""
+        if self._partitions is None:
+            known = slurm.partitions()
+            if self.options.partition:
+                names = self.options.partition.split(",")
+                unknown = [n for n in names if n not in known]
+                if unknown:
+                    raise ConfigError(
+                        f"Slurm knows no partition {', '.join(map(repr, unknown))}; it has "
+                        f"{', '.join(sorted(known)) or 'none'} (sinfo -s): choose one of them, or "
+                        "leave partition out for the cluster's default", key="partition")
+                self._partitions = {n: known[n] for n in names}
+            else:
+                self._partitions = {n: p for n, p in known.items() if p.default}
+        return self._partitions
+
     def nodes(self) -> list[slurm.Node]:
-        """The partition's nodes (``sinfo``), asked once per queue."""
-        if self._nodes is None:
-            self._nodes = slurm.nodes(self.options.partition)
-        return self._nodes
+        """The nodes of the partitions this queue submits to."""
+        return list({n.name: n for p in self.partitions().values() for n in p.nodes}.values())
+
+    def check_time(self, limit: str | None, what: str) -> None:
+        """ResourceError when a time limit is above every partition's MaxTime."""
+        if not limit:
+            return
+        wanted = slurm.minutes(limit)
+        most = [p.max_minutes for p in self.partitions().values()]
+        if wanted and most and None not in most and wanted > max(most):
+            names = ", ".join(self.partitions())
+            raise ResourceError(
+                f"{what} asks Slurm for {wanted} minutes, above the MaxTime of partition {names} "
+                f"({max(most)} minutes); ask for less or choose a partition with longer jobs")
 
     def accounting(self) -> bool:
         return slurm.has_accounting(self.cluster())
@@ -101,6 +129,9 @@ class SlurmQueue(BatchQueue):
 
     def check_fits(self, spec: ArraySpec) -> None:
         """ResourceError before submitting when no node of the partition can ever run a task."""
+        self.check_time(script.time_limit(spec, self.options),
+                        f"timeout={spec.resources.timeout:g}s with retries={spec.resources.retries}"
+                        if spec.resources.timeout else f"time = {self.options.time!r}")
         nodes = self.nodes()
         res = spec.resources
         where = f"partition {self.options.partition!r}" if self.options.partition else "the default partition"

@@ -92,6 +92,46 @@ def nodes(partition: str | None) -> list[Node]:
     return list(found.values())
 
 
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    default: bool
+    max_minutes: int | None  # the partition's MaxTime; None: no limit
+    nodes: tuple[Node, ...]
+
+
+def partitions() -> dict[str, Partition]:
+    """Every partition with its time limit and nodes: ONE sinfo call."""
+    out = run(["sinfo", "--noheader", "--Node", "--format=%N %c %m %P %l"])
+    rows: dict[str, dict] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) != 5:
+            continue
+        node, cpus, memory, name, limit = parts
+        entry = rows.setdefault(name.rstrip("*"), {"default": name.endswith("*"),
+                                                   "limit": minutes(limit), "nodes": {}})
+        entry["nodes"][node] = Node(node, int(cpus), int(memory.rstrip("+")) * 2**20)
+    return {name: Partition(name, e["default"], e["limit"], tuple(e["nodes"].values()))
+            for name, e in rows.items()}
+
+
+def minutes(limit: str) -> int | None:
+    """A Slurm time (``infinite``, ``30``, ``30:00`` (MM:SS), ``2:00:00``, ``1-12:00:00``) in
+    whole minutes, rounded up; None for no limit."""
+    if limit.lower() in ("infinite", "unlimited", "n/a", ""):
+        return None
+    days, _, rest = limit.rpartition("-") if "-" in limit else ("0", "", limit)
+    fields = [int(f) for f in rest.split(":")]
+    if "-" in limit:  # D-HH, D-HH:MM, D-HH:MM:SS
+        fields += [0] * (3 - len(fields))
+        hours, mins, secs = fields
+    else:  # MM, MM:SS, HH:MM:SS
+        hours, mins, secs = ([0] * (3 - len(fields)) + fields) if len(fields) == 3 else \
+            (0, fields[0], fields[1] if len(fields) > 1 else 0)
+    return int(days or 0) * 1440 + hours * 60 + mins + (1 if secs else 0)
+
+
 def submit(script: str) -> str:
     """``sbatch --parsable`` of a script given on stdin; the job id."""
     out = run(["sbatch", "--parsable"], stdin=script).strip()

@@ -19,7 +19,9 @@ from spmd.testing import data_functions as fn
 from spmd.testing.buckets import Bucket
 from spmd.testing.fixtures import WAIT
 from spmd_slurm.paths import SharedPaths
-from spmd_slurm.script import Options, volumes
+from spmd_slurm.queue import SlurmQueue
+from spmd_slurm.script import Options
+from spmd_slurm.store import DirectoryStore
 
 
 def where_and_what(path):
@@ -184,9 +186,15 @@ def test_shared_means_under_a_root_as_written_and_as_resolved(tmp_path):
     # Containers mount the roots that exist, an inner one inside its outer one only once.
     (scratch / "lab" / "spmd").mkdir()
     assert SharedPaths([scratch, scratch / "lab" / "spmd"]).mounts() == (str(scratch),)
-    assert volumes(Options(shared_dir=f"{scratch}/lab/spmd", mounts=(str(scratch),))) == \
-        [str(scratch)]
-    assert volumes(Options(shared_dir=str(home), mounts=(str(scratch),))) == [str(home), str(scratch)]
+    # A task container sees its own job's folder and the store's data (or the shared path
+    # that holds them), never the rest of shared_dir.
+    inside = SlurmQueue(DirectoryStore(scratch / "lab" / "spmd" / "store"),
+                        Options(shared_dir=f"{scratch}/lab/spmd", mounts=(str(scratch),)))
+    assert inside.volumes("j1") == [str(scratch)]
+    apart = SlurmQueue(DirectoryStore(home / "store"), Options(shared_dir=str(home),
+                                                               mounts=(str(scratch),)))
+    assert apart.volumes("j1") == [str(home / "store" / "spmd" / "jobs" / "j1"),
+                                   str(home / "store" / "spmd" / "data"), str(scratch)]
 
 
 @pytest.mark.docker

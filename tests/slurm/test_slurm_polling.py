@@ -79,7 +79,7 @@ def fake_slurm(max_array_size=1001, max_job_count=10000):
             return (f"MaxArraySize = {max_array_size}\nMaxJobCount = {max_job_count}\n"
                     "AccountingStorageType = accounting_storage/none\n")
         if argv[0] == "sinfo":
-            return "node1 64 256000\n"
+            return "node1 64 256000 debug* 2-00:00:00\nnode1 64 256000 long infinite\n"
         if argv[0] == "sbatch":
             n = int(stdin.split("--array=0-")[1].split()[0]) + 1
             submitted.append((str(8000000 + len(submitted)), n))
@@ -134,4 +134,25 @@ def test_a_map_over_the_clusters_job_limit_is_refused_before_any_sbatch(tmp_path
     spec = ArraySpec("big", "", ("python3", "-m", "spmd.worker"), 600, Resources())
     with pytest.raises(spmd.ResourceError, match="MaxJobCount=500.*chunksize"):
         backend.queue.submit(spec)
+    assert calls["sbatch"] == 0
+
+
+def test_a_partition_slurm_does_not_know_and_a_time_above_its_maximum_fail_at_map(
+        tmp_path, monkeypatch):
+    calls, run = fake_slurm()
+    monkeypatch.setattr(slurm, "run", run)
+    monkeypatch.setattr(slurm.shutil, "which", lambda name: "/usr/bin/" + name)
+    shared = str(tmp_path / "shared")
+
+    def knot(**config):
+        return spmd.Knot(square, backend="slurm", config={"shared_dir": shared, **config})
+    with pytest.raises(spmd.ConfigError, match="no partition 'gpu'; it has debug, long") as caught:
+        knot(partition="gpu").backend.check_data([], None)
+    assert caught.value.key == "partition"
+    with pytest.raises(spmd.ResourceError, match="3000 minutes.*MaxTime of partition debug"):
+        knot(time="50:00:00").backend.check_data([], None)
+    knot(time="50:00:00", partition="long").backend.check_data([], None)  # no limit there
+    spec = ArraySpec("j", "", ("true",), 1, Resources(timeout=3 * 86400))
+    with pytest.raises(spmd.ResourceError, match="timeout=259200s"):
+        knot().backend.queue.submit(spec)
     assert calls["sbatch"] == 0
