@@ -12,7 +12,7 @@ resolved once per report from the registry, or from the Docker engine that holds
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from . import codec, layout, protocol
@@ -50,6 +50,8 @@ class ItemReport:
     error: str = ""                 # the item's exception (type: message), if any
     inputs: tuple[str, ...] = ()    # its URL inputs and shared paths, each "URL@version"
     outputs_to: str = ""            # where its output files were published ('': the store)
+    lost: str = ""                  # how its task ended without output, as TaskStatus.lost
+    #                                 ("oom", "timeout", "infrastructure", "error"; '': it did not)
 
     @property
     def duration(self) -> float | None:
@@ -82,6 +84,8 @@ class Report:
     vcpus: float = 1.0
     memory: int = 0
     cost: CostEstimate | None = None
+    #: the Job it was built from (its manifest and logs, for to_html); None for rows made by hand
+    source: "Job | None" = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -129,6 +133,16 @@ class Report:
         if self.cost is not None:
             lines.append(str(self.cost))
         return "\n".join(lines)
+
+    def to_html(self, path: str) -> str:
+        """Write the run report as one self-contained HTML file (summary, timeline, failures by
+        cause with a log tail each, memory against the limit, the items); opens offline."""
+        from .dashboard.html_report import write
+        return write(self, path)
+
+    def _repr_html_(self) -> str:
+        from .dashboard.html_report import compact
+        return compact(self)
 
     def plot(self, path: str, *, title: str | None = None) -> str:
         """Draw one bar per task on a time axis, coloured by state, into path (PNG, SVG, ...).
@@ -182,7 +196,7 @@ def build(job: "Job") -> Report:
     rows = _with_data(job, rows)
     rows.sort(key=lambda row: row.item)
     report = Report(job_id=job.id, rows=rows, vcpus=manifest.resources.vcpus,
-                    memory=manifest.resources.memory)
+                    memory=manifest.resources.memory, source=job)
     report.cost = backend.estimate_cost(report)
     return report
 
@@ -248,7 +262,8 @@ def _task_rows(job: "Job", task: int, status: TaskStatus, output: TaskOutput | R
             item=item, task=task, state=state, start=start, end=end, attempts=attempts,
             reasons=tuple(reasons), peak_memory=provenance.get("peak_memory"),
             host=provenance.get("host", ""), image=provenance.get("image") or manifest.image,
-            image_digest=digest, error=error))
+            image_digest=digest, error=error,
+            lost=(status.lost or "error") if resolution is not None and resolution.kind == "lost" else ""))
     return rows
 
 
