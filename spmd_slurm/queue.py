@@ -221,17 +221,29 @@ class SlurmQueue(BatchQueue):
             # squeue forgets ended jobs after MinJobAge; accounting remembers (one more call)
             seen = {**slurm.accounting(ids), **seen}
         states = {}
+        outputs = None  # listed only for tasks Slurm forgot and that left no exit status
         for array_id, offset, n in arrays:
             for index in range(n):
                 task = offset + index
                 found, mark = seen.get((array_id, index)), marks.get(task)
                 states[task] = task_status(found, mark, array_id, index)
+                if found is None and states[task].lost == "infrastructure":
+                    if outputs is None:
+                        outputs = self._outputs(job_id)
+                    if task in outputs:  # it ended well; only Slurm's record of it is gone
+                        states[task] = TaskStatus(SUCCEEDED, max(1, states[task].attempts), 0)
                 if found and found.state in RUNNING_STATES and mark and mark["ends"] and \
                         max(mark["ends"]) == mark["started"]:
                     self._marks_seen[job_id] = None  # its script is ending: ask again next poll
         if all(s.state in (SUCCEEDED, FAILED, CANCELLED) for s in states.values()):
             poll.forget(ids)  # nothing more to learn about these arrays
         return states
+
+    def _outputs(self, job_id: str) -> set[int]:
+        """The tasks whose output is in the store (one listing)."""
+        prefix = layout.output_prefix(job_id)
+        names = (key[len(prefix):].split(".")[0] for key in self.store.list(prefix))
+        return {int(name) for name in names if name.isdigit()}
 
     def cancel(self, handle: str) -> None:
         _, arrays = self._arrays(handle)

@@ -4,12 +4,33 @@ Slurm enforces its own time limits in whole minutes and checks them about every 
 the kit's 2 s timeouts are enforced by the batch script itself (``timeout`` around each
 attempt; Slurm's --time is the backstop): the timeout tests end in seconds, not a minute.
 """
+import json
+
 import pytest
 
 import spmd.testing
+from spmd import layout
+from spmd_slurm.queue import slurm_key
 
 
-class TestSlurm(spmd.testing.BackendContract):
+class Forgetful:
+    @pytest.fixture
+    def spmd_forget_job(self, spmd_store):
+        """Slurm's controller no longer knows the job (restarted without its state, or past
+        MinJobAge): its handle is made to name arrays this controller never had, so the real
+        squeue answers "Invalid job id specified", as it does for a job it forgot; and the
+        queue's own records of it (the scripts' marks, as the local fixture removes its
+        queue's spec and state) are removed."""
+        def forget(job_id: str) -> None:
+            spmd_store.delete_prefix(slurm_key(job_id, "marks/"))
+            handle = json.loads(spmd_store.get(layout.queue_key(job_id)))["handle"]
+            data = json.loads(handle)
+            data["arrays"] = [[str(int(a) + 50_000_000), o, n] for a, o, n in data["arrays"]]
+            spmd_store.put_json(layout.queue_key(job_id), {"handle": json.dumps(data)})
+        return forget
+
+
+class TestSlurm(Forgetful, spmd.testing.BackendContract):
     @pytest.fixture
     def spmd_backend_name(self):
         return "slurm"
@@ -20,7 +41,7 @@ class TestSlurm(spmd.testing.BackendContract):
 
 
 @pytest.mark.docker
-class TestSlurmDocker(spmd.testing.BackendContract):
+class TestSlurmDocker(Forgetful, spmd.testing.BackendContract):
     """The same kit with ``runtime = "docker"``: each task is a container the script starts."""
 
     @pytest.fixture
