@@ -71,7 +71,7 @@ def task_requirements(made: spmd.Knot, locations: list[str]) -> tuple[str, ...]:
     """The fsspec packages tasks need where the backend has them move the data themselves
     (its DataRule says "task", as AWS's does) and its runtime lacks them: pinned to this
     machine's versions. None on local, whose scheduler moves the bytes."""
-    from spmd.backend import task_runtime
+    from spmd.plugins import task_runtime
     rule = type(made.backend).data_rule
     if "task" not in (rule.inputs, rule.outputs):
         return ()

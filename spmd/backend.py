@@ -13,8 +13,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 from .batch_queue import BatchQueue, Resources
-from .config import Key, Settings
-from .errors import ResourceError, SpmdError
+from .keys import Key, Settings
+from .errors import ResourceError
 from .image_registry import ImageRegistry
 from .object_store import ObjectStore
 from .units import format_bytes
@@ -22,7 +22,7 @@ from .units import format_bytes
 if TYPE_CHECKING:
     from typing import Iterator
 
-    from .doctor import Check
+    from .checks import Check
     from .report import CostEstimate, Report
 
 
@@ -148,31 +148,3 @@ class Backend(ABC):
         engine's own (containers on this engine)."""
         return None
 
-
-def task_runtime(backend: type[Backend]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(requirements, packages) every task image holds besides the user's requirements.
-
-    The runtime needs of every built-in backend, so that one image (one tag, one
-    entrypoint) runs locally and on AWS alike; a third-party backend's own needs extend
-    them (its image then differs from the built-ins' by exactly those).
-    """
-    from .plugins import BUILTIN_PLUGINS, backend_class, backend_names
-    builtin = {name.split(".")[0] for name in BUILTIN_PLUGINS}
-    classes = []
-    for name in backend_names():
-        try:
-            cls = backend_class(name)
-        except SpmdError:
-            continue
-        if cls.__module__.split(".")[0] in builtin:
-            classes.append(cls)
-    classes.append(backend)
-    requirements = tuple(dict.fromkeys(r for cls in classes for r in cls.runtime_requirements))
-    packages = tuple(dict.fromkeys(p for cls in classes for p in cls.runtime_packages))
-    return requirements, packages
-
-
-def open_backend(settings: Settings) -> Backend:
-    """The backend that settings select."""
-    from .plugins import backend_class
-    return backend_class(settings.backend)(settings)

@@ -443,7 +443,7 @@ _STORES: dict[str, ObjectStore] = {}
 def store_at(store_url: str) -> ObjectStore:
     """The store of a URL, opened once per process (clients of cloud SDKs are costly to make)."""
     if store_url not in _STORES:
-        from .worker import open_store
+        from .plugins import open_store
         _STORES[store_url] = open_store(store_url)
     return _STORES[store_url]
 

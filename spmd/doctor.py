@@ -10,38 +10,15 @@ one run shows every problem at once.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
+from .checks import Check, probe
 from .config import Settings
-
-
-@dataclass(frozen=True)
-class Check:
-    """One finding: what was checked, whether it holds, what was seen, and the fix."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-
-    def line(self) -> str:
-        mark = "ok  " if self.ok else "FAIL"
-        text = f"{mark} {self.name}: {self.detail}"
-        return text if self.ok or not self.fix else f"{text}\n     fix: {self.fix}"
-
-
-def probe(name: str, attempt: Callable[[], str], fix: str) -> Check:
-    """Run one check: ``attempt`` returns what it saw, or raises what is wrong."""
-    try:
-        return Check(name, True, attempt())
-    except Exception as exc:  # a doctor reports every failure, whatever its type
-        return Check(name, False, f"{type(exc).__name__}: {exc}".strip().splitlines()[0], fix)
 
 
 def run(settings: Settings) -> Iterator[Check]:
     """Every check of the configured backend, in order."""
-    from .backend import open_backend
+    from .plugins import open_backend
     try:
         backend = open_backend(settings)
     except Exception as exc:

@@ -3,7 +3,7 @@
 The tag is a hash of everything that goes into the image: the base image's id, the
 platform (CPU) it is built for, the Python version, the user's requirements, the worker's
 runtime requirements and the source of the packages copied in. Every backend gets the same
-image for the same Knot (``spmd.backend.task_runtime``). The function is *not* in the
+image for the same Knot (``spmd.plugins.task_runtime``). The function is *not* in the
 image; it travels through the store, so changing it never rebuilds anything.
 
 Requirements are resolved on the client into a wheelhouse (``pip download`` for the

@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import apt, budget, chain, codec, data, image, layout, remote, reuse as _reuse, shards, staging
 from .args import as_call
-from .backend import Backend, Capacity, open_backend, task_runtime
+from .backend import Backend, Capacity
+from .plugins import open_backend, task_runtime
 from .batch_queue import ArraySpec, Resources
 from .config import Settings, resolve
 from .destinations import render as render_destinations

@@ -15,7 +15,9 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, UnknownBackendError
+from .backend import Backend
+from .errors import PluginError, SpmdError, UnknownBackendError
+from .keys import CORE_KEYS, Settings
 
 log = logging.getLogger("spmd")
 
@@ -141,7 +143,6 @@ def backend_class(name: str) -> type:
                               plugin=name)
         raise UnknownBackendError(name, list(_backends), broken=_third_party_broken())
     cls = entry.load()
-    from .backend import Backend
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise PluginError(f"{entry.target} is not a subclass of spmd.Backend", plugin=entry.plugin)
     missing = sorted(getattr(cls, "__abstractmethods__", ()))
@@ -211,7 +212,6 @@ def backend_declaring(key: str, *, exclude: str | None = None) -> str | None:
 
 def known_config_keys() -> list:
     """Core keys plus every loadable backend's keys (imports every backend: for listings only)."""
-    from .config import CORE_KEYS
     keys = {key.name: key for key in CORE_KEYS}
     for name in backend_names():
         try:
@@ -222,3 +222,35 @@ def known_config_keys() -> list:
         for key in cls.config_keys:
             keys.setdefault(key.name, key)
     return list(keys.values())
+
+
+def task_runtime(backend: type[Backend]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(requirements, packages) every task image holds besides the user's requirements.
+
+    The runtime needs of every built-in backend, so that one image (one tag, one
+    entrypoint) runs locally and on AWS alike; a third-party backend's own needs extend
+    them (its image then differs from the built-ins' by exactly those).
+    """
+    builtin = {name.split(".")[0] for name in BUILTIN_PLUGINS}
+    classes = []
+    for name in backend_names():
+        try:
+            cls = backend_class(name)
+        except SpmdError:  # a broken plugin's backend adds nothing
+            continue
+        if cls.__module__.split(".")[0] in builtin:
+            classes.append(cls)
+    classes.append(backend)
+    requirements = tuple(dict.fromkeys(r for cls in classes for r in cls.runtime_requirements))
+    packages = tuple(dict.fromkeys(p for cls in classes for p in cls.runtime_packages))
+    return requirements, packages
+
+
+def open_backend(settings: Settings) -> Backend:
+    """The backend that settings select."""
+    return backend_class(settings.backend)(settings)
+
+
+def open_store(url: str):
+    """The ObjectStore for a URL (``file://``, ``s3://``, a plugin's scheme), by its scheme."""
+    return store_class(url.split("://", 1)[0]).from_url(url)

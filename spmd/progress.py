@@ -14,12 +14,23 @@ import os
 import sys
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping, Protocol
 
 from .batch_queue import CANCELLED, FAILED, PENDING, RUNNING, STATES, SUCCEEDED, TaskStatus
+from .layout import Manifest
 
-if TYPE_CHECKING:
-    from .job import Job
+
+class Job(Protocol):
+    """What the bar reads of a job (spmd.job.Job): its manifest, the watcher's last states,
+    its status and its plain wait."""
+
+    manifest: Manifest
+    _states: Mapping[int, TaskStatus]
+
+    def status(self) -> dict[str, int]: ...
+
+    def _wait_plain(self, timeout: float | None) -> bool: ...
+
 
 #: seconds between refreshes of the bar (the watcher polls the queue on its own interval)
 REFRESH = 0.5

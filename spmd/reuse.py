@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import codec, integrity, layout, protocol
-from .batch_queue import PENDING, RUNNING
+from .batch_queue import PENDING, RUNNING, TaskStatus
 from .errors import ObjectNotFound, ResultDamaged
 from .layout import Manifest
 from .object_store import ObjectStore
@@ -87,7 +87,6 @@ class Found:
 def find(backend: "Backend", key: str, keys: list[str]) -> Found:
     """The stored successes of these item keys under reuse key, newest job first; or the
     job to attach to when one with exactly these items still runs."""
-    from .job import load
     store, found = backend.store, Found()
     wanted: dict[str, list[int]] = {}
     for item, k in enumerate(keys):
@@ -98,18 +97,27 @@ def find(backend: "Backend", key: str, keys: list[str]) -> Found:
         job_id = entry.rsplit("/", 1)[1][:-len(".json")]
         try:
             theirs = store.get_json(entry)["keys"]
-            job = load(backend, job_id, watch=False)
+            manifest = Manifest.from_json(store.get(layout.manifest_key(job_id)))
         except Exception:  # cleaned meanwhile, or not ours to read: not a source
             continue
-        if theirs == keys and not found.results:
-            counts = job.status()
-            if counts[PENDING] or counts[RUNNING]:
-                found.attach = job_id
-                return found
-        for item, reused in _successes(store, job.manifest, theirs, set(wanted)).items():
+        if theirs == keys and not found.results and _still_running(backend, job_id, manifest):
+            found.attach = job_id
+            return found
+        for item, reused in _successes(store, manifest, theirs, set(wanted)).items():
             for mine in wanted.pop(theirs[item], []):
                 found.results[mine] = reused
     return found
+
+
+def _still_running(backend: "Backend", job_id: str, manifest: Manifest) -> bool:
+    """Whether the queue says a task of the job is pending or running."""
+    try:
+        handle = backend.store.get_json(layout.queue_key(job_id))["handle"]
+    except Exception:  # never submitted, or cleaned meanwhile
+        return False
+    states = backend.queue.states(handle) if handle else {}
+    return any(states.get(t, TaskStatus()).state in (PENDING, RUNNING)
+               for t in range(manifest.n_tasks))
 
 
 def _successes(store: ObjectStore, manifest: Manifest, keys: list[str],

@@ -1,4 +1,4 @@
-"""A warm task container's server: ``python -m spmd.worker --serve SOCKET -- COMMAND...``.
+"""A warm task container's server: ``python -m spmd.serve SOCKET -- COMMAND...``.
 
 It runs as the container's main process and serves one task at a time, for as long as
 the scheduler keeps the container:
@@ -297,9 +297,13 @@ class Server:
 
 
 def main(argv: list[str]) -> int:
-    """``--serve SOCKET -- COMMAND...`` (the ``--serve`` already taken off by spmd.worker)."""
+    """``SOCKET -- COMMAND...``: serve the socket until the container stops."""
     path, command = argv[0], argv[argv.index("--") + 1:]
     # As the container's PID 1 the server would ignore SIGTERM; a stopping engine sends it.
     signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
     Server(path, command).serve()
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

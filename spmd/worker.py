@@ -25,6 +25,7 @@ from typing import Any, Callable
 from . import attempts, chain, codec, layout, protocol, secrets, shards
 from .layout import Manifest
 from .object_store import ObjectStore
+from .plugins import open_store
 from .protocol import ERROR, OK, Provenance, TaskOutput, attempt_number, task_index
 
 __all__ = ["attempt_number", "current_task", "load_job", "main", "open_store", "run_task", "task_index"]
@@ -32,12 +33,6 @@ __all__ = ["attempt_number", "current_task", "load_job", "main", "open_store", "
 _JOBS_KEPT = 8
 _jobs: dict[tuple[str, str], tuple[Manifest, Callable]] = {}
 _jobs_lock = threading.Lock()
-
-
-def open_store(url: str) -> ObjectStore:
-    """The ObjectStore for a URL, through the plugin registry."""
-    from .plugins import store_class
-    return store_class(url.split("://", 1)[0]).from_url(url)
 
 
 def load_job(store: ObjectStore, job_id: str) -> tuple[Manifest, Callable[..., Any]]:
@@ -117,9 +112,6 @@ def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int, infra_lo
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["--serve"]:  # a warm container's server (spmd.serve)
-        from .serve import main as serve
-        return serve(sys.argv[2:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s spmd.worker %(message)s")
     store = open_store(os.environ[protocol.STORE_URL])
     job_id = os.environ[protocol.JOB_ID]

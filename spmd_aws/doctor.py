@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from spmd.doctor import Check, probe
+from spmd.checks import Check, probe
 
 from . import compute
 

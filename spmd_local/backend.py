@@ -40,8 +40,12 @@ class LocalBackend(Backend):
     # the store's cache (mounted read-only) and publishes outputs_to destinations.
     data_rule = DataRule(inputs="host", outputs="host")
 
+    def store_dir(self) -> str:
+        """The configured store folder, or the user's default one."""
+        return self.settings.get("store_dir") or default_store_dir()
+
     def make_store(self) -> LocalStore:
-        return LocalStore(self.settings.get("store_dir") or default_store_dir())
+        return LocalStore(self.store_dir())
 
     def doctor_checks(self):
         from .doctor import checks

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Iterator
 
 from spmd import baseimage, docker_engine
-from spmd.doctor import Check, probe
+from spmd.checks import Check, probe
 from spmd.units import format_bytes
-
-from .backend import default_store_dir
 
 #: free space on the store's disk below which a run of images and results may fill it
 LOW_DISK = 5 * 2**30
@@ -19,7 +17,7 @@ LOW_DISK = 5 * 2**30
 def checks(backend) -> Iterator[Check]:
     engine = probe("engine", _engine, docker_engine.HOW_TO_START)
     yield engine
-    yield _disk(Path(backend.settings.get("store_dir") or default_store_dir()))
+    yield _disk(Path(backend.store_dir()))
     if engine.ok:
         yield probe("base image", lambda: _base_image(backend.settings.get("base_image")),
                     "run `spmd image bootstrap` (as root) to make one from Debian packages, or "

@@ -2,7 +2,7 @@
 
     start ──> a warm container of the job that is idle, of the attempt's memory limit
               (SPMD_MEMORY) ──> {"op": "run"} on its socket
-              none idle ──> a new container: ``python -m spmd.worker --serve SOCKET -- COMMAND``
+              none idle ──> a new container: ``python -m spmd.serve SOCKET -- COMMAND``
               with ONE task's limits (memory, vcpus), no network unless the job asks
     poll  ──> messages from the containers' servers (spmd.serve): started, ended (code, oom)
               a container that dies under its task ──> OOMKilled: "oom"; else "infrastructure"
@@ -261,7 +261,7 @@ class LocalRunner(Runner):
         mounts[str(self.sockets)] = {"bind": SERVE_DIR, "mode": "rw"}
         container = self.engine_call(
             self.engine.containers.create,
-            spec["image"], ["python3", "-m", "spmd.worker", "--serve", inside, "--", *spec["command"]],
+            spec["image"], ["python3", "-m", "spmd.serve", inside, "--", *spec["command"]],
             name=slot.name, environment={**spec["env"], "SPMD_IMAGE": spec["image"]},
             labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.vcpus": str(res["vcpus"]),
                     "spmd.memory": str(slot.memory), "spmd.socket": slot.socket_path,

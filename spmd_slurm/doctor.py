@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
-from spmd.doctor import Check, probe
+from spmd.checks import Check, probe
 
 from . import slurm
 

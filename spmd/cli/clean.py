@@ -39,7 +39,7 @@ def parse_age(text: str) -> float:
 
 def cmd_clean(args) -> int:
     from .. import layout
-    from ..backend import open_backend
+    from ..plugins import open_backend
     from ..data import uploads_of
     from ..job import load
     from . import settings_of

@@ -49,7 +49,7 @@ def list_jobs(backend) -> list:
 
 
 def cmd_jobs(args) -> int:
-    from ..backend import open_backend
+    from ..plugins import open_backend
     from ..job import load
     from . import settings_of
     backend = open_backend(settings_of(args))

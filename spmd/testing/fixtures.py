@@ -23,7 +23,8 @@ from typing import Any, Callable
 import pytest
 
 import spmd
-from spmd.backend import Backend, open_backend
+from spmd.backend import Backend
+from spmd.plugins import open_backend
 from spmd.config import resolve
 
 #: seconds the kit waits for a job or a task before it calls the backend stuck.

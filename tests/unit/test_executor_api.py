@@ -18,7 +18,7 @@ def test_is_a_stdlib_executor_with_knots_arguments(tmp_path):
     assert executor._knot.requirements == ("numpy",) and executor._knot.name == "pool"
     assert {"backend", "requirements", "base_image", "env", "vcpus", "memory", "timeout",
             "retries", "infra_retries", "name", "profile", "config", "network",
-            "system_packages"} == set(knot_options)
+            "system_packages", "secrets", "gpus"} == set(knot_options)
     executor.shutdown()
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
         executor.submit(pow, 2, 3)
