@@ -3,7 +3,7 @@
     spmd [--profile P] [--backend B] [-v] COMMAND ...
       config, backends, doctor, image bootstrap  (this module)
       jobs, status, results, logs, report,
-      cancel, clean                              (jobs.py, clean.py)
+      cancel, clean, dashboard                   (jobs.py, clean.py, dashboard.py)
       <group> ...                                a plugin's command group (e.g. ``aws``),
                                                  registered with spmd_register_commands and
                                                  imported only when it runs
@@ -65,7 +65,7 @@ def cmd_image_bootstrap(args) -> int:
 
 def parser(groups: dict | None = None) -> argparse.ArgumentParser:
     """The core parser; plugin groups appear as stubs whose arguments their own parser reads."""
-    from . import clean, jobs
+    from . import clean, dashboard, jobs
     top = argparse.ArgumentParser(prog="spmd", description=__doc__.split("\n\n")[0],
                                   epilog="exit status: 0 ok, 1 a job failed, 2 usage error")
     top.add_argument("-v", "--verbose", action="store_true", help="log what spmd does")
@@ -86,6 +86,7 @@ def parser(groups: dict | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doctor)
     jobs.add_commands(sub)
     clean.add_command(sub)
+    dashboard.add_command(sub)
     image = sub.add_parser("image", help="task and base images",
                            description="Task and base images.").add_subparsers(
         dest="action", required=True, metavar="ACTION")

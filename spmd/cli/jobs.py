@@ -160,6 +160,9 @@ def cmd_report(args) -> int:
         print()
     else:
         print(report.text())
+    if args.html:
+        report.to_html(args.html)
+        print(f"HTML report written to {args.html}", file=sys.stderr)
     if args.plot:
         report.plot(args.plot)
         print(f"timeline written to {args.plot}", file=sys.stderr)
@@ -203,5 +206,6 @@ def add_commands(sub) -> None:
     p.add_argument("job_id", metavar="JOB")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--plot", metavar="PNG", help="also draw the timeline (needs spmd[plot])")
+    p.add_argument("--html", metavar="FILE", help="also write the self-contained HTML report")
     p.set_defaults(func=cmd_report)
 
