@@ -77,3 +77,9 @@ def test_mrtrix_command_fa_agrees_with_dipy(tmp_path, engine):
     assert f"MRtrix3 agrees with DIPY ({SUBJECTS} subjects)" in out
     assert out.count("exit 0, fa.nii.gz downloaded") == SUBJECTS
     assert out.count(": ok") == SUBJECTS
+
+
+def test_study_chains_two_steps_and_a_group_step_with_a_licence_secret(tmp_path, engine):
+    out = _run("study.py", tmp_path, engine).stdout
+    assert f"the study agrees with the in-process pipeline ({SUBJECTS} subjects)" in out, out
+    assert "step 1 end -> step 2 start per subject" in out
