@@ -12,8 +12,11 @@
                  ──> one SubmitJob per ≤10,000 tasks (SPMD_TASK_OFFSET in each one's env);
                      a part of one task is a plain job (SPMD_SINGLE_TASK=1)
                  ──> handle: {"v": 1, "jobs": [[job id, first task, size], ...], "attempts": n}
-    states       ──> per array: ListJobs(arrayJobId, status) for RUNNING, SUCCEEDED, FAILED,
-                     paginated; children not listed are PENDING; a child listed twice
+    states       ──> DescribeJobs of the arrays' parents (100 per request): per array, its
+                     statusSummary; ListJobs(arrayJobId, status), paginated, only for those of
+                     RUNNING, SUCCEEDED, FAILED whose count differs from the children known;
+                     children not listed are PENDING; a parent not described for
+                     FORGOTTEN_AFTER is forgotten (its tasks resolve from the store); a child listed twice
                      keeps its later state; ended children are described once (100 per
                      request) for their reason, attempts and exit code: the failed ones,
                      and the succeeded ones only when retries could make them more than 1;
@@ -269,6 +272,7 @@ class AwsBatchQueue(BatchQueue):
         self._unknown: dict[str, float] = {}  # job id -> when Batch first described nothing
         self._unplaced: set[str] = set()  # arrays ended here because the queue cannot place them
         self._outputs_seen: dict[str, set[int]] = {}  # spmd job -> tasks with an output (forgotten)
+        self._known: dict[str, dict[str, dict]] = {}  # array -> child id -> its last summary
 
     @property
     def batch(self):
@@ -446,6 +450,28 @@ class AwsBatchQueue(BatchQueue):
                                                      PaginationConfig={"PageSize": 1000})
                       for summary in page.get("jobSummaryList", ()))
 
+    def _changed_children(self, parent: str, record: dict) -> dict[str, dict]:
+        """The array's children in _LISTED states, listing only the states whose count in the
+        parent's arrayProperties.statusSummary differs from the children already known
+        (an array where nothing moved costs no ListJobs)."""
+        counts = (record.get("arrayProperties") or {}).get("statusSummary")
+        known = self._known.setdefault(parent, {})
+        for status in _LISTED:
+            have = [c for c, s in known.items() if s["status"] == status]
+            if counts is not None and counts.get(status, 0) == len(have):
+                continue
+            listed = self._children(parent, (status,))
+            if status == "RUNNING":  # those no longer running show up in a later state
+                for child in have:
+                    if child not in listed:
+                        del known[child]
+            for child, summary in listed.items():
+                before = known.get(child)
+                if before is None or _RANK.get(summary["status"], 0) >= \
+                        _RANK.get(before["status"], 0):
+                    known[child] = summary
+        return dict(known)
+
     def _describe(self, ids: list[str]) -> dict[str, dict]:
         out = {}
         for i in range(0, len(ids), 100):
@@ -491,6 +517,9 @@ class AwsBatchQueue(BatchQueue):
         # With one attempt allowed, a task that succeeded had exactly one: no need to ask.
         describe = ("FAILED",) if max_attempts(handle) == 1 else ("FAILED", "SUCCEEDED")
         with boundary(AwsError, "reading task states from AWS Batch"):
+            # the arrays' parents first (100 per DescribeJobs): their per-state counts say
+            # which children to list, and a parent Batch does not describe may be forgotten
+            parents = self._describe([j for j, _, size in decode_handle(handle) if size > 1])
             for job_id, offset, size in decode_handle(handle):
                 if size == 1:
                     jobs = self._describe([job_id])
@@ -505,15 +534,13 @@ class AwsBatchQueue(BatchQueue):
                             self._waiting[job_id] = jobs[job_id]["statusReason"]
                         out[offset] = task_status(jobs[job_id], self._waiting.get(job_id, ""))
                     continue
-                children = self._children(job_id, _LISTED)
-                # DescribeJobs of the parent only once nothing was listed for FORGOTTEN_AFTER
-                # (an array waiting for capacity is asked again FORGOTTEN_AFTER later)
-                if not children and self._forgotten(job_id):
-                    if not self._describe([job_id]):
+                if job_id not in parents:  # submitted a moment ago, or forgotten
+                    if self._forgotten(job_id):
                         out.update(self._forgotten_states(handle, job_id,
                                                           range(offset, offset + size)))
-                        continue
-                    self._unknown.pop(job_id, None)
+                    continue
+                self._unknown.pop(job_id, None)
+                children = self._changed_children(job_id, parents[job_id])
                 ended = [c for c, s in children.items() if s["status"] in describe
                          and c not in self._ended]
                 self._ended.update(self._describe(ended))
@@ -527,7 +554,8 @@ class AwsBatchQueue(BatchQueue):
                     out[offset + index] = task_status(merge(summary, detail), waiting)
                 if self._end_unplaceable(job_id, offset, size, children, out):
                     continue
-                if len(children) < size:
+                counts = (parents[job_id].get("arrayProperties") or {}).get("statusSummary")
+                if len(children) < size and (counts is None or counts.get("RUNNABLE")):
                     reason = self._why_waiting(job_id)
                     if reason:
                         for task in range(offset, offset + size):

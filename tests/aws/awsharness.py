@@ -10,6 +10,8 @@ respect and says which; spmd_aws itself never knows about any of them.
     any client's UpdateComputeEnvironment ──> its computeResources are applied
     SHIM in the container ──> Scheduler (HTTP on the Docker bridge): capacity, attempts
     spmd_aws's ListJobs/DescribeJobs ──> botocore hooks fill in what AWS would say
+    any client's ListJobs ──> pages of at most 1,000 (maxResults, nextToken), as AWS's
+    any client's DescribeJobs of more than 100 ids ──> refused, as AWS does
     spmd_aws's Create/UpdateJobQueue ──> DescribeJobQueues gives back jobStateTimeLimitActions
     moto's jobs ──> write their logs to the job definition's awslogs-group
     docker events ──> vCPU and memory limits applied; kills for memory remembered
@@ -247,6 +249,32 @@ class Harness:
                     compute_environment_name).compute_resources.update(compute_resources)
             return out
         monkeypatch.setattr(BatchBackend, "update_compute_environment", update)
+        from moto.batch.responses import BatchResponse
+        list_jobs, describe_jobs = BatchResponse.listjobs, BatchResponse.describejobs
+
+        def listjobs(response) -> str:
+            """AWS's ListJobs returns at most maxResults summaries (1,000 when not given, at
+            most 1,000) and a nextToken for the rest ("ListJobs", AWS Batch API Reference);
+            moto returns them all at once, which would undercount the requests."""
+            out = json.loads(list_jobs(response))
+            size = min(int(response._get_param("maxResults") or 1000), 1000)
+            start = int(response._get_param("nextToken") or 0)
+            summaries = out["jobSummaryList"]
+            out["jobSummaryList"] = summaries[start:start + size]
+            if start + size < len(summaries):
+                out["nextToken"] = str(start + size)
+            return json.dumps(out)
+        monkeypatch.setattr(BatchResponse, "listjobs", listjobs)
+
+        def describejobs(response) -> str:
+            """AWS's DescribeJobs takes at most 100 job ids ("DescribeJobs", AWS Batch API
+            Reference); moto takes any number."""
+            jobs = response._get_param("jobs") or []
+            if len(jobs) > 100:
+                from moto.batch.exceptions import ClientException
+                raise ClientException(f"jobs: {len(jobs)} ids; at most 100 are allowed")
+            return describe_jobs(response)
+        monkeypatch.setattr(BatchResponse, "describejobs", describejobs)
         import moto.batch.models as batch_models
         # AWS Batch's instanceTypes take "default_x86_64" and "default_arm64" besides
         # "optimal" (CreateComputeEnvironment, ComputeResource.instanceTypes); moto knows

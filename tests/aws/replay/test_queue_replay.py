@@ -35,11 +35,21 @@ def queue(clients):
     return q
 
 
-def list_pages(replay, parent, listed: dict):
-    """The ListJobs pages states() reads for one array: one per status in STATUSES."""
+def list_pages(replay, parent, listed: dict, size: int = 2, known: dict | None = None):
+    """What states() reads of one array: DescribeJobs of its parent, whose
+    arrayProperties.statusSummary ("ArrayPropertiesDetail", AWS Batch API Reference) counts
+    its children per state (those not listed RUNNABLE), then one ListJobs page for each
+    status in STATUSES whose count differs from the children already ``known``."""
+    counts = {status: len(listed.get(status, [])) for status in STATUSES}
+    summary = {**dict.fromkeys(("SUBMITTED", "PENDING", "STARTING"), 0), **counts,
+               "RUNNABLE": size - sum(counts.values())}
+    replay.add("batch", "describe_jobs", {"jobs": [detail(
+        parent, "PENDING", arrayProperties={"statusSummary": summary, "size": size})]},
+        {"jobs": [parent]})
     for status in STATUSES:
-        replay.add("batch", "list_jobs", {"jobSummaryList": listed.get(status, [])},
-                   {"arrayJobId": parent, "jobStatus": status, "maxResults": 1000})
+        if counts[status] != (known or {}).get(status, 0):
+            replay.add("batch", "list_jobs", {"jobSummaryList": listed.get(status, [])},
+                       {"arrayJobId": parent, "jobStatus": status, "maxResults": 1000})
 
 
 def lost_future(queue, handle, task, status):
@@ -94,21 +104,22 @@ def test_a_pull_failure_is_a_lost_task_retried_by_batch_not_a_cancel(queue, clie
     assert not future.cancelled()
     error = future.exception()
     assert isinstance(error, TaskLost) and "CannotPullContainerError" in str(error)
-    assert replay.count("DescribeJobs") == 1 and replay.count("GetLogEvents") == 0
+    # the parent's (its statusSummary) and the failed child's; its log: not read yet
+    assert replay.count("DescribeJobs") == 2 and replay.count("GetLogEvents") == 0
 
 
 def test_a_runnable_misconfiguration_is_reported_and_then_ends_with_its_reason(queue, clients):
     handle = encode_handle([("p2", 0, 3)])
     with Replay(clients) as replay:
         # Poll 1: no child has run; one RUNNABLE child tells why the queue is blocked.
-        list_pages(replay, "p2", {})
+        list_pages(replay, "p2", {}, size=3)
         replay.add("batch", "list_jobs", {"jobSummaryList": [
             summary("p2:0", "RUNNABLE", statusReason=MISCONFIGURED)]},
             {"arrayJobId": "p2", "jobStatus": "RUNNABLE", "maxResults": 1})
         waiting = queue.states(handle)
         # Poll 2: jobStateTimeLimitActions cancelled the three after maxTimeSeconds.
         ended = [summary(f"p2:{i}", "FAILED", statusReason=CANCELLED_BY_QUEUE) for i in range(3)]
-        list_pages(replay, "p2", {"FAILED": ended})
+        list_pages(replay, "p2", {"FAILED": ended}, size=3)
         replay.add("batch", "describe_jobs", {"jobs": [
             detail(f"p2:{i}", "FAILED", statusReason=CANCELLED_BY_QUEUE, attempts=[])
             for i in range(3)]}, {"jobs": ["p2:0", "p2:1", "p2:2"]})
@@ -175,7 +186,7 @@ def test_logs_of_lost_tasks_read_the_cached_record_and_only_the_tail(queue, clie
              "startFromHead": False})
         text = queue.logs(handle, 1)
     assert text == "Traceback ...\nValueError: bad\n"
-    assert replay.count("DescribeJobs") == 1  # the one states() made; logs() asked none
+    assert replay.count("DescribeJobs") == 2  # the two states() made; logs() asked none
 
 
 def test_cancel_terminates_each_array_parent_only(queue, clients):
@@ -223,7 +234,7 @@ def test_an_unplaceable_array_ends_at_the_first_child_the_queue_cancels(queue, c
     handle = encode_handle([("p5", 0, 4)])
     with Replay(clients) as replay:
         first = summary("p5:0", "FAILED", statusReason=CANCELLED_BY_QUEUE)
-        list_pages(replay, "p5", {"FAILED": [first]})
+        list_pages(replay, "p5", {"FAILED": [first]}, size=4)
         replay.add("batch", "describe_jobs", {"jobs": [
             detail("p5:0", "FAILED", statusReason=CANCELLED_BY_QUEUE, attempts=[])]},
             {"jobs": ["p5:0"]})
@@ -234,7 +245,7 @@ def test_an_unplaceable_array_ends_at_the_first_child_the_queue_cancels(queue, c
         # second TerminateJob (another process reattaching reads the same)
         ended = [summary(f"p5:{i}", "FAILED", statusReason=f"{UNPLACED_REASON}: "
                          f"{CANCELLED_BY_QUEUE}") for i in range(1, 4)]
-        list_pages(replay, "p5", {"FAILED": [first, *ended]})
+        list_pages(replay, "p5", {"FAILED": [first, *ended]}, size=4, known={"FAILED": 1})
         replay.add("batch", "describe_jobs", {"jobs": [
             detail(f"p5:{i}", "FAILED", statusReason=f"{UNPLACED_REASON}: {CANCELLED_BY_QUEUE}",
                    attempts=[]) for i in range(1, 4)]}, {"jobs": ["p5:1", "p5:2", "p5:3"]})
@@ -245,3 +256,17 @@ def test_an_unplaceable_array_ends_at_the_first_child_the_queue_cancels(queue, c
         assert [polled[t].state for t in range(4)] == ["FAILED"] * 4
         assert all(polled[t].reason.startswith("never placed") and CANCELLED_BY_QUEUE in
                    polled[t].reason and polled[t].lost == "error" for t in range(4))
+
+
+def test_a_poll_where_nothing_moved_lists_no_children(queue, clients):
+    # a poll costs one DescribeJobs per 100 arrays, plus ListJobs only for states whose
+    # count moved: reading the same 25,000 children every 3 s is what made polling grow
+    handle = encode_handle([("p6", 0, 2)])
+    done = {"SUCCEEDED": [summary("p6:0", "SUCCEEDED"), summary("p6:1", "SUCCEEDED")]}
+    with Replay(clients) as replay:
+        list_pages(replay, "p6", done)
+        first = queue.states(handle)
+        list_pages(replay, "p6", done, known={"SUCCEEDED": 2})
+        again = queue.states(handle)
+    assert first == again and {s.state for s in again.values()} == {"SUCCEEDED"}
+    assert replay.count("ListJobs") == 1 and replay.count("DescribeJobs") == 2
