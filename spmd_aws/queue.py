@@ -26,6 +26,7 @@
                  ──> with memory=[sizes]: tasks killed for memory again at the next size
                      (spmd_aws.memory)
     cancel       ──> TerminateJob on each parent (or plain job); Batch cancels the children
+    log_part     ──> a lost task's tail: its last attempt's stream, GetLogEvents(limit=100)
     logs         ──> the record states() described (DescribeJobs only if it did not)
                      ──> the tail of every attempt's CloudWatch Logs stream in the stack's log
                      group (``/aws/batch/job`` for jobs of spmd before it had one), one
@@ -134,6 +135,8 @@ def max_attempts(handle: str) -> int | None:
     return json.loads(handle).get("attempts")
 
 
+#: events of a lost task's log its error shows (its last attempt's stream, one request)
+TAIL_EVENTS = 100
 #: seconds Batch may describe nothing of a job before spmd takes it as forgotten
 FORGOTTEN_AFTER = 120.0
 
@@ -649,12 +652,39 @@ class AwsBatchQueue(BatchQueue):
                 parts.append(text)
         return "".join(parts)
 
-    def _tail(self, group: str, stream: str) -> str:
+    def log_part(self, handle: str, task: int, start: int) -> tuple[bytes, int]:
+        """A tail (start < 0: what a lost task's error shows) is the last TAIL_EVENTS events of
+        its last attempt's stream, one GetLogEvents with a limit; else the whole log."""
+        if start >= 0:
+            return super().log_part(handle, task, start)
+        for job_id, offset, size in decode_handle(handle):
+            if offset <= task < offset + size:
+                break
+        else:
+            return b"", 0
+        ids = [child_id(job_id, offset, size, task)]
+        if grows(handle):
+            from . import memory
+            ids += memory.grown_jobs(self._store(), grows(handle), task)
+        with boundary(AwsError, f"reading the log of task {task} from CloudWatch Logs"):
+            jobs = self.describe_cached(ids)
+            last = next((jobs[i] for i in reversed(ids) if i in jobs), None)
+            streams = [s for s in ((a.get("container") or {}).get("logStreamName")
+                                   for a in (last or {}).get("attempts") or ()) if s]
+            stream = streams[-1] if streams else \
+                ((last or {}).get("container") or {}).get("logStreamName")
+            text = self._tail(log_group(last), stream, TAIL_EVENTS) if stream else ""
+        data = text.encode()[start:]
+        return data, len(data)
+
+    def _tail(self, group: str, stream: str, limit: int | None = None) -> str:
         """The last events of a log stream, one GetLogEvents request (startFromHead=False
-        returns the newest page: up to 10,000 events or 1 MB, oldest first)."""
+        returns the newest page: up to 10,000 events or 1 MB, or ``limit`` events, oldest
+        first)."""
+        request = {"limit": limit} if limit else {}
         try:
             page = self.clients("logs").get_log_events(
-                logGroupName=group, logStreamName=stream, startFromHead=False)
+                logGroupName=group, logStreamName=stream, startFromHead=False, **request)
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 return ""

@@ -270,3 +270,27 @@ def test_a_poll_where_nothing_moved_lists_no_children(queue, clients):
         again = queue.states(handle)
     assert first == again and {s.state for s in again.values()} == {"SUCCEEDED"}
     assert replay.count("ListJobs") == 1 and replay.count("DescribeJobs") == 2
+
+
+def test_a_lost_tasks_tail_is_one_limited_request_for_its_last_attempt(queue, clients):
+    # what the client shows in a lost task's error: its last attempt's last events only
+    # (GetLogEvents "limit", CloudWatch Logs API Reference), not every attempt's newest MB
+    handle = encode_handle([("p7", 0, 2)])
+    attempts = [{"container": {"exitCode": 1, "logStreamName": f"spmd/default/{n}"}}
+                for n in ("a", "b", "c")]
+    crashed = detail("p7:1", "FAILED", statusReason="Essential container in task exited",
+                     container={"exitCode": 1, "logStreamName": "spmd/default/c"},
+                     attempts=attempts)
+    with Replay(clients) as replay:
+        list_pages(replay, "p7", {"FAILED": [summary("p7:1", "FAILED")],
+                                  "SUCCEEDED": [summary("p7:0", "SUCCEEDED")]})
+        replay.add("batch", "describe_jobs", {"jobs": [crashed]}, {"jobs": ["p7:1"]})
+        queue.states(handle)
+        replay.add("logs", "get_log_events", {
+            "events": [{"timestamp": 3, "message": "ValueError: bad", "ingestionTime": 4}],
+            "nextForwardToken": "f/1", "nextBackwardToken": "b/1"},
+            {"logGroupName": "/aws/batch/job", "logStreamName": "spmd/default/c",
+             "startFromHead": False, "limit": 100})
+        data, _ = queue.log_part(handle, 1, -64 * 1024)
+    assert data == b"ValueError: bad\n"
+    assert replay.count("GetLogEvents") == 1 and replay.count("DescribeJobs") == 2
