@@ -32,7 +32,7 @@ from pathlib import Path
 
 from spmd import docker_engine, integrity, layout, logcap, secrets
 from spmd.errors import EngineError
-from spmd.scheduling import DirectoryStore, Outcome, Runner, queue_key
+from spmd.scheduling import Attempt, DirectoryStore, Outcome, Runner, queue_key
 
 from . import dataview, gpus
 
@@ -210,24 +210,19 @@ class LocalRunner(Runner):
     def held_memory(self, running: int) -> int:
         return sum(s.memory for s in self.slots.values())
 
-    def memory_of(self, env: dict) -> int:
-        """The attempt's memory limit: SPMD_MEMORY from the core, else the spec's."""
-        return int(env.get("SPMD_MEMORY") or self.res["memory"])
-
     # -- starting ---------------------------------------------------------------------
 
-    def start(self, attempts, env):
+    def start(self, attempts: list[Attempt]) -> dict[int, Outcome]:
         idle = [s for s in self.slots.values() if s.task is None and s.conn is not None]
         new = []
-        for task, attempt in attempts:
-            memory = self.memory_of(env[task])
-            slot = next((s for s in idle if s.memory == memory), None)
+        for a in attempts:
+            slot = next((s for s in idle if s.memory == a.memory), None)
             if slot is not None:
                 idle.remove(slot)
-                slot.task, slot.attempt, slot.env, slot.started = task, attempt, env[task], None
+                slot.task, slot.attempt, slot.env, slot.started = a.task, a.number, dict(a.env), None
                 self.send_run(slot)
             else:
-                new.append(self.new_slot(task, attempt, env[task]))
+                new.append(self.new_slot(a))
         # Wait until the new containers exist, so other jobs' schedulers count them.
         concurrent.futures.wait([s.launch for s in new])
         failed = {}
@@ -242,11 +237,11 @@ class LocalRunner(Runner):
                 del self.slots[slot.name]
         return failed
 
-    def new_slot(self, task: int, attempt: int, env: dict) -> Slot:
+    def new_slot(self, a: Attempt) -> Slot:
         self.count += 1
         name = f"spmd-{self.job_id}-w{self.count}-{os.getpid()}"
         slot = Slot(name, str(self.sockets / f"w{self.count}-{os.getpid()}.sock"),
-                    memory=self.memory_of(env), task=task, attempt=attempt, env=env)
+                    memory=a.memory, task=a.task, attempt=a.number, env=dict(a.env))
         slot.launch = self.pool.submit(self.launch, slot)
         self.slots[name] = slot
         return slot
@@ -461,9 +456,10 @@ class LocalRunner(Runner):
 
     # -- resuming ---------------------------------------------------------------------
 
-    def adopt(self, attempts, env) -> dict[int, Outcome]:
+    def adopt(self, attempts: list[Attempt]) -> dict[int, Outcome]:
         """Take over the containers of a scheduler that died: ask each server what it runs."""
-        wanted = dict(attempts)
+        wanted = {a.task: a.number for a in attempts}
+        envs = {a.task: a.env for a in attempts}
         found: set[int] = set()
         ended: dict[int, Outcome] = {}
         for container in self.engine_call(self.engine.containers.list, all=True,
@@ -486,7 +482,7 @@ class LocalRunner(Runner):
                         self.drop(slot)
                     continue
                 slot.task, slot.attempt = task, attempt
-                slot.env = dict(env[task])
+                slot.env = dict(envs[task])
                 if answered:
                     self.send_run(slot)
                 found.add(task)

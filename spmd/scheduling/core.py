@@ -37,7 +37,7 @@ from spmd.errors import ObjectNotFound
 from spmd.units import format_bytes
 
 from .hostdata import HostData
-from .runner import Outcome, Runner
+from .runner import Attempt, Outcome, Runner
 from .store import DirectoryStore
 
 log = logging.getLogger("spmd.scheduler")
@@ -117,8 +117,7 @@ class Scheduler:
             elif status.state == RUNNING:
                 self.running[task] = status.attempts
                 running.append((task, status.attempts))
-        env = {task: self.environment(task, attempt) for task, attempt in running}
-        for task, outcome in self.runner.adopt(running, env).items():
+        for task, outcome in self.runner.adopt([self.attempt(t, a) for t, a in running]).items():
             self.end(task, outcome)
         log.info("resumed: %d running, %d pending", len(self.running), len(self.pending))
 
@@ -258,23 +257,23 @@ class Scheduler:
             self.launch(batch)
 
     def launch(self, batch: list[tuple[int, int]]) -> None:
-        env = {}
         for task, attempt in batch:
             self.running[task] = attempt
             # A retry keeps the reason the previous attempt failed, for the client's log.
             reason = self.tasks[task].reason if attempt > 1 else ""
             self.tasks[task] = TaskStatus(RUNNING, attempt, None, reason, started=time.time())
-            env[task] = self.environment(task, attempt)
-        for task, outcome in self.runner.start(batch, env).items():
+        for task, outcome in self.runner.start([self.attempt(t, a) for t, a in batch]).items():
             log.error("cannot start task %d: %s", task, outcome.reason)
             self.end(task, outcome)
 
-    def environment(self, task: int, attempt: int) -> dict:
-        """What one attempt of one task reads (spmd.protocol): earlier attempts that retries
-        do not count (lost to infrastructure, or run at a smaller memory size), its memory."""
-        return protocol.task_environment(
-            self.spec["env"], task, attempt, self.spec["image"],
-            self.infra_lost.get(task, 0) + self.before.get(task, 0), self.memory_of(task))
+    def attempt(self, task: int, number: int) -> Attempt:
+        """One attempt as the runner gets it: its memory, and what it reads (spmd.protocol):
+        earlier attempts that retries do not count (lost to infrastructure, or run at a
+        smaller memory size), its memory."""
+        memory = self.memory_of(task)
+        return Attempt(task, number, memory, protocol.task_environment(
+            self.spec["env"], task, number, self.spec["image"],
+            self.infra_lost.get(task, 0) + self.before.get(task, 0), memory))
 
     # -- ending ---------------------------------------------------------------------
 

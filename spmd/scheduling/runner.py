@@ -11,6 +11,18 @@ from typing import Iterable, Mapping
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One attempt the core asks a runner to run: which task, its number (from 1), its memory
+    limit in bytes (it grows after an attempt killed for its memory) and the environment the
+    task reads (spmd.protocol's variables and the Knot's env)."""
+
+    task: int
+    number: int
+    memory: int
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How one attempt ended, as its runner saw it.
 
@@ -34,11 +46,8 @@ class Runner(ABC):
     lock_name = ".scheduler.lock"
 
     @abstractmethod
-    def start(self, attempts: list[tuple[int, int]], env: dict[int, dict[str, str]]) -> dict[int, Outcome]:
-        """Begin these ``(task, attempt)`` pairs; returns the Outcome of each that could not start.
-
-        ``env[task]`` is what the attempt reads; its ``SPMD_MEMORY`` is the attempt's memory
-        limit in bytes (it grows after an attempt killed for its memory).
+    def start(self, attempts: list[Attempt]) -> dict[int, Outcome]:
+        """Begin these attempts; returns the Outcome of each that could not start, by task.
 
         Called under the capacity lock: a runner makes what it starts visible to other
         schedulers (labels, a usage file) before it returns.
@@ -73,14 +82,13 @@ class Runner(ABC):
         """The memory this job holds, its running attempts holding ``running`` bytes."""
         return running
 
-    def adopt(self, attempts: Iterable[tuple[int, int]],
-              env: Mapping[int, Mapping[str, str]]) -> dict[int, Outcome]:
-        """After a scheduler died: take over these running attempts (``env``: each one's task
-        environment, as start() got it); the Outcome of each that cannot be found (by
-        default: all of them, lost to the infrastructure)."""
-        return {task: Outcome(None, lost="infrastructure",
-                              reason="its attempt was lost with the scheduler")
-                for task, _ in attempts}
+    def adopt(self, attempts: Iterable[Attempt]) -> dict[int, Outcome]:
+        """After a scheduler died: take over these running attempts (as start() got them);
+        the Outcome of each that cannot be found (by default: all of them, lost to the
+        infrastructure)."""
+        return {a.task: Outcome(None, lost="infrastructure",
+                                reason="its attempt was lost with the scheduler")
+                for a in attempts}
 
     def close(self) -> None:
         """The job has ended (or the scheduler is failing): release what the runner holds."""

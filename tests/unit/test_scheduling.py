@@ -20,12 +20,14 @@ class ScriptedRunner(Runner):
         self.infra_lost_seen = []
         self.memory_seen = []
 
-    def start(self, attempts, env):
-        for task, attempt in attempts:
-            assert env[task]["SPMD_ATTEMPT"] == str(attempt)
+    def start(self, attempts):
+        for a in attempts:
+            task, attempt = a.task, a.number
+            assert a.env["SPMD_ATTEMPT"] == str(attempt)
+            assert int(a.env["SPMD_MEMORY"]) == a.memory
             self.attempts.append((task, attempt))
-            self.infra_lost_seen.append((task, attempt, env[task]["SPMD_INFRA_LOST"]))
-            self.memory_seen.append((task, attempt, int(env[task]["SPMD_MEMORY"])))
+            self.infra_lost_seen.append((task, attempt, a.env["SPMD_INFRA_LOST"]))
+            self.memory_seen.append((task, attempt, a.memory))
             self.running[task] = (self.plans[task].pop(0), time.monotonic())
         return {}
 
@@ -140,9 +142,9 @@ def test_a_resumed_scheduler_gives_adopted_attempts_the_environment_start_gave(t
     seen = {}
 
     class Adopting(ScriptedRunner):
-        def adopt(self, attempts, env):
-            seen.update(env)
-            return {task: ENDINGS["ok"] for task, _ in attempts}
+        def adopt(self, attempts):
+            seen.update({a.task: a.env for a in attempts})
+            return {a.task: ENDINGS["ok"] for a in attempts}
 
     scheduler = Scheduler(store, "job-1", config, Adopting({0: []}))
     # what the dead scheduler left: attempt 3 running at the second size, one loss before

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from spmd.scheduling import DirectoryStore, Outcome, Runner, scheduler_main
+from spmd.scheduling import Attempt, DirectoryStore, Outcome, Runner, scheduler_main
 
 from .launch import OOM_EXIT
 from .queue import alive
@@ -72,14 +72,15 @@ class ProcessRunner(Runner):
             command[0] = self.python
         return command
 
-    def start(self, attempts, env):
+    def start(self, attempts: list[Attempt]) -> dict[int, Outcome]:
         failed = {}
-        for task, attempt in attempts:
+        for a in attempts:
+            task, attempt = a.task, a.number
             folder = tempfile.mkdtemp(prefix=f"spmd-{self.job_id}-{task}-a{attempt}-")
             os.mkdir(os.path.join(folder, "work"))
             child_env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-            child_env.update(env[task])
-            memory = int(env[task].get("SPMD_MEMORY") or self.memory)
+            child_env.update(a.env)
+            memory = a.memory
             argv = [self.python, "-m", "spmd_process.launch", "--memory", str(memory),
                     "--", *self.command()]
             with open(os.path.join(folder, "task.log"), "wb") as output:
