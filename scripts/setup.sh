@@ -72,6 +72,19 @@ if ! command -v ch-run >/dev/null 2>&1 || ! command -v ch-convert >/dev/null 2>&
     fi
 fi
 
+# Chromium, headless, for the dashboard's browser tests (tests/local/test_dashboard.py)
+install_chromium() {
+    command -v chromium >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing chromium with apt-get (the dashboard's browser tests)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        say "note: chromium is not installed; the dashboard's browser tests need it (apt-get install chromium)"
+    fi
+}
+install_chromium
+
 if ! docker info >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null 2>&1; then
         say "starting dockerd in the background (log: /var/log/spmd-dockerd.log)"

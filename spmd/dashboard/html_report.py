@@ -235,7 +235,8 @@ def timeline_svg(report: "Report", now: float | None = None, width: int = WIDTH,
     axis = top + n * bar + 14
     for fraction in (0, 0.25, 0.5, 0.75, 1):
         x = left + fraction * plot
-        out.append(f'<text x="{x:.0f}" y="{axis:.0f}" font-size="10" text-anchor="middle">'
+        anchor = {0: "start", 1: "end"}.get(fraction, "middle")
+        out.append(f'<text x="{x:.0f}" y="{axis:.0f}" font-size="10" text-anchor="{anchor}">'
                    f'{_seconds(fraction * span)}</text>')
     out.append(f'<text x="2" y="{top + 10}" font-size="10">task 0</text>')
     out.append("</svg>")
@@ -287,9 +288,9 @@ def memory_html(report: "Report", width: int = WIDTH) -> str:
                          "would be enough and lets more tasks run at once")
         over = sum(1 for v in values if limit and v > 0.9 * limit)
         if over:
-            hints.append(f"{over} tasks came within 10% of the limit")
+            hints.append(f"{_tasks(over)} came within 10% of the limit")
     if oom:
-        hints.append(f"{oom} tasks ran out of memory at {format_bytes(limit)}: raise memory, or "
+        hints.append(f"{_tasks(oom)} ran out of memory at {format_bytes(limit)}: raise memory, or "
                      "give more_memory sizes to retry them larger")
     scale = max([limit, *(p for _, p in peaks)]) * 1.05 or 1
     n = max([r.task for r in tasks] + [0]) + 1
@@ -312,6 +313,10 @@ def memory_html(report: "Report", width: int = WIDTH) -> str:
                f'<text x="{width - 10}" y="{chart + 14}" font-size="10" text-anchor="end">'
                f'task {n - 1}</text></svg>')
     return "".join(f'<p class="hint">{esc(h)}</p>' for h in hints) + "".join(out)
+
+
+def _tasks(n: int) -> str:
+    return f"{n} task" if n == 1 else f"{n} tasks"
 
 
 def _suggest(peak: int) -> str:

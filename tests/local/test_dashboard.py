@@ -66,7 +66,17 @@ def board(local):
     dashboard.stop()
 
 
-def test_jobs_and_a_finished_job_over_http(board, engine):
+def chromium_dom(url, tmp_path, *flags):
+    """The DOM of url after Chromium ran its scripts (a few seconds of virtual time)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the browser tests need Debian's chromium (scripts/setup.sh installs it)"
+    return subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", *flags,
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120).stdout
+
+
+def test_jobs_and_a_finished_job_over_http(board, engine, tmp_path):
     knot, dashboard, client = board
     job = knot.map(range(4), chunksize=1)
     assert job.wait(300, progress=False)
@@ -106,6 +116,13 @@ def test_jobs_and_a_finished_job_over_http(board, engine):
         assert ENV_VALUE.encode() not in body and SECRET_VALUE.encode() not in body
         assert b"STUDY_KEY" not in body and b"API_KEY" not in body
 
+    # the HTML report renders in the browser with no network (every request to a dead proxy)
+    path = job.report().to_html(str(tmp_path / "run.html"))
+    dom = chromium_dom(f"file://{path}", tmp_path, "--proxy-server=http://127.0.0.1:9",
+                       "--proxy-bypass-list=<-loopback>")
+    assert len(re.findall(r'<rect class="bar SUCCEEDED"', dom)) == 3
+    assert dom.count('<tr class="row') == 4 and "bad input 2" in dom
+
 
 def test_the_live_page_in_chromium_then_cancel(board, engine, tmp_path):
     knot, dashboard, client = board
@@ -115,13 +132,7 @@ def test_the_live_page_in_chromium_then_cancel(board, engine, tmp_path):
         time.sleep(1)
     assert job.status()["RUNNING"] == 2
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "the browser test needs Debian's chromium (scripts/setup.sh installs it)"
-    url = f"{client.base}/job/{job.id}?token={dashboard.token}"
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120).stdout
+    dom = chromium_dom(f"{client.base}/job/{job.id}?token={dashboard.token}", tmp_path)
     assert 'id="timeline"' in dom
     running = re.findall(r'<rect class="bar RUNNING"', dom)  # drawn by the page's script
     assert len(running) == 2, dom[:2000]
