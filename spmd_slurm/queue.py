@@ -144,15 +144,18 @@ class SlurmQueue(BatchQueue):
                 f"of {where} has that much (the biggest, {biggest.name}, has {biggest.cpus} CPUs "
                 f"and {format_bytes(biggest.memory)}); ask for less or choose another partition")
 
-    def volumes(self, job_id: str) -> list[str]:
+    def volumes(self, job_id: str, after_job: str = "") -> list[str]:
         """What a task container sees, each at its own path: its job's folder, the store's
-        data (uploaded and staged inputs) and the shared paths; no other job's folder."""
-        job = str(self.store.path(layout.prefix(job_id).rstrip("/")))
-        data = str(self.store.path("data"))
-        for folder in (job, data):
+        data (uploaded and staged inputs), the folder of the job a chained map reads
+        (``after_job``) and the shared paths; no other job's folder."""
+        folders = [str(self.store.path(layout.prefix(job_id).rstrip("/"))),
+                   str(self.store.path("data"))]
+        if after_job and "/" not in after_job and not after_job.startswith("."):
+            folders.append(str(self.store.path(layout.prefix(after_job).rstrip("/"))))
+        for folder in folders:
             os.makedirs(folder, exist_ok=True)
         mounts = list(self.options.mounts)
-        return [*(f for f in (job, data) if f not in paths.SharedPaths(mounts)), *mounts]
+        return [*(f for f in folders if f not in paths.SharedPaths(mounts)), *mounts]
 
     def submit(self, spec: ArraySpec) -> str:
         script.check_env(spec.env)
@@ -162,7 +165,7 @@ class SlurmQueue(BatchQueue):
         marks = str(self.store.path(slurm_key(spec.job_id, "marks")))
         os.makedirs(marks, exist_ok=True)
         output = str(self.store.path(slurm_key(spec.job_id, "%A_%a.out")))
-        volumes = self.volumes(spec.job_id)
+        volumes = self.volumes(spec.job_id, spec.after_job)
         runtime = runtimes.for_settings(self.options.runtime, Path(self.options.shared_dir))
         if runtime is not None:
             runtime.prepare(spec, volumes)

@@ -102,6 +102,7 @@ TEMPLATE = """\
 {sbatch}
 # spmd job {job_id}: tasks {offset}..{last} of {n_tasks} ({runtime} runtime)
 set -u
+umask 077
 offset={offset}
 task=$((SLURM_ARRAY_TASK_ID + offset))
 marks={marks}

@@ -5,6 +5,7 @@ Slurm said. Nothing here keeps state: the cluster is asked each time.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -19,13 +20,16 @@ class SlurmError(SpmdError):
     """A Slurm command failed or is missing; the message says which and what it printed."""
 
 
-def run(argv: list[str], *, stdin: str | None = None, timeout: float = 60) -> str:
-    """Run a Slurm command; its standard output, or SlurmError."""
+def run(argv: list[str], *, stdin: str | None = None, timeout: float = 60,
+        env: dict[str, str] | None = None) -> str:
+    """Run a Slurm command (``env``: variables to set for it); its standard output, or
+    SlurmError."""
     if shutil.which(argv[0]) is None:
         raise SlurmError(f"{argv[0]} is not on PATH: run spmd where Slurm's commands are "
                          "(a login node), or install Slurm's client (Debian: slurm-client)")
     try:
-        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
+                                env={**os.environ, **env} if env else None)
     except subprocess.TimeoutExpired as exc:
         raise SlurmError(f"{' '.join(argv[:2])} did not answer within {timeout:g}s; "
                          "is slurmctld up (scontrol ping)?") from exc
@@ -133,8 +137,9 @@ def minutes(limit: str) -> int | None:
 
 
 def submit(script: str) -> str:
-    """``sbatch --parsable`` of a script given on stdin; the job id."""
-    out = run(["sbatch", "--parsable"], stdin=script).strip()
+    """``sbatch --parsable`` of a script given on stdin; the job id. The job's umask is 077
+    (``SLURM_UMASK``, which slurmd creates its output file with): logs are private."""
+    out = run(["sbatch", "--parsable"], stdin=script, env={"SLURM_UMASK": "0077"}).strip()
     return out.split(";")[0]  # "id" or "id;cluster"
 
 

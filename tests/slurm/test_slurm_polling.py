@@ -73,7 +73,7 @@ def fake_slurm(max_array_size=1001, max_job_count=10000):
     calls = collections.Counter()
     submitted = []
 
-    def run(argv, stdin=None, timeout=60):
+    def run(argv, stdin=None, timeout=60, env=None):
         calls[argv[0]] += 1
         if argv[:3] == ["scontrol", "show", "config"]:
             return (f"MaxArraySize = {max_array_size}\nMaxJobCount = {max_job_count}\n"
