@@ -3,7 +3,7 @@ Jupyter guards its own.
 
     GET  /?token=T                  sets a cookie (HttpOnly, SameSite=Strict), the jobs page
     GET  /job/<id>                  the live job page          GET /report/<id>.html the HTML report
-    GET  /api/jobs                  JSON views (spmd.dashboard.views)
+    GET  /api/jobs[/<id>]           JSON views (spmd.dashboard.views)
     GET  /api/jobs/<id>/live        the job page's sections
     GET  /api/jobs/<id>/items/<i>[/log?offset=N]
     POST /api/jobs/<id>/cancel      the only request that changes anything
@@ -43,6 +43,7 @@ ROUTES = [
     ("GET", re.compile(rf"/report/{_JOB_ID}\.html"), "report_file"),
     ("GET", re.compile(r"/static/dashboard\.js"), "script"),
     ("GET", re.compile(r"/api/jobs"), "api_jobs"),
+    ("GET", re.compile(rf"/api/jobs/{_JOB_ID}"), "api_job"),
     ("GET", re.compile(rf"/api/jobs/{_JOB_ID}/live"), "api_live"),
     ("GET", re.compile(rf"/api/jobs/{_JOB_ID}/items/(?P<item>\d+)"), "api_item"),
     ("GET", re.compile(rf"/api/jobs/{_JOB_ID}/items/(?P<item>\d+)/log"), "api_log"),
@@ -203,6 +204,9 @@ class _Handler(BaseHTTPRequestHandler):
     def api_jobs(self, query: dict) -> None:
         limit = int((query.get("limit") or ["100"])[0])
         self._send(HTTPStatus.OK, self.board.views.jobs(limit))
+
+    def api_job(self, query: dict, job: str) -> None:
+        self._send(HTTPStatus.OK, self.board.views.summary(self.board.views.job(job).manifest))
 
     def api_live(self, query: dict, job: str) -> None:
         self._send(HTTPStatus.OK, self.board.views.live(job))

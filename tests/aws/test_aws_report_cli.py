@@ -83,3 +83,27 @@ def test_clean_removes_an_aws_job_from_the_bucket(aws_knot, lab, capsys):
     assert f"removed job {job.id}" in capsys.readouterr().out
     assert list(job.backend.store.list(f"jobs/{job.id}/")) == []
     assert cli.main(["--profile", "lab", "status", job.id]) == 2
+
+
+def test_the_dashboard_serves_an_aws_job(aws_job):
+    """spmd dashboard over the bucket and Batch (spmd.dashboard; its own tests are local)."""
+    import urllib.request
+    from spmd.dashboard.server import Dashboard
+    board = Dashboard(aws_job.backend).start()
+
+    def get(path):
+        url = f"http://127.0.0.1:{board.port}{path}?token={board.token}"
+        with urllib.request.urlopen(url, timeout=120) as answer:
+            return json.loads(answer.read())
+    try:
+        listed = get(f"/api/jobs/{aws_job.id}")
+        assert listed["backend"] == "aws" and listed["cost"].startswith("$")
+        assert (listed["counts"]["SUCCEEDED"], listed["counts"]["FAILED"]) == (2, 1)
+        live = get(f"/api/jobs/{aws_job.id}/live")
+        assert 'data-count="1"' in live["sections"]["failures"]
+        assert "hello from the task: die" in live["sections"]["failures"]  # the group's log tail
+        assert live["sections"]["timeline"].count('<rect class="bar') == 3
+        part = get(f"/api/jobs/{aws_job.id}/items/1/log")
+        assert "hello from the task: b" in part["text"] and part["ended"]
+    finally:
+        board.stop()
