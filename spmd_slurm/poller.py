@@ -39,7 +39,8 @@ class Poller:
         self.clock = clock
         self.watched: set[str] = set()
         self.answer: dict = {}
-        self.ended: dict = {}  # the last answer about arrays whose tasks all ended
+        self.by_array: dict[str, dict] = {}  # the answer, by array
+        self.ended: dict[str, dict] = {}  # the last answer about arrays whose tasks all ended
         self.gone: set[str] = set()  # those arrays
         self.included: set[str] = set()  # arrays some squeue asked about
         self.asked = -math.inf
@@ -68,17 +69,26 @@ class Poller:
                 self.interval = min(self.interval * GROWTH, self.first * LONGEST) \
                     if answer == self.answer else self.first
                 self.answer, self.asked = answer, (self.clock or now)()
-            wanted = set(ids)
-            return {key: task for source in (self.ended, self.answer)
-                    for key, task in source.items() if key[0] in wanted}
+                self.by_array = _by_array(answer)
+            found: dict = {}
+            for array in ids:
+                found.update(self.ended.get(array) or self.by_array.get(array) or {})
+            return found
 
     def forget(self, ids: list[str]) -> None:
         """Stop asking about arrays whose tasks all ended; their last answer is kept."""
         gone = set(ids)
         with self.lock:
-            self.ended.update({k: v for k, v in self.answer.items() if k[0] in gone})
+            self.ended.update({a: self.by_array[a] for a in gone if a in self.by_array})
             self.gone.update(gone)
             self.watched.difference_update(gone)
+
+
+def _by_array(answer: dict) -> dict[str, dict]:
+    grouped: dict[str, dict] = {}
+    for key, task in answer.items():
+        grouped.setdefault(key[0], {})[key] = task
+    return grouped
 
 
 _SHARED: dict[tuple, Poller] = {}

@@ -49,7 +49,7 @@ def sleepy(seconds):
 
 def test_one_squeue_per_poll_whatever_the_number_of_jobs_and_tasks(slurm_config, monkeypatch):
     knots = [spmd.Knot(sleepy, backend="slurm", config=slurm_config) for _ in range(2)]
-    jobs = [knot.map([1, 1, 1, 1, 1], chunksize=1) for knot in knots]  # 2 jobs, 4 arrays, 10 tasks
+    jobs = [knot.map([0.2] * 5, chunksize=1) for knot in knots]  # 2 jobs, 4 arrays, 10 tasks
     assert sum(len(json.loads(job.handle)["arrays"]) for job in jobs) == 4
     calls = []
     real_run = slurm.run
@@ -64,7 +64,7 @@ def test_one_squeue_per_poll_whatever_the_number_of_jobs_and_tasks(slurm_config,
         assert len(per_poll) < WAIT / 0.25, "the jobs did not end"
         time.sleep(0.25)
     assert all(c in ([], ["squeue"]) for c in per_poll), per_poll
-    assert [job.results(timeout=WAIT) for job in jobs] == [[1] * 5] * 2
+    assert [job.results(timeout=WAIT) for job in jobs] == [[0.2] * 5] * 2
 
 
 def fake_slurm(max_array_size=1001, max_job_count=10000):
