@@ -214,10 +214,6 @@ class SlurmBackend(Backend):
         from .doctor import checks
         return checks(self)
 
-    def doctor_checks(self):
-        from .doctor import checks
-        return checks(self)
-
     def make_store(self) -> DirectoryStore:
         """The store under shared_dir, once shared_dir is known to be private (check_private),
         so nothing is written, nor any pickle read, in a folder other users can reach."""

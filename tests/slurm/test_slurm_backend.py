@@ -10,9 +10,7 @@ import pytest
 
 import spmd
 from spmd import layout
-from spmd.batch_queue import (
-    CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, ArraySpec, Resources,
-)
+from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED
 from spmd.testing.fixtures import WAIT, wait_for
 from spmd.testing.functions import hog, square
 from spmd_slurm import environment, poller, slurm

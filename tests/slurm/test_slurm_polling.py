@@ -11,7 +11,7 @@ import pytest
 
 import spmd
 from spmd.batch_queue import RUNNING, ArraySpec, Resources
-from spmd.testing.fixtures import WAIT, wait_for
+from spmd.testing.fixtures import WAIT
 from spmd.testing.functions import square
 from spmd_slurm import poller, slurm
 from spmd_slurm.poller import Poller

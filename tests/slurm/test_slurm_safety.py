@@ -3,7 +3,6 @@ by type at config load, env names are checked, shared_dir must be private, a tas
 sees only its own job, and staged inputs leave the node however a task ends (issue 22)."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
