@@ -4,14 +4,14 @@
     backend = "slurm"
     shared_dir = "/scratch/me/spmd"    # seen at the same path by the login and compute nodes
     partition = "normal"               # optional, like account, time and sbatch_options
-    runtime = "python"                 # or "docker": one container per task
+    runtime = "python"                 # or "charliecloud", "docker": the task image
     shared_paths = ["/scratch", "/project"]   # optional: files there are passed as they are
 
 With ``runtime = "python"`` (the default) no image is built: ``map`` makes (once per
 content hash) a venv under ``shared_dir/envs/`` with the Knot's requirements, and tasks
 run its interpreter (``environment.py``). ``python = "/path/bin/python"`` runs an existing
-interpreter instead, as is. With ``runtime = "docker"`` the task image is built as for
-the local backend and each task runs ``docker run`` with the job's memory and CPUs.
+interpreter instead, as is. With ``runtime = "charliecloud"`` or ``"docker"`` the task image
+is built as for the local backend and each task runs it (``runtimes.py``).
 
 Data (``DataRule(inputs="client", outputs="task")``): an ``spmd.File`` under
 ``shared_paths`` or ``shared_dir`` reaches the task as the very same path, uploaded
