@@ -72,15 +72,16 @@ if ! command -v ch-run >/dev/null 2>&1 || ! command -v ch-convert >/dev/null 2>&
     fi
 fi
 
-# Chromium, headless, for the dashboard's browser tests (tests/local/test_dashboard.py)
+# Chromium and its driver, headless, for the dashboard's browser tests (tests/local/test_dashboard.py)
 install_chromium() {
-    command -v chromium >/dev/null 2>&1 && return 0
+    command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "installing chromium with apt-get (the dashboard's browser tests)"
+        say "installing chromium and chromium-driver with apt-get (the dashboard's browser tests)"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            chromium chromium-driver >/dev/null
     else
-        say "note: chromium is not installed; the dashboard's browser tests need it (apt-get install chromium)"
+        say "note: chromium is not installed; the dashboard's browser tests need it (apt-get install chromium chromium-driver)"
     fi
 }
 install_chromium
