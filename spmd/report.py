@@ -181,17 +181,27 @@ class Report:
         return path
 
 
-def build(job: "Job") -> Report:
-    """The report of a job, from its outputs, its queue's states and its logs."""
+def build(job: "Job", kept: dict[int, list[ItemReport]] | None = None) -> Report:
+    """The report of a job, from its outputs, its queue's states and its logs.
+
+    ``kept``, when given, holds the rows of tasks that had ended at an earlier build of the same
+    job; those are not read again, and tasks ended since are added (the dashboard's live page).
+    """
     backend, manifest = job.backend, job.manifest
     states = backend.queue.states(job.handle) if job.handle else {}
     outputs = {layout.task_of_output_key(k) for k in backend.store.list(layout.output_prefix(job.id))}
     digest = image_digest(backend, manifest.image)
     rows: list[ItemReport] = []
     for task in range(manifest.n_tasks):
+        if kept is not None and task in kept:
+            rows.extend(kept[task])
+            continue
         status = states.get(task, TaskStatus())
         output = _output(job, task) if task in outputs else None
-        rows.extend(_task_rows(job, task, status, output, digest))
+        made = _task_rows(job, task, status, output, digest)
+        if kept is not None and all(row.state in (SUCCEEDED, FAILED, CANCELLED) for row in made):
+            kept[task] = made
+        rows.extend(made)
     rows.extend(_reused_rows(job))
     rows = _with_data(job, rows)
     rows.sort(key=lambda row: row.item)

@@ -9,7 +9,8 @@
 Only the store and the queue are read (``Backend.store``, ``Backend.queue``), never file
 paths, so a local folder, S3 and a Slurm shared_dir look the same. What is shown is chosen
 field by field: a job's environment, its settings and its secrets are never read.
-A job whose tasks have all ended does not change, so its summary and report are kept.
+A task that has ended does not change, so its rows are read once (``report.build``'s
+``kept``); a job whose tasks have all ended keeps its summary and report.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class Views:
         self._jobs: dict[str, Job] = {}
         self._ended: dict[str, dict] = {}       # job id -> summary, once every task ended
         self._reports: dict[str, Report] = {}   # job id -> report, once every task ended
+        self._kept: dict[str, dict[int, list[ItemReport]]] = {}  # rows of tasks that ended
         self._manifests: list[Manifest] = []
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -98,12 +100,16 @@ class Views:
     # -- one job ------------------------------------------------------------------------------
 
     def report(self, job_id: str) -> Report:
-        """The job's run report; kept once every task has ended."""
+        """The job's run report: the rows of tasks that ended are read once, and the whole
+        report is kept once every task has ended."""
         kept = self._reports.get(job_id)
         if kept is not None:
             return kept
+        from ..report import build
         job = self.job(job_id)
-        report = job.report()
+        with self._lock:
+            kept = self._kept.setdefault(job_id, {})
+        report = build(job, kept)  # only tasks not yet ended are read again
         if all(row.state in TERMINAL for row in report.rows):
             self._reports[job_id] = report
         return report

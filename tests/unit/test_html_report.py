@@ -98,3 +98,22 @@ def test_notebook_views_are_compact(failed_job):
     assert "SubjectError" in shown and "<svg" in shown and "<html" not in shown
     counts = failed_job._repr_html_()
     assert "succeeded <b>4</b>" in counts and "failed <b>6</b>" in counts
+
+
+def test_the_live_report_reads_each_ended_task_once(knot, monkeypatch):
+    from spmd import report as reports
+    k = knot(functions.square)
+    k.backend.queue.hold()  # tasks wait at their start
+    job = k.map(range(3), chunksize=1)
+    kept = {}
+    reports.build(job, kept)
+    assert kept == {}  # nothing ended: nothing kept
+    k.backend.queue.release()
+    assert job.wait(WAIT, progress=False)
+    first = reports.build(job, kept)
+    assert sorted(kept) == [0, 1, 2] and [r.state for r in first] == [SUCCEEDED] * 3
+    read = []
+    real = reports._output
+    monkeypatch.setattr(reports, "_output", lambda job, task: read.append(task) or real(job, task))
+    again = reports.build(job, kept)
+    assert read == [] and again.rows == first.rows
