@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +14,7 @@ import urllib.request
 import pytest
 
 import spmd
+from spmd import cli
 from spmd.dashboard.server import Dashboard
 
 pytestmark = pytest.mark.docker
@@ -67,6 +69,24 @@ def board(local):
     dashboard.stop()
 
 
+def test_spmd_dashboard_prints_its_url_and_warns_beyond_this_machine(local, monkeypatch):
+    monkeypatch.setenv("SPMD_STORE_DIR", local["store_dir"])
+    for host in ("127.0.0.1", "0.0.0.0"):
+        server = subprocess.Popen([sys.executable, "-m", "spmd.cli", "dashboard", "--host", host],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url = next(line.strip() for line in server.stdout if "token=" in line)
+            assert url.startswith("http://127.0.0.1:")
+            with urllib.request.urlopen(url.replace("/?", "/api/jobs?"), timeout=30) as answer:
+                assert json.loads(answer.read()) == []  # an empty store
+            with pytest.raises(urllib.error.HTTPError, match="403"):
+                urllib.request.urlopen(url.split("?")[0] + "api/jobs", timeout=30)
+        finally:
+            server.terminate()
+            err = server.communicate(timeout=30)[1]
+        assert ("the token is then the only protection" in err) == (host == "0.0.0.0"), err
+
+
 def chromium_dom(url, tmp_path, *flags):
     """The DOM of url after Chromium ran its scripts (a few seconds of virtual time)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -77,7 +97,7 @@ def chromium_dom(url, tmp_path, *flags):
         capture_output=True, text=True, timeout=120).stdout
 
 
-def test_jobs_and_a_finished_job_over_http(board, engine, tmp_path):
+def test_jobs_and_a_finished_job_over_http(board, engine, tmp_path, monkeypatch):
     knot, dashboard, client = board
     job = knot.map(range(4), chunksize=1)
     assert job.wait(300, progress=False)
@@ -119,8 +139,11 @@ def test_jobs_and_a_finished_job_over_http(board, engine, tmp_path):
         assert ENV_VALUE.encode() not in body and SECRET_VALUE.encode() not in body
         assert b"STUDY_KEY" not in body and b"API_KEY" not in body
 
-    # the HTML report renders in the browser with no network (every request to a dead proxy)
-    path = job.report().to_html(str(tmp_path / "run.html"))
+    # spmd report JOB --html FILE; the report renders in the browser with no network (every
+    # request goes to a dead proxy)
+    path = str(tmp_path / "run.html")
+    monkeypatch.setenv("SPMD_STORE_DIR", knot.settings.get("store_dir"))
+    assert cli.main(["report", job.id, "--html", path]) == 1  # an item failed
     dom = chromium_dom(f"file://{path}", tmp_path, "--proxy-server=http://127.0.0.1:9",
                        "--proxy-bypass-list=<-loopback>")
     assert len(re.findall(r'<rect class="bar SUCCEEDED"', dom)) == 3
