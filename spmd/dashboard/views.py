@@ -23,6 +23,7 @@ from ..backend import Backend
 from ..batch_queue import STATES, TERMINAL, TaskStatus
 from ..errors import ObjectNotFound
 from ..job import Job, load
+from .. import layout
 from ..layout import Manifest
 from ..report import ItemReport, Report
 from . import html_report
@@ -46,10 +47,25 @@ class Views:
 
     def jobs(self, limit: int = 100) -> list[dict]:
         """The newest jobs: id, name, backend, tasks per state, age, duration, cost, after."""
-        from ..cli.jobs import list_jobs
-        manifests = list_jobs(self.backend)
-        self._manifests = manifests
-        return [self.summary(m) for m in manifests[:limit]]
+        self._manifests = self._list_manifests()
+        return [self.summary(m) for m in self._manifests[:limit]]
+
+    def _list_manifests(self) -> list[Manifest]:
+        """Every job's manifest, newest first; one listing, and a read only for a job not seen
+        before (a manifest never changes)."""
+        known = {m.job_id: m for m in self._manifests}
+        found = []
+        for key in self.backend.store.list(layout.JOBS):
+            if key.count("/") != 2 or not key.endswith("/manifest.json"):
+                continue
+            job_id = key.split("/")[1]
+            if job_id not in known:
+                try:
+                    known[job_id] = Manifest.from_json(self.backend.store.get(key))
+                except (ObjectNotFound, ValueError, TypeError, KeyError):
+                    continue  # deleted meanwhile, or not a job spmd wrote
+            found.append(known[job_id])
+        return sorted(found, key=lambda m: m.created, reverse=True)
 
     def summary(self, manifest: Manifest) -> dict:
         kept = self._ended.get(manifest.job_id)
