@@ -6,7 +6,6 @@ from html.parser import HTMLParser
 
 import pytest
 
-import spmd
 from spmd.batch_queue import FAILED, SUCCEEDED
 from spmd.dashboard import html_report
 from spmd.report import ItemReport, Report
