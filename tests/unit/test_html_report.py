@@ -116,3 +116,15 @@ def test_the_live_report_reads_each_ended_task_once(knot, monkeypatch):
     monkeypatch.setattr(reports, "_output", lambda job, task: read.append(task) or real(job, task))
     again = reports.build(job, kept)
     assert read == [] and again.rows == first.rows
+
+
+def test_chained_steps_link_each_other_on_the_job_page(knot):
+    from spmd.dashboard.views import Views
+    k = knot(functions.square)
+    first = k.map(range(3))
+    second = k.map(first)  # item i runs once item i of the first job ended, with its result
+    assert second.results(timeout=WAIT, progress=False) == [0, 1, 16]
+    views = Views(k.backend)
+    assert {j["id"]: j["after"] for j in views.jobs()} == {first.id: "", second.id: first.id}
+    assert f'upstream: <a href="/job/{first.id}">' in views.live(second.id)["sections"]["summary"]
+    assert f'next step: <a href="/job/{second.id}">' in views.live(first.id)["sections"]["summary"]
