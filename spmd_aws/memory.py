@@ -5,20 +5,22 @@ memory (reason ``OutOfMemoryError``) exits there (the job definition's retry str
 an EXIT rule for it while a larger size remains), and the client that next reads the
 job's states submits that task alone, as a plain job of the next size's job definition:
 
-    states(handle) ──> children as usual ──> jobs/<id>/queue/memory.json (the tasks grown
-        so far: [{"id": Batch job id, "step": size index, "before": attempts}, ...])
+    states(handle) ──> children as usual ──> jobs/<id>/queue/memory/<task>-<step>.json, one
+        small object per resubmission ({"id": Batch job id, "step": size index, "before":
+        attempts}), listed once per poll and each read once
         ──> each grown task's status is its latest job's, its attempts counted on
-        ──> a task FAILED with "oom" and a larger size left ──> SubmitJob at that size
-            (SPMD_TASK_OFFSET = the task, SPMD_ATTEMPT_OFFSET = attempts so far), recorded
+        ──> a task FAILED with "oom" and a larger size left ──> its record claimed with a
+            conditional put (only one client wins: no task is submitted twice) ──>
+            SubmitJob at that size (SPMD_TASK_OFFSET = the task, SPMD_ATTEMPT_OFFSET =
+            attempts so far) ──> the record completed with the job's id
 
 The escalation happens while a client watches (``Job``, ``spmd status``); a job nobody
-watches waits with the task failed until one does. Two clients that read the same failure
-at once may both submit it: the later record wins and the other job's output is the same
-task's (the output is written atomically either way).
+watches waits with the task failed until one does.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
@@ -41,8 +43,12 @@ def spec_key(job_id: str) -> str:
     return f"{layout.prefix(job_id)}queue/spec.json"
 
 
-def record_key(job_id: str) -> str:
-    return f"{layout.prefix(job_id)}queue/memory.json"
+def records_prefix(job_id: str) -> str:
+    return f"{layout.prefix(job_id)}queue/memory/"
+
+
+def record_key(job_id: str, task: int, step: int) -> str:
+    return f"{records_prefix(job_id)}{task}-{step}.json"
 
 
 def save_spec(store: ObjectStore, spec: ArraySpec) -> None:
@@ -66,11 +72,23 @@ def at_step(spec: ArraySpec, step: int, task: int, before: int) -> ArraySpec:
                    resources=replace(res, memory=sizes[step], more_memory=sizes[step + 1:]))
 
 
-def records(store: ObjectStore, job_id: str) -> dict[int, list[dict]]:
-    try:
-        return {int(k): v for k, v in store.get_json(record_key(job_id)).items()}
-    except ObjectNotFound:
-        return {}
+def records(store: ObjectStore, job_id: str, seen: dict | None = None) -> dict[int, list[dict]]:
+    """Task -> its resubmissions in order (one listing; each record read once when ``seen``
+    keeps them: a record with its job id never changes)."""
+    seen = {} if seen is None else seen
+    out: dict[int, list[dict]] = {}
+    for key in store.list(records_prefix(job_id)):
+        if key not in seen:
+            try:
+                record = store.get_json(key)
+            except ObjectNotFound:
+                continue
+            if not record.get("id"):
+                continue  # claimed, its SubmitJob under way
+            seen[key] = record
+        task = int(key.rsplit("/", 1)[1].split("-", 1)[0])
+        out.setdefault(task, []).append(seen[key])
+    return {task: sorted(recs, key=lambda r: r["step"]) for task, recs in out.items()}
 
 
 def grown_jobs(store: ObjectStore, job_id: str, task: int) -> list[str]:
@@ -81,7 +99,7 @@ def grown_jobs(store: ObjectStore, job_id: str, task: int) -> list[str]:
 def grow(queue: "AwsBatchQueue", store: Callable[[], ObjectStore], job_id: str,
          out: dict[int, TaskStatus]) -> None:
     """Update ``out`` with the grown tasks' statuses; resubmit tasks killed for memory."""
-    grown = records(store(), job_id)
+    grown = records(store(), job_id, queue._memory_records)
     latest = {task: recs[-1] for task, recs in grown.items()}
     jobs = queue.describe_cached([r["id"] for r in latest.values()])
     for task, rec in latest.items():
@@ -98,13 +116,14 @@ def grow(queue: "AwsBatchQueue", store: Callable[[], ObjectStore], job_id: str,
         sizes = spec.resources.memory_sizes
         if step + 1 >= len(sizes):
             continue
-        batch_id = queue.submit_one(at_step(spec, step + 1, task, status.attempts),
-                                    f"{job_id[:100]}-t{task}-m{step + 1}")
-        grown.setdefault(task, []).append({"id": batch_id, "step": step + 1,
-                                           "before": status.attempts})
-        store().put_json(record_key(job_id), {str(k): v for k, v in grown.items()})
-        log.info("job %s: task %d ran out of memory at %s; again with %s", job_id, task,
-                 format_bytes(sizes[step]), format_bytes(sizes[step + 1]))
+        key = record_key(job_id, task, step + 1)
+        record = {"id": "", "step": step + 1, "before": status.attempts}
+        if store().put_new(key, json.dumps(record).encode()):  # this client won the claim
+            batch_id = queue.submit_one(at_step(spec, step + 1, task, status.attempts),
+                                        f"{job_id[:100]}-t{task}-m{step + 1}")
+            store().put_json(key, {**record, "id": batch_id})
+            log.info("job %s: task %d ran out of memory at %s; again with %s", job_id, task,
+                     format_bytes(sizes[step]), format_bytes(sizes[step + 1]))
         out[task] = TaskStatus(PENDING, status.attempts, status.exit_code,
                                f"{status.reason}; again with {format_bytes(sizes[step + 1])}",
                                "oom", status.started, status.ended)

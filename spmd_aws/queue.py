@@ -24,7 +24,7 @@
                      tells why the array waits (MISCONFIGURATION:..., CAPACITY:...), which
                      becomes the pending tasks' reason; reasons are read by spmd_aws.reasons
                  ──> with memory=[sizes]: tasks killed for memory again at the next size
-                     (spmd_aws.memory)
+                     (spmd_aws.memory: one record object per resubmission, claimed first)
     cancel       ──> TerminateJob on each parent (or plain job); Batch cancels the children
     log_part     ──> a lost task's tail: its last attempt's stream, GetLogEvents(limit=100)
     logs         ──> the record states() described (DescribeJobs only if it did not)
@@ -276,6 +276,7 @@ class AwsBatchQueue(BatchQueue):
         self._unplaced: set[str] = set()  # arrays ended here because the queue cannot place them
         self._outputs_seen: dict[str, set[int]] = {}  # spmd job -> tasks with an output (forgotten)
         self._known: dict[str, dict[str, dict]] = {}  # array -> child id -> its last summary
+        self._memory_records: dict[str, dict] = {}  # spmd_aws.memory's records, read once
 
     @property
     def batch(self):

@@ -150,6 +150,22 @@ class S3Store(ObjectStore):
                                    Config=TransferConfig(multipart_threshold=part,
                                                          multipart_chunksize=part))
 
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Write key only if no object is there (S3's conditional write, If-None-Match: *);
+        whether this call wrote it (False: another writer was first)."""
+        import hashlib
+        with boundary(StoreError, f"writing {self._where(key)}"):
+            try:
+                self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
+                                   IfNoneMatch="*",
+                                   Metadata=self._metadata(key, hashlib.sha256(data).digest()))
+            except Exception as exc:
+                if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict",
+                                       "412"):
+                    return False
+                raise
+        return True
+
     def put_file(self, key: str, path: str | os.PathLike) -> None:
         """boto3's managed upload: multipart in parallel parts above 8 MB, streamed from disk."""
         with boundary(StoreError, f"writing {self._where(key)}"):
