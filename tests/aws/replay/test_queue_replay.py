@@ -294,3 +294,46 @@ def test_a_lost_tasks_tail_is_one_limited_request_for_its_last_attempt(queue, cl
         data, _ = queue.log_part(handle, 1, -64 * 1024)
     assert data == b"ValueError: bad\n"
     assert replay.count("GetLogEvents") == 1 and replay.count("DescribeJobs") == 2
+
+
+def test_100000_items_poll_within_the_budget(queue, clients):
+    # 100,000 tasks in 10 arrays of 10,000, polling simulated with AWS's shapes and page
+    # sizes (ListJobs: 1,000 per page; DescribeJobs: 100 ids): the budget of docs/aws.md
+    parents = [f"q{a}" for a in range(10)]
+    handle = encode_handle([(p, a * 10_000, 10_000) for a, p in enumerate(parents)])
+
+    def described(counts: dict) -> dict:
+        return {"jobs": [detail(p, "PENDING", arrayProperties={"statusSummary": {
+            **dict.fromkeys(("SUBMITTED", "PENDING", "STARTING", "RUNNABLE", "RUNNING",
+                             "SUCCEEDED", "FAILED"), 0), **counts}, "size": 10_000})
+            for p in parents]}
+
+    def pages(parent: str, status: str, indices: list[int]) -> None:
+        for start in range(0, max(len(indices), 1), 1000):
+            page = {"jobSummaryList": [summary(f"{parent}:{i}", status)
+                                       for i in indices[start:start + 1000]]}
+            if start + 1000 < len(indices):
+                page["nextToken"] = str(start + 1000)
+            replay.add("batch", "list_jobs", page)
+
+    with Replay(clients) as replay:
+        # every child ended: 9,000 succeeded and 1,000 failed per array
+        replay.add("batch", "describe_jobs", described({"SUCCEEDED": 9000, "FAILED": 1000}))
+        for parent in parents:
+            pages(parent, "SUCCEEDED", [i for i in range(10_000) if i % 10])
+            pages(parent, "FAILED", list(range(0, 10_000, 10)))
+            for start in range(0, 10_000, 1000):
+                replay.add("batch", "describe_jobs", {"jobs": [detail(
+                    f"{parent}:{i}", "FAILED", statusReason="Essential container in task exited",
+                    container={"exitCode": 1}) for i in range(start, start + 1000, 10)]})
+        first = queue.states(handle)
+        ending = {op: replay.count(op) for op in ("DescribeJobs", "ListJobs")}
+        replay.add("batch", "describe_jobs", described({"SUCCEEDED": 9000, "FAILED": 1000}))
+        again = queue.states(handle)
+    assert len(first) == len(again) == 100_000
+    assert sum(s.state == "FAILED" for s in again.values()) == 10_000
+    # the poll that sees every end: ⌈A/100⌉ + Σ⌈F/100⌉ DescribeJobs, Σ(⌈S/1,000⌉ + ⌈F/1,000⌉)
+    assert ending == {"DescribeJobs": 1 + 10 * 10, "ListJobs": 10 * (9 + 1)}
+    # a poll where nothing moved: one DescribeJobs, whatever N
+    assert replay.count("DescribeJobs") == ending["DescribeJobs"] + 1
+    assert replay.count("ListJobs") == ending["ListJobs"]
