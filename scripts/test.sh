@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The layers of the package (.importlinter): no import circle in the core, no backend in it.
+.venv/bin/lint-imports --no-cache --no-logo
 if [ $# -gt 0 ]; then
     exec .venv/bin/python -m pytest -ra -n "${SPMD_TEST_WORKERS:-2}" --dist loadgroup "$@"
 fi

@@ -94,8 +94,8 @@ class Job:
         done = sum(f.done() for f in self.futures)
         return f"<spmd.Job {self.id} {done}/{len(self)} done on {self.manifest.backend}>"
 
-    def _repr_html_(self) -> str:  # Jupyter's view: tasks per state (spmd.dashboard.html_report)
-        from .dashboard.html_report import job_compact
+    def _repr_html_(self) -> str:  # Jupyter's view: tasks per state (spmd.html_report)
+        from .html_report import job_compact
         return job_compact(self)
 
     # -- waiting ----------------------------------------------------------------

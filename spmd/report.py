@@ -137,11 +137,11 @@ class Report:
     def to_html(self, path: str) -> str:
         """Write the run report as one self-contained HTML file (summary, timeline, failures by
         cause with a log tail each, memory against the limit, the items); opens offline."""
-        from .dashboard.html_report import write
+        from .html_report import write
         return write(self, path)
 
     def _repr_html_(self) -> str:
-        from .dashboard.html_report import compact
+        from .html_report import compact
         return compact(self)
 
     def plot(self, path: str, *, title: str | None = None) -> str:

@@ -1,12 +1,12 @@
 """The dashboard's two pages and their one script, as strings: nothing is fetched from elsewhere.
 
-The server draws the charts (spmd.dashboard.html_report); the script only asks for them again
+The server draws the charts (spmd.html_report); the script only asks for them again
 every few seconds while the job runs, follows one item's log, and sends Cancel. Every request
 carries the token in an ``X-Spmd-Token`` header, which a page of another site cannot set.
 """
 from __future__ import annotations
 
-from .html_report import CSS, esc
+from ..html_report import CSS, esc
 
 POLL_MS = 2000
 

@@ -30,7 +30,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from ..backend import Backend
 from ..errors import JobNotFound, SpmdError
-from . import html_report, pages
+from .. import html_report
+from . import pages
 from .views import Views
 
 log = logging.getLogger("spmd.dashboard")

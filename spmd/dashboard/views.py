@@ -26,7 +26,7 @@ from ..job import Job, load
 from .. import layout
 from ..layout import Manifest
 from ..report import ItemReport, Report
-from . import html_report
+from .. import html_report
 
 LIVE_ROWS = 500  # item rows on the live page; the HTML report has them all
 

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pytest
 
 from spmd.batch_queue import FAILED, SUCCEEDED
-from spmd.dashboard import html_report
+from spmd import html_report
 from spmd.report import ItemReport, Report
 from spmd.testing import functions
 from spmd.testing.memory import Fault

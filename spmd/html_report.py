@@ -21,13 +21,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from ..batch_queue import CANCELLED, FAILED, PENDING, RUNNING, STATES, SUCCEEDED
-from ..units import format_bytes
+from .batch_queue import CANCELLED, FAILED, PENDING, RUNNING, STATES, SUCCEEDED
+from .units import format_bytes
 
 if TYPE_CHECKING:
-    from ..job import Job
-    from ..layout import Manifest
-    from ..report import ItemReport, Report
+    from .job import Job
+    from .layout import Manifest
+    from .report import ItemReport, Report
 
 COLOURS = {SUCCEEDED: "#2ca02c", FAILED: "#d62728", CANCELLED: "#9467bd", RUNNING: "#1f77b4",
            PENDING: "#ff7f0e"}
