@@ -36,7 +36,7 @@ import tempfile
 import time
 import traceback
 
-from . import logcap
+from . import logcap, wire
 
 WORKER = ("-m", "spmd.worker")
 ORPHANED = 300  # seconds idle with no scheduler connected before the server ends
@@ -121,7 +121,7 @@ class Server:
         if self.conn is None:
             return
         try:
-            self.conn.sendall(json.dumps(message).encode() + b"\n")
+            self.conn.sendall(wire.encode(message))
         except OSError:
             self.drop()
 
@@ -159,25 +159,25 @@ class Server:
         self.buffer += data
         while b"\n" in self.buffer:
             line, self.buffer = self.buffer.split(b"\n", 1)
-            self.handle(json.loads(line))
+            self.handle(wire.decode(line))
 
     def handle(self, message: dict) -> None:
         op = message["op"]
-        if op == "run":
+        if op == wire.RUN:
             self.run(message)
-        elif op == "kill" and self.child and self.child["task"] == message["task"]:
+        elif op == wire.KILL and self.child and self.child["task"] == message["task"]:
             try:
                 os.killpg(self.child["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        elif op == "hello":
-            busy = self.child and [self.child["task"], self.child["attempt"]]
-            self.send({"op": "hello", "busy": busy, "last": self.last})
+        elif op == wire.HELLO:
+            busy = [self.child["task"], self.child["attempt"]] if self.child else None
+            self.send(wire.hello(busy, self.last))
 
     def run(self, message: dict) -> None:
         if self.child is not None:
-            self.send({"op": "ended", "task": message["task"], "attempt": message["attempt"],
-                       "code": None, "oom": False, "error": "the server is busy"})
+            self.send(wire.ended(message["task"], message["attempt"], None, False,
+                                 error="the server is busy"))
             return
         before = oom_kills()
         sys.stdout.flush()
@@ -204,7 +204,7 @@ class Server:
                       "imports": imports, "output": output, "capped": log, "stage": stage}
         self.selector.register(output, selectors.EVENT_READ, "output")
         self.selector.register(pidfd, selectors.EVENT_READ, "child")
-        self.send({"op": "started", "task": message["task"], "attempt": message["attempt"]})
+        self.send(wire.started(message["task"], message["attempt"]))
 
     def copy_output(self, until_closed: bool = False) -> None:
         """Copy what the task printed into its capped log: one read per event (the server keeps
@@ -239,8 +239,8 @@ class Server:
         child["capped"].close()
         shutil.rmtree(child["stage"], ignore_errors=True)  # its staged inputs and outputs
         code = os.waitstatus_to_exitcode(status)
-        record = {"op": "ended", "task": child["task"], "attempt": child["attempt"], "code": code,
-                  "oom": code == -signal.SIGKILL and oom_kills() > child["oom_kills"]}
+        record = wire.ended(child["task"], child["attempt"], code,
+                            code == -signal.SIGKILL and oom_kills() > child["oom_kills"])
         with open(child["log"] + ".exit.tmp", "w") as exit_file:
             json.dump(record, exit_file)
         os.replace(child["log"] + ".exit.tmp", child["log"] + ".exit")

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spmd import docker_engine, integrity, layout, logcap, secrets
+from spmd import docker_engine, integrity, layout, logcap, secrets, wire
 from spmd.errors import EngineError
 from spmd.scheduling import Attempt, DirectoryStore, Outcome, Runner, queue_key
 
@@ -284,12 +284,11 @@ class LocalRunner(Runner):
         path = self.attempt_log(slot.task, slot.attempt)
         path.unlink(missing_ok=True)
         Path(str(path) + ".exit").unlink(missing_ok=True)
-        self.send(slot, {"op": "run", "task": slot.task, "attempt": slot.attempt,
-                         "env": slot.env, "log": str(path), "log_limit": self.log_limit})
+        self.send(slot, wire.run(slot.task, slot.attempt, slot.env, str(path), self.log_limit))
 
     def send(self, slot: Slot, message: dict) -> None:
         try:
-            slot.conn.sendall(json.dumps(message).encode() + b"\n")
+            slot.conn.sendall(wire.encode(message))
         except OSError:
             pass  # the container is gone: poll sees its socket close
 
@@ -349,12 +348,12 @@ class LocalRunner(Runner):
         slot.buffer += data
         while b"\n" in slot.buffer:
             line, slot.buffer = slot.buffer.split(b"\n", 1)
-            message = json.loads(line)
+            message = wire.decode(line)
             if message.get("task") != slot.task or message.get("attempt") != slot.attempt:
                 continue
-            if message["op"] == "started":
+            if message["op"] == wire.STARTED:
                 slot.started = time.monotonic()
-            elif message["op"] == "ended":
+            elif message["op"] == wire.ENDED:
                 ended[slot.task] = self.outcome(slot.task, slot.attempt, message)
                 slot.task, slot.started, slot.idle_since = None, None, time.monotonic()
 
@@ -419,7 +418,7 @@ class LocalRunner(Runner):
         for slot in self.slots.values():
             if slot.task == task:
                 if slot.conn is not None:
-                    self.send(slot, {"op": "kill", "task": task})
+                    self.send(slot, wire.kill(task))
                 elif slot.container_id:  # not answering yet: the container goes
                     self.pool.submit(self.remove, slot.container_id)
 
@@ -490,7 +489,7 @@ class LocalRunner(Runner):
                 found.add(slot.task)
                 slot.started = time.monotonic()  # the timeout restarts with the adoption
             elif slot.task is not None:  # not an attempt the core knows: stop it
-                self.send(slot, {"op": "kill", "task": slot.task})
+                self.send(slot, wire.kill(slot.task))
         for task, attempt in wanted.items():
             if task in found:
                 continue
@@ -508,7 +507,7 @@ class LocalRunner(Runner):
         conn.settimeout(5)
         try:
             conn.connect(slot.socket_path)
-            conn.sendall(b'{"op": "hello"}\n')
+            conn.sendall(wire.encode(wire.hello()))
             data = b""
             while b"\n" not in data:
                 chunk = conn.recv(65536)
