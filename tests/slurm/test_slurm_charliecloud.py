@@ -61,7 +61,8 @@ def hpc_shared_dir(hpc_user, slurm_cluster):
     folder = Path(tempfile.mkdtemp(prefix="spmd-hpc-", dir="/tmp"))
     shutil.chown(folder, hpc_user, hpc_user)
     yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+    # converted images are hundreds of MB of small files: removed without waiting for it
+    subprocess.Popen(["rm", "-rf", "--one-file-system", str(folder)], start_new_session=True)
 
 
 @pytest.fixture(scope="module")
