@@ -75,6 +75,13 @@ class ArraySpec:
     after_handle: str = ""
     after_tasks: tuple[tuple[int, ...], ...] = ()
 
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "ArraySpec":
+        """From ``dataclasses.asdict`` output read back from JSON (a queue's spec.json)."""
+        return cls(**{**raw, "resources": Resources.from_dict(raw["resources"]),
+                      "command": tuple(raw["command"]), "env": dict(raw.get("env") or {}),
+                      "after_tasks": tuple(tuple(t) for t in raw.get("after_tasks") or ())})
+
 
 @dataclass(frozen=True)
 class TaskStatus:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spmd import docker_engine, integrity, layout, logcap, secrets, wire
+from spmd.batch_queue import ArraySpec
 from spmd.errors import EngineError
 from spmd.scheduling import Attempt, DirectoryStore, Outcome, Runner, queue_key
 
@@ -133,8 +134,7 @@ class LocalRunner(Runner):
         self.store = store
         self.job_id = job_id
         self.config = config
-        self.spec = config["spec"]
-        self.res = self.spec["resources"]
+        self.spec = ArraySpec.from_dict(config["spec"])
         self.engine = docker_engine.client()
         self.pool = concurrent.futures.ThreadPoolExecutor(DOCKER_THREADS)
         self.slots: dict[str, Slot] = {}
@@ -248,27 +248,27 @@ class LocalRunner(Runner):
 
     def launch(self, slot: Slot) -> str:
         """Create and start a warm container (on the pool); returns its id."""
-        spec, res = self.spec, self.res
+        spec, res = self.spec, self.spec.resources
         inside = f"{SERVE_DIR}/{os.path.basename(slot.socket_path)}"
         secret_folder = secrets.folder(self.store, self.job_id)  # never a path from spec.json
-        mounts = task_mounts(self.store, self.job_id, spec.get("after_job", ""),
+        mounts = task_mounts(self.store, self.job_id, spec.after_job,
                              str(secret_folder) if secret_folder.is_dir() else "")
         mounts[str(self.sockets)] = {"bind": SERVE_DIR, "mode": "rw"}
         container = self.engine_call(
             self.engine.containers.create,
-            spec["image"], ["python3", "-m", "spmd.serve", inside, "--", *spec["command"]],
-            name=slot.name, environment={**spec["env"], "SPMD_IMAGE": spec["image"]},
-            labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.vcpus": str(res["vcpus"]),
+            spec.image, ["python3", "-m", "spmd.serve", inside, "--", *spec.command],
+            name=slot.name, environment={**spec.env, "SPMD_IMAGE": spec.image},
+            labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.vcpus": str(res.vcpus),
                     "spmd.memory": str(slot.memory), "spmd.socket": slot.socket_path,
                     "spmd.first": f"{slot.task}:{slot.attempt}"},
             volumes=mounts,
-            network_mode=None if spec.get("network") else "none",
-            nano_cpus=int(res["vcpus"] * 1e9), mem_limit=slot.memory,
+            network_mode=None if spec.network else "none",
+            nano_cpus=int(res.vcpus * 1e9), mem_limit=slot.memory,
             pids_limit=PIDS_LIMIT, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             # This process's own user, store and job, never spec.json's: a restarted scheduler
             # takes from the spec only what a task may choose (image, command, env, resources).
             memswap_limit=slot.memory, user=f"{os.getuid()}:{os.getgid()}",
-            device_requests=gpus.device_requests(int(res.get("gpus") or 0)))
+            device_requests=gpus.device_requests(res.gpus))
         try:
             self.engine_call(container.start)
         except Exception:
@@ -465,7 +465,7 @@ class LocalRunner(Runner):
                                           filters={"label": f"{LABEL_JOB}={self.job_id}"}):
             path = container.labels.get("spmd.socket", "")
             slot = Slot(container.name, path, container_id=container.id,
-                        memory=int(container.labels.get("spmd.memory") or self.res["memory"]))
+                        memory=int(container.labels.get("spmd.memory") or self.spec.resources.memory))
             if container.status != "running":
                 self.drop(slot)
                 continue

@@ -31,7 +31,7 @@ from typing import Callable
 
 from spmd import attempts, layout, logcap, protocol, secrets
 from spmd.attempts import Tally
-from spmd.batch_queue import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, Resources,
+from spmd.batch_queue import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, ArraySpec,
                               TaskStatus)
 from spmd.errors import ObjectNotFound
 from spmd.units import format_bytes
@@ -58,16 +58,15 @@ class Scheduler:
         self.store = store
         self.job_id = job_id
         self.config = config
-        self.spec = config["spec"]
-        self.res = self.spec["resources"]
-        self.resources = Resources.from_dict(self.res)
+        self.spec = ArraySpec.from_dict(config["spec"])  # read once, typed
+        self.resources = self.spec.resources
         self.runner = runner
-        n = self.spec["n_tasks"]
+        n = self.spec.n_tasks
         self.tasks = {i: TaskStatus() for i in range(n)}
         self.pending = collections.deque((i, 1) for i in range(n))
         self.running: dict[int, int] = {}  # task -> attempt
         self.infra_lost: dict[int, int] = {}  # task -> attempts lost to the infrastructure
-        self.sizes = [self.res["memory"], *self.res.get("more_memory", ())]
+        self.sizes = list(self.resources.memory_sizes)
         self.step: dict[int, int] = {}  # task -> its memory size (index in sizes), when not 0
         self.before: dict[int, int] = {}  # task -> attempts retries counted at smaller sizes
         self.timed_out: set[int] = set()
@@ -78,8 +77,8 @@ class Scheduler:
         self.data: HostData | None = None  # data this scheduler moves (DataRule "host")
         self.waiting: collections.deque = collections.deque()  # pending, inputs not yet there
         # a chained map (spmd.chain): each task waits for these tasks of the upstream job
-        self.after_job = self.spec.get("after_job") or ""
-        self.after_tasks = [set(w) for w in self.spec.get("after_tasks") or ()]
+        self.after_job = self.spec.after_job
+        self.after_tasks = [set(w) for w in self.spec.after_tasks]
         self.upstream_ended: set[int] = set()
         self.upstream_read = 0.0
 
@@ -207,7 +206,7 @@ class Scheduler:
         if not self.pending or not self.room():
             return
         cap = self.config["capacity"]
-        cpu = self.res["vcpus"]
+        cpu = self.resources.vcpus
         held = self.runner.held(len(self.running))
         held_mem = self.runner.held_memory(sum(self.memory_of(t) for t in self.running))
         if (held + 1) * cpu > cap["vcpus"] + 1e-9 \
@@ -233,7 +232,7 @@ class Scheduler:
 
     def room(self) -> int:
         """How many more attempts may start under the map's max_parallel (any: no cap)."""
-        cap = self.spec.get("max_parallel")
+        cap = self.spec.max_parallel
         return len(self.pending) if not cap else max(0, cap - len(self.running))
 
     def start_on_idle(self) -> None:
@@ -272,13 +271,13 @@ class Scheduler:
         smaller memory size), its memory."""
         memory = self.memory_of(task)
         return Attempt(task, number, memory, protocol.task_environment(
-            self.spec["env"], task, number, self.spec["image"],
+            self.spec.env, task, number, self.spec.image,
             self.infra_lost.get(task, 0) + self.before.get(task, 0), memory))
 
     # -- ending ---------------------------------------------------------------------
 
     def time_out(self) -> None:
-        timeout = self.res["timeout"]
+        timeout = self.resources.timeout
         if not timeout:
             return
         now = time.monotonic()
@@ -314,9 +313,9 @@ class Scheduler:
         self.settle(task, attempt, status)
 
     def judge(self, attempt: int, outcome: Outcome, timed_out: bool, memory: int) -> TaskStatus:
-        code, res = outcome.exit_code, self.res
+        code, res = outcome.exit_code, self.resources
         if timed_out:
-            return TaskStatus(FAILED, attempt, code, f"timed out after {res['timeout']:g}s", "timeout")
+            return TaskStatus(FAILED, attempt, code, f"timed out after {res.timeout:g}s", "timeout")
         if code == 0 and not outcome.lost:  # it finished before a cancel could stop it
             return TaskStatus(SUCCEEDED, attempt, 0)
         if self.cancelled:

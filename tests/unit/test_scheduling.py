@@ -55,7 +55,8 @@ def run(tmp_path, plans, capacity=2**30, **resources):
     store = DirectoryStore(tmp_path)
     res = {"vcpus": 1.0, "memory": 2**30, "timeout": None, "retries": 0, "infra_retries": 3,
            **resources}
-    config = {"spec": {"n_tasks": len(plans), "resources": res, "env": {}, "image": ""},
+    config = {"spec": {"job_id": "job-1", "command": [], "n_tasks": len(plans), "resources": res,
+                       "env": {}, "image": ""},
               "capacity": {"vcpus": 1.0, "memory": capacity}}
     runner = ScriptedRunner(plans)
     scheduler = Scheduler(store, "job-1", config, runner)
@@ -137,7 +138,8 @@ def test_a_resumed_scheduler_gives_adopted_attempts_the_environment_start_gave(t
     store = DirectoryStore(tmp_path)
     res = {"vcpus": 1.0, "memory": 256 * MiB, "timeout": None, "retries": 0, "infra_retries": 3,
            "more_memory": [1024 * MiB]}
-    config = {"spec": {"n_tasks": 1, "resources": res, "env": {"USER_VAR": "x"}, "image": "img"},
+    config = {"spec": {"job_id": "job-1", "command": [], "n_tasks": 1, "resources": res,
+                       "env": {"USER_VAR": "x"}, "image": "img"},
               "capacity": {"vcpus": 1.0, "memory": 2**31}}
     seen = {}
 

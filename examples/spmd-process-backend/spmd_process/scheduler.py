@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from spmd.batch_queue import ArraySpec
 from spmd.scheduling import Attempt, DirectoryStore, Outcome, Runner, scheduler_main
 
 from .launch import OOM_EXIT
@@ -57,9 +58,9 @@ class ProcessRunner(Runner):
 
     def __init__(self, store: DirectoryStore, job_id: str, config: dict):
         self.job_id = job_id
-        self.spec = config["spec"]
-        self.memory = self.spec["resources"]["memory"]
-        self.vcpus = self.spec["resources"]["vcpus"]
+        self.spec = ArraySpec.from_dict(config["spec"])
+        self.memory = self.spec.resources.memory
+        self.vcpus = self.spec.resources.vcpus
         self.python = config.get("python") or sys.executable
         self.children: dict[int, Child] = {}
         self.usage_dir = store.root / ".process-usage"
@@ -67,7 +68,7 @@ class ProcessRunner(Runner):
 
     def command(self) -> list[str]:
         """The spec's command, its Python being this environment's (there is no image)."""
-        command = list(self.spec["command"])
+        command = list(self.spec.command)
         if command and command[0] in PYTHONS:
             command[0] = self.python
         return command
