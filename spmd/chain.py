@@ -197,7 +197,7 @@ def upstream_files() -> Path:
                           "(step2.map(job1)), inside its task")
     store, ref = _current[-1]
     folder = Path(tempfile.mkdtemp(prefix=f"spmd-upstream-{ref.item}-",
-                                   dir=os.environ.get("SPMD_STAGE_DIR") or None))
+                                   dir=os.environ.get(protocol.STAGE_DIR) or None))
     data.download(store, ref.job_id, ref.item, folder)
     return folder
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from . import remote
+from . import protocol, remote
 from .errors import DataError
 from .object_store import ObjectStore
 
@@ -279,7 +279,7 @@ def replace(value: Any, convert, kinds: type | tuple = (File, DataRef, remote.Ur
 _STAGE_ROOT: Path | None = None
 #: the folder a task's runner made for its staged inputs and outputs, and removes however the
 #: task ends (a warm container's server: its children end with os._exit, or are killed)
-STAGE_DIR = "SPMD_STAGE_DIR"
+STAGE_DIR = protocol.STAGE_DIR
 
 
 def _stage_root() -> Path:

@@ -10,7 +10,8 @@ import logging
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import apt, budget, chain, codec, data, image, layout, remote, reuse as _reuse, shards, staging
+from . import (apt, budget, chain, codec, data, image, layout, protocol, remote, reuse as _reuse,
+               shards, staging)
 from .args import as_call
 from .backend import Backend, Capacity
 from .plugins import open_backend, task_runtime
@@ -246,7 +247,7 @@ class Knot:
 
         handle = ""
         if payloads:
-            env = {**self.env, "SPMD_STORE_URL": store.url, "SPMD_JOB_ID": job_id}
+            env = {**self.env, protocol.STORE_URL: store.url, protocol.JOB_ID: job_id}
             if self.secrets:
                 env.update(self.backend.queue.deliver_secrets(job_id, self.secrets))
             handle = self.backend.queue.submit(ArraySpec(

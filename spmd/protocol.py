@@ -38,9 +38,20 @@ INFRA_LOST = "SPMD_INFRA_LOST"             # earlier attempts retries do not cou
 ATTEMPT_OFFSET = "SPMD_ATTEMPT_OFFSET"     # attempts of the task in earlier submissions (a
 #                                            queue that resubmits it, e.g. with more memory)
 MEMORY = "SPMD_MEMORY"                     # this attempt's memory limit, bytes
+SINGLE_TASK = "SPMD_SINGLE_TASK"           # a Batch job of one task (no array index)
+SECRETS_DIR = "SPMD_SECRETS_DIR"           # the folder of the task's secrets (spmd.secrets)
+STAGE_DIR = "SPMD_STAGE_DIR"               # a warm container's folder for this task's staging
+PRELOAD = "SPMD_PRELOAD"                   # "0": a warm container imports nothing ahead
 
 #: variables that belong to one task and must not leak from a parent into another task
-PER_TASK = (ARRAY_INDEX, TASK_OFFSET, ATTEMPT, BATCH_ATTEMPT, INFRA_LOST, ATTEMPT_OFFSET, MEMORY)
+PER_TASK = (ARRAY_INDEX, TASK_OFFSET, ATTEMPT, BATCH_ATTEMPT, INFRA_LOST, ATTEMPT_OFFSET, MEMORY,
+            SINGLE_TASK)
+
+
+def clean_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """environ without the variables of another task (PER_TASK): what a queue that starts a
+    task from its own environment passes on."""
+    return {k: v for k, v in environ.items() if k not in PER_TASK}
 
 
 def task_index(environ: Mapping[str, str] = os.environ) -> int:

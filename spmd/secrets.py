@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from . import protocol
 from .errors import ConfigError
 
 #: the environment variable that names the folder of a task's secrets (files NAME.value, NAME.file)
-SECRETS_DIR = "SPMD_SECRETS_DIR"
+SECRETS_DIR = protocol.SECRETS_DIR
 #: the key prefix under which a directory store keeps a job's secrets until the job ends
 PREFIX = "secrets/"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -36,7 +36,7 @@ import tempfile
 import time
 import traceback
 
-from . import logcap, wire
+from . import logcap, protocol, wire
 
 WORKER = ("-m", "spmd.worker")
 ORPHANED = 300  # seconds idle with no scheduler connected before the server ends
@@ -96,13 +96,13 @@ class Server:
     def __init__(self, path: str, command: list[str]):
         self.command = command
         self.worker = is_worker(command)
-        self.preloading = os.environ.get("SPMD_PRELOAD", "1") != "0"
+        self.preloading = os.environ.get(protocol.PRELOAD, "1") != "0"
         self.store = None
         if self.worker:  # import and load once; every child inherits it
             from . import worker
-            self.store = worker.open_store(os.environ["SPMD_STORE_URL"])
+            self.store = worker.open_store(os.environ[protocol.STORE_URL])
             try:
-                worker.load_job(self.store, os.environ["SPMD_JOB_ID"])
+                worker.load_job(self.store, os.environ[protocol.JOB_ID])
             except Exception:  # each task then fails on it, with the traceback in its log
                 traceback.print_exc()
         if os.path.exists(path):
@@ -192,7 +192,7 @@ class Server:
             os.close(log.fd)
             if imports is not None:
                 os.close(imports)
-            os.environ["SPMD_STAGE_DIR"] = stage
+            os.environ[protocol.STAGE_DIR] = stage
             self.child_main(message, report, writer)  # never returns
         os.close(writer)
         if report is not None:
@@ -291,7 +291,7 @@ class Server:
         from . import worker
         logging.basicConfig(level=logging.INFO, format="%(asctime)s spmd.worker %(message)s")
         task, attempt = worker.task_index(), worker.attempt_number()
-        job_id = os.environ["SPMD_JOB_ID"]
+        job_id = os.environ[protocol.JOB_ID]
         logging.getLogger("spmd").info("job %s task %d attempt %d", job_id, task, attempt)
         return 0 if worker.run_task(self.store, job_id, task, attempt) else 1
 

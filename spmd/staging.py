@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from . import codec, data
+from . import codec, data, protocol
 from .destinations import Destinations
 from .errors import SerializationError
 
@@ -40,7 +40,7 @@ class Staged:
         from .worker import current_task
         task = current_task()
         if task is None:  # called by a runner other than spmd.worker: the task's environment
-            store, job_id = data.store_at(os.environ["SPMD_STORE_URL"]), os.environ["SPMD_JOB_ID"]
+            store, job_id = data.store_at(os.environ[protocol.STORE_URL]), os.environ[protocol.JOB_ID]
         else:
             store, job_id = task
         dest = self.destinations

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spmd import docker_engine, integrity, layout, logcap, secrets, wire
+from spmd import docker_engine, integrity, layout, logcap, protocol, secrets, wire
 from spmd.batch_queue import ArraySpec
 from spmd.errors import EngineError
 from spmd.scheduling import Attempt, DirectoryStore, Outcome, Runner, queue_key
@@ -257,7 +257,7 @@ class LocalRunner(Runner):
         container = self.engine_call(
             self.engine.containers.create,
             spec.image, ["python3", "-m", "spmd.serve", inside, "--", *spec.command],
-            name=slot.name, environment={**spec.env, "SPMD_IMAGE": spec.image},
+            name=slot.name, environment={**spec.env, protocol.IMAGE: spec.image},
             labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.vcpus": str(res.vcpus),
                     "spmd.memory": str(slot.memory), "spmd.socket": slot.socket_path,
                     "spmd.first": f"{slot.task}:{slot.attempt}"},

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from spmd import protocol
 from spmd.batch_queue import ArraySpec
 from spmd.scheduling import Attempt, DirectoryStore, Outcome, Runner, scheduler_main
 
@@ -36,9 +37,6 @@ from .queue import alive
 log = logging.getLogger("spmd.process")
 
 PYTHONS = ("python", "python3", f"python3.{sys.version_info.minor}")
-# Inherited from the client's environment these would mislead the worker about its task.
-NOT_INHERITED = ("AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ATTEMPT", "SPMD_TASK_OFFSET",
-                 "SPMD_ATTEMPT", "SPMD_SINGLE_TASK", "SPMD_ATTEMPT_OFFSET")
 
 
 @dataclass
@@ -79,7 +77,8 @@ class ProcessRunner(Runner):
             task, attempt = a.task, a.number
             folder = tempfile.mkdtemp(prefix=f"spmd-{self.job_id}-{task}-a{attempt}-")
             os.mkdir(os.path.join(folder, "work"))
-            child_env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+            # what this process inherited of another task would mislead the worker
+            child_env = protocol.clean_env(os.environ)
             child_env.update(a.env)
             memory = a.memory
             argv = [self.python, "-m", "spmd_process.launch", "--memory", str(memory),
