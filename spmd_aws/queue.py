@@ -51,13 +51,13 @@ from spmd.batch_queue import (CANCELLED, FAILED, SUCCEEDED, ArraySpec, BatchQueu
 from spmd.errors import ResourceError
 from spmd.object_store import ObjectStore
 
-from . import signing
+from . import chain, signing
 from .aws import AwsError, Clients, boundary, error_code
 from .config import MAX_ATTEMPTS, AwsSettings
 from .compute import check_fits, instance_sizes
 from .provision import Deployment, deployment, ensure_log_group
-from .reasons import (CANCEL_REASON, NEVER_PLACED, UNPLACEABLE, UNPLACED_REASON, exit_code,
-                      retry_strategy, task_status)
+from .reasons import (CANCEL_REASON, NEVER_PLACED, NOT_RUN, UNPLACEABLE, UNPLACED_REASON,
+                      exit_code, retry_strategy, task_status)
 from .stack import CONTENT_TAG
 
 __all__ = ["AwsBatchQueue", "CANCEL_REASON", "task_status"]  # the reasons are spmd_aws.reasons'
@@ -105,8 +105,17 @@ def split(n_tasks: int) -> list[tuple[int, int]]:
     return out
 
 
+def parts(n_tasks: int, cap: int | None = None) -> list[tuple[int, int]]:
+    """(first task, size) of each submission: split(n_tasks), or with a cap (max_parallel)
+    waves of at most cap tasks, each following the one before (spmd_aws.chain's waves)."""
+    if not cap:
+        return split(n_tasks)
+    size = min(cap, MAX_ARRAY)
+    return [(offset, min(size, n_tasks - offset)) for offset in range(0, n_tasks, size)]
+
+
 def encode_handle(jobs: list[tuple[str, int, int]], attempts: int = 1, grows: str = "",
-                  job: str = "") -> str:
+                  job: str = "", after: dict | None = None) -> str:
     """The handle of submitted jobs ``(job id, first task, size)`` allowing ``attempts`` each;
     ``grows``: the spmd job id whose tasks get more memory after an out-of-memory kill;
     ``job``: the spmd job id (where its outputs are, should Batch forget its jobs)."""
@@ -115,6 +124,8 @@ def encode_handle(jobs: list[tuple[str, int, int]], attempts: int = 1, grows: st
         data["grows"] = grows
     if job:
         data["job"] = job
+    if after:
+        data["after"] = after  # the upstream job of a chained map (spmd_aws.chain)
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -147,6 +158,14 @@ def forgotten_status(job_id: str) -> TaskStatus:
     return TaskStatus(FAILED, 0, None, f"the scheduler no longer knows this job: AWS Batch "
                       f"describes no job {job_id} (it keeps ended jobs for a limited time)",
                       "infrastructure")
+
+
+def waits_for(before: str, before_size: int, size: int) -> dict:
+    """The dependsOn entry of a wave on the wave before it: child i after child i (N_TO_N)
+    when both are arrays of one size, else after the whole wave."""
+    if before_size == size > 1:
+        return {"jobId": before, "type": "N_TO_N"}
+    return {"jobId": before}
 
 
 def child_id(job_id: str, offset: int, size: int, task: int) -> str:
@@ -260,6 +279,7 @@ class AwsBatchQueue(BatchQueue):
     """Runs arrays on the stack's AWS Batch job queue."""
 
     grows_memory = True  # spmd_aws.memory: a task killed for memory runs again, larger
+    caps_parallel = True  # max_parallel: waves of that size, each N_TO_N after the one before
 
     def __init__(self, opts: AwsSettings, clients: Clients | None = None,
                  store: Callable[[], ObjectStore] | None = None):
@@ -277,6 +297,7 @@ class AwsBatchQueue(BatchQueue):
         self._outputs_seen: dict[str, set[int]] = {}  # spmd job -> tasks with an output (forgotten)
         self._known: dict[str, dict[str, dict]] = {}  # array -> child id -> its last summary
         self._memory_records: dict[str, dict] = {}  # spmd_aws.memory's records, read once
+        self._written: set[tuple[str, int]] = set()  # (job, task)s given UpstreamFailed outputs (spmd_aws.chain)
 
     @property
     def batch(self):
@@ -336,7 +357,8 @@ class AwsBatchQueue(BatchQueue):
                   write_key: str = "0" * 64) -> list[tuple[dict, int, int]]:
         """Each SubmitJob request with its (first task, size); ResourceError if one is too big."""
         out = []
-        for number, (offset, size) in enumerate(split(spec.n_tasks)):
+        upstream = decode_handle(spec.after_handle) if spec.after_job and spec.after_handle else []
+        for number, (offset, size) in enumerate(parts(spec.n_tasks, spec.max_parallel)):
             env = {**spec.env, "SPMD_IMAGE": spec.image, signing.ENV: write_key}
             if offset:
                 env["SPMD_TASK_OFFSET"] = str(offset)
@@ -352,6 +374,10 @@ class AwsBatchQueue(BatchQueue):
             }
             if size > 1:
                 request["arrayProperties"] = {"size": size}
+            if upstream:
+                after = chain.depends_on(spec, offset, size, upstream)
+                if after:
+                    request["dependsOn"] = after
             overrides = submit_size(request["containerOverrides"])
             if overrides > MAX_OVERRIDES - BATCH_OVERRIDES:
                 largest = max(spec.env, key=lambda k: len(spec.env[k]), default=None)
@@ -382,6 +408,8 @@ class AwsBatchQueue(BatchQueue):
                                 f"{MAX_ATTEMPTS} times, so retries can be at most {MAX_ATTEMPTS - 1}")
         # ARNs as long as the stack's can be: the real ones are known only after provisioning
         self._requests(spec, "q" * 200, "d" * 240)
+        if spec.after_job and spec.after_handle:
+            chain.check(spec, decode_handle(spec.after_handle), bool(grows(spec.after_handle)))
         if res.more_memory:
             if self._store is None:
                 raise ResourceError("this AwsBatchQueue has no store, so it cannot grow the "
@@ -416,6 +444,9 @@ class AwsBatchQueue(BatchQueue):
         with boundary(AwsError, f"submitting job {spec.job_id} to AWS Batch"):
             try:
                 for request, offset, size in requests:
+                    if spec.max_parallel and submitted:  # the next wave follows this one
+                        request["dependsOn"] = [*request.get("dependsOn", ()),
+                                                waits_for(*submitted[-1][::2], size)]
                     submitted.append((self.batch.submit_job(**request)["jobId"], offset, size))
             except BaseException:
                 for job_id, _, _ in submitted:  # leave no half-submitted job running
@@ -423,8 +454,11 @@ class AwsBatchQueue(BatchQueue):
                 raise
         # "attempts" counts those for errors in the user's code: a task that succeeded is
         # described for its attempts only when it could have retried after such an error.
+        after = {"job": spec.after_job, "handle": spec.after_handle} \
+            if spec.after_job and spec.after_handle else None
         return encode_handle(submitted, spec.resources.retries + 1,
-                             spec.job_id if spec.resources.more_memory else "", spec.job_id)
+                             spec.job_id if spec.resources.more_memory else "", spec.job_id,
+                             after)
 
     def submit_one(self, spec: ArraySpec, name: str) -> str:
         """Submit a one-task spec as a plain job named name; its Batch job id."""
@@ -567,7 +601,25 @@ class AwsBatchQueue(BatchQueue):
         if grows(handle):
             from . import memory
             memory.grow(self, self._store, grows(handle), out)
+        after = chain.after_of(handle)
+        if after and self._store is not None:
+            self._upstream_failed(handle, after, out)
         return out
+
+    def _upstream_failed(self, handle: str, after: dict, out: dict[int, TaskStatus]) -> None:
+        """Each task Batch failed because its upstream task failed gets an output of
+        UpstreamFailed errors (spmd_aws.chain), written once."""
+        spmd_job = json.loads(handle).get("job", "")
+        for job_id, offset, size in decode_handle(handle):
+            for task in range(offset, offset + size):
+                status = out.get(task)
+                if status is None or status.state != FAILED or (spmd_job, task) in self._written \
+                        or not status.reason.startswith(NOT_RUN):
+                    continue
+                record = self._ended.get(child_id(job_id, offset, size, task))
+                if chain.dependency_failed(record):
+                    self._written.add((spmd_job, task))
+                    chain.write_failed(self, after, spmd_job, task, record)
 
     def _end_unplaceable(self, parent: str, offset: int, size: int, children: dict[str, dict],
                          out: dict[int, TaskStatus]) -> bool:

@@ -34,6 +34,10 @@ from .task import TIMEOUT_EXIT  # spmd_aws.task's exit code when its own short t
 
 CANCEL_REASON = "spmd: cancelled by the user"
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"  # Batch's own timeout
+#: why AWS Batch failed a job without running it: a job in its dependsOn failed
+#: ("Job dependencies", AWS Batch user guide: the dependent job moves PENDING to FAILED)
+DEPENDENCY_FAILED = "Dependent Job failed"
+NOT_RUN = "not run: a job it depends on failed"  # such a task's reason
 #: ECS stop codes of a container that never ran: the image was not pulled, created or started
 IMAGE_ERRORS = ("CannotPullContainerError", "CannotStartContainerError",
                 "CannotCreateContainerError", "CannotInspectContainerError",
@@ -162,6 +166,9 @@ def _classify(job: dict, waiting: str = "") -> TaskStatus:
         limit = _timeout_of(job)
         return TaskStatus(FAILED, attempts, code,
                           f"timed out after {limit}" if limit else f"timed out ({own})", "timeout")
+    if own.startswith(DEPENDENCY_FAILED):  # never ran: spmd_aws.chain names the upstream item
+        return TaskStatus(FAILED, attempts, code, f"{NOT_RUN} ({own})",
+                          "error")
     found = _starting(texts, ("OutOfMemoryError",))
     if found:
         return TaskStatus(FAILED, attempts, code, f"out of memory ({found})", "oom")

@@ -14,6 +14,7 @@ respect and says which; spmd_aws itself never knows about any of them.
     any client's DescribeJobs of more than 100 ids ──> refused, as AWS does
     spmd_aws's Create/UpdateJobQueue ──> DescribeJobQueues gives back jobStateTimeLimitActions
     moto's jobs ──> write their logs to the job definition's awslogs-group
+    moto's jobs ──> wait for their dependsOn as AWS does (N_TO_N by index, whole arrays)
     docker events ──> vCPU and memory limits applied; kills for memory remembered
 """
 from __future__ import annotations
@@ -107,6 +108,45 @@ def _awslogs_group(definition) -> str:
 def _ended(job_id: str) -> bool:
     job = _moto_job(job_id)
     return job is None or job.stop or job.job_stopped
+
+
+def _dependency_ended(job, dependency: dict) -> str:
+    """'' while the job a dependency names runs, else SUCCEEDED or FAILED, as AWS reads it:
+    an N_TO_N entry names the child of the same index; an array parent has ended when its
+    children have, FAILED if one did ("Array jobs": a parent is FAILED when a child fails)."""
+    target = dependency["jobId"]
+    index = (job.array_properties or {}).get("index")
+    if dependency.get("type") == "N_TO_N" and index is not None:
+        target = f"{target}:{index}"
+    found = job.all_jobs.get(target)
+    if found is None:
+        return ""
+    jobs = found._child_jobs or [found]
+    states = [j.status for j in jobs]
+    if "FAILED" in states and all(j.job_stopped for j in jobs):
+        return "FAILED"
+    return "SUCCEEDED" if all(s == "SUCCEEDED" for s in states) else ""
+
+
+def _wait_for_dependencies(job) -> bool:
+    """AWS starts a job once every job of its dependsOn has SUCCEEDED, an N_TO_N entry
+    meaning the child of the same index, and fails it without running it, statusReason
+    "Dependent Job failed", once one has FAILED ("Job dependencies", AWS Batch user guide).
+    moto 5.2.5 waits for the named job itself (an array parent it never marks ended, so an
+    N_TO_N child waits forever) and fails a job without a reason."""
+    import time
+    while True:
+        ended = [_dependency_ended(job, d) for d in job.depends_on or ()]
+        if "FAILED" in ended:
+            job.job_stopped_reason = "Dependent Job failed"
+            job._mark_stopped(success=False)
+            return False
+        if all(e == "SUCCEEDED" for e in ended):
+            return True
+        if job.stop:  # cancelled while it waited
+            job._mark_stopped(success=False)
+            return False
+        time.sleep(0.5)
 
 
 class Scheduler:
@@ -296,6 +336,7 @@ class Harness:
             job_init(self, *args, **kwargs)
             self._log_group = _awslogs_group(self.job_definition) or self._log_group
         monkeypatch.setattr(Job, "__init__", job)
+        monkeypatch.setattr(Job, "_wait_for_dependencies", _wait_for_dependencies)
         publish = EcrRegistry.publish
 
         def published(registry, local_image, tag):
