@@ -9,7 +9,7 @@ from .args import Args
 from .backend import Backend, Capacity
 from .batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
 from .codec import RemoteTraceback
-from .chain import gather, upstream_files
+from .chain import gather
 from .command import Command, CommandResult
 from .data import File, open_url, outputs
 from .errors import (
@@ -27,6 +27,7 @@ from .job import Job, as_completed, wait
 from .knot import Knot, attach
 from .object_store import ObjectStore
 from .secrets import Secret
+from .upstream import upstream_files
 
 __version__ = "0.1.0"
 

@@ -6,40 +6,19 @@ with its result as the input, and no byte relayed by the client.
              says which upstream tasks each task waits for (ArraySpec.after_tasks)
     engine   starts task t once job 1's tasks in after_tasks[t] have ended (the scheduler
              core here; Batch N_TO_N and Slurm aftercorr where they are aligned)
-    task     resolve() reads job 1's output of item i from the store: its value, or
-             UpstreamFailed naming the item and its error; upstream_files() stages that
-             item's output files
+    task     spmd.upstream.resolve() reads job 1's output of item i from the store: its
+             value, or UpstreamFailed naming the item and its error
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from . import codec, layout, protocol
-from .errors import ConfigError, UpstreamFailed
+from . import layout
+from .errors import ConfigError
+from .upstream import Gather, references
 
 if TYPE_CHECKING:
     from .job import Job
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """The result of item ``item`` of job ``job_id``, as a chained map's input."""
-
-    job_id: str
-    item: int
-
-
-@dataclass(frozen=True)
-class Gather:
-    """The results of several items of job ``job_id`` (in order), as one input."""
-
-    job_id: str
-    items: tuple[int, ...]
-    skip_failed: bool = False
 
 
 def gather(job: "Job", items: Sequence[int] | None = None, *, skip_failed: bool = False) -> Gather:
@@ -86,18 +65,6 @@ def task_order(upstream: layout.Manifest) -> list[int]:
     return [*upstream.submitted, *upstream.reused]
 
 
-def references(call: tuple) -> list[tuple[str, int]]:
-    """The upstream (job id, item) pairs one call reads, from its top-level arguments."""
-    args, kwargs = call
-    out = []
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, Upstream):
-            out.append((value.job_id, value.item))
-        elif isinstance(value, Gather):
-            out.extend((value.job_id, item) for item in value.items)
-    return out
-
-
 def referenced_job(calls: Sequence[tuple]) -> "Job | None":
     """The one job a map's items gather from (None: none); refuses several, or one this
     process does not hold."""
@@ -133,71 +100,3 @@ def check_same_store(job: "Job", store) -> None:
     if job.backend.store.url != store.url:
         raise ConfigError(f"job {job.id} is in store {job.backend.store.url}, this map's is "
                           f"{store.url}: chain maps of one backend and profile")
-
-
-# -- in the task ---------------------------------------------------------------------------
-
-def resolve(store, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """args and kwargs with each Upstream replaced by its value (UpstreamFailed if it failed);
-    the call's upstream items are kept for upstream_files()."""
-    _current[:] = [(store, a) for a in (*args, *kwargs.values()) if isinstance(a, Upstream)]
-    if not any(isinstance(a, (Upstream, Gather)) for a in (*args, *kwargs.values())):
-        return args, kwargs
-
-    def value(a):
-        if isinstance(a, Upstream):
-            return _value(store, a)
-        if isinstance(a, Gather):
-            return _gathered(store, a)
-        return a
-    return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
-
-
-def _gathered(store, ref: Gather) -> list:
-    values = []
-    for item in ref.items:
-        try:
-            values.append(_value(store, Upstream(ref.job_id, item)))
-        except UpstreamFailed:
-            if not ref.skip_failed:
-                raise
-    return values
-
-
-def _manifest(store, job_id: str) -> layout.Manifest:
-    return layout.Manifest.from_json(store.get(layout.manifest_key(job_id)))
-
-
-def _value(store, ref: Upstream) -> Any:
-    manifest = _manifest(store, ref.job_id)
-    task = manifest.task_of(ref.item)
-    if task is None:
-        from .reuse import load_reused
-        return load_reused(store, ref.job_id)[ref.item].value.load()
-    output = protocol.read_output(store, ref.job_id, task)
-    if output is None:
-        raise UpstreamFailed(ref.job_id, ref.item, "it ended without a result (lost or "
-                             "cancelled): see its job's report")
-    kind, payload = output.results[manifest.items_of(task).index(ref.item)]
-    if kind != protocol.OK:
-        error = codec.rebuild_exception(payload)
-        raise UpstreamFailed(ref.job_id, ref.item, f"{type(error).__name__}: {error}")
-    return payload.load()
-
-
-_current: list[tuple[Any, Upstream]] = []  # the store and upstream items of the running call
-
-
-def upstream_files() -> Path:
-    """In a chained map's task: a folder with the output files (``spmd.outputs()``) of the
-    upstream item this call's input came from, fetched on first use."""
-    from . import data
-    if not _current:
-        raise ConfigError("spmd.upstream_files() is for the function of a chained map "
-                          "(step2.map(job1)), inside its task")
-    store, ref = _current[-1]
-    folder = Path(tempfile.mkdtemp(prefix=f"spmd-upstream-{ref.item}-",
-                                   dir=os.environ.get(protocol.STAGE_DIR) or None))
-    data.download(store, ref.job_id, ref.item, folder)
-    return folder
-

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from . import budget, codec, layout, protocol
+from . import budget, codec, layout, protocol, upstream
 from .backend import Backend
 from .batch_queue import PENDING, RUNNING, STATES, TERMINAL, TaskStatus
 from .errors import FailureBudgetSpent, JobNotFound, ObjectNotFound, ResultDamaged, WatchFailed
@@ -317,6 +317,14 @@ class Job:
 
     def _apply(self, resolution: protocol.Resolution) -> None:
         task, items = resolution.task, self.manifest.items_of(resolution.task)
+        if resolution.kind != "output" and self.manifest.chained:
+            # an engine that does not run an item whose input failed (Batch's "Dependent Job
+            # failed", Slurm's unsatisfiable aftercorr): say which input, as the task would
+            failed = {i: e for i in items
+                      if (e := upstream.upstream_failure(self.backend.store, self.manifest.after, i))}
+            for index, error in failed.items():
+                self._end(index, False, error)
+            items = [i for i in items if i not in failed]
         if resolution.kind == "output":
             for index, (kind, payload) in zip(items, resolution.output.results):
                 if kind == protocol.OK:

@@ -22,6 +22,7 @@ from .job import Job
 from .layout import Manifest
 from .errors import ConfigError, ResourceError
 from .secrets import Secret, check as check_secrets
+from .upstream import Upstream as upstream_ref, references
 from .units import format_bytes, parse_memory
 
 log = logging.getLogger("spmd")
@@ -196,7 +197,7 @@ class Knot:
                           for j in range(0, len(run), size)]
 
         chained = upstream is not None and upstream.manifest.n_items == len(calls) and all(
-            chain.references(call) == [(upstream.id, i)] for i, call in enumerate(calls))
+            references(call) == [(upstream.id, i)] for i, call in enumerate(calls))
         run = chain.task_order(upstream.manifest) if chained else list(range(len(calls)))
         if not reuse:  # (with reuse, the keys above pickled every item already)
             size, payloads = plan(run)  # every item pickled before anything is built or written
@@ -231,7 +232,7 @@ class Knot:
                             items=run if run != list(range(len(calls))) else None, reuse_key=key,
                             outputs_to=destinations.template if destinations else "",
                             data_rule=[rule.inputs, rule.outputs], max_failures=failure_limit,
-                            after=upstream.id if upstream else "")
+                            after=upstream.id if upstream else "", chained=chained)
         if url_refs or destinations is not None:
             store.put_json(layout.data_key(job_id),
                            data.job_data(staged, url_refs, destinations))
@@ -277,7 +278,7 @@ class Knot:
         if type(self.backend.queue) is not type(upstream.backend.queue):
             raise ConfigError(f"job {upstream.id} runs on another backend: chain maps of one "
                               f"backend and profile")
-        return [chain.Upstream(upstream.id, i) for i in range(upstream.manifest.n_items)]
+        return [upstream_ref(upstream.id, i) for i in range(upstream.manifest.n_items)]
 
     @staticmethod
     def _after(upstream: Job | None, calls: list, run: list[int], size: int) -> dict:

@@ -113,8 +113,10 @@ class Manifest:
     #: the most failed items before what has not started is cancelled (None: spmd.budget's
     #: default rule)
     max_failures: int | None = None
-    #: the job a chained map follows, item by item ('': none; spmd.chain)
+    #: the job a chained map (or a gather) reads results of ('': none; spmd.chain)
     after: str = ""
+    #: item i is the result of item i of ``after`` (step2.map(job1)), not a gather
+    chained: bool = False
 
     @property
     def outputs_wait_for_queue(self) -> bool:

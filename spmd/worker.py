@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import attempts, chain, codec, layout, protocol, secrets, shards
+from . import attempts, codec, layout, protocol, secrets, shards, upstream
 from .layout import Manifest
 from .object_store import ObjectStore
 from .plugins import open_store
@@ -91,7 +91,7 @@ def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int, infra_lo
             results.append(before)
             continue
         try:
-            args, kwargs = chain.resolve(store, args, kwargs)  # a chained map's inputs
+            args, kwargs = upstream.resolve(store, args, kwargs)  # a chained map's inputs
             # Each value is pickled alone: an unpicklable result fails only its own call.
             results.append((OK, codec.Pickled.of(func(*args, **kwargs))))
         except Exception as exc:

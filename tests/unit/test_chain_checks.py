@@ -2,7 +2,7 @@
 import pytest
 
 import spmd
-from spmd.testing import functions
+from spmd.testing import functions, memory
 
 
 def test_a_part_of_a_jobs_futures_is_refused(knot):
@@ -27,3 +27,21 @@ def test_gather_checks_its_items_and_one_job_per_map(knot):
         spmd.gather([1, 2])
     with pytest.raises(spmd.ConfigError, match="results of 2 jobs"):
         knot(functions.add).map([(spmd.gather(one), spmd.gather(two))], starmap=True)
+
+
+def test_an_item_the_engine_did_not_run_says_which_input_failed(knot):
+    # Batch fails a child whose N_TO_N dependency failed, without running it; Slurm cancels an
+    # array task whose aftercorr cannot be met: the client names the failed input then.
+    first = knot(functions.fragile).map(range(4), chunksize=1)
+    first.wait(30)
+    k = knot(functions.square)
+    lost = memory.Fault("error", "Dependent Job failed")
+    k.backend.queue.faults.update({t: {1: lost} for t in range(4)})
+    second = k.map(first)
+    errors = [f.exception(timeout=30) for f in second.futures]
+    for i, error in enumerate(errors):
+        if first.futures[i].exception() is None:
+            assert type(error) is spmd.TaskLost and "Dependent Job failed" in str(error)
+        else:
+            assert isinstance(error, spmd.UpstreamFailed) and error.item == i, error
+            assert type(first.futures[i].exception()).__name__ in str(error)
