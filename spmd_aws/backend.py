@@ -6,6 +6,7 @@ up and provision what is missing (``spmd aws up`` does it explicitly).
 """
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -65,7 +66,10 @@ class AwsBackend(Backend):
         config says: the stack is looked up first, and made or updated when it is missing or
         differs from the config (as the first submit would)."""
         vcpus = self.queue.deployment().max_vcpus or self.opts.max_vcpus
-        return Capacity(vcpus=vcpus, memory=self.opts.max_memory or int(vcpus * MEMORY_PER_VCPU))
+        # GPUs: any number passes here; the queue refuses at submit what no instance type
+        # of the compute environment holds (compute.check_fits) and GPUs on Fargate
+        return Capacity(vcpus=vcpus, memory=self.opts.max_memory or int(vcpus * MEMORY_PER_VCPU),
+                        gpus=math.inf)
 
     def estimate_cost(self, report):
         """The run report's cost estimate (spmd_aws.cost): vCPU-seconds × price, plus requests."""

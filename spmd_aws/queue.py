@@ -299,6 +299,10 @@ class AwsBatchQueue(BatchQueue):
         self._memory_records: dict[str, dict] = {}  # spmd_aws.memory's records, read once
         self._written: set[tuple[str, int]] = set()  # (job, task)s given UpstreamFailed outputs (spmd_aws.chain)
 
+    def gpus(self, spec: ArraySpec) -> int | None:
+        """GPUs per task: the Knot's (Knot(gpus=N)), else the profile's ``gpus`` default."""
+        return spec.resources.gpus or self.opts.gpus
+
     @property
     def batch(self):
         return self.clients("batch")
@@ -311,7 +315,7 @@ class AwsBatchQueue(BatchQueue):
 
     def definition_arn(self, spec: ArraySpec) -> str:
         """The ARN of the job definition for spec, registered only if no such one exists."""
-        request = job_definition(spec, self.deployment(), self.opts.gpus, self.opts.architecture)
+        request = job_definition(spec, self.deployment(), self.gpus(spec), self.opts.architecture)
         digest = content_hash(request)
         if digest in self._definitions:
             return self._definitions[digest]
@@ -402,7 +406,7 @@ class AwsBatchQueue(BatchQueue):
         """What AWS would refuse, refused here before any AWS call (gpus on Fargate, the
         SubmitJob size, retries above Batch's 10 attempts)."""
         res = spec.resources
-        resource_requirements(res, self.opts.gpus, self.opts.stack.fargate)
+        resource_requirements(res, self.gpus(spec), self.opts.stack.fargate)
         if res.retries + 1 > MAX_ATTEMPTS:
             raise ResourceError(f"retries={res.retries}: AWS Batch runs a task at most "
                                 f"{MAX_ATTEMPTS} times, so retries can be at most {MAX_ATTEMPTS - 1}")
@@ -417,7 +421,7 @@ class AwsBatchQueue(BatchQueue):
             retry_strategy(res.retries, res.infra_retries, MAX_ATTEMPTS, self.opts.stack.fargate,
                            bool(res.timeout) and res.timeout < MIN_TIMEOUT, grows_memory=True)
             for memory in res.more_memory:
-                resource_requirements(replace(res, memory=memory), self.opts.gpus,
+                resource_requirements(replace(res, memory=memory), self.gpus(spec),
                                       self.opts.stack.fargate)
 
     def check_placeable(self, spec: ArraySpec, where: Deployment) -> None:
@@ -428,7 +432,7 @@ class AwsBatchQueue(BatchQueue):
         if self._sizes is None:
             with boundary(AwsError, "looking up the compute environment's instance types"):
                 self._sizes = instance_sizes(self.clients("ec2"), where.instance_types)
-        check_fits(spec.resources, self.opts.gpus, self._sizes, where.max_vcpus,
+        check_fits(spec.resources, self.gpus(spec), self._sizes, where.max_vcpus,
                    f"{where.compute_environment} ({', '.join(where.instance_types)})")
 
     def submit(self, spec: ArraySpec) -> str:
