@@ -76,6 +76,7 @@ def cmd_clean(args) -> int:
             from ..integrity import forget
             forget(backend.store, manifest.job_id)
             _remove_view(backend.store, manifest.job_id)
+            _remove_secrets(backend.store, manifest.job_id)
         if manifest.reuse_key:  # later reruns no longer find its results
             n += 1
             if not args.dry_run:
@@ -129,6 +130,13 @@ def clean_data(backend, *, dry_run: bool) -> list[str]:
     if busy:
         lines.append(f"kept {len(busy)} inputs of jobs still running")
     return lines + clean_fetched(backend.store, time.time() + 1, dry_run=dry_run)
+
+
+def _remove_secrets(store, job_id: str) -> None:
+    """Drop a job's secrets a scheduler that died left in a directory store (spmd.secrets)."""
+    if callable(getattr(store, "path", None)):
+        from .. import secrets
+        secrets.remove(store, job_id)
 
 
 def _remove_view(store, job_id: str) -> None:

@@ -121,8 +121,11 @@ def test_clean_removes_one_job_and_nothing_else(store_dir, engine):
     dry = spmd_cli("clean", gone.id, "--dry-run", env_store=store_dir)
     assert dry.returncode == 0 and f"would remove job {gone.id}" in dry.stdout
     assert spmd_cli("status", gone.id, env_store=store_dir).returncode == 0
+    # as if its scheduler had died before removing the job's secrets
+    left = spmd.secrets.write(store, gone.id, [spmd.Secret("TOKEN", value="left behind")])
     done = spmd_cli("clean", gone.id, env_store=store_dir)
     assert done.returncode == 0 and f"removed job {gone.id}" in done.stdout
+    assert not left.exists()
     assert spmd_cli("status", gone.id, env_store=store_dir).returncode == 2
     # Its cached results went with it: a rerun runs "y" again, and still reuses "x".
     assert list(store.list("cache/")) == [f"cache/{key}/{keep.id}.json"]
