@@ -7,6 +7,9 @@
     backend  delivers them its own way (Backend.deliver_secrets): local and process keep
              them in <store>/spmd/secrets/<job>/ (0700, files 0600), mounted read-only
              into that job's tasks only and removed when the job's scheduler ends
+    backend  or through the environment (aws: Batch puts them there from Secrets Manager):
+             a value secret as its own variable, a file secret's content base64-encoded in
+             SPMD_SECRET_FILE_<NAME>
     task     apply(): a value secret becomes the environment variable of its name; a file
              secret a 0600 file whose path is in that variable
 
@@ -14,6 +17,7 @@ A secret's value is never in a pickle, spec.json, a log, the report or ``spmd co
 """
 from __future__ import annotations
 
+import base64
 import os
 import re
 import stat
@@ -29,6 +33,9 @@ from .errors import ConfigError
 SECRETS_DIR = protocol.SECRETS_DIR
 #: the key prefix under which a directory store keeps a job's secrets until the job ends
 PREFIX = "secrets/"
+#: the variable that carries a file secret's content, base64, where a backend delivers secrets
+#: through the environment
+FILE_ENV = "SPMD_SECRET_FILE_"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -114,11 +121,19 @@ def remove(store, job_id: str) -> None:
 
 def apply(environ=os.environ) -> list[str]:
     """Set each delivered secret's environment variable; returns their names. A file secret
-    whose folder is not private is copied into a private temporary file first."""
+    whose folder is not private is copied into a private temporary file first; one delivered
+    in SPMD_SECRET_FILE_<NAME> is written to a private temporary file (the variable removed)."""
+    names = []
+    for variable in sorted(v for v in environ if v.startswith(FILE_ENV)):
+        name = variable[len(FILE_ENV):]
+        fd, path = tempfile.mkstemp(prefix="spmd-secret-")  # 0600
+        with os.fdopen(fd, "wb") as out:
+            out.write(base64.b64decode(environ.pop(variable)))
+        environ[name] = path
+        names.append(name)
     where = environ.get(SECRETS_DIR)
     if not where or not os.path.isdir(where):
-        return []
-    names = []
+        return names
     for entry in sorted(os.listdir(where)):
         name, _, kind = entry.rpartition(".")
         path = os.path.join(where, entry)

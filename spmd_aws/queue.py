@@ -115,7 +115,7 @@ def parts(n_tasks: int, cap: int | None = None) -> list[tuple[int, int]]:
 
 
 def encode_handle(jobs: list[tuple[str, int, int]], attempts: int = 1, grows: str = "",
-                  job: str = "", after: dict | None = None) -> str:
+                  job: str = "", after: dict | None = None, secrets: dict | None = None) -> str:
     """The handle of submitted jobs ``(job id, first task, size)`` allowing ``attempts`` each;
     ``grows``: the spmd job id whose tasks get more memory after an out-of-memory kill;
     ``job``: the spmd job id (where its outputs are, should Batch forget its jobs)."""
@@ -126,6 +126,8 @@ def encode_handle(jobs: list[tuple[str, int, int]], attempts: int = 1, grows: st
         data["job"] = job
     if after:
         data["after"] = after  # the upstream job of a chained map (spmd_aws.chain)
+    if secrets:  # the ARNs (never values) of the job's secrets, deleted when it has ended
+        data["secrets"] = secrets
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -280,6 +282,7 @@ class AwsBatchQueue(BatchQueue):
 
     grows_memory = True  # spmd_aws.memory: a task killed for memory runs again, larger
     caps_parallel = True  # max_parallel: waves of that size, each N_TO_N after the one before
+    takes_secrets = True  # Secrets Manager, through the job definition (spmd_aws.secrets)
 
     def __init__(self, opts: AwsSettings, clients: Clients | None = None,
                  store: Callable[[], ObjectStore] | None = None):
@@ -297,6 +300,8 @@ class AwsBatchQueue(BatchQueue):
         self._outputs_seen: dict[str, set[int]] = {}  # spmd job -> tasks with an output (forgotten)
         self._known: dict[str, dict[str, dict]] = {}  # array -> child id -> its last summary
         self._memory_records: dict[str, dict] = {}  # spmd_aws.memory's records, read once
+        self._secrets: dict[str, dict] = {}  # job id -> what spmd_aws.secrets.deliver made
+        self._secrets_removed: set[str] = set()
         self._written: set[tuple[str, int]] = set()  # (job, task)s given UpstreamFailed outputs (spmd_aws.chain)
 
     def gpus(self, spec: ArraySpec) -> int | None:
@@ -316,6 +321,10 @@ class AwsBatchQueue(BatchQueue):
     def definition_arn(self, spec: ArraySpec) -> str:
         """The ARN of the job definition for spec, registered only if no such one exists."""
         request = job_definition(spec, self.deployment(), self.gpus(spec), self.opts.architecture)
+        delivered = self._secrets.get(spec.job_id)
+        if delivered:  # the values stay in Secrets Manager: Batch's agent reads them
+            request["containerProperties"].update(secrets=delivered["refs"],
+                                                  executionRoleArn=delivered["role"])
         digest = content_hash(request)
         if digest in self._definitions:
             return self._definitions[digest]
@@ -435,7 +444,36 @@ class AwsBatchQueue(BatchQueue):
         check_fits(spec.resources, self.gpus(spec), self._sizes, where.max_vcpus,
                    f"{where.compute_environment} ({', '.join(where.instance_types)})")
 
+    def deliver_secrets(self, job_id: str, secrets: tuple) -> dict[str, str]:
+        """Secrets Manager secrets the job definition names (spmd_aws.secrets); no variable
+        is added to SubmitJob's environment."""
+        from . import secrets as aws_secrets
+        self._secrets[job_id] = aws_secrets.deliver(self, job_id, tuple(secrets))
+        return {}
+
+    def _remove_secrets(self, handle: str, out: Mapping[int, TaskStatus]) -> None:
+        """Once every task has ended, the job's secrets are deleted (once per process)."""
+        data = json.loads(handle)
+        job, delivered = data.get("job", ""), data.get("secrets")
+        total = sum(size for _, _, size in decode_handle(handle))
+        if not delivered or job in self._secrets_removed or len(out) < total \
+                or any(status.state not in (SUCCEEDED, FAILED, CANCELLED)
+                       for status in out.values()):
+            return
+        from . import secrets as aws_secrets
+        aws_secrets.remove(self, delivered)
+        self._secrets_removed.add(job)
+
     def submit(self, spec: ArraySpec) -> str:
+        try:
+            return self._submit(spec)
+        except BaseException:
+            if spec.job_id in self._secrets:  # no task will read them
+                from . import secrets as aws_secrets
+                aws_secrets.remove(self, self._secrets.pop(spec.job_id))
+            raise
+
+    def _submit(self, spec: ArraySpec) -> str:
         self.check(spec)
         if spec.resources.more_memory:
             from . import memory
@@ -462,7 +500,7 @@ class AwsBatchQueue(BatchQueue):
             if spec.after_job and spec.after_handle else None
         return encode_handle(submitted, spec.resources.retries + 1,
                              spec.job_id if spec.resources.more_memory else "", spec.job_id,
-                             after)
+                             after, self._secrets.get(spec.job_id))
 
     def submit_one(self, spec: ArraySpec, name: str) -> str:
         """Submit a one-task spec as a plain job named name; its Batch job id."""
@@ -608,6 +646,7 @@ class AwsBatchQueue(BatchQueue):
         after = chain.after_of(handle)
         if after and self._store is not None:
             self._upstream_failed(handle, after, out)
+        self._remove_secrets(handle, out)
         return out
 
     def _upstream_failed(self, handle: str, after: dict, out: dict[int, TaskStatus]) -> None:

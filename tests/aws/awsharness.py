@@ -15,6 +15,7 @@ respect and says which; spmd_aws itself never knows about any of them.
     spmd_aws's Create/UpdateJobQueue ──> DescribeJobQueues gives back jobStateTimeLimitActions
     moto's jobs ──> write their logs to the job definition's awslogs-group
     moto's jobs ──> wait for their dependsOn as AWS does (N_TO_N by index, whole arrays)
+    SHIM ──> the job definition's secrets read from moto's Secrets Manager into the env
     docker events ──> vCPU and memory limits applied; kills for memory remembered
 """
 from __future__ import annotations
@@ -62,6 +63,20 @@ def tell(what, **query):
 # AWS_BATCH_JOB_ID=<parent>:<index>.
 if ":" in job and "AWS_BATCH_JOB_ARRAY_INDEX" not in os.environ:
     os.environ["AWS_BATCH_JOB_ARRAY_INDEX"] = job.rsplit(":", 1)[1]
+# AWS's ECS agent puts the job definition's secrets (valueFrom: a Secrets Manager ARN) in
+# the container's environment as it starts, read with the execution role ("Specifying
+# sensitive data", AWS Batch user guide); moto ignores them. Read here, in the container.
+endpoint = os.environ.pop("SPMD_TEST_ENDPOINT")
+for ref in json.loads(os.environ.pop("SPMD_TEST_SECRETS")):
+    scope = "testing/20260101/us-east-1/secretsmanager/aws4_request"
+    request = urllib.request.Request(
+        endpoint, data=json.dumps({"SecretId": ref["valueFrom"]}).encode(),
+        headers={"X-Amz-Target": "secretsmanager.GetSecretValue",
+                 "Content-Type": "application/x-amz-json-1.1",
+                 "Authorization": f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host, "
+                                  "Signature=0"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        os.environ[ref["name"]] = json.loads(answer.read())["SecretString"]
 # AWS starts a job only when its compute environment has room for it (maxvCpus), an
 # array's children in order; moto starts every job at once.
 place = {"pool": os.environ.pop("SPMD_TEST_POOL"), "capacity": os.environ.pop("SPMD_TEST_CAPACITY"),
@@ -381,7 +396,11 @@ class Harness:
         extra = {**FAKE_CREDENTIALS, "SPMD_TEST_SCHEDULER": self.scheduler.url,
                  "SPMD_TEST_POOL": queue.name, "SPMD_TEST_CAPACITY": str(capacity),
                  "SPMD_TEST_RETRY_STRATEGY": json.dumps(definition.retry_strategy or {}),
-                 "SPMD_TEST_LIMITS": f"{needs.get('VCPU', 1)},{needs.get('MEMORY', 2048)}"}
+                 "SPMD_TEST_LIMITS": f"{needs.get('VCPU', 1)},{needs.get('MEMORY', 2048)}",
+                 # names and ARNs only: SHIM reads the values as ECS's agent would
+                 "SPMD_TEST_SECRETS": json.dumps(definition.container_properties.get("secrets")
+                                                 or []),
+                 "SPMD_TEST_ENDPOINT": self.boto("secretsmanager").meta.endpoint_url}
         overrides["environment"] = list(overrides.get("environment") or ()) + [
             {"name": k, "value": v} for k, v in extra.items()]
         return overrides
