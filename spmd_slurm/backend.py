@@ -237,10 +237,13 @@ class SlurmBackend(Backend):
         self.queue.options = replace(self.queue.options, python=str(python))
 
     def capacity(self) -> Capacity:
-        """The partition's nodes together (``sinfo``); one task must fit on one node."""
+        """The partition's nodes together (``sinfo``); one task must fit on one node, so
+        ``gpus`` is the most one node has (Gres ``gpu:N``): a map asking for more, or for any
+        on a partition without GPUs, is refused at map()."""
         nodes = self.queue.nodes()
         return Capacity(vcpus=float(sum(n.cpus for n in nodes)) or 1.0,
-                        memory=sum(n.memory for n in nodes) or 1)
+                        memory=sum(n.memory for n in nodes) or 1,
+                        gpus=max((n.gpus for n in nodes), default=0))
 
     def describe(self) -> str:
         return f"slurm backend (shared_dir {self.shared_dir})"

@@ -21,12 +21,14 @@ from typing import Mapping
 
 from spmd import layout
 from spmd.batch_queue import (
-    CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, ArraySpec, BatchQueue, TaskStatus,
+    CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, ArraySpec, BatchQueue, TaskStatus,
 )
 from spmd.errors import ConfigError, ObjectNotFound, ResourceError
+from spmd.protocol import SECRETS_DIR
+from spmd.secrets import remove as remove_secrets, write as write_secrets
 from spmd.units import format_bytes
 
-from . import paths, poller, runtimes, script, slurm
+from . import depend, paths, poller, runtimes, script, slurm
 from .store import DirectoryStore
 
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
@@ -44,6 +46,9 @@ def slurm_key(job_id: str, name: str) -> str:
 
 class SlurmQueue(BatchQueue):
     """Runs arrays with sbatch; states from squeue and the scripts' marks on the shared store."""
+
+    caps_parallel = True  # --array=...%N, each array after the one before (depend.py)
+    takes_secrets = True  # a private folder on shared_dir, removed once every task has ended
 
     def __init__(self, store: DirectoryStore, options: script.Options,
                  array_size: int | None = None, poll_interval: float = 1.0):
@@ -137,6 +142,11 @@ class SlurmQueue(BatchQueue):
         where = f"partition {self.options.partition!r}" if self.options.partition else "the default partition"
         if not nodes:
             raise ResourceError(f"Slurm lists no nodes in {where}; check the partition name (sinfo)")
+        if res.gpus and not any(n.gpus >= res.gpus for n in nodes):
+            raise ResourceError(
+                f"a task asks for {res.gpus} GPUs (gres gpu), but no node of {where} has that "
+                f"many (sinfo's Gres: at most {max(n.gpus for n in nodes)}); ask for fewer, or "
+                "choose a partition with GPUs (partition = ...)")
         if not any(n.cpus >= res.vcpus and n.memory >= res.memory for n in nodes):
             biggest = max(nodes, key=lambda n: (n.cpus, n.memory))
             raise ResourceError(
@@ -144,14 +154,17 @@ class SlurmQueue(BatchQueue):
                 f"of {where} has that much (the biggest, {biggest.name}, has {biggest.cpus} CPUs "
                 f"and {format_bytes(biggest.memory)}); ask for less or choose another partition")
 
-    def volumes(self, job_id: str, after_job: str = "") -> list[str]:
+    def volumes(self, job_id: str, after_job: str = "", secrets: str = "") -> list[str]:
         """What a task container sees, each at its own path: its job's folder, the store's
         data (uploaded and staged inputs), the folder of the job a chained map reads
-        (``after_job``) and the shared paths; no other job's folder."""
+        (``after_job``), the job's secrets folder (``secrets``, read-only where the runtime
+        can) and the shared paths; no other job's folder."""
         folders = [str(self.store.path(layout.prefix(job_id).rstrip("/"))),
                    str(self.store.path("data"))]
         if after_job and "/" not in after_job and not after_job.startswith("."):
             folders.append(str(self.store.path(layout.prefix(after_job).rstrip("/"))))
+        if secrets:
+            folders.append(secrets)
         for folder in folders:
             os.makedirs(folder, exist_ok=True)
         mounts = list(self.options.mounts)
@@ -165,20 +178,35 @@ class SlurmQueue(BatchQueue):
         marks = str(self.store.path(slurm_key(spec.job_id, "marks")))
         os.makedirs(marks, exist_ok=True)
         output = str(self.store.path(slurm_key(spec.job_id, "%A_%a.out")))
-        volumes = self.volumes(spec.job_id, spec.after_job)
+        volumes = self.volumes(spec.job_id, spec.after_job, spec.env.get(SECRETS_DIR, ""))
         runtime = runtimes.for_settings(self.options.runtime, Path(self.options.shared_dir))
         if runtime is not None:
             runtime.prepare(spec, volumes)
+        upstream = depend.upstream_arrays(spec)
+        ended = self._ended_arrays(spec.after_handle) if upstream else set()
         arrays = []
         for offset in range(0, spec.n_tasks, size):
             n = min(size, spec.n_tasks - offset)
-            text = script.render(spec, offset, n, self.options, marks, output, volumes)
+            after = depend.for_array(spec, offset, n, upstream, ended,
+                                     arrays[-1][0] if arrays else None)
+            text = script.render(spec, offset, n, self.options, marks, output, volumes, after)
             write_private(self.store.path(slurm_key(spec.job_id, f"array-{offset:06d}.sh")), text)
             arrays.append([slurm.submit(text), offset, n])
             poller.shared(self.poll_interval, slurm.queue).watch([arrays[-1][0]])
             # Written after each array, so a failure half way still lets cancel find the rest.
             self.store.put_json(slurm_key(spec.job_id, "arrays.json"), arrays)
         return json.dumps({"job": spec.job_id, "arrays": arrays}, separators=(",", ":"))
+
+    def _ended_arrays(self, handle: str) -> set[str]:
+        """The arrays of a job (an upstream one) whose tasks have all ended."""
+        states = self.states(handle)
+        return {a for a, o, n in self._arrays(handle)[1]
+                if all(states[t].state in TERMINAL for t in range(o, o + n))}
+
+    def deliver_secrets(self, job_id: str, secrets: tuple) -> dict[str, str]:
+        """The job's secrets in ``<store>/spmd/secrets/<job>/`` (0700, files 0600) on the
+        shared filesystem; states() removes the folder once every task has ended."""
+        return {SECRETS_DIR: str(write_secrets(self.store, job_id, secrets))}
 
     def _arrays(self, handle: str) -> tuple[str, list[tuple[str, int, int]]]:
         data = json.loads(handle)
@@ -238,8 +266,9 @@ class SlurmQueue(BatchQueue):
                 if found and found.state in RUNNING_STATES and mark and mark["ends"] and \
                         max(mark["ends"]) == mark["started"]:
                     self._marks_seen[job_id] = None  # its script is ending: ask again next poll
-        if all(s.state in (SUCCEEDED, FAILED, CANCELLED) for s in states.values()):
+        if all(s.state in TERMINAL for s in states.values()):
             poll.forget(ids)  # nothing more to learn about these arrays
+            remove_secrets(self.store, job_id)  # no task of the job runs again
         return states
 
     def _outputs(self, job_id: str) -> set[int]:

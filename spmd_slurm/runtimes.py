@@ -24,6 +24,7 @@ from typing import ClassVar
 
 from spmd.batch_queue import ArraySpec
 from spmd.errors import ConfigError, ImageError
+from spmd.protocol import SECRETS_DIR
 
 log = logging.getLogger("spmd")
 
@@ -104,8 +105,9 @@ class Docker(Runtime):
                  "--label", "spmd.managed=1", "--label", f"spmd.job={spec.job_id}"]
         if spec.network:  # the host's network only when the Knot asks for network
             words.append("--network=host")
-        for folder in volumes:
-            words += ["--volume", f"{folder}:{folder}"]
+        secrets = spec.env.get(SECRETS_DIR)
+        for folder in volumes:  # the job's secrets read-only
+            words += ["--volume", f"{folder}:{folder}" + (":ro" if folder == secrets else "")]
         for name in self.variables(spec):
             words += ["--env", name]
         return _quote(words + [spec.image] + command)

@@ -63,12 +63,21 @@ def time_limit(spec: ArraySpec, options: Options) -> str | None:
     return str(math.ceil(seconds / 60))
 
 
-def sbatch_lines(spec: ArraySpec, n: int, options: Options, output: str) -> list[str]:
+def sbatch_lines(spec: ArraySpec, n: int, options: Options, output: str,
+                 after: str = "") -> list[str]:
+    """The #SBATCH lines; ``after``: Slurm's dependency list (``aftercorr:7000001``, ...)."""
     res = spec.resources
-    lines = [f"--job-name=spmd-{spec.job_id}", f"--array=0-{n - 1}",
+    cap = f"%{spec.max_parallel}" if spec.max_parallel else ""  # at most N tasks at once
+    lines = [f"--job-name=spmd-{spec.job_id}", f"--array=0-{n - 1}{cap}",
              f"--cpus-per-task={max(1, math.ceil(res.vcpus))}",
              f"--mem={max(1, math.ceil(res.memory / 2**20))}M",
              f"--output={output}", "--open-mode=append", "--requeue"]
+    if res.gpus:
+        lines.append(f"--gres=gpu:{res.gpus}")
+    if after:
+        # a task whose dependency can never be met (its aftercorr task failed) is cancelled,
+        # never left pending; the client reads the upstream item's error (UpstreamFailed)
+        lines += [f"--dependency={after}", "--kill-on-invalid-dep=yes"]
     limit = time_limit(spec, options)
     if limit:
         lines.append(f"--time={limit}")
@@ -174,7 +183,10 @@ while true; do
     touch "$marks/$task.end.$attempt.$code"
     [ "$code" -eq 0 ] && exit 0
     failures=$((failures + 1))
-    [ "$failures" -gt "$retries" ] && exit "$code"
+    # exit 1 is the worker's "a call raised", its errors in the task's output (the mark keeps
+    # the code): Slurm records COMPLETED, so a chained map's aftercorr task runs and reads each
+    # item's own result or UpstreamFailed. Other codes (crash, OOM) fail the Slurm task.
+    [ "$failures" -gt "$retries" ] && {{ [ "$code" -eq 1 ] && exit 0; exit "$code"; }}
     echo "spmd: attempt $attempt of task $task failed (exit $code); retrying"
     attempt=$((attempt + 1))
 done
@@ -197,16 +209,17 @@ def check_env(env: dict) -> None:
 
 
 def render(spec: ArraySpec, offset: int, n: int, options: Options, marks: str, output: str,
-           volumes: list[str] = ()) -> str:
+           volumes: list[str] = (), after: str = "") -> str:
     """The batch script for tasks ``offset .. offset+n-1`` of spec; ``volumes``: the folders
-    a task container sees (its job's folder, the data, the shared paths)."""
+    a task container sees (its job's folder, the data, the shared paths); ``after``: the
+    array's Slurm dependencies (depend.py)."""
     check_env(spec.env)
     res = spec.resources
     env = {**spec.env, "SPMD_IMAGE": spec.image}
     runtime = runtimes.for_settings(options.runtime, Path(options.shared_dir))
     job_name = re.sub(r"[^A-Za-z0-9_.-]", "-", spec.job_id)
     return TEMPLATE.format(
-        sbatch="\n".join(sbatch_lines(spec, n, options, output)), job_id=job_name,
+        sbatch="\n".join(sbatch_lines(spec, n, options, output, after)), job_id=job_name,
         job_name=job_name, offset=offset, last=offset + n - 1, n_tasks=spec.n_tasks,
         runtime=options.runtime, marks=shlex.quote(marks), retries=res.retries,
         infra_retries=res.infra_retries, timeout=f"{res.timeout:g}" if res.timeout else "",

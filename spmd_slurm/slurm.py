@@ -80,6 +80,18 @@ class Node:
     name: str
     cpus: int
     memory: int  # bytes
+    gpus: int = 0  # its generic resources of type gpu (sinfo's Gres)
+
+
+def gres_gpus(gres: str) -> int:
+    """The GPUs in sinfo's Gres column: ``gpu:2``, ``gpu:a100:4(S:0-1)``, ``gpu:1,mps:100``;
+    0 for ``(null)``."""
+    count = 0
+    for part in gres.split(","):
+        fields = part.split("(")[0].split(":")
+        if fields[0] == "gpu" and len(fields) > 1 and fields[-1].isdigit():
+            count += int(fields[-1])
+    return count
 
 
 def nodes(partition: str | None) -> list[Node]:
@@ -105,17 +117,18 @@ class Partition:
 
 
 def partitions() -> dict[str, Partition]:
-    """Every partition with its time limit and nodes: ONE sinfo call."""
-    out = run(["sinfo", "--noheader", "--Node", "--format=%N %c %m %P %l"])
+    """Every partition with its time limit and nodes (CPUs, memory, GPUs): ONE sinfo call."""
+    out = run(["sinfo", "--noheader", "--Node", "--format=%N %c %m %P %l %G"])
     rows: dict[str, dict] = {}
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) != 5:
+        if len(parts) not in (5, 6):
             continue
-        node, cpus, memory, name, limit = parts
+        node, cpus, memory, name, limit = parts[:5]
         entry = rows.setdefault(name.rstrip("*"), {"default": name.endswith("*"),
                                                    "limit": minutes(limit), "nodes": {}})
-        entry["nodes"][node] = Node(node, int(cpus), int(memory.rstrip("+")) * 2**20)
+        entry["nodes"][node] = Node(node, int(cpus), int(memory.rstrip("+")) * 2**20,
+                                    gres_gpus(parts[5]) if len(parts) == 6 else 0)
     return {name: Partition(name, e["default"], e["limit"], tuple(e["nodes"].values()))
             for name, e in rows.items()}
 
