@@ -10,7 +10,10 @@
                  ──> job definition for image + command + resources: found by name
                      (<stack>-<content hash>) or registered once
                  ──> one SubmitJob per ≤10,000 tasks (SPMD_TASK_OFFSET in each one's env);
-                     a part of one task is a plain job (SPMD_SINGLE_TASK=1)
+                     a part of one task is a plain job (SPMD_SINGLE_TASK=1); with
+                     max_parallel=N, waves of N, each dependsOn N_TO_N the one before; a
+                     chained map's dependsOn its upstream arrays (spmd_aws.chain); a job's
+                     secrets named in its job definition (spmd_aws.secrets)
                  ──> handle: {"v": 1, "jobs": [[job id, first task, size], ...], "attempts": n}
     states       ──> DescribeJobs of the arrays' parents (100 per request): per array, its
                      statusSummary; ListJobs(arrayJobId, status), paginated, only for those of
@@ -302,7 +305,8 @@ class AwsBatchQueue(BatchQueue):
         self._memory_records: dict[str, dict] = {}  # spmd_aws.memory's records, read once
         self._secrets: dict[str, dict] = {}  # job id -> what spmd_aws.secrets.deliver made
         self._secrets_removed: set[str] = set()
-        self._written: set[tuple[str, int]] = set()  # (job, task)s given UpstreamFailed outputs (spmd_aws.chain)
+        #: (job, task)s given UpstreamFailed outputs (spmd_aws.chain)
+        self._written: set[tuple[str, int]] = set()
 
     def gpus(self, spec: ArraySpec) -> int | None:
         """GPUs per task: the Knot's (Knot(gpus=N)), else the profile's ``gpus`` default."""

@@ -55,7 +55,7 @@ def deliver(queue: "AwsBatchQueue", job_id: str, secrets: tuple[Secret, ...]) ->
     """Create the job's secrets and let the execution role read exactly them; returns
     {"refs": [{name, valueFrom}], "role": execution role ARN, "policy": its policy name}."""
     from . import permissions
-    opts, stack = queue.opts, queue.opts.stack
+    stack = queue.opts.stack
     texts = [(variable(s), text(s)) for s in secrets]  # every size checked before a call
     manager = queue.clients("secretsmanager")
     refs: list[dict] = []
