@@ -2,6 +2,7 @@
 
     submit  ──> arrays of at most MaxArraySize tasks (read once from ``scontrol show config``)
             ──> jobs/<id>/slurm/array-<offset>.sh (kept for reading) ──> sbatch, one per array
+                (max_parallel, a chained map: each array's --dependency, depend.py)
             ──> handle ``{"job": id, "arrays": [[slurm id, offset, n], ...]}``
     states  ──> ONE ``squeue --array --states=all`` for all arrays + ONE listing of the marks
             (+ ONE ``sacct`` for tasks squeue forgot, where the cluster keeps accounting)
@@ -171,9 +172,13 @@ class SlurmQueue(BatchQueue):
         return [*(f for f in folders if f not in paths.SharedPaths(mounts)), *mounts]
 
     def submit(self, spec: ArraySpec) -> str:
-        script.check_env(spec.env)
-        self.check_fits(spec)
-        self.check_limits(spec)
+        try:
+            script.check_env(spec.env)
+            self.check_fits(spec)
+            self.check_limits(spec)
+        except Exception:
+            remove_secrets(self.store, spec.job_id)  # delivered, and nothing will run
+            raise
         size = self.array_size()
         marks = str(self.store.path(slurm_key(spec.job_id, "marks")))
         os.makedirs(marks, exist_ok=True)

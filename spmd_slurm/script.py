@@ -1,12 +1,15 @@
 """The batch script of one array: what each Slurm array task runs.
 
-    #SBATCH --array=0-(n-1), --cpus-per-task, --mem, --time, partition, account, extra options
+    #SBATCH --array=0-(n-1)[%max_parallel], --cpus-per-task, --mem, --time, --gres=gpu:N,
+            --dependency (depend.py) with --kill-on-invalid-dep, partition, account, options
     task = SLURM_ARRAY_TASK_ID + offset; attempt = attempts that ended + 1
     lost to the infrastructure (requeued) more than infra_retries times ──> give up, mark "infra"
     loop: mark start ──> run the task (under `timeout` when it has one) ──> mark its end
           docker run could not start the container (exit 125) ──> again, under infra_retries
           exit 0 ──> done; timed out ──> mark "timeout", done (never retried);
-          failed and retries left ──> next attempt in the same allocation; else exit its code
+          failed and retries left ──> next attempt in the same allocation; else exit its code,
+          or 0 for the worker's 1 (a call raised; its errors are in the output), so that a
+          chained map's aftercorr task runs and reads them
 
 Marks are empty files in ``jobs/<id>/slurm/marks/`` named ``<task>.<what>.<attempt>[.<code>]``,
 so the client learns every task's attempts and exit codes from one directory listing. A
