@@ -55,7 +55,7 @@ def list_pages(replay, parent, listed: dict, size: int = 2, known: dict | None =
 def lost_future(queue, handle, task, status):
     """What the client's Job makes of a task that ended without output."""
     from spmd.job import Job
-    manifest = types.SimpleNamespace(job_id="j-1", n_items=2, n_tasks=2, reused=None,
+    manifest = types.SimpleNamespace(job_id="j-1", n_items=2, n_tasks=2, reused=None, chained=False,
                                      items_of=lambda t: [t], task_of=lambda i: i)
     backend = types.SimpleNamespace(queue=queue, settings={}, poll_interval=1)
     job = Job(backend, manifest, handle, watch=False)
