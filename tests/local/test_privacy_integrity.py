@@ -48,7 +48,8 @@ def test_a_restarted_scheduler_takes_its_user_and_store_from_itself(local, engin
     from spmd.scheduling import DirectoryStore, queue_key
     from spmd_local.runner import LocalRunner, socket_dir
     store = DirectoryStore(local["store_dir"])
-    spec = {"spec": {"resources": {"memory": 2**28, "vcpus": 1}}, "store_root": "/",
+    spec = {"spec": {"job_id": "job-x", "image": "", "command": [], "n_tasks": 1,
+                     "resources": {"memory": 2**28, "vcpus": 1}}, "store_root": "/",
             "uid": 0, "gid": 0}
     runner = LocalRunner(store, "job-x", spec)
     try:
