@@ -41,8 +41,15 @@ class TestSlurm(Forgetful, spmd.testing.BackendContract):
 
 
 @pytest.mark.docker
-class TestSlurmDocker(Forgetful, spmd.testing.BackendContract):
-    """The same kit with ``runtime = "docker"``: each task is a container the script starts."""
+class TestSlurmDocker(Forgetful, spmd.testing.MapContract, spmd.testing.RerunContract,
+                      spmd.testing.DataContract, spmd.testing.UrlDataContract,
+                      spmd.testing.ChainContract, spmd.testing.SecretsContract,
+                      spmd.testing.PrivacyContract, spmd.testing.BatchQueueContract,
+                      spmd.testing.ImageRegistryContract):
+    """The kit's parts a task's runtime changes, with ``runtime = "docker"``: each task is a
+    container the script starts (what it sees, mounts, images). The store, the faults, the
+    failure budget and the cap are the client's and the queue's, the same for every runtime,
+    and TestSlurm runs them."""
 
     @pytest.fixture
     def spmd_backend_name(self):
