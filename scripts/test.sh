@@ -14,6 +14,6 @@ fi
 # The private Slurm runs alone, after the rest: with both cores loaded its slurmd now and
 # then fails a job's launch on a cgroup race and drains the node, and every later job waits.
 status=0
-.venv/bin/python -m pytest -ra -n "${SPMD_TEST_WORKERS:-2}" --dist loadgroup --ignore=tests/slurm || status=$?
-.venv/bin/python -m pytest -ra tests/slurm || status=$?
+.venv/bin/python -m pytest -ra --durations=15 -n "${SPMD_TEST_WORKERS:-2}" --dist loadgroup --ignore=tests/slurm || status=$?
+.venv/bin/python -m pytest -ra --durations=15 tests/slurm || status=$?
 exit $status
