@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     prepared = knot(study.prepare, "prepare").map([spmd.File(f) for f in folders], chunksize=1)
     fitted = knot(study.fit_prepared, "fit").map(prepared)
     group = knot(study.group_summary, "group").map([spmd.gather(fitted)])
-    print(f"submitted: {prepared.id} -> {fitted.id} -> {group.id}", flush=True)
+    print(f"submitted on {prepared.manifest.backend}: {prepared.id} -> {fitted.id} -> {group.id}",
+          flush=True)
 
     summary = group.results(timeout=3600)[0]
     subjects = fitted.results()
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"step 1 end -> step 2 start per subject: median {statistics.median(gaps):.2f} s, "
           f"max {max(gaps):.2f} s")
     print(f"group mean FA {summary['group_mean_fa']:.4f} over {len(folders)} subjects")
-    print(f"the study agrees with the in-process pipeline ({len(folders)} subjects)")
+    n = len(folders)
+    print(f"the study agrees with the in-process pipeline ({n} subject{'s' * (n != 1)})")
     return 0
 
 

@@ -34,6 +34,7 @@ def _run(example: str, argv: list[str], e2e_config, base_image, monkeypatch, cap
 @pytest.mark.parametrize("example, check", [
     ("dipy_pipeline", "results agree with the in-process run (1 subject)"),
     ("mrtrix_command", "MRtrix3 agrees with DIPY (1 subject)"),
+    ("study", "the study agrees with the in-process pipeline (1 subject)"),
 ])
 def test_example_on_aws(example, check, e2e_config, base_image, monkeypatch, capsys):
     out = _run(example, ["--subjects", "1"], e2e_config, base_image, monkeypatch, capsys)
