@@ -25,6 +25,8 @@ SECRET_VALUE = "secret-value-never-shown-9c2a"
 def work(x):
     import os
     import time
+    if x < 10:  # a quick item: long enough for the page to see it running first
+        time.sleep(3)
     if x == 2:
         print("reading subject 2", flush=True)
         raise ValueError(f"bad input {x}")
@@ -183,9 +185,9 @@ def shown(page, selector, what="length"):
 def test_the_live_page_in_chromium_then_cancel_from_it(board, engine):
     from selenium.webdriver.support.ui import WebDriverWait
     knot, dashboard, client = board
-    job = knot.map([1, 2, 10, 11], chunksize=1)  # two quick items (one fails), two long ones
-    page = browser()
+    page = browser()  # started first: a browser takes seconds to start on a loaded machine
     try:
+        job = knot.map([1, 2, 10, 11], chunksize=1)  # two quick items (one fails), two long ones
         page.get(f"{client.base}/job/{job.id}?token={dashboard.token}")
         wait = WebDriverWait(page, 240, poll_frequency=0.5)
         first = wait.until(lambda p: shown_counts(p) or False)
