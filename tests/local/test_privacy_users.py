@@ -1,7 +1,6 @@
 """Tested as another user on this machine would attack: a second account, made for the test
 with useradd and removed after, against a job's store in a folder anyone may enter."""
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,8 @@ SYSTEM_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or 
 def attacker():
     """(name, uid, gid) of a fresh local account; removed after the module."""
     if os.geteuid() != 0 or shutil.which("useradd") is None:
-        pytest.skip("needs root and useradd to make a second account")
+        pytest.fail("run the suite as root with useradd (passwd), as scripts/setup.sh expects: "
+                    "the test makes a second account", pytrace=False)
     name = f"spmdatk{uuid.uuid4().hex[:6]}"
     subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
     try:
