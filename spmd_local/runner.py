@@ -33,7 +33,7 @@ from pathlib import Path
 from spmd import docker_engine, integrity, layout, logcap, protocol, secrets, wire
 from spmd.batch_queue import ArraySpec
 from spmd.errors import EngineError
-from spmd.scheduling import Attempt, DirectoryStore, Outcome, Runner, queue_key
+from spmd.scheduling import Adoption, Attempt, DirectoryStore, Outcome, Runner, queue_key
 
 from . import dataview, gpus
 
@@ -455,10 +455,10 @@ class LocalRunner(Runner):
 
     # -- resuming ---------------------------------------------------------------------
 
-    def adopt(self, attempts: list[Attempt]) -> dict[int, Outcome]:
+    def adopt(self, running: list[Attempt], maybe: list[Attempt] = ()) -> Adoption:
         """Take over the containers of a scheduler that died: ask each server what it runs."""
-        wanted = {a.task: a.number for a in attempts}
-        envs = {a.task: a.env for a in attempts}
+        wanted = {a.task: a.number for a in [*running, *maybe]}
+        envs = {a.task: a.env for a in [*running, *maybe]}
         found: set[int] = set()
         ended: dict[int, Outcome] = {}
         for container in self.engine_call(self.engine.containers.list, all=True,
@@ -490,16 +490,17 @@ class LocalRunner(Runner):
                 slot.started = time.monotonic()  # the timeout restarts with the adoption
             elif slot.task is not None:  # not an attempt the core knows: stop it
                 self.send(slot, wire.kill(slot.task))
+        maybe_tasks = {a.task for a in maybe}
         for task, attempt in wanted.items():
             if task in found:
                 continue
             exit_file = Path(str(self.attempt_log(task, attempt)) + ".exit")
             if exit_file.exists():
                 ended[task] = self.outcome(task, attempt, json.loads(exit_file.read_text()))
-            else:
+            elif task not in maybe_tasks:
                 ended[task] = self.outcome(task, attempt, {"code": None}, lost="infrastructure",
                                            reason="its container was lost with the scheduler")
-        return ended
+        return Adoption(ended, found & maybe_tasks)
 
     def hello(self, slot: Slot) -> bool:
         """Connect to a server and learn the attempt it runs; False if it does not answer."""

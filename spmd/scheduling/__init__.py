@@ -8,8 +8,8 @@
 """
 from .client import SchedulerQueue
 from .core import Scheduler, main as scheduler_main, queue_key
-from .runner import Attempt, Outcome, Runner
+from .runner import Adoption, Attempt, Outcome, Runner
 from .store import DirectoryStore
 
-__all__ = ["Attempt", "DirectoryStore", "Outcome", "Runner", "Scheduler", "SchedulerQueue", "queue_key",
+__all__ = ["Adoption", "Attempt", "DirectoryStore", "Outcome", "Runner", "Scheduler", "SchedulerQueue", "queue_key",
            "scheduler_main"]

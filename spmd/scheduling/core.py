@@ -109,14 +109,23 @@ class Scheduler:
         self.step = {int(k): n for k, n in state.get("memory_step", {}).items()}
         self.before = {int(k): n for k, n in state.get("memory_before", {}).items()}
         self.pending.clear()
-        running = []
+        running, pending = [], []
         for task, status in sorted(self.tasks.items()):
             if status.state == PENDING:
-                self.pending.append((task, status.attempts + 1))
+                pending.append((task, status.attempts + 1))
             elif status.state == RUNNING:
-                self.running[task] = status.attempts
                 running.append((task, status.attempts))
-        for task, outcome in self.runner.adopt([self.attempt(t, a) for t, a in running]).items():
+        adoption = self.runner.adopt([self.attempt(t, a) for t, a in running],
+                                     [self.attempt(t, a) for t, a in pending])
+        for task, attempt in running:
+            self.running[task] = attempt
+        for task, attempt in pending:
+            if task in adoption.running or task in adoption.ended:
+                self.running[task] = attempt  # started after the dead one last wrote its state
+                self.tasks[task] = replace(self.tasks[task], state=RUNNING, attempts=attempt)
+            else:
+                self.pending.append((task, attempt))
+        for task, outcome in adoption.ended.items():
             self.end(task, outcome)
         log.info("resumed: %d running, %d pending", len(self.running), len(self.pending))
 
@@ -394,6 +403,19 @@ class Scheduler:
         self.write_state(done=True)
 
 
+def _take(lock, tries: int = 40) -> bool:
+    """Take the job's lock, held until this process ends. A client's scheduler_alive() holds
+    it for an instant to probe it, so a busy lock is tried again for a while (2 s) before
+    the job is left to the scheduler that holds it."""
+    for _ in range(tries):
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            time.sleep(0.05)
+    return False
+
+
 def main(argv: list[str], make_runner: Callable[[DirectoryStore, str, dict], Runner],
          kind: str) -> int:
     """``python -m <backend's scheduler> ROOT JOB``: run (or resume) the job's scheduler."""
@@ -401,9 +423,7 @@ def main(argv: list[str], make_runner: Callable[[DirectoryStore, str, dict], Run
     root, job_id = argv
     store = DirectoryStore(root)
     lock = open(os.open(store.path(queue_key(job_id, "scheduler.lock")), os.O_WRONLY | os.O_CREAT, 0o600), "a")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process ends
-    except BlockingIOError:
+    if not _take(lock):
         log.info("another scheduler runs job %s; leaving it to that one", job_id)
         return 0
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,14 @@ class Outcome:
     oom: bool = False
     lost: str | None = None
     reason: str = ""
+
+
+class Adoption(NamedTuple):
+    """What a runner found of a dead scheduler's attempts: the Outcome of each running one
+    it cannot find or that has ended, and the ``maybe`` tasks it found running."""
+
+    ended: dict[int, Outcome]
+    running: set[int]
 
 
 class Runner(ABC):
@@ -82,13 +90,14 @@ class Runner(ABC):
         """The memory this job holds, its running attempts holding ``running`` bytes."""
         return running
 
-    def adopt(self, attempts: Iterable[Attempt]) -> dict[int, Outcome]:
-        """After a scheduler died: take over these running attempts (as start() got them);
-        the Outcome of each that cannot be found (by default: all of them, lost to the
-        infrastructure)."""
-        return {a.task: Outcome(None, lost="infrastructure",
-                                reason="its attempt was lost with the scheduler")
-                for a in attempts}
+    def adopt(self, running: Iterable[Attempt], maybe: Iterable[Attempt] = ()) -> Adoption:
+        """After a scheduler died: take over its ``running`` attempts (as start() got them).
+        ``maybe`` are the next attempts of tasks its last state.json calls pending, which it
+        may have started (or even ended) after writing that file: take over those found.
+        By default nothing can be found: every running attempt is lost to the infrastructure."""
+        return Adoption({a.task: Outcome(None, lost="infrastructure",
+                                         reason="its attempt was lost with the scheduler")
+                         for a in running}, set())
 
     def close(self) -> None:
         """The job has ended (or the scheduler is failing): release what the runner holds."""

@@ -9,6 +9,7 @@ import time
 import pytest
 
 import spmd
+from spmd.scheduling import queue_key
 
 pytestmark = pytest.mark.docker
 
@@ -95,12 +96,21 @@ def test_job_survives_sigkill_of_its_client(tmp_path, local, engine):
     assert reattached.status()["SUCCEEDED"] == 6
 
 
-def test_a_killed_scheduler_is_replaced_and_resumes(local, engine):
+def test_a_killed_scheduler_is_replaced_once_while_two_clients_watch(local, engine):
+    """Both clients see the scheduler gone and may each start one: one takes the job's lock
+    and adopts the running tasks, the other leaves. No attempt runs twice."""
     job = spmd.Knot(nap, config=local).map([2] * 6, chunksize=1)
+    other = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import spmd
+        print(spmd.attach({job.id!r}, config={local!r}).results(timeout=300))
+    """)], stdout=subprocess.PIPE, text=True)
     wait_for(lambda: job.status()["RUNNING"] == 2, what="two running tasks")
     pid = job.backend.queue._state(job.id)["pid"]
     os.kill(pid, signal.SIGKILL)
     assert job.results(timeout=300) == [2] * 6
+    assert other.communicate(timeout=120)[0].strip() == str([2] * 6)
     assert job.backend.queue._state(job.id)["pid"] != pid
     assert job.status()["SUCCEEDED"] == 6
+    log = job.backend.queue.store.path(queue_key(job.id, "scheduler.log")).read_text()
+    assert log.count("resumed:") == 1, log
     assert all(job.provenance(i)["attempt"] == 1 for i in range(6))  # running tasks were adopted

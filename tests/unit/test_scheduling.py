@@ -2,7 +2,7 @@
 import time
 
 from spmd.batch_queue import CANCELLED, FAILED, SUCCEEDED
-from spmd.scheduling import DirectoryStore, Outcome, Runner, Scheduler, queue_key
+from spmd.scheduling import Adoption, DirectoryStore, Outcome, Runner, Scheduler, queue_key
 
 ENDINGS = {"ok": Outcome(0, "fine\n"), "error": Outcome(1, "boom\n"),
            "oom": Outcome(-9, "", oom=True),
@@ -144,9 +144,9 @@ def test_a_resumed_scheduler_gives_adopted_attempts_the_environment_start_gave(t
     seen = {}
 
     class Adopting(ScriptedRunner):
-        def adopt(self, attempts):
-            seen.update({a.task: a.env for a in attempts})
-            return {a.task: ENDINGS["ok"] for a in attempts}
+        def adopt(self, running, maybe=()):
+            seen.update({a.task: a.env for a in running})
+            return Adoption({a.task: ENDINGS["ok"] for a in running}, set())
 
     scheduler = Scheduler(store, "job-1", config, Adopting({0: []}))
     # what the dead scheduler left: attempt 3 running at the second size, one loss before
@@ -157,3 +157,50 @@ def test_a_resumed_scheduler_gives_adopted_attempts_the_environment_start_gave(t
     assert (env["SPMD_ATTEMPT"], env["SPMD_INFRA_LOST"], env["SPMD_MEMORY"], env["USER_VAR"]) == \
         ("3", "2", str(1024 * MiB), "x")
     assert scheduler.tasks[0].state == SUCCEEDED
+
+
+def test_a_resumed_scheduler_takes_over_attempts_started_after_the_last_state_it_wrote(tmp_path):
+    """state.json lags the dead scheduler by up to a tick: a task it calls pending may be
+    running (adopted, not started again) or may have ended (its outcome taken, not rerun)."""
+    store = DirectoryStore(tmp_path)
+    res = {"vcpus": 1.0, "memory": 2**30, "timeout": None, "retries": 0, "infra_retries": 3}
+    config = {"spec": {"job_id": "job-1", "command": [], "n_tasks": 3, "resources": res,
+                       "env": {}, "image": ""},
+              "capacity": {"vcpus": 1.0, "memory": 2**30}}
+
+    class Adopting(ScriptedRunner):
+        def adopt(self, running, maybe=()):
+            self.offered = sorted((a.task, a.number) for a in maybe)
+            self.running[1] = ("ok", time.monotonic())  # the dead scheduler started task 1
+            return Adoption({2: ENDINGS["ok"]}, {1})  # and task 2 ran and ended
+
+    runner = Adopting({0: ["ok"], 1: [], 2: []})
+    scheduler = Scheduler(store, "job-1", config, runner)
+    pending = {"state": "PENDING", "attempts": 0, "exit_code": None, "reason": ""}
+    scheduler.resume({"tasks": {"0": pending, "1": pending, "2": pending}})
+    scheduler.run()
+    assert runner.offered == [(0, 1), (1, 1), (2, 1)]
+    assert runner.attempts == [(0, 1)]  # only the task nobody had started
+    assert {i: (t.state, t.attempts) for i, t in scheduler.tasks.items()} == \
+        {0: (SUCCEEDED, 1), 1: (SUCCEEDED, 1), 2: (SUCCEEDED, 1)}
+
+
+def test_a_starting_scheduler_is_not_turned_away_by_a_clients_probe_of_its_lock(tmp_path):
+    """A client's scheduler_alive() holds the job's lock for an instant; a scheduler starting
+    at that instant waits it out, and only a lock held for good sends it away."""
+    import fcntl
+    import threading
+
+    from spmd.scheduling.core import _take
+
+    path = tmp_path / "scheduler.lock"
+    path.touch()
+    probe = open(path)
+    fcntl.flock(probe, fcntl.LOCK_EX)
+    threading.Timer(0.3, fcntl.flock, (probe, fcntl.LOCK_UN)).start()
+    with open(path, "a") as lock:
+        assert _take(lock)
+    holder = open(path)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    with open(path, "a") as lock:
+        assert not _take(lock, tries=3)
