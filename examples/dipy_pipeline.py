@@ -75,7 +75,7 @@ def task_requirements(made: spmd.Knot, locations: list[str]) -> tuple[str, ...]:
     rule = type(made.backend).data_rule
     if "task" not in (rule.inputs, rule.outputs):
         return ()
-    have = {r.split("=")[0].split("[")[0] for r in task_runtime(type(made.backend))[0]}
+    have = {r.split("=")[0].split("[")[0] for r in task_runtime(made.settings.backend)[0]}
     wanted: list[str] = []
     for location in filter(is_url, locations):
         packages = SCHEME_PACKAGES.get(location.split("://")[0], ())

@@ -35,7 +35,7 @@ import cloudpickle
 
 from .errors import RemoteError, SerializationError
 
-_IMAGE_PACKAGES = {"spmd", "spmd_local", "spmd_aws"}
+_IMAGE_PACKAGES = {"spmd"}  # with the chosen backend's (plugins.task_runtime), given by the caller
 
 
 class RemoteTraceback(Exception):

@@ -93,7 +93,7 @@ class Knot:
 
     def image_spec(self) -> image.ImageSpec:
         """What the task image holds: the same for every built-in backend (``task_runtime``)."""
-        requirements, packages = task_runtime(type(self.backend))
+        requirements, packages = task_runtime(self.settings.backend)
         return image.ImageSpec(
             base_image=self.settings.get("base_image"),
             requirements=self.requirements,
@@ -163,7 +163,7 @@ class Knot:
             raise ConfigError(f"max_parallel={max_parallel!r} must be a whole number, 1 or more "
                               f"(tasks of this map at once), or None for no cap", key="max_parallel")
 
-        codec.register_local_modules(set(type(self.backend).runtime_packages))
+        codec.register_local_modules(set(task_runtime(self.settings.backend)[1]))
         self._check_command_image()
         self._check_memory_sizes()
         if self.secrets and not type(self.backend.queue).takes_secrets:

@@ -34,6 +34,9 @@ class Entry:
     install_hint: str
     plugin: str
     help: str = ""
+    #: a backend's runtime in every task image, declared so that it is known without an import
+    runtime_requirements: tuple[str, ...] = ()
+    runtime_packages: tuple[str, ...] = ()
 
     def load(self) -> Any:
         module_name, _, attribute = self.target.partition(":")
@@ -113,8 +116,11 @@ def _collect(pm: pluggy.PluginManager, only: str | None = None) -> None:
             if only is not None and impl.plugin_name != only:
                 continue
             def register(name: str, target: str, install_hint: str = "", help: str = "",
+                         runtime_requirements: tuple[str, ...] = (),
+                         runtime_packages: tuple[str, ...] = (),
                          _table=table, _plugin=impl.plugin_name) -> None:
-                _table[name] = Entry(name, target, install_hint, _plugin, help)
+                _table[name] = Entry(name, target, install_hint, _plugin, help,
+                                     tuple(runtime_requirements), tuple(runtime_packages))
             try:
                 impl.function(register=register)
             except Exception as exc:
@@ -224,26 +230,22 @@ def known_config_keys() -> list:
     return list(keys.values())
 
 
-def task_runtime(backend: type[Backend]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def task_runtime(backend: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(requirements, packages) every task image holds besides the user's requirements.
 
-    The runtime needs of every built-in backend, so that one image (one tag, one
-    entrypoint) runs locally and on AWS alike; a third-party backend's own needs extend
-    them (its image then differs from the built-ins' by exactly those).
+    The runtime every built-in backend declares when it registers, so that one image (one
+    tag, one entrypoint) runs locally and on AWS alike, without importing the backends not
+    in use; a third-party backend's own needs (declared, or its class's) extend them, and its
+    image then differs from the built-ins' by exactly those.
     """
-    builtin = {name.split(".")[0] for name in BUILTIN_PLUGINS}
-    classes = []
-    for name in backend_names():
-        try:
-            cls = backend_class(name)
-        except SpmdError:  # a broken plugin's backend adds nothing
-            continue
-        if cls.__module__.split(".")[0] in builtin:
-            classes.append(cls)
-    classes.append(backend)
-    requirements = tuple(dict.fromkeys(r for cls in classes for r in cls.runtime_requirements))
-    packages = tuple(dict.fromkeys(p for cls in classes for p in cls.runtime_packages))
-    return requirements, packages
+    chosen = backend_class(backend)
+    entries = [e for e in _backends.values() if e.plugin in BUILTIN_PLUGINS]
+    entries.append(_backends[backend])
+    requirements = [r for e in entries for r in e.runtime_requirements]
+    packages = [p for e in entries for p in e.runtime_packages]
+    requirements += chosen.runtime_requirements
+    packages += chosen.runtime_packages
+    return tuple(dict.fromkeys(requirements)), tuple(dict.fromkeys(packages))
 
 
 def open_backend(settings: Settings) -> Backend:

@@ -30,8 +30,6 @@ class AwsBackend(Backend):
     config_keys = KEYS
     # s3fs: tasks read URL inputs and publish outputs_to themselves (data_rule); pinned with
     # aiobotocore, whose narrow botocore pin then meets boto3's without pip backtracking
-    runtime_requirements = ("boto3", "s3fs", "aiobotocore")
-    runtime_packages = ("spmd", "spmd_aws")
     poll_interval = 3.0
     #: each task fetches its URL inputs and publishes its outputs itself, as the job role:
     #: no byte of that data passes through the client

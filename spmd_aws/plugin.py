@@ -4,7 +4,9 @@ from spmd.hookspecs import hookimpl
 
 @hookimpl
 def spmd_register_backends(register):
-    register("aws", "spmd_aws.backend:AwsBackend", install_hint="pip install 'spmd[aws]'")
+    register("aws", "spmd_aws.backend:AwsBackend", install_hint="pip install 'spmd[aws]'",
+             runtime_requirements=("boto3", "s3fs", "aiobotocore"),
+             runtime_packages=("spmd", "spmd_aws"))
 
 
 @hookimpl

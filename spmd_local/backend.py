@@ -33,8 +33,6 @@ class LocalBackend(Backend):
         Key("log_limit", config.memory, "bytes of each task's log kept, the last ones (default "
             "64MiB); the log says where it was cut"),
     )
-    runtime_requirements = ("apache-libcloud", "fasteners")
-    runtime_packages = ("spmd", "spmd_local")
     poll_interval = 0.2
     # Tasks keep no network and no credentials: the job's scheduler fetches URL inputs into
     # the store's cache (mounted read-only) and publishes outputs_to destinations.

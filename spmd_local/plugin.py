@@ -5,7 +5,9 @@ from spmd.hookspecs import hookimpl
 @hookimpl
 def spmd_register_backends(register):
     register("local", "spmd_local.backend:LocalBackend",
-             install_hint="the local backend needs the Docker SDK: pip install docker")
+             install_hint="the local backend needs the Docker SDK: pip install docker",
+             runtime_requirements=("apache-libcloud", "fasteners"),
+             runtime_packages=("spmd", "spmd_local"))
 
 
 @hookimpl

@@ -26,6 +26,10 @@ def backend_modules(modules, prefixes):
 
 @pytest.mark.parametrize("code, backend", [
     ("import spmd; spmd.Knot(len, config={'store_dir': '/tmp/x', 'max_vcpus': 1})", "local"),
+    # what map() does before it submits: the image holds every built-in backend's runtime
+    ("import spmd; spec = spmd.Knot(len, config={'store_dir': '/tmp/x', 'max_vcpus': 1})"
+     ".image_spec(); assert 'spmd_aws' in spec.runtime_packages and 'boto3' in "
+     "' '.join(spec.runtime_requirements)", "local"),
     ("import spmd; spmd.Knot(len, backend='aws', config={'bucket': 'b-1', 'region': 'us-east-1'})", "aws"),
     ("from spmd.cli import main; main(['config'])", "local"),
     ("from spmd.cli import main; main(['--backend', 'aws', 'config'])", "aws"),
