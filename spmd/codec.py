@@ -122,7 +122,7 @@ def dumps_function(func: Callable) -> bytes:
             what=culprit or name) from exc
 
 
-def dumps_calls(calls: list[tuple[tuple, dict]], first_item: int) -> list:
+def dumps_calls(calls: list[tuple[tuple, dict]], items: Sequence[int]) -> list:
     """The calls of one task as frame parts; SerializationError naming the item that cannot be
     pickled."""
     try:
@@ -132,7 +132,7 @@ def dumps_calls(calls: list[tuple[tuple, dict]], first_item: int) -> list:
             try:
                 cloudpickle.dumps(call)
             except Exception as exc:
-                index = first_item + offset
+                index = items[offset]
                 raise SerializationError(
                     f"input item {index} ({_short(call)}) cannot be pickled: {exc}. "
                     "Pass plain data (paths, ids, numbers, arrays) and open resources inside the "

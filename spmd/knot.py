@@ -187,17 +187,21 @@ class Knot:
         # An item's key holds its inputs' versions (in its UrlRefs) and its destination.
         keys = [_reuse.item_key(staging.dumps_calls(
                     [(args[1:] + ((destinations.of(i),) if destinations else ()), kwargs)],
-                    [calls[i]], i))
+                    [calls[i]], [i]))
                 for i, (args, kwargs) in enumerate(staged)] if reuse else []
-
-        def plan(run: list[int]) -> tuple[int, list]:
-            size = chunksize or max(1, math.ceil(len(run) / (slots * TASKS_PER_SLOT)))
-            return size, [staging.dumps_calls([staged[i] for i in run[j:j + size]],
-                                              [calls[i] for i in run[j:j + size]], run[j])
-                          for j in range(0, len(run), size)]
 
         chained = upstream is not None and upstream.manifest.n_items == len(calls) and all(
             references(call) == [(upstream.id, i)] for i, call in enumerate(calls))
+        spread = chunksize is None and not chained
+
+        def plan(run: list[int]) -> tuple[int, list]:
+            size = chunksize or max(1, math.ceil(len(run) / (slots * TASKS_PER_SLOT)))
+            order = layout.dealt(run, size) if spread else run
+            return size, [staging.dumps_calls([staged[i] for i in order[j:j + size]],
+                                              [calls[i] for i in order[j:j + size]],
+                                              order[j:j + size])
+                          for j in range(0, len(order), size)]
+
         run = chain.task_order(upstream.manifest) if chained else list(range(len(calls)))
         if not reuse:  # (with reuse, the keys above pickled every item already)
             size, payloads = plan(run)  # every item pickled before anything is built or written
@@ -232,7 +236,8 @@ class Knot:
                             items=run if run != list(range(len(calls))) else None, reuse_key=key,
                             outputs_to=destinations.template if destinations else "",
                             data_rule=[rule.inputs, rule.outputs], max_failures=failure_limit,
-                            after=upstream.id if upstream else "", chained=chained)
+                            after=upstream.id if upstream else "", chained=chained,
+                            spread=spread and size > 1)
         if url_refs or destinations is not None:
             store.put_json(layout.data_key(job_id),
                            data.job_data(staged, url_refs, destinations))

@@ -87,6 +87,13 @@ def cache_key(reuse_key: str, job_id: str) -> str:
     return f"{cache_prefix(reuse_key)}{job_id}.json"
 
 
+def dealt(run: Sequence[int], chunksize: int) -> list[int]:
+    """``run`` in the order that deals it over its tasks: with T tasks, the first takes items
+    0, T, 2T... of it, the second 1, T+1... (then cut in chunks of ``chunksize``)."""
+    tasks = -(-len(run) // chunksize)
+    return [run[k] for j in range(tasks) for k in range(j, len(run), tasks)]
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a job is; enough to rebuild its Job in another process."""
@@ -117,6 +124,9 @@ class Manifest:
     after: str = ""
     #: item i is the result of item i of ``after`` (step2.map(job1)), not a gather
     chained: bool = False
+    #: default chunks deal the items out like cards (``dealt``), so that a slow tail of items
+    #: spreads over many tasks instead of straggling in the last one; False: contiguous chunks
+    spread: bool = False
 
     @property
     def outputs_wait_for_queue(self) -> bool:
@@ -127,7 +137,8 @@ class Manifest:
     @cached_property
     def submitted(self) -> Sequence[int]:
         """The items the job's tasks run, in task order."""
-        return range(self.n_items) if self.items is None else self.items
+        run = range(self.n_items) if self.items is None else self.items
+        return dealt(run, self.chunksize) if self.spread else run
 
     @cached_property
     def reused(self) -> list[int]:
@@ -155,7 +166,7 @@ class Manifest:
 
     def task_of(self, item: int) -> int | None:
         """The task that runs item; None for an item reused from an earlier job."""
-        if self.items is None:
+        if self.items is None and not self.spread:
             return item // self.chunksize
         position = self._positions.get(item)
         return None if position is None else position // self.chunksize

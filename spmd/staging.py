@@ -13,7 +13,7 @@ knows where its outputs go, even on a retry that skips calls done before.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from . import codec, data, protocol
 from .destinations import Destinations
@@ -86,10 +86,11 @@ def prepare(func: Callable, calls: list[tuple[tuple, dict]], *,
 
 
 def dumps_calls(staged: list[tuple[tuple, dict]], calls: list[tuple[tuple, dict]],
-                first_item: int) -> bytes:
-    """The pickled staged calls of one task; an error names the item as the user wrote it."""
+                items: Sequence[int]) -> bytes:
+    """The pickled staged calls of one task (its ``items``); an error names the item as the
+    user wrote it."""
     try:
-        return codec.dumps_calls(staged, first_item)
+        return codec.dumps_calls(staged, items)
     except SerializationError:
-        codec.dumps_calls(calls, first_item)
+        codec.dumps_calls(calls, items)
         raise

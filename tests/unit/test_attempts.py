@@ -57,3 +57,133 @@ def test_a_grown_task_counts_only_its_attempts_at_the_new_size():
     (3, 1, False, True)])
 def test_the_worker_marks_an_output_final_when_no_retry_follows(attempt, uncounted, ok, final):
     assert attempts.output_is_final(Resources(retries=1), attempt, uncounted, ok) is final
+
+
+# -- AWS Batch follows the rule through its retryStrategy -----------------------------------
+# How Batch ends an attempt lost each way (the fields spmd_aws.reasons reads): "Job status
+# reasons" and "CannotPullContainer errors" in the AWS Batch user guide.
+BATCH_ENDS = {
+    "error": {"statusReason": "Essential container in task exited", "reason": "", "exitCode": 1},
+    "infrastructure": {"statusReason": "Task failed to start",
+                       "reason": "CannotPullContainerError: pull image manifest has been retried",
+                       "exitCode": None},
+    "oom": {"statusReason": "Essential container in task exited",
+            "reason": "OutOfMemoryError: Container killed due to memory usage", "exitCode": 137},
+}
+
+
+def batch_action(strategy: dict, end: dict) -> str:
+    """Batch's choice after a failed attempt ("Automated job retries", and the RetryStrategy
+    page: the first evaluateOnExit entry whose every condition matches decides; none
+    matches: RETRY; conditions are globs, a * only at the end)."""
+    import fnmatch
+    fields = {"onStatusReason": end["statusReason"], "onReason": end["reason"],
+              "onExitCode": "" if end["exitCode"] is None else str(end["exitCode"])}
+    for rule in strategy["evaluateOnExit"]:
+        if all(fnmatch.fnmatchcase(fields[k], v) for k, v in rule.items() if k != "action"):
+            return rule["action"]
+    return "RETRY"
+
+
+def batch_walk(resources: Resources, losses: list) -> list[str]:
+    """The decisions Batch and spmd_aws take together: Batch retries within one job's
+    attempts; a kill for memory with a larger size left EXITs there and spmd_aws.memory
+    submits the task again at that size, with a fresh count; Batch never retries an attempt
+    that ran past its timeout ("Job timeouts", AWS Batch user guide)."""
+    from spmd_aws.config import MAX_ATTEMPTS
+    from spmd_aws.reasons import retry_strategy
+    strategy = retry_strategy(resources.retries, resources.infra_retries, MAX_ATTEMPTS,
+                              fargate=False, short_timeout=False,
+                              grows_memory=len(resources.memory_sizes) > 1)
+    kinds, in_job, step = [], 0, 0
+    for lost in losses:
+        in_job += 1
+        if lost == "timeout":
+            kinds.append("final")
+            break
+        if batch_action(strategy, BATCH_ENDS[lost]) == "RETRY" and in_job < strategy["attempts"]:
+            kinds.append("retry")
+            continue
+        if lost == "oom" and step + 1 < len(resources.memory_sizes):
+            kinds.append("grow")
+            in_job, step = 0, step + 1
+            continue
+        kinds.append("final")
+        break
+    return kinds
+
+
+#: Batch keeps one count of attempts per job: with retries > 0 a loss to the infrastructure
+#: uses one of the retries + 1 attempts (spmd_aws.reasons.retry_strategy says so, and
+#: docs/aws.md). These rows are where AWS departs from the rule, and how.
+BATCH_DEPARTS = {
+    5: ["retry", "final"],                           # infra, error, error with retries=1
+    10: ["retry", "grow", "retry", "final"],         # at 2 GiB the infra loss spent the retry
+}
+
+
+@pytest.mark.parametrize("row", [i for i, r in enumerate(TABLE) if "cancelled" not in r[1]])
+def test_aws_batch_retry_strategy_follows_the_rule(row):
+    resources, losses, expected = TABLE[row]
+    want = BATCH_DEPARTS.get(row, expected)
+    assert batch_walk(Resources(**resources), losses) == want
+    if row in BATCH_DEPARTS:  # and the departure is only ever fewer attempts, never more
+        assert len(want) < len(expected) and want[-1] == "final"
+
+
+# -- The Slurm batch script follows the rule ------------------------------------------------
+# The script (spmd_slurm.script) runs every attempt of a task in one allocation, in bash. It
+# runs here under bash as Slurm would start it, with a stand-in `docker` on PATH that ends
+# each attempt as the plan says: exit 1 (a call raised), 125 (docker could not start the
+# container: a loss to the infrastructure), 137 with State.OOMKilled (memory), or 124 after
+# the attempt's timeout.
+FAKE_DOCKER = r"""#!/bin/bash
+plan={plan}
+case "$1" in
+  run)  word=$(head -n 1 "$plan"); sed -i 1d "$plan"; echo "$word" > "$plan.last"
+        case "$word" in
+          ok) exit 0;; error) exit 1;; infrastructure) exit 125;; oom) exit 137;;
+          timeout) sleep 1.2; exit 124;;
+        esac;;
+  inspect) [ "$(cat "$plan.last" 2>/dev/null)" = oom ] && echo true || echo false;;
+esac
+exit 0
+"""
+
+
+def slurm_walk(resources: Resources, losses: list, tmp_path) -> list[str]:
+    """The decisions the batch script took, read from its marks: each attempt it ran after a
+    failed one is a retry; the run ends final after the last failure."""
+    import os
+    import subprocess
+
+    from spmd.batch_queue import ArraySpec
+    from spmd_slurm.script import Options, render
+
+    plan = tmp_path / "plan"
+    plan.write_text("".join(f"{w}\n" for w in [*losses, "ok"]))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(plan=plan))
+    (bin_dir / "docker").chmod(0o755)
+    spec = ArraySpec("job-1", "img", ("python3", "-m", "spmd.worker"), 1, resources)
+    script = tmp_path / "task.sh"
+    script.write_text(render(spec, 0, 1, Options(runtime="docker", shared_dir=str(tmp_path)),
+                             str(tmp_path / "marks"), str(tmp_path / "out")))
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "0",
+           "TMPDIR": str(tmp_path)}
+    subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=60)
+    ran = len((tmp_path / "plan").read_text().splitlines())
+    attempts = len(losses) + 1 - ran
+    return ["retry"] * (attempts - 1) + (["final"] if ran else [])
+
+
+@pytest.mark.parametrize("row", [i for i, r in enumerate(TABLE)
+                                 if "cancelled" not in r[1] and not r[0].get("more_memory")])
+def test_the_slurm_batch_script_follows_the_rule(row, tmp_path):
+    """Rows with memory sizes are refused on the client (Slurm does not grow memory);
+    cancelling is scancel's, outside the script."""
+    resources, losses, expected = TABLE[row]
+    if "timeout" in losses:
+        resources = {**resources, "timeout": 1}
+    assert slurm_walk(Resources(**resources), losses, tmp_path) == expected

@@ -54,8 +54,8 @@ def test_unpicklable_global_is_named():
 def test_unpicklable_item_is_named_by_index():
     calls = [((1,), {}), ((threading.Lock(),), {}), ((3,), {})]
     with pytest.raises(SerializationError) as info:
-        codec.dumps_calls(calls, first_item=10)
-    assert "input item 11" in str(info.value)
+        codec.dumps_calls(calls, items=[10, 18, 26])  # a task's items, dealt (layout.dealt)
+    assert "input item 18" in str(info.value)
 
 
 def test_user_modules_are_found_and_installed_ones_are_not():

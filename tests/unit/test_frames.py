@@ -55,7 +55,7 @@ def test_local_store_writes_a_big_array_from_its_memory_and_reads_it_once(tmp_pa
     store = LocalStore(tmp_path)
     array = np.random.default_rng(1).integers(0, 255, 32 * MB, dtype=np.uint8)
     _, write_peak = traced_peak(lambda: store.put_parts(
-        "s.bin", shards.pack_parts([codec.dumps_calls([((array,), {})], 0)])))
+        "s.bin", shards.pack_parts([codec.dumps_calls([((array,), {})], [0])])))
     calls, read_peak = traced_peak(lambda: codec.loads_frame(shards.read(store, "s.bin", 0)))
     ((got,), _), = calls
     # Written from the array's memory; read once into the memory the value is built on.
