@@ -238,7 +238,8 @@ def aws(args, endpoint: str, recorder: Recorder, data: Bucket, out: Bucket, scra
 
     import moto.settings
     from awsharness import FAKE_CREDENTIALS, Harness
-    from spmd import baseimage, docker_engine
+    from spmd.images import base as baseimage
+    from spmd import docker_engine
     patch = pytest.MonkeyPatch()
     for name, value in FAKE_CREDENTIALS.items():
         patch.setenv(name, value)

@@ -5,7 +5,7 @@
 Cases: a result file truncated after the job (then attach), a scheduler that dies at every
 start (then attach), a store remounted read-only mid-job (root only: a bind mount). The
 bounds that are set by design, not measured here: the watcher's budget (10 failed checks over
-at least 120 s, spmd.job.WATCH_*) and AWS's forgotten job (120 s, spmd_aws.queue.FORGOTTEN_AFTER).
+at least 120 s, spmd.client.job.WATCH_*) and AWS's forgotten job (120 s, spmd_aws.queue.FORGOTTEN_AFTER).
 """
 from __future__ import annotations
 

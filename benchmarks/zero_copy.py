@@ -30,10 +30,11 @@ sys.path.insert(0, os.environ.get("SPMD_SOURCE") or
 
 import numpy as np  # noqa: E402
 
-from spmd import codec, layout, shards, worker  # noqa: E402
+from spmd import codec, layout, shards
+from spmd.task import worker
 from spmd.batch_queue import Resources  # noqa: E402
 from spmd.layout import Manifest  # noqa: E402
-from spmd_local.store import LocalStore  # noqa: E402
+from spmd.stores.directory import DirectoryStore  # noqa: E402
 
 NEW = hasattr(codec, "dumps_frame")
 
@@ -80,7 +81,7 @@ def main() -> None:
     size = parser.parse_args().mb * 2**20
     array = np.random.default_rng(0).integers(0, 255, size, dtype=np.uint8)
     root = tempfile.mkdtemp(prefix="spmd-zc-")
-    store = LocalStore(root)
+    store = DirectoryStore(root)
     job = "zc-job"
     print(f"{'new' if NEW else 'old'} data path, one {size / 2**20:.0f} MB array, identity function")
     _, peak, s = measure("client write", lambda: write_job(store, job, array))

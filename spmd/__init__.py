@@ -5,12 +5,12 @@
     for future in spmd.as_completed(job):
         print(future.result())
 """
-from .args import Args
+from .client.args import Args
 from .backend import Backend, Capacity
 from .batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
 from .codec import RemoteTraceback
-from .chain import gather
-from .command import Command, CommandResult
+from .client.chain import gather
+from .client.command import Command, CommandResult
 from .data import File, open_url, outputs
 from .errors import (
     BaseImageError, CommandFailed, CommandImageError, CommandSpecError, ConfigError,
@@ -19,13 +19,13 @@ from .errors import (
     SpmdError, StoreError, SystemPackageError, TaskLost, TaskOutOfMemory, TaskTimedOut,
     UnknownBackendError, UpstreamFailed, WatchFailed,
 )
-from .executor import Executor
-from .future import Future
+from .client.executor import Executor
+from .client.future import Future
 from .hookspecs import hookimpl
 from .image_registry import ImageRegistry
-from .job import Job, as_completed, wait
-from .knot import Knot, attach
-from .object_store import ObjectStore
+from .client.job import Job, as_completed, wait
+from .client.knot import Knot, attach
+from .stores.object_store import ObjectStore
 from .secrets import Secret
 from .upstream import upstream_files
 

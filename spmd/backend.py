@@ -16,7 +16,7 @@ from .batch_queue import BatchQueue, Resources
 from .keys import Key, Settings
 from .errors import ResourceError
 from .image_registry import ImageRegistry
-from .object_store import ObjectStore
+from .stores.object_store import ObjectStore
 from .units import format_bytes
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class Backend(ABC):
         UrlRefs; ``destinations``: its Destinations or None). By default everything is allowed."""
 
     def doctor_checks(self) -> "Iterator[Check]":
-        """``spmd doctor``'s checks of this backend beyond its store (spmd.doctor): what a
+        """``spmd doctor``'s checks of this backend beyond its store (spmd.client.doctor): what a
         first run needs, each failure with what to do. By default there are none."""
         return iter(())
 

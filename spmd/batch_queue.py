@@ -69,7 +69,7 @@ class ArraySpec:
     env: Mapping[str, str] = field(default_factory=dict)
     network: bool = False  # tasks need a network (the local backend gives none otherwise)
     max_parallel: int | None = None  # at most this many tasks of the array run at once
-    #: a chained map (spmd.chain): the upstream job's id and queue handle, and for each task
+    #: a chained map (spmd.client.chain): the upstream job's id and queue handle, and for each task
     #: the upstream tasks that must have ended before it starts
     after_job: str = ""
     after_handle: str = ""

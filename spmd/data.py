@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from . import protocol, remote
 from .errors import DataError
-from .object_store import ObjectStore
+from .stores.object_store import ObjectStore
 
 log = logging.getLogger("spmd")
 

@@ -25,7 +25,7 @@ from .batch_queue import CANCELLED, FAILED, PENDING, RUNNING, STATES, SUCCEEDED
 from .units import format_bytes
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .client.job import Job
     from .layout import Manifest
     from .report import ItemReport, Report
 

@@ -1,6 +1,6 @@
 """ImageRegistry: where a task image lives, whether a tag is there already, and publishing it.
 
-Images are built on the client by ``spmd.image``; the registry only answers "is this
+Images are built on the client by ``spmd.images.build``; the registry only answers "is this
 content-hash tag there?" and "make this local image available to the queue".
 """
 from __future__ import annotations

@@ -117,10 +117,10 @@ class Manifest:
     outputs_to: str = ""
     #: who moved the data (spmd.backend.DataRule): [inputs, outputs]
     data_rule: list[str] = field(default_factory=lambda: ["task", "task"])
-    #: the most failed items before what has not started is cancelled (None: spmd.budget's
+    #: the most failed items before what has not started is cancelled (None: spmd.client.budget's
     #: default rule)
     max_failures: int | None = None
-    #: the job a chained map (or a gather) reads results of ('': none; spmd.chain)
+    #: the job a chained map (or a gather) reads results of ('': none; spmd.client.chain)
     after: str = ""
     #: item i is the result of item i of ``after`` (step2.map(job1)), not a gather
     chained: bool = False

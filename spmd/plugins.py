@@ -21,7 +21,7 @@ from .keys import CORE_KEYS, Settings
 
 log = logging.getLogger("spmd")
 
-BUILTIN_PLUGINS = ("spmd_local.plugin", "spmd_aws.plugin")
+BUILTIN_PLUGINS = ("spmd.stores.plugin", "spmd_local.plugin", "spmd_aws.plugin")
 ENTRY_POINT_GROUP = "spmd"
 
 
@@ -172,7 +172,7 @@ def store_class(scheme: str) -> type:
         raise UnknownBackendError(f"{scheme}://", [f"{s}://" for s in _stores],
                                   broken=_third_party_broken())
     cls = entry.load()
-    from .object_store import ObjectStore
+    from .stores.object_store import ObjectStore
     problems = []
     if not (isinstance(cls, type) and issubclass(cls, ObjectStore)):
         problems.append("is not a subclass of spmd.ObjectStore")

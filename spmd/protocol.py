@@ -9,7 +9,7 @@
                              attempt, final, provenance), written atomically
     client:  resolve(outputs read, queue states, already resolved) ──> Resolutions
 
-``resolve`` is the one place that decides how a task's futures end; ``spmd.job.Job``'s
+``resolve`` is the one place that decides how a task's futures end; ``spmd.client.job.Job``'s
 watcher only gathers its inputs (one listing, one states call, the new outputs) and
 applies what it returns. It is a pure function, unit-tested table by table.
 """
@@ -22,7 +22,7 @@ from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
 from . import codec, integrity, layout
 from .batch_queue import CANCELLED, RUNNING, TERMINAL, TaskStatus
 from .errors import ObjectNotFound, ResultDamaged, TaskLost, TaskOutOfMemory, TaskTimedOut
-from .object_store import ObjectStore
+from .stores.object_store import ObjectStore
 
 # -- what a task reads ----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from .protocol import TaskOutput
 from .units import format_bytes
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .client.job import Job
 
 #: bar colours of the timeline, by state
 COLOURS = {SUCCEEDED: "#2ca02c", FAILED: "#d62728", CANCELLED: "#9467bd", RUNNING: "#1f77b4",

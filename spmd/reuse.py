@@ -27,7 +27,7 @@ from . import codec, integrity, layout, protocol
 from .batch_queue import PENDING, RUNNING, TaskStatus
 from .errors import ObjectNotFound, ResultDamaged
 from .layout import Manifest
-from .object_store import ObjectStore
+from .stores.object_store import ObjectStore
 
 if TYPE_CHECKING:
     from .backend import Backend

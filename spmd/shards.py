@@ -16,7 +16,7 @@ import struct
 from typing import Sequence
 
 from .codec import frame_size, padding
-from .object_store import ObjectStore
+from .stores.object_store import ObjectStore
 
 MAGIC = b"SPMDSHD2"
 _HEADER = struct.Struct("<8sQ")

@@ -8,7 +8,7 @@ puts in its calls, and their resolution from the upstream job's results in the s
     upstream_failure()        on the client, for an engine that did not run such an item
     upstream_files()          in the task: the upstream item's output files
 
-The client's side (which job a map follows, which tasks wait for which) is spmd.chain.
+The client's side (which job a map follows, which tasks wait for which) is spmd.client.chain.
 """
 from __future__ import annotations
 

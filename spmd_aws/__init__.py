@@ -6,7 +6,7 @@
                    └─ provision.deployment ──> up() when the stack is missing,
                       broken or differs from the config                        provision.py
                       (compute environment + job queue: compute.py; IAM: permissions.py)
-    in each container: python3 -m spmd_aws.task -- python3 -m spmd.worker       task.py
+    in each container: python3 -m spmd_aws.task -- python3 -m spmd.task.worker       task.py
 
 Selected with ``backend = "aws"`` in a profile; ``spmd aws up`` / ``down`` (cli.py, a command group the plugin registers) call
 ``spmd_aws.provision.up(settings)`` and ``down(settings)``. boto3 is imported only when

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Callable
 from spmd import layout
 from spmd.batch_queue import FAILED, PENDING, ArraySpec, Resources, TaskStatus
 from spmd.errors import ObjectNotFound
-from spmd.object_store import ObjectStore
+from spmd.stores.object_store import ObjectStore
 from spmd.units import format_bytes
 
 from .reasons import task_status

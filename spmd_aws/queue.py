@@ -52,7 +52,7 @@ from typing import Callable, Mapping
 from spmd.batch_queue import (CANCELLED, FAILED, SUCCEEDED, ArraySpec, BatchQueue, Resources,
                                TaskStatus)
 from spmd.errors import ResourceError
-from spmd.object_store import ObjectStore
+from spmd.stores.object_store import ObjectStore
 
 from . import chain, signing
 from .aws import AwsError, Clients, boundary, error_code

@@ -26,7 +26,7 @@ from typing import Iterator
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from spmd.errors import ObjectNotFound, ResultDamaged, StoreError
-from spmd.object_store import ObjectStore
+from spmd.stores.object_store import ObjectStore
 
 from . import signing
 from .aws import Clients, boundary, error_code

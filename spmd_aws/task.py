@@ -1,6 +1,6 @@
 """The AWS task entry point: ``python3 -m spmd_aws.task [--timeout SECONDS] -- COMMAND...``.
 
-It does what AWS Batch does not, then runs COMMAND (``python3 -m spmd.worker``):
+It does what AWS Batch does not, then runs COMMAND (``python3 -m spmd.task.worker``):
 
 * A plain job (one task: Batch arrays have at least 2 children) gets no
   ``AWS_BATCH_JOB_ARRAY_INDEX``, and a job may not set variables starting with

@@ -7,10 +7,10 @@ from pathlib import Path
 from spmd import config
 from spmd.backend import Backend, Capacity, DataRule
 from spmd.config import Key
+from spmd.stores.directory import DirectoryStore
 
 from .queue import LocalQueue
 from .registry import DaemonRegistry
-from .store import LocalStore
 
 
 def default_store_dir() -> str:
@@ -42,8 +42,8 @@ class LocalBackend(Backend):
         """The configured store folder, or the user's default one."""
         return self.settings.get("store_dir") or default_store_dir()
 
-    def make_store(self) -> LocalStore:
-        return LocalStore(self.store_dir())
+    def make_store(self) -> DirectoryStore:
+        return DirectoryStore(self.store_dir())
 
     def doctor_checks(self):
         from .doctor import checks

@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from spmd import baseimage, docker_engine
+from spmd.images import base as baseimage
+from spmd import docker_engine
 from spmd.checks import Check, probe
 from spmd.units import format_bytes
 

@@ -1,4 +1,5 @@
-"""Registers the local backend and the file:// store, through the same hooks as any plugin."""
+"""Registers the local backend, through the same hooks as any plugin (its store, file://, is
+the core's)."""
 from spmd.hookspecs import hookimpl
 
 
@@ -9,7 +10,3 @@ def spmd_register_backends(register):
              runtime_requirements=("apache-libcloud", "fasteners"),
              runtime_packages=("spmd", "spmd_local"))
 
-
-@hookimpl
-def spmd_register_stores(register):
-    register("file", "spmd_local.store:LocalStore")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from spmd import docker_engine
-from spmd.image import LOCAL_REPOSITORY
+from spmd.images.build import LOCAL_REPOSITORY
 from spmd.image_registry import ImageRegistry
 
 

@@ -2,9 +2,9 @@
 
     start ──> a warm container of the job that is idle, of the attempt's memory limit
               (SPMD_MEMORY) ──> {"op": "run"} on its socket
-              none idle ──> a new container: ``python -m spmd.serve SOCKET -- COMMAND``
+              none idle ──> a new container: ``python -m spmd.task.serve SOCKET -- COMMAND``
               with ONE task's limits (memory, vcpus), no network unless the job asks
-    poll  ──> messages from the containers' servers (spmd.serve): started, ended (code, oom)
+    poll  ──> messages from the containers' servers (spmd.task.serve): started, ended (code, oom)
               a container that dies under its task ──> OOMKilled: "oom"; else "infrastructure"
     kill  ──> {"op": "kill"} (the server SIGKILLs the task's process group)
     idle containers stop after LINGER seconds; all of the job's go when it ends
@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spmd import docker_engine, integrity, layout, logcap, protocol, secrets, wire
+from spmd import docker_engine, integrity, layout, logcap, protocol, secrets
+from spmd.task import wire
 from spmd.batch_queue import ArraySpec
 from spmd.errors import EngineError
 from spmd.scheduling import Adoption, Attempt, DirectoryStore, Outcome, Runner, queue_key
@@ -100,7 +101,7 @@ def task_mounts(store: DirectoryStore, job_id: str, after_job: str = "",
     if secrets_dir:
         mounts[secrets_dir] = {"bind": secrets_dir, "mode": "ro"}
     if after_job and "/" not in after_job and not after_job.startswith("."):
-        # a chained map reads the upstream job's results and files (spmd.chain)
+        # a chained map reads the upstream job's results and files (spmd.client.chain)
         upstream = layout.prefix(after_job)
         for name in ("manifest.json", "output", "files", "reused.pkl"):
             path = store.path(upstream + name)
@@ -256,7 +257,7 @@ class LocalRunner(Runner):
         mounts[str(self.sockets)] = {"bind": SERVE_DIR, "mode": "rw"}
         container = self.engine_call(
             self.engine.containers.create,
-            spec.image, ["python3", "-m", "spmd.serve", inside, "--", *spec.command],
+            spec.image, ["python3", "-m", "spmd.task.serve", inside, "--", *spec.command],
             name=slot.name, environment={**spec.env, protocol.IMAGE: spec.image},
             labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.vcpus": str(res.vcpus),
                     "spmd.memory": str(slot.memory), "spmd.socket": slot.socket_path,

@@ -30,11 +30,12 @@ from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
-from spmd import config, image, remote
+from spmd import config, remote
+from spmd.images import build as image
 from spmd.backend import Backend, Capacity, DataRule
 from spmd.config import Key, Settings
 from spmd.errors import ConfigError, DataError
-from spmd.image import LOCAL_REPOSITORY
+from spmd.images.build import LOCAL_REPOSITORY
 from spmd.image_registry import ImageRegistry
 
 from . import environment, paths, runtimes
@@ -139,7 +140,7 @@ class SlurmBackend(Backend):
     )
     # the directory store's, and s3fs for tasks that publish outputs_to="s3://..."
     runtime_requirements = ("apache-libcloud", "fasteners", *S3_RUNTIME)
-    runtime_packages = ("spmd", "spmd_local", "spmd_slurm")
+    runtime_packages = ("spmd", "spmd_slurm")
     uses_images = False
     poll_interval = 1.0
     # The login node (the client) has the network; compute nodes often do not: map() stages
@@ -259,7 +260,6 @@ class SlurmContainerBackend(SlurmBackend):
     """
 
     uses_images = True
-    runtime_packages = ("spmd", "spmd_local")
 
     @cached_property
     def runtime(self) -> runtimes.Runtime:

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from spmd import image
+from spmd.images import build as image
 from spmd.errors import RequirementError
 
 log = logging.getLogger("spmd")

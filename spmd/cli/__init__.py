@@ -46,12 +46,12 @@ def cmd_backends(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .. import doctor
+    from ..client import doctor
     return EXIT_OK if doctor.report(doctor.run(settings_of(args)), sys.stdout) else EXIT_FAILED
 
 
 def cmd_image_bootstrap(args) -> int:
-    from .. import baseimage
+    from ..images import base as baseimage
     from ..errors import BaseImageError
     if args.if_missing:
         try:

@@ -41,7 +41,7 @@ def cmd_clean(args) -> int:
     from .. import layout
     from ..plugins import open_backend
     from ..data import uploads_of
-    from ..job import load
+    from ..client.job import load
     from . import settings_of
     from .jobs import list_jobs
     if (args.job_id is None) == (args.older_than is None) and not args.data:
@@ -111,7 +111,7 @@ def clean_data(backend, *, dry_run: bool) -> list[str]:
     """Remove every uploaded input (data/sha256/, data/tree/) and fetched URL copy that no job
     still pending or running references: the subjects' data leaves the store."""
     from ..data import BLOBS, TREES, uploads_of
-    from ..job import load
+    from ..client.job import load
     from .jobs import list_jobs
     busy: set[str] = set()
     for manifest in list_jobs(backend):

@@ -17,7 +17,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def open_job(args, *, watch: bool = False):
-    from ..knot import attach
+    from ..client.knot import attach
     return attach(args.job_id, backend=args.backend, profile=args.profile, watch=watch)
 
 
@@ -50,7 +50,7 @@ def list_jobs(backend) -> list:
 
 def cmd_jobs(args) -> int:
     from ..plugins import open_backend
-    from ..job import load
+    from ..client.job import load
     from . import settings_of
     backend = open_backend(settings_of(args))
     manifests = list_jobs(backend)[:args.limit]

@@ -22,7 +22,7 @@ from typing import Any
 from ..backend import Backend
 from ..batch_queue import STATES, TERMINAL, TaskStatus
 from ..errors import ObjectNotFound
-from ..job import Job, load
+from ..client.job import Job, load
 from .. import layout
 from ..layout import Manifest
 from ..report import ItemReport, Report

@@ -9,7 +9,7 @@
 from .client import SchedulerQueue
 from .core import Scheduler, main as scheduler_main, queue_key
 from .runner import Adoption, Attempt, Outcome, Runner
-from .store import DirectoryStore
+from ..stores.directory import DirectoryStore
 
 __all__ = ["Adoption", "Attempt", "DirectoryStore", "Outcome", "Runner", "Scheduler", "SchedulerQueue", "queue_key",
            "scheduler_main"]

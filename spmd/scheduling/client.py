@@ -30,7 +30,7 @@ from spmd.errors import ObjectNotFound
 from spmd.secrets import SECRETS_DIR, write as write_secrets
 
 from .core import queue_key
-from .store import DirectoryStore
+from ..stores.directory import DirectoryStore
 
 log = logging.getLogger("spmd")
 

@@ -38,7 +38,7 @@ from spmd.units import format_bytes
 
 from .hostdata import HostData
 from .runner import Attempt, Outcome, Runner
-from .store import DirectoryStore
+from ..stores.directory import DirectoryStore
 
 log = logging.getLogger("spmd.scheduler")
 
@@ -76,7 +76,7 @@ class Scheduler:
         self.written = 0.0  # when state.json was last written
         self.data: HostData | None = None  # data this scheduler moves (DataRule "host")
         self.waiting: collections.deque = collections.deque()  # pending, inputs not yet there
-        # a chained map (spmd.chain): each task waits for these tasks of the upstream job
+        # a chained map (spmd.client.chain): each task waits for these tasks of the upstream job
         self.after_job = self.spec.after_job
         self.after_tasks = [set(w) for w in self.spec.after_tasks]
         self.upstream_ended: set[int] = set()

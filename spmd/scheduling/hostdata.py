@@ -18,7 +18,7 @@ from spmd import data, layout, remote
 from spmd.errors import ObjectNotFound
 from spmd.layout import Manifest
 
-from .store import DirectoryStore
+from ..stores.directory import DirectoryStore
 
 log = logging.getLogger("spmd.scheduler")
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 import spmd
-from spmd import baseimage, docker_engine
+from ..images import base as baseimage
+from .. import docker_engine
 
 from . import data_functions as fn
 from .fixtures import WAIT, BackendFixtures

@@ -15,7 +15,7 @@ import errno
 
 import spmd
 from spmd import layout
-from spmd.job import load
+from ..client.job import load
 
 from . import functions as fn
 from .fixtures import WAIT, BackendFixtures

@@ -262,7 +262,8 @@ class MapContract(BackendFixtures):
         knot = spmd_knot(fn.square)
         if not type(spmd_backend).uses_images:
             # No image at all: map works with no container engine and builds nothing.
-            from spmd import docker_engine, image
+            from .. import docker_engine
+            from ..images import build as image
 
             def no_engine():
                 raise spmd.EngineError("the conformance kit hid the container engine")

@@ -1,6 +1,6 @@
 """An in-memory backend for tests: a store in a dict, a queue that runs tasks in threads.
 
-No Docker, no images, no processes: tasks run ``spmd.worker.run_task`` in threads of this
+No Docker, no images, no processes: tasks run ``spmd.task.worker.run_task`` in threads of this
 process, so the task protocol, ``Job`` and the futures are tested in milliseconds::
 
     from spmd.testing import memory
@@ -30,7 +30,7 @@ from spmd.batch_queue import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TE
 from spmd.config import Key
 from spmd.errors import ObjectNotFound
 from spmd.hookspecs import hookimpl
-from spmd.object_store import ObjectStore
+from ..stores.object_store import ObjectStore
 
 _stores: dict[str, "MemoryStore"] = {}
 _queues: dict[str, "MemoryQueue"] = {}
@@ -166,7 +166,7 @@ class MemoryQueue(BatchQueue):
             self._ended(handle, task, TaskStatus(FAILED, attempt, fault.exit_code, fault.reason,
                                                  fault.lost))
             return
-        from spmd.worker import run_task
+        from ..task.worker import run_task
         try:
             ok = run_task(self.store, handle, task, attempt,
                           array.tallies.get(task, Tally()).uncounted)

@@ -33,7 +33,7 @@ def _no_registry(backend: spmd.Backend) -> bool:
 
 
 class ImageRegistryContract(BackendFixtures):
-    """What every ImageRegistry does for ``spmd.image.ensure``."""
+    """What every ImageRegistry does for ``spmd.images.build.ensure``."""
 
     @pytest.fixture
     def spmd_tiny_image(self):

@@ -2,7 +2,7 @@
 and the conveniences a store may override (``put_parts``, ``get_view``, ``list_after``).
 
 Needs only the ``spmd_store`` fixture (by default the backend's store), so a store that
-is not part of a backend (``spmd.stores.LibcloudStore`` over some driver) can run it too.
+is not part of a backend (``spmd.stores.libcloud.LibcloudStore`` over some driver) can run it too.
 Every key is under ``spmd_scratch``, which is emptied afterwards.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 import pytest
 
 import spmd
-from spmd.worker import open_store
+from ..task.worker import open_store
 
 from .fixtures import BackendFixtures
 

@@ -128,7 +128,7 @@ def registry(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def base_image():
-    from spmd import baseimage
+    from spmd.images import base as baseimage
     from spmd.errors import BaseImageError
     try:
         return baseimage.resolve(None)

@@ -1,6 +1,6 @@
 """spmd doctor on AWS (moto's server): credentials and region, then the stack before and
 after `up`, with the command to run while it is missing."""
-from spmd import doctor
+from spmd.client import doctor
 from spmd_aws import provision
 
 from awsharness import settings_of

@@ -14,7 +14,7 @@ from awsharness import settings_of
 EC2 = Deployment("arn:aws:batch:us-east-1:1:job-queue/s-ec2", "arn:aws:iam::1:role/s-job")
 FARGATE = Deployment("arn:aws:batch:us-east-1:1:job-queue/s-fargate", "arn:aws:iam::1:role/s-job",
                      "FARGATE", "arn:aws:iam::1:role/s-execution")
-COMMAND = ("python3", "-m", "spmd.worker")
+COMMAND = ("python3", "-m", "spmd.task.worker")
 
 
 def spec(**resources) -> ArraySpec:

@@ -126,7 +126,7 @@ def test_another_registry_is_asked_itself_and_never_gets_the_ecr_token(aws_confi
 @pytest.mark.docker
 def test_local_and_aws_compute_the_same_image_for_the_same_knot(aws_config, base_image):
     import spmd
-    from spmd import image
+    from spmd.images import build as image
     local = spmd.Knot(len, backend="local", base_image=base_image, requirements=["six"])
     aws = spmd.Knot(len, backend="aws", base_image=base_image, requirements=["six"],
                     config=aws_config)
@@ -159,7 +159,7 @@ def test_an_arm64_build_this_engine_cannot_do_is_refused_before_anything_is_sent
 
 @pytest.mark.docker
 def test_with_emulation_registered_the_base_image_must_match_the_platform(base_image, tmp_path):
-    from spmd import platforms
+    from spmd.images import platforms
     from spmd.errors import PlatformError
     (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/bin/qemu-aarch64-static\n")
     assert platforms.can_emulate("linux/arm64", tmp_path)

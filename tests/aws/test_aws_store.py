@@ -100,7 +100,7 @@ def test_url_round_trip(store):
         (store.bucket, "lab/one/", REGION, store.clients.endpoint_url)
     store.put("jobs/u", b"via url")
     assert again.get("jobs/u") == b"via url"
-    from spmd.worker import open_store
+    from spmd.task.worker import open_store
     assert isinstance(open_store(url), S3Store)
 
 

@@ -2,7 +2,7 @@
 
     test_local.py          the local Docker backend (built in)
     test_process.py        the example plugin examples/spmd-process-backend ("process")
-    test_libcloud_store.py spmd.stores.LibcloudStore over libcloud's local driver (store part only)
+    test_libcloud_store.py spmd.stores.libcloud.LibcloudStore over libcloud's local driver (store part only)
     (AWS)                  the AWS backend on moto runs the same class as
                            ``TestAws(spmd.testing.BackendContract)`` in
                            tests/aws/test_aws_conformance.py, beside the AWS harness whose

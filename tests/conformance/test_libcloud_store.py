@@ -1,4 +1,4 @@
-"""The store part of the kit on spmd.stores.LibcloudStore, the generic ObjectStore a plugin gets
+"""The store part of the kit on spmd.stores.libcloud.LibcloudStore, the generic ObjectStore a plugin gets
 for any apache-libcloud storage driver, here over libcloud's local driver. (Its S3-compatible
 MinIO driver against moto's S3 server passed the same way and pages correctly, by hand,
 but 1,200 puts of three requests each take a minute there, so it is not run.)
@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from spmd import plugins
-from spmd.stores import LibcloudStore
+from spmd.stores.libcloud import LibcloudStore
 from spmd.testing import ObjectStoreContract
 
 
@@ -45,10 +45,10 @@ class TestLibcloudLocalDriver(ObjectStoreContract):
         return LocalDriverStore(str(root))
 
     @pytest.mark.xfail(strict=True, reason=(
-        "spmd/stores.py LibcloudStore.put() over libcloud's local driver writes the file in "
+        "spmd/stores/libcloud.py LibcloudStore.put() over libcloud's local driver writes the file in "
         "place, so a reader can see part of an object: ObjectStore requires an atomic put "
-        "(cloud drivers' uploads are atomic; spmd_local.store.LocalStore writes and renames). "
-        "A property of that driver, stated in spmd/stores.py's docstring; this test keeps it "
+        "(cloud drivers' uploads are atomic; spmd.stores.directory.DirectoryStore writes and renames). "
+        "A property of that driver, stated in spmd/stores/libcloud.py's docstring; this test keeps it "
         "visible and fails if the driver changes"))
     def test_store_put_is_atomic_for_readers(self, spmd_store, spmd_scratch):
         super().test_store_put_is_atomic_for_readers(spmd_store, spmd_scratch)

@@ -16,7 +16,7 @@ import pytest
 import spmd
 from spmd import plugins
 from spmd.testing import functions as fn
-from spmd.worker import open_store
+from spmd.task.worker import open_store
 
 
 @pytest.fixture

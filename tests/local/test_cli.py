@@ -152,7 +152,7 @@ def test_clean_skips_a_running_job(store_dir, engine):
 
 def test_clean_images_removes_only_unused_labelled_images(engine):
     """On images of this test's own (a unique label), never on other images of the engine."""
-    from spmd import baseimage
+    from spmd.images import base as baseimage
     from spmd.cli.clean import clean_images
     mark = f"spmd.test-clean={uuid.uuid4().hex[:8]}"
     key, value = mark.split("=")

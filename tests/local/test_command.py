@@ -75,7 +75,7 @@ def test_command_retries_and_timeout_like_a_function(local, engine):
 def test_python_is_installed_with_the_images_package_manager(local, engine):
     # A Debian image with Python purged: spmd installs python3 with apt-get (from the mirror
     # in the image's own sources.list) while it builds the derived image.
-    from spmd import baseimage, image as images
+    from spmd.images import base as baseimage, build as images
     base = baseimage.resolve(None)
     image = _image("spmd-test-nopython", {}, (
         f"FROM {base}\nRUN apt-get purge -y --allow-remove-essential python3 python3-minimal "

@@ -7,7 +7,7 @@ import os
 import pytest
 
 import spmd
-from spmd.object_store import ObjectStore
+from spmd.stores.object_store import ObjectStore
 
 pytestmark = pytest.mark.docker
 

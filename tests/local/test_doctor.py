@@ -1,5 +1,5 @@
 """spmd doctor on the local backend: the real engine, disk and base image; a broken store."""
-from spmd import doctor
+from spmd.client import doctor
 from spmd.cli import main
 from spmd.config import resolve
 

@@ -84,7 +84,7 @@ def private_engine(local, engine, monkeypatch):
     try:
         private.start()
         client = docker.DockerClient(base_url=private.url, timeout=300)
-        from spmd.baseimage import resolve
+        from spmd.images.base import resolve
         for image in (resolve(None), reference):  # Knot looks for its base image too
             client.images.load(b"".join(engine.images.get(image).save(named=True)))
         monkeypatch.setenv("DOCKER_HOST", private.url)

@@ -5,7 +5,7 @@ import os
 import pytest
 
 import spmd
-from spmd import baseimage, image
+from spmd.images import base as baseimage, build as image
 
 pytestmark = pytest.mark.docker
 

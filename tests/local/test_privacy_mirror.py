@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from spmd import apt, baseimage
+from spmd.images import apt, base as baseimage
 
 pytestmark = pytest.mark.docker
 

@@ -54,7 +54,7 @@ def test_progress_bar_ends_on_the_counts_of_status(local, engine, capsys):
 
 
 def test_progress_is_off_under_ci_or_without_a_terminal(monkeypatch):
-    from spmd import progress
+    from spmd.client import progress
     monkeypatch.setenv("CI", "true")
     assert progress.enabled(None) is False and progress.enabled(True) is True
     monkeypatch.delenv("CI")

@@ -4,13 +4,13 @@ import threading
 import pytest
 
 from spmd.errors import ObjectNotFound
-from spmd.worker import open_store
-from spmd_local.store import LocalStore
+from spmd.task.worker import open_store
+from spmd.stores.directory import DirectoryStore
 
 
 @pytest.fixture
 def store(tmp_path):
-    return LocalStore(tmp_path / "s")
+    return DirectoryStore(tmp_path / "s")
 
 
 def test_round_trip_range_and_missing(store):
@@ -72,7 +72,7 @@ def test_put_is_atomic_for_readers(store):
 def test_opened_by_url_through_the_plugin_registry(store):
     store.put("x", b"1")
     again = open_store(store.url)
-    assert isinstance(again, LocalStore) and again.get("x") == b"1"
+    assert isinstance(again, DirectoryStore) and again.get("x") == b"1"
 
 
 def test_keys_cannot_escape_the_store(store):

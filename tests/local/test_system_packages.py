@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 import spmd
-from spmd import apt, image
+from spmd.images import apt, build as image
 
 pytestmark = pytest.mark.docker
 

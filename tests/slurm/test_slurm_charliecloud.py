@@ -112,7 +112,7 @@ def test_a_missing_runtime_names_its_package(slurm_config, monkeypatch):
 
 
 def test_the_charliecloud_command_runs_the_converted_folder_in_a_clean_environment():
-    spec = ArraySpec(job_id="j1", image="spmd-task:abc123", command=("python3", "-m", "spmd.worker"),
+    spec = ArraySpec(job_id="j1", image="spmd-task:abc123", command=("python3", "-m", "spmd.task.worker"),
                      n_tasks=2, resources=Resources(timeout=5), env={"SECRET": "s e$cret"})
     options = script.Options(runtime="charliecloud", shared_dir="/sh")
     text = script.render(spec, 0, 2, options, "/sh/marks", "/sh/%A_%a.out",

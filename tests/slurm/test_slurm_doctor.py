@@ -1,7 +1,7 @@
 """spmd doctor on the test Slurm: commands, controller, partition, MaxArraySize, shared_dir."""
 import os
 
-from spmd import doctor
+from spmd.client import doctor
 from spmd.config import resolve
 
 

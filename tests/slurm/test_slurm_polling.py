@@ -102,7 +102,7 @@ def test_the_commands_a_10000_item_map_costs_per_phase(tmp_path, monkeypatch):
     phases = {}
     # submit: one task per item, the worst case (map's own chunking makes far fewer tasks)
     backend.capacity()
-    spec = ArraySpec("big", "", ("python3", "-m", "spmd.worker"), 10_000, Resources())
+    spec = ArraySpec("big", "", ("python3", "-m", "spmd.task.worker"), 10_000, Resources())
     handle = backend.queue.submit(spec)
     phases["submit"], calls = dict(calls), calls.clear() or calls
     # an hour of watching, polled every second, while every task runs: the first minute through
@@ -131,7 +131,7 @@ def test_a_map_over_the_clusters_job_limit_is_refused_before_any_sbatch(tmp_path
     monkeypatch.setattr(slurm.shutil, "which", lambda name: "/usr/bin/" + name)
     backend = spmd.Knot(square, backend="slurm", config={
         "shared_dir": str(tmp_path / "shared")}).backend
-    spec = ArraySpec("big", "", ("python3", "-m", "spmd.worker"), 600, Resources())
+    spec = ArraySpec("big", "", ("python3", "-m", "spmd.task.worker"), 600, Resources())
     with pytest.raises(spmd.ResourceError, match="MaxJobCount=500.*chunksize"):
         backend.queue.submit(spec)
     assert calls["sbatch"] == 0

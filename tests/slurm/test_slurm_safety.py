@@ -32,7 +32,7 @@ def test_names_and_lists_of_partitions_pass_and_reach_sbatch_as_they_are():
     knot = spmd.Knot(square, backend="slurm", config={
         "shared_dir": "/scratch/me/spmd", "partition": "short,long", "account": "lab-42",
         "qos": "high.prio", "sbatch_options": ["--constraint=avx2"]})
-    spec = ArraySpec("j1", "", ("python3", "-m", "spmd.worker"), 1, Resources())
+    spec = ArraySpec("j1", "", ("python3", "-m", "spmd.task.worker"), 1, Resources())
     text = script.render(spec, 0, 1, knot.backend.options(), "/m", "/o/%A_%a.out")
     for line in ("--partition=short,long", "--account=lab-42", "--qos=high.prio",
                  "--constraint=avx2"):
@@ -67,7 +67,7 @@ def test_a_shared_dir_others_can_read_is_refused_at_map_with_the_chmod(slurm_con
 def test_a_docker_task_sees_its_own_job_and_no_host_network_unless_asked():
     options = script.Options(runtime="docker", shared_dir="/sh")
     volumes = ["/sh/store/spmd/jobs/j1", "/sh/store/spmd/data"]
-    plain = ArraySpec("j1", "spmd-task:t", ("python3", "-m", "spmd.worker"), 1, Resources())
+    plain = ArraySpec("j1", "spmd-task:t", ("python3", "-m", "spmd.task.worker"), 1, Resources())
     line = script.task_command(plain, options, volumes)
     assert "--network" not in line
     assert "--volume /sh/store/spmd/jobs/j1:/sh/store/spmd/jobs/j1" in line

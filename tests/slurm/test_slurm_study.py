@@ -19,7 +19,7 @@ UPSTREAM = json.dumps({"job": "up", "arrays": [["700", 0, 4], ["701", 4, 4], ["7
 
 def spec(**fields) -> ArraySpec:
     fields = {"n_tasks": 9, "resources": Resources(memory=2**28), **fields}
-    return ArraySpec(job_id="down", image="", command=("python3", "-m", "spmd.worker"), **fields)
+    return ArraySpec(job_id="down", image="", command=("python3", "-m", "spmd.task.worker"), **fields)
 
 
 def rendered(s: ArraySpec, ended: frozenset = frozenset()) -> list[list[str]]:

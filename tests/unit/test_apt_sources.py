@@ -2,7 +2,8 @@
 import pytest
 
 import spmd
-from spmd import apt, config
+from spmd.images import apt
+from spmd import config
 
 DEB822 = """\
 Types: deb

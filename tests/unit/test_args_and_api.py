@@ -1,7 +1,7 @@
 import pytest
 
 import spmd
-from spmd.args import Args, as_call
+from spmd.client.args import Args, as_call
 
 
 def test_as_call_forms():

@@ -166,7 +166,7 @@ def slurm_walk(resources: Resources, losses: list, tmp_path) -> list[str]:
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(FAKE_DOCKER.format(plan=plan))
     (bin_dir / "docker").chmod(0o755)
-    spec = ArraySpec("job-1", "img", ("python3", "-m", "spmd.worker"), 1, resources)
+    spec = ArraySpec("job-1", "img", ("python3", "-m", "spmd.task.worker"), 1, resources)
     script = tmp_path / "task.sh"
     script.write_text(render(spec, 0, 1, Options(runtime="docker", shared_dir=str(tmp_path)),
                              str(tmp_path / "marks"), str(tmp_path / "out")))

@@ -1,12 +1,12 @@
-"""The failure budget's rule (spmd.budget) and map()'s checks of max_failures."""
+"""The failure budget's rule (spmd.client.budget) and map()'s checks of max_failures."""
 import math
 
 import pytest
 
 import spmd
 from spmd.testing import functions
-from spmd import budget
-from spmd.budget import EARLY_STOP, Ended
+from spmd.client import budget
+from spmd.client.budget import EARLY_STOP, Ended
 
 
 def failures(n, kind="ValueError", start=0):

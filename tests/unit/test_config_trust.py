@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from spmd import apt, config
+from spmd.images import apt
+from spmd import config
 from spmd.config import resolve
 from spmd.errors import ConfigError, SystemPackageError
 
@@ -100,7 +101,7 @@ def test_mirror_credentials_reach_no_command_and_the_mirror_is_in_the_layer_tag(
 
 
 def test_a_pip_planted_in_the_working_folder_is_not_what_resolves_requirements(tmp_path, monkeypatch):
-    from spmd import image
+    from spmd.images import build as image
     planted = tmp_path / "pip"
     planted.mkdir()
     marker = tmp_path / "ran"

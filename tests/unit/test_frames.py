@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from spmd import codec, protocol, shards
-from spmd_local.store import LocalStore
+from spmd.stores.directory import DirectoryStore
 
 MB = 2**20
 
@@ -52,7 +52,7 @@ def traced_peak(fn):
 
 
 def test_local_store_writes_a_big_array_from_its_memory_and_reads_it_once(tmp_path):
-    store = LocalStore(tmp_path)
+    store = DirectoryStore(tmp_path)
     array = np.random.default_rng(1).integers(0, 255, 32 * MB, dtype=np.uint8)
     _, write_peak = traced_peak(lambda: store.put_parts(
         "s.bin", shards.pack_parts([codec.dumps_calls([((array,), {})], [0])])))
@@ -67,7 +67,7 @@ def test_local_store_writes_a_big_array_from_its_memory_and_reads_it_once(tmp_pa
 
 
 def test_task_output_round_trip_without_a_copy(tmp_path):
-    store = LocalStore(tmp_path)
+    store = DirectoryStore(tmp_path)
     array = np.arange(4 * MB, dtype=np.float64)  # 32 MB
     output = protocol.TaskOutput(
         task=2, attempt=1, final=True, results=[("ok", codec.Pickled.of(array))],

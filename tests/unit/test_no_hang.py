@@ -2,7 +2,8 @@
 failing ends the unresolved futures with WatchFailed within the watcher's budget."""
 
 import spmd
-from spmd import job as job_module, layout
+from spmd.client import job as job_module
+from spmd import layout
 from spmd.testing import functions
 
 WAIT = 30

@@ -9,7 +9,7 @@ from spmd.errors import PluginError
 def test_local_backend_and_file_store_are_registered():
     assert "local" in plugins.backend_names()
     assert plugins.backend_class("local").__name__ == "LocalBackend"
-    assert plugins.store_class("file").__name__ == "LocalStore"
+    assert plugins.store_class("file").__name__ == "DirectoryStore"
 
 
 def test_incomplete_backend_names_plugin_and_missing_methods(tmp_path, monkeypatch):

@@ -1,18 +1,18 @@
 import numpy as np
 
 from spmd import codec, shards
-from spmd_local.store import LocalStore
+from spmd.stores.directory import DirectoryStore
 
 
 def test_pack_and_read_every_payload(tmp_path):
-    store = LocalStore(tmp_path)
+    store = DirectoryStore(tmp_path)
     payloads = [b"", b"a", b"bc" * 1000, bytes(range(256))]
     store.put("s.bin", shards.pack(payloads))
     assert [bytes(shards.read(store, "s.bin", i)) for i in range(4)] == payloads
 
 
 def test_read_is_two_range_reads_and_only_the_index_is_read_as_bytes(tmp_path):
-    store = LocalStore(tmp_path)
+    store = DirectoryStore(tmp_path)
     store.put_parts("s.bin", shards.pack_parts([b"x" * 1_000_000, b"needle", b"y" * 1_000_000]))
     reads = []
     original_get, original_view = store.get, store.get_view
@@ -32,7 +32,7 @@ def test_read_is_two_range_reads_and_only_the_index_is_read_as_bytes(tmp_path):
 
 
 def test_frames_in_a_shard_start_aligned_so_their_arrays_do(tmp_path):
-    store = LocalStore(tmp_path)
+    store = DirectoryStore(tmp_path)
     frames = [codec.dumps_frame([np.full(n, n, dtype=np.float64)]) for n in (3, 300_000, 5)]
     store.put_parts("s.bin", shards.pack_parts([b"odd-sized", *frames]))
     for i, n in enumerate((3, 300_000, 5), start=1):

@@ -25,7 +25,7 @@ def physical_memory() -> int:
 
 
 class ProcessBackend(Backend):
-    """Runs each task as ``python -m spmd.worker`` in a child process of a detached scheduler."""
+    """Runs each task as ``python -m spmd.task.worker`` in a child process of a detached scheduler."""
 
     name = "process"
     # The same keys, with the same parsers, as the local backend: one config serves both.
@@ -37,7 +37,7 @@ class ProcessBackend(Backend):
             "(default: this machine's)"),
     )
     # No image: tasks import these from this very environment (so they are not pickled by value).
-    runtime_packages = ("spmd", "spmd_local", "spmd_process")
+    runtime_packages = ("spmd", "spmd_process")
     uses_images = False
     poll_interval = 0.2
 

@@ -291,7 +291,7 @@ def test_a_job_the_time_limit_cancelled_reads_as_never_placed():
 # -- what fits on the compute environment's instances ---------------------------------
 
 def spec(vcpus: float = 1, memory: int = 2**30) -> ArraySpec:
-    return ArraySpec("j-1", "reg/spmd-tasks:abc", ("python3", "-m", "spmd.worker"), 4,
+    return ArraySpec("j-1", "reg/spmd-tasks:abc", ("python3", "-m", "spmd.task.worker"), 4,
                      Resources(vcpus=vcpus, memory=memory))
 
 

@@ -54,7 +54,7 @@ def list_pages(replay, parent, listed: dict, size: int = 2, known: dict | None =
 
 def lost_future(queue, handle, task, status):
     """What the client's Job makes of a task that ended without output."""
-    from spmd.job import Job
+    from spmd.client.job import Job
     manifest = types.SimpleNamespace(job_id="j-1", n_items=2, n_tasks=2, reused=None, chained=False,
                                      items_of=lambda t: [t], task_of=lambda i: i)
     backend = types.SimpleNamespace(queue=queue, settings={}, poll_interval=1)
@@ -66,7 +66,7 @@ def lost_future(queue, handle, task, status):
 
 
 def test_a_pull_failure_is_a_lost_task_retried_by_batch_not_a_cancel(queue, clients):
-    spec = ArraySpec("j-1", "reg/spmd-tasks:abc", ("python3", "-m", "spmd.worker"), 2,
+    spec = ArraySpec("j-1", "reg/spmd-tasks:abc", ("python3", "-m", "spmd.task.worker"), 2,
                      Resources(retries=0, infra_retries=3))
     with Replay(clients) as replay:
         # DescribeJobDefinitions / RegisterJobDefinition / SubmitJob (AWS Batch API Reference)

@@ -16,12 +16,12 @@ import time
 from collections import Counter
 from typing import Mapping, Protocol
 
-from .batch_queue import CANCELLED, FAILED, PENDING, RUNNING, STATES, SUCCEEDED, TaskStatus
-from .layout import Manifest
+from ..batch_queue import CANCELLED, FAILED, PENDING, RUNNING, STATES, SUCCEEDED, TaskStatus
+from ..layout import Manifest
 
 
 class Job(Protocol):
-    """What the bar reads of a job (spmd.job.Job): its manifest, the watcher's last states,
+    """What the bar reads of a job (spmd.client.job.Job): its manifest, the watcher's last states,
     its status and its plain wait."""
 
     manifest: Manifest

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import docker_engine
-from .errors import PlatformError
+from .. import docker_engine
+from ..errors import PlatformError
 
 #: Docker's name of a CPU -> the names the kernel, qemu and wheels use for it
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}

@@ -22,15 +22,16 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from . import budget, codec, layout, protocol, upstream
-from .backend import Backend
-from .batch_queue import PENDING, RUNNING, STATES, TERMINAL, TaskStatus
-from .errors import FailureBudgetSpent, JobNotFound, ObjectNotFound, ResultDamaged, WatchFailed
+from . import budget
+from .. import codec, layout, protocol, upstream
+from ..backend import Backend
+from ..batch_queue import PENDING, RUNNING, STATES, TERMINAL, TaskStatus
+from ..errors import FailureBudgetSpent, JobNotFound, ObjectNotFound, ResultDamaged, WatchFailed
 from .future import Future
-from .layout import Manifest
+from ..layout import Manifest
 
 if TYPE_CHECKING:
-    from .report import Report
+    from ..report import Report
 
 log = logging.getLogger("spmd")
 
@@ -95,7 +96,7 @@ class Job:
         return f"<spmd.Job {self.id} {done}/{len(self)} done on {self.manifest.backend}>"
 
     def _repr_html_(self) -> str:  # Jupyter's view: tasks per state (spmd.html_report)
-        from .html_report import job_compact
+        from ..html_report import job_compact
         return job_compact(self)
 
     # -- waiting ----------------------------------------------------------------
@@ -104,7 +105,7 @@ class Job:
         """Wait until every item is done and its task has ended; True if so, False on timeout.
 
         ``progress`` shows a bar of tasks done/failed/running (default: in a terminal or a
-        notebook, not under CI; see spmd.progress).
+        notebook, not under CI; see spmd.client.progress).
         """
         from . import progress as _progress
         if _progress.enabled(progress):
@@ -164,7 +165,7 @@ class Job:
 
     def download(self, index: int, dest: str | os.PathLike) -> list[Path]:
         """Fetch the files item index wrote under ``spmd.outputs()`` into the folder dest."""
-        from . import data
+        from .. import data
         self._check_index(index)
         destination = self._destination(index)
         if destination is not None:
@@ -174,7 +175,7 @@ class Job:
     def output_urls(self, index: int) -> dict[str, str]:
         """The files item index wrote under ``spmd.outputs()``: relative path -> URL
         (``spmd.open_url`` opens one, in the client or in a task)."""
-        from . import data, remote
+        from .. import data, remote
         self._check_index(index)
         destination = self._destination(index)
         if destination is not None:
@@ -184,7 +185,7 @@ class Job:
     def _data(self):
         """The job's data.json (URL inputs, destinations), read once."""
         if self._job_data is None:
-            from .data import JobData
+            from ..data import JobData
             self._job_data = JobData.load(self.backend.store, self.id)
         return self._job_data
 
@@ -223,11 +224,11 @@ class Job:
     def report(self) -> "Report":
         """One row per item: times, attempts and why each ended, peak memory, host, image
         digest and state, lost tasks included (see spmd.report)."""
-        from .report import build
+        from ..report import build
         return build(self)
 
     def _set_reused(self) -> None:
-        from .reuse import load_reused
+        from ..reuse import load_reused
         try:
             self.reused = load_reused(self.backend.store, self.id)
         except ResultDamaged as error:

@@ -10,24 +10,25 @@ import logging
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import (apt, budget, chain, codec, data, image, layout, protocol, remote, reuse as _reuse,
-               shards, staging)
+from ..images import apt, build as image
+from . import budget, chain, staging
+from .. import codec, data, layout, protocol, remote, reuse as _reuse, shards
 from .args import as_call
-from .backend import Backend, Capacity
-from .plugins import open_backend, task_runtime
-from .batch_queue import ArraySpec, Resources
-from .config import Settings, resolve
-from .destinations import render as render_destinations
+from ..backend import Backend, Capacity
+from ..plugins import open_backend, task_runtime
+from ..batch_queue import ArraySpec, Resources
+from ..config import Settings, resolve
+from ..destinations import render as render_destinations
 from .job import Job
-from .layout import Manifest
-from .errors import ConfigError, ResourceError
-from .secrets import Secret, check as check_secrets
-from .upstream import Upstream as upstream_ref, references
-from .units import format_bytes, parse_memory
+from ..layout import Manifest
+from ..errors import ConfigError, ResourceError
+from ..secrets import Secret, check as check_secrets
+from ..upstream import Upstream as upstream_ref, references
+from ..units import format_bytes, parse_memory
 
 log = logging.getLogger("spmd")
 
-WORKER_COMMAND = ("python3", "-m", "spmd.worker")
+WORKER_COMMAND = ("python3", "-m", "spmd.task.worker")
 TASKS_PER_SLOT = 4  # chunksize=None aims at this many tasks per parallel slot
 
 
@@ -111,7 +112,7 @@ class Knot:
 
     def _check_command_image(self) -> None:
         if _is_command(self.func) and self.func.image and not type(self.backend).uses_images:
-            from .errors import CommandSpecError
+            from ..errors import CommandSpecError
             raise CommandSpecError(
                 f"backend {self.settings.backend!r} runs tasks without container images, so "
                 f"Command(image={self.func.image!r}) cannot apply there; drop image= to run the "
@@ -135,7 +136,7 @@ class Knot:
         ``outputs_options`` are the fsspec options to write with).
         ``max_failures`` (a count, a fraction of the items, or math.inf) cancels the items
         that have not started once more items than that failed; by default, once the first
-        10 items to end all failed with one error type (spmd.budget).
+        10 items to end all failed with one error type (spmd.client.budget).
         ``max_parallel=N`` never runs more than N tasks of this map at once.
         """
         upstream = chain.upstream_job(items)
@@ -175,7 +176,7 @@ class Knot:
                               key="max_parallel")
         slots = min(self.parallelism(self.backend.capacity()), max_parallel or math.inf)
         # Files become content-addressed references; the function is wrapped to stage them
-        # in the task and to store its outputs folder (spmd/staging.py).
+        # in the task and to store its outputs folder (spmd/client/staging.py).
         function, staged, uploads = staging.prepare(
             self.func, calls, in_place=self.backend.shared_path, destinations=destinations,
             publish=rule.outputs == "task")
@@ -269,7 +270,7 @@ class Knot:
 
 
     def _chained_items(self, upstream: Job, chunksize: int | None, starmap: bool) -> list:
-        """A chained map's items: each upstream item's result (spmd.chain), refused early where
+        """A chained map's items: each upstream item's result (spmd.client.chain), refused early where
         the chain cannot hold."""
         if starmap:
             raise ConfigError("starmap=True with a chained map: each item is the upstream item's "

@@ -1,6 +1,6 @@
 """Staging: how a map carries data references in and output files out, around the worker.
 
-    client (Knot.map)                          task (spmd.worker calls Staged)
+    client (Knot.map)                          task (spmd.task.worker calls Staged)
     call (args, kwargs) ── File ─> DataRef     Staged(index, *args, **kwargs)
       (hashed; sent after the image is ready)    DataRef ─> local path (spmd.data.stage)
     ──> ((index, *args), kwargs)                 func(*args, **kwargs), spmd.outputs() set
@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-from . import codec, data, protocol
-from .destinations import Destinations
-from .errors import SerializationError
+from .. import codec, data, protocol
+from ..destinations import Destinations
+from ..errors import SerializationError
 
 
 class Staged:
@@ -37,9 +37,9 @@ class Staged:
         return f"Staged({self.func!r})"
 
     def __call__(self, _spmd_index: int, /, *args: Any, **kwargs: Any) -> Any:
-        from .worker import current_task
+        from ..task.worker import current_task
         task = current_task()
-        if task is None:  # called by a runner other than spmd.worker: the task's environment
+        if task is None:  # called by a runner other than spmd.task.worker: the task's environment
             store, job_id = data.store_at(os.environ[protocol.STORE_URL]), os.environ[protocol.JOB_ID]
         else:
             store, job_id = task

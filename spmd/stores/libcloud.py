@@ -3,13 +3,13 @@
 A plugin gets a working store by subclassing ``LibcloudStore`` with a scheme and a
 ``from_url`` that builds the driver; it need not write the operations. The cloud drivers'
 uploads are atomic, as ``ObjectStore.put`` requires; libcloud's *local* driver writes files
-in place, so for a directory use ``spmd_local.store.LocalStore``, which renames.
+in place, so for a directory use ``spmd.stores.directory.DirectoryStore``, which renames.
 """
 from __future__ import annotations
 
 from typing import Iterator
 
-from .errors import ObjectNotFound, StoreError
+from ..errors import ObjectNotFound, StoreError
 from .object_store import ObjectStore
 
 

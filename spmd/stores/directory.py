@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from spmd.errors import ObjectNotFound, StoreError
-from spmd.stores import LibcloudStore
+from .libcloud import LibcloudStore
 
 CONTAINER = "spmd"
 PARTIAL_AGE = 900.0  # seconds without a write after which a temporary file's writer is gone

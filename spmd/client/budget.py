@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: the default rule: this many items ended, every one failed with the same error type
 EARLY_STOP = 10

@@ -106,7 +106,7 @@ class Executor(concurrent.futures.Executor):
             del batch  # hold no reference to the calls once they are sent
 
     def _send(self, batch: list) -> None:
-        from .errors import SerializationError
+        from ..errors import SerializationError
         chunksize = math.ceil(len(batch) / self._max_workers) if self._max_workers else None
         try:
             job = self._knot.map([Args(fn, *args, **kwargs) for _, fn, args, kwargs in batch],

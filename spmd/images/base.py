@@ -16,9 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import apt, docker_engine
-from .config import redact
-from .errors import BaseImageError
+from . import apt
+from .. import docker_engine
+from ..config import redact
+from ..errors import BaseImageError
 
 log = logging.getLogger("spmd")
 
@@ -82,7 +83,7 @@ def check_python(image: str) -> None:
 
 def apt_mirror() -> str:
     """The Debian mirror for bootstrap: the debian_mirror setting, else this machine's apt's."""
-    from .config import resolve
+    from ..config import resolve
     mirror = apt.debian_mirror(resolve().get("debian_mirror"))
     if mirror is None:
         raise BaseImageError(

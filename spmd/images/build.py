@@ -26,9 +26,10 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import apt, baseimage, docker_engine, platforms
-from .errors import ImageError, RequirementError
-from .image_registry import ImageRegistry
+from . import apt, base as baseimage, platforms
+from .. import docker_engine
+from ..errors import ImageError, RequirementError
+from ..image_registry import ImageRegistry
 
 log = logging.getLogger("spmd")
 
@@ -176,7 +177,7 @@ RUN export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_
 COPY runtime /opt/spmd
 ENV PYTHONPATH=/opt/spmd PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 WORKDIR /tmp
-CMD ["python3", "-m", "spmd.worker"]
+CMD ["python3", "-m", "spmd.task.worker"]
 """
 
 
@@ -270,7 +271,7 @@ def _user_image(reference: str) -> str:
 def _add_python(reference: str, image_id: str) -> str:
     """A stage of the user's image with python3 from its package manager; CommandImageError
     saying what to do when that cannot be."""
-    from .errors import CommandImageError
+    from ..errors import CommandImageError
     stage = f"{PYTHON_STAGE}:{image_id.split(':')[-1][:20]}"
     if docker_engine.image_exists(stage):
         return stage
@@ -320,7 +321,7 @@ def ensure_for_command(reference: str, spec: ImageSpec, registry: ImageRegistry)
             base = _add_python(reference, image_id)
             python = _python_of(base)
             if python is None:
-                from .errors import CommandImageError
+                from ..errors import CommandImageError
                 raise CommandImageError(f"python3 was installed into {reference!r} but does not "
                                         "run; use an image that has python3", image=reference)
         log.info("Command image %s has Python %s", reference, python)

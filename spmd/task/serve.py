@@ -1,4 +1,4 @@
-"""A warm task container's server: ``python -m spmd.serve SOCKET -- COMMAND...``.
+"""A warm task container's server: ``python -m spmd.task.serve SOCKET -- COMMAND...``.
 
 It runs as the container's main process and serves one task at a time, for as long as
 the scheduler keeps the container:
@@ -6,7 +6,7 @@ the scheduler keeps the container:
     scheduler ──{"op": "run", task, attempt, env, log, log_limit}──> fork ──> child: own
         session, output into a pipe the server copies to the attempt's log file keeping its
         last log_limit bytes (spmd.logcap), oom_score_adj 1000 (the kernel's OOM killer picks
-        the task, not the server), env of the task ──> spmd.worker.run_task in this already
+        the task, not the server), env of the task ──> spmd.task.worker.run_task in this already
         imported interpreter (COMMAND is spmd's worker), or exec(COMMAND) otherwise
     child ends ──> {"op": "ended", code, oom} to the scheduler and into <log>.exit, so a
         scheduler that restarts finds it; oom = the container cgroup's oom_kill count grew
@@ -36,9 +36,10 @@ import tempfile
 import time
 import traceback
 
-from . import logcap, protocol, wire
+from .. import logcap, protocol
+from . import wire
 
-WORKER = ("-m", "spmd.worker")
+WORKER = ("-m", "spmd.task.worker")
 ORPHANED = 300  # seconds idle with no scheduler connected before the server ends
 PRELOAD_MAX = 100  # top-level modules the server imports after its tasks, at most
 DRAIN_READS = 1024  # reads of a task's output after it ended (a process it left may print on)
@@ -289,7 +290,7 @@ class Server:
         import logging
 
         from . import worker
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s spmd.worker %(message)s")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s spmd.task.worker %(message)s")
         task, attempt = worker.task_index(), worker.attempt_number()
         job_id = os.environ[protocol.JOB_ID]
         logging.getLogger("spmd").info("job %s task %d attempt %d", job_id, task, attempt)

@@ -108,7 +108,7 @@ class ObjectStore(ABC):
             raise
 
     def exists(self, key: str) -> bool:
-        from .errors import ObjectNotFound
+        from ..errors import ObjectNotFound
         try:
             self.get(key, 0, 1)
         except ObjectNotFound:

@@ -24,8 +24,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from . import data
-from .errors import CommandFailed, CommandSpecError
+from .. import data
+from ..errors import CommandFailed, CommandSpecError
 
 LOG_TAIL_LINES = 40
 RESULT_LOG_LINES = 200

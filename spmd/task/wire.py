@@ -1,5 +1,5 @@
 """A warm container's messages, in one place: one JSON object per line on the server's unix
-socket, between a scheduler's runner (spmd_local.runner) and the server (spmd.serve).
+socket, between a scheduler's runner (spmd_local.runner) and the server (spmd.task.serve).
 
     runner ──> server   run(task, attempt, env, log, log_limit)   start that attempt
                         kill(task)                                 SIGKILL its process group

@@ -1,4 +1,4 @@
-"""The task entry point: ``python -m spmd.worker``, run once per task in a container.
+"""The task entry point: ``python -m spmd.task.worker``, run once per task in a container.
 
     SPMD_STORE_URL, SPMD_JOB_ID ──> open store ──> load_job: manifest.json + function.pkl
                                                    (once per process, cached)
@@ -22,11 +22,11 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import attempts, codec, layout, protocol, secrets, shards, upstream
-from .layout import Manifest
-from .object_store import ObjectStore
-from .plugins import open_store
-from .protocol import ERROR, OK, Provenance, TaskOutput, attempt_number, task_index
+from .. import attempts, codec, layout, protocol, secrets, shards, upstream
+from ..layout import Manifest
+from ..stores.object_store import ObjectStore
+from ..plugins import open_store
+from ..protocol import ERROR, OK, Provenance, TaskOutput, attempt_number, task_index
 
 __all__ = ["attempt_number", "current_task", "load_job", "main", "open_store", "run_task", "task_index"]
 
@@ -112,7 +112,7 @@ def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int, infra_lo
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s spmd.worker %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s spmd.task.worker %(message)s")
     store = open_store(os.environ[protocol.STORE_URL])
     job_id = os.environ[protocol.JOB_ID]
     task, attempt = task_index(), attempt_number()

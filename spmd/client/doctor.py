@@ -12,13 +12,13 @@ from __future__ import annotations
 import secrets
 from typing import Iterable, Iterator
 
-from .checks import Check, probe
-from .config import Settings
+from ..checks import Check, probe
+from ..config import Settings
 
 
 def run(settings: Settings) -> Iterator[Check]:
     """Every check of the configured backend, in order."""
-    from .plugins import open_backend
+    from ..plugins import open_backend
     try:
         backend = open_backend(settings)
     except Exception as exc:

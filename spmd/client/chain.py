@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from . import layout
-from .errors import ConfigError
-from .upstream import Gather, references
+from .. import layout
+from ..errors import ConfigError
+from ..upstream import Gather, references
 
 if TYPE_CHECKING:
     from .job import Job

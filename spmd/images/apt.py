@@ -24,8 +24,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Iterable
 
-from . import config, docker_engine
-from .errors import ImageError, SystemPackageError
+from .. import config, docker_engine
+from ..errors import ImageError, SystemPackageError
 
 log = logging.getLogger("spmd")
 
