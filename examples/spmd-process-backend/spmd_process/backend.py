@@ -35,6 +35,8 @@ class ProcessBackend(Backend):
             "(default: this machine's)"),
         Key("max_memory", config.memory, "memory all running tasks may use together "
             "(default: this machine's)"),
+        Key("log_limit", config.memory, "bytes of each task's log kept, the last ones (default "
+            "64MiB); the log says where it was cut"),
     )
     # No image: tasks import these from this very environment (so they are not pickled by value).
     runtime_packages = ("spmd", "spmd_local", "spmd_process")
@@ -49,7 +51,7 @@ class ProcessBackend(Backend):
                                   "image registry")
 
     def make_queue(self) -> ProcessQueue:
-        return ProcessQueue(self.store, self.capacity)
+        return ProcessQueue(self.store, self.capacity, self.settings.get("log_limit"))
 
     def capacity(self) -> Capacity:
         vcpus = self.settings.get("max_vcpus") or float(os.cpu_count() or 1)
