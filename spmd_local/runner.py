@@ -268,6 +268,8 @@ class LocalRunner(Runner):
             # This process's own user, store and job, never spec.json's: a restarted scheduler
             # takes from the spec only what a task may choose (image, command, env, resources).
             memswap_limit=slot.memory, user=f"{os.getuid()}:{os.getgid()}",
+            group_add=[str(self.store.root.joinpath("spmd").stat().st_gid)]
+            if self.store.shared else None,  # share_with_group: what the task writes is the group's
             device_requests=gpus.device_requests(res.gpus))
         try:
             self.engine_call(container.start)

@@ -37,6 +37,8 @@ class ProcessBackend(Backend):
             "(default: this machine's)"),
         Key("log_limit", config.memory, "bytes of each task's log kept, the last ones (default "
             "64MiB); the log says where it was cut"),
+        Key("share_with_group", config.group_name, "a Unix group of yours that may read (never "
+            "write) the store's jobs, inputs and results (default: none, the store is yours alone)"),
     )
     # No image: tasks import these from this very environment (so they are not pickled by value).
     runtime_packages = ("spmd", "spmd_local", "spmd_process")
@@ -44,7 +46,8 @@ class ProcessBackend(Backend):
     poll_interval = 0.2
 
     def make_store(self) -> DirectoryStore:
-        return DirectoryStore(self.settings.get("store_dir") or default_store_dir())
+        return DirectoryStore(self.settings.get("store_dir") or default_store_dir(),
+                              group=self.settings.get("share_with_group"))
 
     def make_registry(self):
         raise NotImplementedError("the process backend runs tasks without images, so it has no "
