@@ -85,9 +85,9 @@ def private(folder: Path, group: int | None | str = None) -> None:
                          "data: remove it (or ask an admin to), or choose another store_dir")
     if group == KEEP:
         group = st.st_gid if _shared(st) else None
-    if group is not None:
-        _reachable(folder.parent, group)
     try:
+        if group is not None:
+            _reachable(folder.parent, group)
         if group is not None and st.st_gid != group:
             os.chown(folder, -1, group)
         wanted = FOLDER_MODE if group is None else SHARED_FOLDER_MODE
