@@ -98,14 +98,16 @@ def private(folder: Path, group: int | None | str = None) -> None:
 
 
 def _reachable(root: Path, group: int) -> None:
-    """Let the group enter the store's root folder (if this user's), and warn about a folder
-    above it the group cannot enter: its members could not reach the shared store."""
+    """Let the group enter the store's root folder when it is spmd's alone (this user's, holding
+    nothing else), and warn about a folder the group cannot enter: its members could not reach
+    the shared store."""
     st = root.stat()
-    if st.st_uid == os.getuid() and not (st.st_gid == group and st.st_mode & 0o010):
+    if (st.st_uid == os.getuid() and not (st.st_gid == group and st.st_mode & 0o010)
+            and {p.name for p in root.iterdir()} <= {CONTAINER, ".process-usage"}):
         if st.st_gid != group:
             os.chown(root, -1, group)
         root.chmod(stat.S_IMODE(st.st_mode) | 0o010)  # enter only: its listing stays private
-    for folder in root.parents:
+    for folder in (root, *root.parents):
         st = folder.stat()
         if not (st.st_mode & 0o001 or (st.st_gid == group and st.st_mode & 0o010)):
             log.warning("share_with_group: the group cannot enter %s (mode %04o), so its members "
@@ -149,7 +151,8 @@ class DirectoryStore(LibcloudStore):
             raise StoreError(f"the store {self.root} is another user's (uid {owner}), shared "
                              "with your group for reading: read its jobs with spmd.attach(job_id, "
                              "config={'store_dir': ...}), and run your own maps with a store_dir "
-                             "of your own")
+                             "of your own (if this store should be yours, another user made it "
+                             "first: remove it, or ask an admin to)")
 
     def make_folders(self, folder: Path) -> bool:
         """Make folder and its missing parents, each shared with the group as the folder they

@@ -25,6 +25,7 @@ def user_file(tmp_path, text=""):
 
 @pytest.mark.parametrize("line", ['base_image = "evil/image"', 'store_dir = "/tmp/theirs"',
                                   'debian_mirror = "http://evil.example.org/debian"',
+                                  'share_with_group = "users"',
                                   '[profiles.x]\nbase_image = "evil/image"'])
 def test_a_project_file_may_not_set_what_runs_code_unless_the_user_trusts_it(tmp_path, line):
     folder = project(tmp_path, line + "\n")
