@@ -9,6 +9,8 @@ it (the driver writes in place, so a reader could see half an object); ``get`` a
 a file ``<sha256 of the path>.lock`` in the system's temporary folder that it never
 removes: one left behind for every object ever read); ``list`` walks only the prefix's
 folder (the driver walks everything).
+Folders are 0700 and files 0600, or, when the owner's ``share_with_group`` names a group,
+setgid 2750 and 0640: the group reads, nobody else does, and only the owner writes.
 ``put_parts`` writes a frame's parts one after the other and ``get_view`` reads straight into
 the buffer a value is then built on, so large buffers go between memory and the file once.
 """
@@ -90,9 +92,10 @@ def private(folder: Path, group: int | None | str = None) -> None:
             _reachable(folder.parent, group)
         if group is not None and st.st_gid != group:
             os.chown(folder, -1, group)
+            st = folder.lstat()  # (chown drops setgid)
         wanted = FOLDER_MODE if group is None else SHARED_FOLDER_MODE
-        if stat.S_IMODE(st.st_mode) != wanted or group is not None:
-            folder.chmod(wanted)  # (again after chown, which drops setgid)
+        if stat.S_IMODE(st.st_mode) != wanted:
+            folder.chmod(wanted)
     except OSError:  # a read-only store: readers need no change
         pass
 
