@@ -170,10 +170,14 @@ class ProcessRunner(Runner):
 
 
 def _copy(pipe, log: logcap.CappedLog) -> None:
-    """Copy a task's output into its capped log until the pipe ends."""
+    """Copy a task's output into its capped log until the pipe ends; one that cannot be written
+    (a full disk) is still drained, so the task never blocks on a full pipe."""
     try:
         while chunk := pipe.read1(1 << 16):
-            log.write(chunk)
+            try:
+                log.write(chunk)
+            except OSError:
+                pass
     finally:
         log.close()
         pipe.close()
