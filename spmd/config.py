@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
-from .keys import (CORE_KEYS, Key, Settings, boolean, image_reference, memory, positive_float,
-                   positive_int, redact, string_list, text, url)
+from .keys import (CORE_KEYS, Key, Settings, boolean, group_name, image_reference, memory,
+                   positive_float, positive_int, redact, string_list, text, url)
 
 # the keys' names are spmd.config's too, as backends and users know them
 __all__ = ["CORE_KEYS", "ENV_PREFIX", "Key", "Settings", "TRUSTED_PROJECTS", "USER_ONLY", "boolean",
-           "image_reference", "memory", "positive_float", "positive_int", "project_config_path",
+           "group_name", "image_reference", "memory", "positive_float", "positive_int", "project_config_path",
            "redact", "resolve", "string_list", "text", "url", "user_config_path"]
 
 ENV_PREFIX = "SPMD_"
@@ -41,7 +41,7 @@ log = logging.getLogger("spmd")
 USER_ONLY = frozenset({
     "base_image", "debian_mirror", "store_dir", "shared_dir", "shared_paths", "python",
     "sbatch_options", "runtime", "bucket", "endpoint_url", "registry", "aws_profile", "job_role",
-    "read_buckets", "write_buckets", "subnets", "security_groups",
+    "read_buckets", "write_buckets", "subnets", "security_groups", "share_with_group",
 })
 #: the user file's top-level list of folders whose project files may set USER_ONLY keys
 TRUSTED_PROJECTS = "trusted_projects"

@@ -44,11 +44,15 @@ def make_key(store, job_id: str) -> None:
     folder = _folder(store, job_id)
     if folder is None:
         return
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if getattr(store, "shared", False):
+        store.make_folders(folder)  # the group reads the key, to check what it unpickles
+    else:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(folder / "key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
+    os.fchmod(fd, getattr(store, "file_mode", 0o600))
     with os.fdopen(fd, "wb") as handle:
         handle.write(secrets.token_bytes(32))
 
@@ -103,6 +107,7 @@ def sign(store, job_id: str, object_key: str) -> None:
     target = _signature_path(_folder(store, job_id), object_key)
     tmp = target.with_name(".tmp-" + target.name)
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        os.fchmod(out.fileno(), getattr(store, "file_mode", 0o600))
         out.write(mac)
     os.replace(tmp, target)
 

@@ -29,6 +29,14 @@ def text(value: Any) -> str:
     return value.strip()
 
 
+def group_name(value: Any) -> str:
+    """A Unix group's name (``share_with_group``); whether it exists is checked where it is used."""
+    value = text(value)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?", value):
+        raise ValueError("expected the name of a Unix group (letters, digits, _ . -)")
+    return value
+
+
 def boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value

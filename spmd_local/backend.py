@@ -32,6 +32,8 @@ class LocalBackend(Backend):
             "store is a bind mount, so tasks need none unless they download)"),
         Key("log_limit", config.memory, "bytes of each task's log kept, the last ones (default "
             "64MiB); the log says where it was cut"),
+        Key("share_with_group", config.group_name, "a Unix group of yours that may read (never "
+            "write) the store's jobs, inputs and results (default: none, the store is yours alone)"),
     )
     poll_interval = 0.2
     # Tasks keep no network and no credentials: the job's scheduler fetches URL inputs into
@@ -43,7 +45,7 @@ class LocalBackend(Backend):
         return self.settings.get("store_dir") or default_store_dir()
 
     def make_store(self) -> DirectoryStore:
-        return DirectoryStore(self.store_dir())
+        return DirectoryStore(self.store_dir(), group=self.settings.get("share_with_group"))
 
     def doctor_checks(self):
         from .doctor import checks

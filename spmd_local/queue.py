@@ -27,7 +27,8 @@ class LocalQueue(SchedulerQueue):
 
     def submit(self, spec: ArraySpec) -> str:
         integrity.make_key(self.store, spec.job_id)  # the scheduler signs outputs with it
-        for key in (layout.reused_key(spec.job_id), data.uploads_key(spec.job_id)):
+        for key in (layout.reused_key(spec.job_id), data.uploads_key(spec.job_id),
+                    layout.data_key(spec.job_id)):
             integrity.sign(self.store, spec.job_id, key)  # those it has: written before submit
         return super().submit(spec)
 

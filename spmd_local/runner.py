@@ -81,21 +81,19 @@ def task_mounts(store: DirectoryStore, job_id: str, after_job: str = "",
     """What a task container of job_id sees of the store, each at its own path: its job's
     folder (read-write: outputs, files, its attempt logs), that job's queue files read-only
     (its spec, which a restarted scheduler trusts), the job's own uploaded inputs read-only
-    (its view, spmd_local.dataview, at data/sha256 and data/tree) and the fetched URL cache
-    read-only; for a chained map, the upstream job's manifest, results and files read-only;
+    (its view, spmd_local.dataview, at data/sha256, data/tree and data/urls: fetched URL
+    inputs too); for a chained map, the upstream job's manifest, results and files read-only;
     the job's own secrets folder (spmd.secrets) read-only.
     Other jobs' folders and inputs and the result cache are not there."""
     job = store.path(layout.prefix(job_id).rstrip("/"))
     queue = store.path(queue_key(job_id, "").rstrip("/"))
     run = store.path(queue_key(job_id, "run"))
-    urls = store.path("data/urls")
-    for folder in (job, queue, run, urls):
+    for folder in (job, queue, run):
         folder.mkdir(parents=True, exist_ok=True)
     view = dataview.ensure(store, job_id)
     mounts = {str(job): {"bind": str(job), "mode": "rw"},
               str(queue): {"bind": str(queue), "mode": "ro"},
-              str(run): {"bind": str(run), "mode": "rw"},
-              str(urls): {"bind": str(urls), "mode": "ro"}}
+              str(run): {"bind": str(run), "mode": "rw"}}
     for kind in dataview.KINDS:
         mounts[str(view / kind)] = {"bind": str(store.path(f"data/{kind}")), "mode": "ro"}
     if secrets_dir:
@@ -146,6 +144,7 @@ class LocalRunner(Runner):
         self.run_dir = store.path(queue_key(job_id, "run"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dataview.ensure(store, job_id)  # from the record signed at submit
+        self.url_links = dataview.UrlLinks(store, job_id)
         self.log_limit = int(config.get("log_limit") or logcap.DEFAULT_LIMIT)
         self.count = 0
 
@@ -214,6 +213,7 @@ class LocalRunner(Runner):
     # -- starting ---------------------------------------------------------------------
 
     def start(self, attempts: list[Attempt]) -> dict[int, Outcome]:
+        self.url_links.sync()  # the core starts attempts once their URL inputs are fetched
         idle = [s for s in self.slots.values() if s.task is None and s.conn is not None]
         new = []
         for a in attempts:
@@ -269,6 +269,8 @@ class LocalRunner(Runner):
             # This process's own user, store and job, never spec.json's: a restarted scheduler
             # takes from the spec only what a task may choose (image, command, env, resources).
             memswap_limit=slot.memory, user=f"{os.getuid()}:{os.getgid()}",
+            group_add=[str(self.store.root.joinpath("spmd").stat().st_gid)]
+            if self.store.shared else None,  # share_with_group: what the task writes is the group's
             device_requests=gpus.device_requests(res.gpus))
         try:
             self.engine_call(container.start)

@@ -139,6 +139,7 @@ class Knot:
         10 items to end all failed with one error type (spmd.client.budget).
         ``max_parallel=N`` never runs more than N tasks of this map at once.
         """
+        self.backend.store.check_owner()  # (made here: a bad share_with_group is refused now)
         upstream = chain.upstream_job(items)
         if upstream is not None:
             items = self._chained_items(upstream, chunksize, starmap)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 from . import apt
@@ -94,6 +95,36 @@ def apt_mirror() -> str:
     return mirror
 
 
+def debootstrap_command(suite: str, rootfs: Path, mirror: str,
+                        home: Path) -> tuple[list[str], dict[str, str]]:
+    """debootstrap's argv and environment. The argv (which any user sees in ``ps``, and which
+    debootstrap writes into the image's sources.list) names the mirror without credentials;
+    wget, which downloads for debootstrap, reads them from ``home/.netrc`` (0600), for that host only."""
+    bare, auth = apt.split_credentials(mirror)
+    env = dict(os.environ)
+    if auth:
+        parts = urllib.parse.urlsplit(mirror)
+        home.mkdir(mode=0o700, exist_ok=True)
+        netrc = home / ".netrc"
+        with open(os.open(netrc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(f"machine {parts.hostname} "
+                         f"login {_netrc_token(urllib.parse.unquote(parts.username or ''))} "
+                         f"password {_netrc_token(urllib.parse.unquote(parts.password or ''))}\n")
+        wgetrc = Path(env.get("HOME", "/root")) / ".wgetrc"
+        if "WGETRC" not in env and wgetrc.is_file():
+            env["WGETRC"] = str(wgetrc)  # the user's own wget settings (a proxy) still hold
+        env["HOME"] = str(home)  # wget looks for .netrc only in $HOME
+    argv = ["debootstrap", "--variant=minbase", "--include=python3", suite, str(rootfs), bare]
+    return argv, env
+
+
+def _netrc_token(value: str) -> str:
+    """value as one .netrc token: quoted, with backslash escapes, if it has spaces or quotes."""
+    if value and not any(c.isspace() or c in '"\\' for c in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def bootstrap(tag: str = BOOTSTRAPPED, *, mirror: str | None = None) -> str:
     """Make a base image with the client's Python from Debian packages; returns its tag."""
     suite = DEBIAN_SUITES.get(CLIENT_PYTHON)
@@ -111,8 +142,8 @@ def bootstrap(tag: str = BOOTSTRAPPED, *, mirror: str | None = None) -> str:
         rootfs = Path(work) / "rootfs"
         log.info("making base image %s from Debian %s packages (%s); this takes about a minute",
                  tag, suite, redact(mirror))
-        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", suite,
-                        str(rootfs), mirror], check=True, stdout=subprocess.DEVNULL)
+        argv, env = debootstrap_command(suite, rootfs, mirror, Path(work) / "home")
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
         shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
         archive = Path(work) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], check=True)

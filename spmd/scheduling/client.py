@@ -72,6 +72,7 @@ class SchedulerQueue(BatchQueue):
             "capacity": dataclasses.asdict(capacity),
             **self.extra_config(spec),
         })
+        os.chmod(self.store.path(queue_key(spec.job_id, "spec.json")), 0o600)  # env: never shared
         with _restarts_lock:  # the first start counts: a scheduler has RESTART_GRACE to lock the job
             _restarts[(str(self.store.root), spec.job_id)] = [time.monotonic()]
         self._start_scheduler(spec.job_id)
@@ -96,6 +97,8 @@ class SchedulerQueue(BatchQueue):
             fd = os.open(self.store.path(queue_key(job_id, "scheduler.lock")), os.O_RDONLY)
         except FileNotFoundError:
             return False
+        except PermissionError:  # a reader of a shared store: only the owner can tell, or restart
+            return True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -9,11 +9,14 @@ it (the driver writes in place, so a reader could see half an object); ``get`` a
 a file ``<sha256 of the path>.lock`` in the system's temporary folder that it never
 removes: one left behind for every object ever read); ``list`` walks only the prefix's
 folder (the driver walks everything).
+Folders are 0700 and files 0600, or, when the owner's ``share_with_group`` names a group,
+setgid 2750 and 0640: the group reads, nobody else does, and only the owner writes.
 ``put_parts`` writes a frame's parts one after the other and ``get_view`` reads straight into
 the buffer a value is then built on, so large buffers go between memory and the file once.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import stat
@@ -23,8 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from spmd.errors import ObjectNotFound, StoreError
+from spmd.errors import ConfigError, ObjectNotFound, StoreError
 from .libcloud import LibcloudStore
+
+log = logging.getLogger("spmd")
 
 CONTAINER = "spmd"
 PARTIAL_AGE = 900.0  # seconds without a write after which a temporary file's writer is gone
@@ -32,23 +37,95 @@ PARTIAL_AGE = 900.0  # seconds without a write after which a temporary file's wr
 
 FILE_MODE = 0o600  # a store's files and folders are its user's alone, whatever the umask
 FOLDER_MODE = 0o700
+# share_with_group: the group reads and never writes (a member who could write could plant a
+# pickle its owner loads, or replace a job's signing key); setgid, so all made inside is the group's
+SHARED_FILE_MODE = 0o640
+SHARED_FOLDER_MODE = 0o2750
+KEEP = "keep"  # DirectoryStore(group=KEEP): as the owner's client last chose (schedulers, tasks)
 
 
-def private(folder: Path) -> None:
+def _my_groups() -> set[int]:
+    return {os.getegid(), *os.getgroups()}
+
+
+def _shared(st: os.stat_result) -> bool:
+    return stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == SHARED_FOLDER_MODE
+
+
+def group_id(name: str) -> int:
+    """The gid of the group ``share_with_group`` names, which this user must be in."""
+    import grp
+    import pwd
+    try:
+        entry = grp.getgrnam(name)
+    except KeyError:
+        raise ConfigError(f"share_with_group = {name!r}: there is no group {name!r} on this "
+                          "machine; ask an admin to make it (groupadd) with your lab's accounts, "
+                          "or remove the setting to keep the store private",
+                          key="share_with_group") from None
+    if entry.gr_gid not in _my_groups():
+        me = pwd.getpwuid(os.getuid()).pw_name
+        hint = ("you were added after this session began: log in again (or run `newgrp "
+                f"{name}`)" if me in entry.gr_mem else
+                f"ask an admin to add you (`usermod -aG {name} {me}`), then log in again")
+        raise ConfigError(f"share_with_group = {name!r}: this user ({me}) is not in group "
+                          f"{name!r}; {hint}", key="share_with_group")
+    return entry.gr_gid
+
+
+def private(folder: Path, group: int | None | str = None) -> None:
     """Make folder (and missing parents) and leave it readable by its owner alone, so nothing
-    under it is readable or writable by other users: inputs, results, logs, pickles. A folder
-    another user made (first, in a shared parent, to read or plant what goes in) is refused."""
+    under it is readable or writable by other users: inputs, results, logs, pickles. With a
+    group id, it is the group's to read instead (setgid, 2750); with KEEP, a shared folder stays
+    shared. A folder another user made (first, in a shared parent, to read or plant what goes
+    in) is refused."""
     folder.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
     st = folder.lstat()
     if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
         raise StoreError(f"the store folder {folder} is not a folder of this user's (owner uid "
                          f"{st.st_uid}); another user may have made it to read or plant job "
                          "data: remove it (or ask an admin to), or choose another store_dir")
+    if group == KEEP:
+        group = st.st_gid if _shared(st) else None
     try:
-        if st.st_mode & 0o777 != FOLDER_MODE:
-            folder.chmod(FOLDER_MODE)
+        if group is not None:
+            _reachable(folder.parent, group)
+        if group is not None and st.st_gid != group:
+            os.chown(folder, -1, group)
+            st = folder.lstat()  # (chown drops setgid)
+        wanted = FOLDER_MODE if group is None else SHARED_FOLDER_MODE
+        if stat.S_IMODE(st.st_mode) != wanted:
+            folder.chmod(wanted)
     except OSError:  # a read-only store: readers need no change
         pass
+
+
+def _reachable(root: Path, group: int) -> None:
+    """Let the group enter the store's root folder when it is spmd's alone (this user's, holding
+    nothing else), and warn about a folder the group cannot enter: its members could not reach
+    the shared store."""
+    st = root.stat()
+    if (st.st_uid == os.getuid() and not (st.st_gid == group and st.st_mode & 0o010)
+            and {p.name for p in root.iterdir()} <= {CONTAINER, ".process-usage"}):
+        if st.st_gid != group:
+            os.chown(root, -1, group)
+        root.chmod(stat.S_IMODE(st.st_mode) | 0o010)  # enter only: its listing stays private
+    for folder in (root, *root.parents):
+        st = folder.stat()
+        if not (st.st_mode & 0o001 or (st.st_gid == group and st.st_mode & 0o010)):
+            log.warning("share_with_group: the group cannot enter %s (mode %04o), so its members "
+                        "cannot reach the store under it: `chmod o+x %s` or choose a store_dir "
+                        "they can reach", folder, stat.S_IMODE(st.st_mode), folder)
+            return
+
+
+def shared_with_me(folder: Path) -> bool:
+    """Whether folder is another user's store folder shared with a group of this user's."""
+    try:
+        st = folder.lstat()
+    except FileNotFoundError:
+        return False
+    return st.st_uid != os.getuid() and _shared(st) and st.st_gid in _my_groups()
 
 
 class DirectoryStore(LibcloudStore):
@@ -56,11 +133,44 @@ class DirectoryStore(LibcloudStore):
 
     scheme = "file"
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, group: str | None = KEEP):
+        """group: the owner's ``share_with_group`` (a group name, or None: private); KEEP for
+        the processes that only work in the store (schedulers, tasks). Another user's store
+        shared with a group of this user's opens for reading (``reader``)."""
         from libcloud.storage.drivers.local import LocalStorageDriver
         self.root = Path(root).expanduser().resolve()
-        private(self.root / CONTAINER)
+        folder = self.root / CONTAINER
+        self.reader = shared_with_me(folder)
+        if not self.reader:
+            private(folder, group_id(group) if group not in (None, KEEP) else group)
+        self.shared = _shared(folder.stat())
+        self.file_mode = SHARED_FILE_MODE if self.shared else FILE_MODE
+        self.folder_mode = SHARED_FOLDER_MODE if self.shared else FOLDER_MODE
         super().__init__(LocalStorageDriver(str(self.root)), CONTAINER, url=self.root.as_uri())
+
+    def check_owner(self) -> None:
+        if self.reader:
+            owner = (self.root / CONTAINER).stat().st_uid
+            raise StoreError(f"the store {self.root} is another user's (uid {owner}), shared "
+                             "with your group for reading: read its jobs with spmd.attach(job_id, "
+                             "config={'store_dir': ...}), and run your own maps with a store_dir "
+                             "of your own (if this store should be yours, another user made it "
+                             "first: remove it, or ask an admin to)")
+
+    def make_folders(self, folder: Path) -> bool:
+        """Make folder and its missing parents, each shared with the group as the folder they
+        are made in is (whatever the umask); whether folder is shared. A folder decides, not the
+        store's root: a task container sees its job's folder but not the root."""
+        missing = []
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        shared = _shared(folder.stat())
+        for made in reversed(missing):
+            made.mkdir(exist_ok=True)
+            if shared:
+                made.chmod(SHARED_FOLDER_MODE)
+        return shared
 
     @classmethod
     def from_url(cls, url: str) -> "DirectoryStore":
@@ -94,13 +204,14 @@ class DirectoryStore(LibcloudStore):
     def _replacing(self, key: str) -> Iterator[str]:
         """A temporary file beside key's, renamed over it when the block ends without error
         (readers see the old object or the new one, never part of one), else removed."""
+        self.check_owner()
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        shared = self.make_folders(target.parent)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         os.close(fd)
         try:
             yield tmp
-            os.chmod(tmp, FILE_MODE)
+            os.chmod(tmp, SHARED_FILE_MODE if shared else FILE_MODE)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -192,13 +303,17 @@ class DirectoryStore(LibcloudStore):
 
     def exposed(self, key: str) -> list[str]:
         """Other users' access to the object: the store's folder (0700, this user's) and the
-        object's file (0600) must each let nobody else in."""
+        object's file (0600) must each let nobody else in; in a shared store, nobody but the
+        store's group, and it only to read."""
         found = []
-        for path in (self.root / CONTAINER, self.path(key)):
+        base = self.root / CONTAINER
+        group = base.stat().st_gid
+        for path in (base, self.path(key)):
             st = path.stat()
             if st.st_uid != os.getuid():
                 found.append(f"{path} belongs to uid {st.st_uid}")
-            if st.st_mode & 0o077:
+            allowed = 0o050 if self.shared and st.st_gid == group else 0
+            if st.st_mode & 0o077 & ~allowed:
                 found.append(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}")
         return found
 

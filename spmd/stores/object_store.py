@@ -128,6 +128,10 @@ class ObjectStore(ABC):
             self.delete(key)
         return len(keys)
 
+    def check_owner(self) -> None:
+        """Refuse (StoreError), before a map reads or writes anything, a store this user may
+        read but not run jobs in: another user's, shared for reading. By default: nothing."""
+
     def exposed(self, key: str) -> list[str]:
         """Who other than the store's owner may read or write the object, in the store's own
         terms (a file's or folder's mode, an ACL grant); empty when it is private. The kit's

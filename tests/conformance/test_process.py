@@ -26,3 +26,30 @@ def test_capacity_is_shared_by_the_jobs_of_one_store(tmp_path):
                    for job, i in ((first, 0), (first, 1), (second, 0)))
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert start >= end, f"two tasks of 2 vcpus ran at once on 2 vcpus: {spans}"
+
+
+def flood_own_log(n_mib):
+    """Print n_mib MiB in 1 MiB lines; return the largest size this attempt's log file reached
+    (the task runs in work/ of its scratch folder, its output goes to ../task.log)."""
+    import os
+    import sys
+    line, largest = "x" * ((1 << 20) - 1) + "\n", 0
+    for _ in range(n_mib):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        largest = max(largest, os.path.getsize("../task.log"))
+    print("the last line", flush=True)
+    return largest
+
+
+def test_a_process_task_printing_in_a_loop_keeps_the_last_log_limit_bytes(tmp_path):
+    """Beyond the kit: the attempt's own log is capped while the task runs, not only the store's."""
+    limit = 1 << 20
+    config = {"store_dir": str(tmp_path / "store"), "log_limit": limit}
+    job = spmd.Knot(flood_own_log, backend="process", config=config).map([40])
+    largest = job.results(timeout=120)[0]
+    assert 0 < largest <= 2 * limit + (1 << 20)  # cut at 1.5x the limit, a write or two late
+    text = job.logs(0)
+    assert text.startswith("spmd: the log was cut here: ") and "log_limit 1.0MiB" in text
+    assert int(text.split("here: ")[1].split()[0]) > (40 << 20) - 2 * limit
+    assert text.rstrip().endswith("the last line")

@@ -90,3 +90,29 @@ def test_outputs_to_a_local_folder(local, engine, tmp_path):
     # after attach, from the store alone
     again = spmd.attach(job.id, config=local)
     assert again.output_urls(1) == {"label.txt": f"{dest}/sub-02/label.txt"}
+
+
+def read_own_and_theirs(own, theirs):
+    """This task's URL input, and what reading another job's fetched URL input gives."""
+    import os
+    try:
+        open(theirs).read()
+        seen = "read"
+    except OSError as exc:
+        seen = exc.strerror
+    return open(own).read(), seen, os.listdir(os.path.dirname(os.path.dirname(own)))
+
+
+def test_a_task_reads_its_own_jobs_fetched_urls_and_no_other_jobs(local, engine, http_root):
+    root, base = http_root
+    (root / "sub-01.txt").write_text("subject one")
+    (root / "sub-02.txt").write_text("subject two")
+    other = spmd.Knot(fn.describe_file, config=local).map([spmd.File(f"{base}/sub-01.txt")])
+    assert other.results(timeout=WAIT)[0]["name"] == "sub-01.txt"
+    cache = Path(local["store_dir"]) / "spmd" / "data" / "urls"
+    theirs = next(cache.glob("*/sub-01.txt"))  # in the store's cache, fetched by the host
+    job = spmd.Knot(read_own_and_theirs, config=local).map(
+        [(spmd.File(f"{base}/sub-02.txt"), str(theirs))], starmap=True)
+    own, seen, listed = job.results(timeout=WAIT)[0]
+    assert (own, seen) == ("subject two", "No such file or directory")
+    assert theirs.parent.name not in listed and len(listed) == 1  # its own input's folder only

@@ -12,7 +12,7 @@ import pytest
 
 import spmd
 from spmd import layout
-from spmd.errors import StoreError
+from spmd.errors import ConfigError, StoreError
 
 pytestmark = pytest.mark.docker
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "/usr/bin/python3"
@@ -111,3 +111,74 @@ def test_a_spmd_toml_planted_by_another_user_runs_nothing(attacker, shared, tmp_
     assert "theirs" not in shown.stdout and "debian_mirror" not in shown.stdout
     assert "ignoring" in shown.stderr and str(shared / "spmd.toml") in shown.stderr
     assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def lab(attacker):
+    """(group name, gid, colleague (name, uid, gid)): a fresh group with a second account in
+    it; the attacker is a third account, outside it. Removed after the module."""
+    import grp
+    import pwd
+    group = f"spmdlab{uuid.uuid4().hex[:6]}"
+    name = f"spmdcol{uuid.uuid4().hex[:6]}"
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "-G", group,
+                        name], check=True)
+        try:
+            entry = pwd.getpwnam(name)
+            yield group, grp.getgrnam(group).gr_gid, (name, entry.pw_uid, entry.pw_gid)
+        finally:
+            subprocess.run(["userdel", name], check=False)
+    finally:
+        subprocess.run(["groupdel", group], check=False)
+
+
+def as_member(user, lab_gid, code: str) -> subprocess.CompletedProcess:
+    """Run python code with spmd as a member of the lab's group (a login of theirs would have it):
+    the system's Python (this one may be under a home the account cannot enter) with our packages."""
+    import sysconfig
+    _, uid, gid = user
+    code = f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r}); {code}"
+    return subprocess.run([SYSTEM_PYTHON, "-I", "-c", code], user=uid, group=gid,
+                          extra_groups=[lab_gid], capture_output=True, text=True, cwd="/",
+                          env={"SPMD_USER_CONFIG": "/nonexistent/config.toml"}, timeout=120)
+
+
+def test_a_store_shared_with_a_group_is_read_by_its_members_only_and_written_by_none(
+        attacker, lab, shared, engine):
+    group, gid, colleague = lab
+    config = {"store_dir": str(shared / "lab-store"), "share_with_group": group, "max_vcpus": 2}
+    with pytest.raises(ConfigError, match=f"not in group '{group}'.*usermod -aG {group}"):
+        spmd.Knot(double, config=config).map([1])  # this login is not in the group yet
+    with pytest.raises(ConfigError, match="no group 'spmdnosuchgroup'"):
+        spmd.Knot(double, config={**config, "share_with_group": "spmdnosuchgroup"}).map([1])
+    groups, before = os.getgroups(), os.umask(0o077)  # the strictest umask: sharing still holds
+    os.setgroups([*groups, gid])  # as a login of a member of the group
+    try:
+        job = spmd.Knot(double, config=config).map([1, 2])
+        assert job.results(timeout=300) == [2, 4]
+    finally:
+        os.umask(before)
+        os.setgroups(groups)
+    root = shared / "lab-store" / "spmd"
+    output = root / layout.output_key(job.id, 0)
+    read = as_member(colleague, gid, "import spmd; print(spmd.attach("
+                     f"{job.id!r}, config={{'store_dir': {str(shared / 'lab-store')!r}}}).results(timeout=60))")
+    assert read.returncode == 0 and read.stdout.strip() == "[2, 4]", read.stderr
+    plant = as_member(colleague, gid, f"open({str(output)!r}, 'wb').write(b'planted')")
+    assert plant.returncode != 0 and "PermissionError" in plant.stderr
+    beside = as_member(colleague, gid, f"open({str(output.parent / 'x.pkl')!r}, 'wb')")
+    assert beside.returncode != 0 and "PermissionError" in beside.stderr
+    spec = root / layout.prefix(job.id) / "queue" / "spec.json"  # the job's env stays private
+    env = as_member(colleague, gid, f"print(open({str(spec)!r}).read())")
+    assert env.returncode != 0 and "PermissionError" in env.stderr
+    own_map = as_member(colleague, gid, "import spmd; spmd.Knot(abs, config={'store_dir': "
+                        f"{str(shared / 'lab-store')!r}}}).map([1])")
+    assert own_map.returncode != 0 and "shared with your group for reading" in own_map.stderr
+    outsider = as_user(attacker, f"print(open({str(output)!r}, 'rb').read())")
+    assert outsider.returncode != 0 and "PermissionError" in outsider.stderr
+    private = {k: v for k, v in config.items() if k != "share_with_group"}
+    assert spmd.attach(job.id, config=private).results(timeout=60) == [2, 4]
+    again = as_member(colleague, gid, f"print(open({str(output)!r}, 'rb').read())")
+    assert again.returncode != 0 and "PermissionError" in again.stderr  # the setting gone: private

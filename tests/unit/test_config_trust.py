@@ -26,6 +26,7 @@ def user_file(tmp_path, text=""):
 
 @pytest.mark.parametrize("line", ['base_image = "evil/image"', 'store_dir = "/tmp/theirs"',
                                   'debian_mirror = "http://evil.example.org/debian"',
+                                  'share_with_group = "users"',
                                   '[profiles.x]\nbase_image = "evil/image"'])
 def test_a_project_file_may_not_set_what_runs_code_unless_the_user_trusts_it(tmp_path, line):
     folder = project(tmp_path, line + "\n")
@@ -98,6 +99,47 @@ def test_mirror_credentials_reach_no_command_and_the_mirror_is_in_the_layer_tag(
     assert apt.layer_tag("b", ("jq",), "http://a.example.org/debian") != \
         apt.layer_tag("b", ("jq",), "http://b.example.org/debian")
     assert apt.layer_tag("b", ("jq",), mirror) == apt.layer_tag("b", ("jq",), apt.split_credentials(mirror)[0])
+
+
+def test_debootstrap_gets_no_mirror_credentials_on_its_command_line_and_wget_still_logs_in(tmp_path):
+    import base64
+    import http.server
+    import subprocess
+    import threading
+    from spmd.images import base as baseimage
+    wanted = "Basic " + base64.b64encode(b"lab:s3 cr\"et!").decode()
+    seen = []
+
+    class Guarded(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            ok = self.headers.get("Authorization") == wanted
+            self.send_response(200 if ok else 401)
+            if not ok:
+                self.send_header("WWW-Authenticate", 'Basic realm="mirror"')
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Guarded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mirror = f"http://lab:s3%20cr%22et%21@localhost:{server.server_port}/debian"
+        argv, env = baseimage.debootstrap_command("bookworm", tmp_path / "rootfs", mirror,
+                                                  tmp_path / "home")
+        assert not any("s3" in a or "lab" in a for a in argv)
+        assert argv[-1] == f"http://localhost:{server.server_port}/debian"
+        netrc = tmp_path / "home" / ".netrc"
+        assert "s3 cr" in netrc.read_text() and oct(netrc.stat().st_mode & 0o777) == "0o600"
+        # wget downloads for debootstrap: with this environment it logs in from the file alone
+        subprocess.run(["wget", "-q", "-O", str(tmp_path / "got"), argv[-1] + "/Release"],
+                       env=env, check=True, timeout=30)
+        assert (tmp_path / "got").read_text() == "ok" and seen[-1] == wanted
+    finally:
+        server.shutdown()
 
 
 def test_a_pip_planted_in_the_working_folder_is_not_what_resolves_requirements(tmp_path, monkeypatch):

@@ -43,3 +43,28 @@ def test_a_folder_listing_that_leaves_its_folder_is_refused(tmp_path, monkeypatc
     with pytest.raises(DataError, match="outside its folder"):
         data.stage(store, data.DataRef(key="data/tree/bad", name="sub", is_dir=True, size=1))
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_a_jobs_url_view_links_only_what_its_signed_data_json_names(tmp_path):
+    from spmd import integrity, layout, remote
+    from spmd.errors import StoreError
+    from spmd_local import dataview
+    store = DirectoryStore(tmp_path / "store")
+    mine = remote.UrlRef("https://example.org/sub-02.nii", (), "sub-02.nii", False, "v1", 3)
+    theirs = remote.UrlRef("https://example.org/sub-01.nii", (), "sub-01.nii", False, "v1", 3)
+    for ref in (mine, theirs):  # both in the store's cache, fetched for two jobs
+        (store.path(remote.CACHE) / ref.digest).mkdir(parents=True)
+        (store.path(remote.CACHE) / ref.digest / ref.name).write_bytes(b"scan")
+    integrity.make_key(store, "job-b")
+    store.put(layout.data_key("job-b"), json.dumps({"inputs": [mine.to_dict()]}).encode())
+    integrity.sign(store, "job-b", layout.data_key("job-b"))
+    dataview.ensure(store, "job-b")
+    dataview.UrlLinks(store, "job-b").sync()
+    view = dataview.view_path(store, "job-b") / "urls"
+    assert sorted(p.relative_to(view).as_posix() for p in view.rglob("*") if p.is_file()) == \
+        [f"{mine.digest}/sub-02.nii"]
+    # a task (it may write its job's folder) names the other job's input too: refused
+    store.put(layout.data_key("job-b"), json.dumps(
+        {"inputs": [mine.to_dict(), theirs.to_dict()]}).encode())
+    with pytest.raises(StoreError, match="changed after the job was submitted"):
+        dataview.UrlLinks(store, "job-b")

@@ -35,6 +35,10 @@ class ProcessBackend(Backend):
             "(default: this machine's)"),
         Key("max_memory", config.memory, "memory all running tasks may use together "
             "(default: this machine's)"),
+        Key("log_limit", config.memory, "bytes of each task's log kept, the last ones (default "
+            "64MiB); the log says where it was cut"),
+        Key("share_with_group", config.group_name, "a Unix group of yours that may read (never "
+            "write) the store's jobs, inputs and results (default: none, the store is yours alone)"),
     )
     # No image: tasks import these from this very environment (so they are not pickled by value).
     runtime_packages = ("spmd", "spmd_process")
@@ -42,14 +46,15 @@ class ProcessBackend(Backend):
     poll_interval = 0.2
 
     def make_store(self) -> DirectoryStore:
-        return DirectoryStore(self.settings.get("store_dir") or default_store_dir())
+        return DirectoryStore(self.settings.get("store_dir") or default_store_dir(),
+                              group=self.settings.get("share_with_group"))
 
     def make_registry(self):
         raise NotImplementedError("the process backend runs tasks without images, so it has no "
                                   "image registry")
 
     def make_queue(self) -> ProcessQueue:
-        return ProcessQueue(self.store, self.capacity)
+        return ProcessQueue(self.store, self.capacity, self.settings.get("log_limit"))
 
     def capacity(self) -> Capacity:
         vcpus = self.settings.get("max_vcpus") or float(os.cpu_count() or 1)

@@ -20,8 +20,12 @@ class ProcessQueue(SchedulerQueue):
     kind = "process"
     resume_dead_scheduler = False
 
+    def __init__(self, store, capacity, log_limit: int | None = None):
+        super().__init__(store, capacity)
+        self.log_limit = log_limit
+
     def extra_config(self, spec: ArraySpec) -> dict:
-        return {"python": sys.executable}
+        return {"python": sys.executable, "log_limit": self.log_limit}
 
 
 def alive(pid: int) -> bool:

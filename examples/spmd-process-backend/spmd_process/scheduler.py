@@ -4,7 +4,8 @@ with tasks as child processes of this machine.
     start  ──> ``python -m spmd_process.launch --memory BYTES -- COMMAND`` in its own session
                (BYTES: the attempt's SPMD_MEMORY, larger after an attempt killed for memory)
                (killing its process group kills whatever it started), in a scratch directory
-               removed when it ends, output to task.log there
+               removed when it ends, output through a pipe to task.log there, which keeps its
+               last log_limit bytes (``spmd.logcap``) however much the task prints
     poll   ──> exited children (their code, their log); a child over its memory ──> killed, "oom"
     kill   ──> SIGKILL to the child's process group
     usage  ──> each scheduler publishes what its running tasks hold in ROOT/.process-usage/
@@ -23,11 +24,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from spmd import protocol
+from spmd import logcap, protocol
 from spmd.batch_queue import ArraySpec
 from spmd.scheduling import Attempt, DirectoryStore, Outcome, Runner, scheduler_main
 
@@ -47,6 +49,7 @@ class Child:
     memory: int  # the attempt's limit, bytes
     over_memory: bool = False
     killed: bool = False  # by the scheduler (timeout, cancel), not by the kernel
+    copier: threading.Thread | None = None  # the task's output, from its pipe into task.log
 
 
 class ProcessRunner(Runner):
@@ -60,6 +63,7 @@ class ProcessRunner(Runner):
         self.memory = self.spec.resources.memory
         self.vcpus = self.spec.resources.vcpus
         self.python = config.get("python") or sys.executable
+        self.log_limit = int(config.get("log_limit") or logcap.DEFAULT_LIMIT)
         self.children: dict[int, Child] = {}
         self.usage_dir = store.root / ".process-usage"
         self.usage_dir.mkdir(exist_ok=True)
@@ -83,18 +87,20 @@ class ProcessRunner(Runner):
             memory = a.memory
             argv = [self.python, "-m", "spmd_process.launch", "--memory", str(memory),
                     "--", *self.command()]
-            with open(os.path.join(folder, "task.log"), "wb") as output:
-                try:
-                    process = subprocess.Popen(argv, cwd=os.path.join(folder, "work"), env=child_env,
-                                               stdin=subprocess.DEVNULL, stdout=output,
-                                               stderr=subprocess.STDOUT, start_new_session=True,
-                                               close_fds=True)
-                except OSError as exc:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    failed[task] = Outcome(None, f"spmd: the process could not start: {exc}\n",
-                                           reason=f"the process could not start: {exc}")
-                    continue
-            self.children[task] = Child(process, folder, time.monotonic(), memory)
+            try:
+                process = subprocess.Popen(argv, cwd=os.path.join(folder, "work"), env=child_env,
+                                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, start_new_session=True,
+                                           close_fds=True)
+            except OSError as exc:
+                shutil.rmtree(folder, ignore_errors=True)
+                failed[task] = Outcome(None, f"spmd: the process could not start: {exc}\n",
+                                       reason=f"the process could not start: {exc}")
+                continue
+            copier = threading.Thread(target=_copy, daemon=True, args=(
+                process.stdout, logcap.CappedLog(os.path.join(folder, "task.log"), self.log_limit)))
+            copier.start()
+            self.children[task] = Child(process, folder, time.monotonic(), memory, copier=copier)
             log.info("task %d attempt %d started as pid %d", task, attempt, process.pid)
         self.publish_usage()
         return failed
@@ -112,7 +118,9 @@ class ProcessRunner(Runner):
                 continue
             del self.children[task]
             _kill(child.process.pid)  # whatever the task started and left behind
-            text = Path(child.folder, "task.log").read_bytes().decode(errors="replace")
+            child.copier.join(timeout=5)  # the pipe ends with the last process holding it
+            text = logcap.read_kept(Path(child.folder, "task.log"), self.log_limit).decode(
+                errors="replace")
             shutil.rmtree(child.folder, ignore_errors=True)
             # SIGKILL that the scheduler did not send: the kernel's out-of-memory killer.
             oom = child.over_memory or code == OOM_EXIT or \
@@ -159,6 +167,20 @@ class ProcessRunner(Runner):
         for child in self.children.values():
             _kill(child.process.pid)
         (self.usage_dir / f"{self.job_id}.json").unlink(missing_ok=True)
+
+
+def _copy(pipe, log: logcap.CappedLog) -> None:
+    """Copy a task's output into its capped log until the pipe ends; one that cannot be written
+    (a full disk) is still drained, so the task never blocks on a full pipe."""
+    try:
+        while chunk := pipe.read1(1 << 16):
+            try:
+                log.write(chunk)
+            except OSError:
+                pass
+    finally:
+        log.close()
+        pipe.close()
 
 
 def _kill(pid: int) -> None:
