@@ -26,6 +26,8 @@ import os
 import secrets
 from pathlib import Path
 
+from .errors import StoreError
+
 PREFIX = "integrity/"
 _KEYS: dict[tuple[str, str], bytes | None] = {}
 
@@ -66,8 +68,13 @@ def key_of(store, job_id: str) -> bytes | None:
     if cached is None:
         try:
             cached = (folder / "key").read_bytes()
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except PermissionError as exc:  # never read unverified what cannot be verified
+            raise StoreError(f"cannot read job {job_id}'s signing key {folder / 'key'} ({exc}), "
+                             f"so its results cannot be verified and are not read; read them "
+                             f"as the store's owner, or ask the owner to share the store with "
+                             f"your group (share_with_group)") from exc
         _KEYS[(str(folder), job_id)] = cached
     return cached
 

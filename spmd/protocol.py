@@ -21,7 +21,7 @@ from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
 
 from . import codec, integrity, layout
 from .batch_queue import CANCELLED, RUNNING, TERMINAL, TaskStatus
-from .errors import ObjectNotFound, ResultDamaged, TaskLost, TaskOutOfMemory, TaskTimedOut
+from .errors import ObjectNotFound, ResultDamaged, StoreError, TaskLost, TaskOutOfMemory, TaskTimedOut
 from .stores.object_store import ObjectStore
 
 # -- what a task reads ----------------------------------------------------------------------
@@ -137,11 +137,14 @@ def read_output(store: ObjectStore, job_id: str, task: int) -> TaskOutput | None
     except ObjectNotFound:
         return None
     try:  # signed by the job's scheduler where it signs (spmd.integrity): else never unpickled
-        if not integrity.verify(store, job_id, key, view):
-            raise ResultDamaged(key, "it changed after its task ended (its signature differs)",
-                                job_id=job_id, task=task)
+        signed = integrity.verify(store, job_id, key, view)
     except integrity.Unsigned:
         return None  # its attempt has not ended yet
+    except StoreError as exc:  # the job's key cannot be read: nothing is unpickled unverified
+        raise ResultDamaged(key, str(exc), job_id=job_id, task=task) from exc
+    if not signed:
+        raise ResultDamaged(key, "it changed after its task ended (its signature differs)",
+                            job_id=job_id, task=task)
     try:
         output = codec.loads_frame(view)
     except Exception as exc:  # truncated, overwritten: pickle, struct or frame errors

@@ -178,6 +178,13 @@ def test_a_store_shared_with_a_group_is_read_by_its_members_only_and_written_by_
     assert own_map.returncode != 0 and "shared with your group for reading" in own_map.stderr
     outsider = as_user(attacker, f"print(open({str(output)!r}, 'rb').read())")
     assert outsider.returncode != 0 and "PermissionError" in outsider.stderr
+    key = root / "integrity" / job.id / "key"
+    key.chmod(0o600)  # a key the member cannot read: nothing is unpickled unverified
+    unverified = as_member(colleague, gid, "import spmd; print(spmd.attach("
+                           f"{job.id!r}, config={{'store_dir': {str(shared / 'lab-store')!r}}})"
+                           ".results(timeout=60))")
+    assert unverified.returncode != 0 and "signing key" in unverified.stderr, unverified.stderr
+    assert "[2, 4]" not in unverified.stdout
     private = {k: v for k, v in config.items() if k != "share_with_group"}
     assert spmd.attach(job.id, config=private).results(timeout=60) == [2, 4]
     again = as_member(colleague, gid, f"print(open({str(output)!r}, 'rb').read())")
