@@ -187,15 +187,24 @@ def queue(array_ids: list[str]) -> dict[tuple[str, int], ArrayTask]:
 FORGOTTEN = "Invalid job id specified"  # squeue's words for a job the controller does not know
 
 
+#: the index of an array's own record when squeue shows it without one (``7000 CANCELLED``):
+#: it stands for every task of the array that squeue does not list on its own
+REST = -1
+
+
 def parse_squeue(text: str) -> dict[tuple[str, int], ArrayTask]:
-    """Parse ``squeue --array --Format=SQUEUE_FIELDS`` lines, e.g. ``7000_3 FAILED NonZeroExitCode 768 0``."""
+    """Parse ``squeue --array --Format=SQUEUE_FIELDS`` lines, e.g. ``7000_3 FAILED NonZeroExitCode 768 0``.
+    A line without a task index (after ``scancel --state=PENDING``, see ``cancel_pending``)
+    is keyed ``(array, REST)``."""
     tasks = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 5 or "_" not in parts[0]:
+        if len(parts) < 5:
             continue
-        array_id, _, index = parts[0].partition("_")
-        if not index.isdigit():  # "7000_[3-9]": squeue folds pending tasks without --array
+        array_id, underscore, index = parts[0].partition("_")
+        if not underscore and array_id.isdigit():
+            index = str(REST)
+        elif not index.isdigit():  # "7000_[3-9]": squeue folds pending tasks without --array
             continue
         status = int(parts[-2]) if parts[-2].lstrip("-").isdigit() else None
         if status is not None:  # a wait status: exit code in the high byte, signal in the low
@@ -245,3 +254,12 @@ def cancel(array_ids: list[str]) -> None:
     """``scancel`` every task of these arrays, running or pending (one call)."""
     if array_ids:
         run(["scancel", *array_ids])
+
+
+def cancel_pending(array_ids: list[str]) -> None:
+    """``scancel --state=PENDING`` of these arrays (one call): the tasks that have not started,
+    whatever they wait for (resources, the ``%N`` cap, a dependency, a requeue), and none
+    that runs. Slurm cancels the array's own record of its unsplit pending tasks as one job,
+    which squeue then shows without a task index (``REST``)."""
+    if array_ids:
+        run(["scancel", "--state=PENDING", *array_ids])

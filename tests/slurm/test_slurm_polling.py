@@ -117,12 +117,47 @@ def test_the_commands_a_10000_item_map_costs_per_phase(tmp_path, monkeypatch):
         clock[0] = float(second)
         poller.shared(backend.queue.poll_interval, slurm.queue).tasks(ids)
     phases["watch, 1 h"], calls = dict(calls), calls.clear() or calls
+    backend.queue.cancel_pending(handle)  # the failure budget is spent
+    phases["budget spent"], calls = dict(calls), calls.clear() or calls
     backend.queue.cancel(handle)
     phases["cancel"] = dict(calls)
     print(phases)
     assert phases["submit"] == {"sinfo": 1, "scontrol": 1, "sbatch": 10}
     assert set(phases["watch, 1 h"]) == {"squeue"} and phases["watch, 1 h"]["squeue"] <= 130
+    assert phases["budget spent"] == {"scancel": 1}
     assert phases["cancel"] == {"scancel": 1}
+
+
+def test_a_spent_budget_cancels_only_pending_tasks_with_one_scancel(tmp_path, monkeypatch):
+    asked = []
+    # squeue after `scancel --state=PENDING` of an array whose tasks 0 and 1 ran under %2, as
+    # the test cluster printed it: the array's own record of its pending tasks, no index
+    answer = ["8000000_0 RUNNING None 0 0\n8000000_1 RUNNING None 0 0\n"
+              "8000000_2 PENDING JobArrayTaskLimit 0 0\n8000000_3 PENDING JobArrayTaskLimit 0 0\n"
+              "8000001_0 PENDING Dependency 0 0\n"]
+
+    def run(argv, stdin=None, timeout=60, env=None):
+        asked.append(argv)
+        if argv[0] == "scancel":
+            answer[0] = ("8000000_0 RUNNING None 0 0\n8000000_1 RUNNING None 0 0\n"
+                         "8000000 CANCELLED JobArrayTaskLimit 0 0\n"
+                         "8000001_0 CANCELLED Dependency 0 0\n")
+        return answer[0] if argv[0] == "squeue" else ""
+    monkeypatch.setattr(slurm, "run", run)
+    monkeypatch.setattr(poller, "_SHARED", {})
+    clock = [0.0]
+    monkeypatch.setattr(poller, "now", lambda: clock[0])
+    queue = spmd.Knot(square, backend="slurm", config={
+        "shared_dir": str(tmp_path / "shared")}).backend.queue
+    handle = json.dumps({"job": "j", "arrays": [["8000000", 0, 4], ["8000001", 4, 1]]})
+    assert [s.state for s in queue.states(handle).values()] == [RUNNING] * 2 + ["PENDING"] * 3
+    queue.cancel_pending(handle)
+    assert asked[-1] == ["scancel", "--state=PENDING", "8000000", "8000001"]
+    clock[0] += 1  # the next poll
+    states = queue.states(handle)
+    assert [s.state for s in states.values()] == [RUNNING] * 2 + ["CANCELLED"] * 3
+    assert states[2].lost == "cancelled"  # not "infrastructure": Slurm has not forgotten them
+    assert [a[0] for a in asked] == ["squeue", "scancel", "squeue"]
 
 
 def test_a_map_over_the_clusters_job_limit_is_refused_before_any_sbatch(tmp_path, monkeypatch):
