@@ -123,3 +123,10 @@ def test_the_charliecloud_command_runs_the_converted_folder_in_a_clean_environme
     assert "--bind=/sh/store/spmd/jobs/j1 --bind=/sh/store/spmd/data /sh/images/abc123 --" in line
     assert "--bind=/sh " not in line and "s e$cret" not in line  # values never on the command line
     assert "export SECRET='s e$cret'" in text and '"SECRET=${SECRET-}"' in text
+    assert "CUDA_VISIBLE_DEVICES" not in text
+    # a task given GPUs learns from Slurm's variables which ones, inside the clean environment
+    gpu = ArraySpec(job_id="j1", image="spmd-task:abc123", command=("python3", "-m", "spmd.worker"),
+                    n_tasks=1, resources=Resources(gpus=1))
+    text = script.render(gpu, 0, 1, options, "/sh/marks", "/sh/%A_%a.out", [])
+    assert '"CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-}"' in text
+    assert '"SLURM_JOB_GPUS=${SLURM_JOB_GPUS-}"' in text
