@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A private single-node Slurm for the tests: scripts/slurm.sh start|stop|env [DIR]
 #
-#   start  writes DIR/etc/slurm.conf (this node's CPUs and memory from `slurmd -C`),
-#          starts munged (as the munge user, own key, socket and pid file), slurmctld -i and
+#   start  writes DIR/etc/slurm.conf (this node's CPUs and memory from `slurmd -C`; two
+#          stand-in GPUs, gres gpu, whose device files are DIR/dev/gpu0 and gpu1), starts munged (as the munge user, own key, socket and pid file), slurmctld -i and
 #          slurmd, and waits until sinfo shows the node idle
 #   stop   stops the daemons this script started in DIR (by their pid files) and nothing else
 #   env    prints `export SLURM_CONF=...` for a shell that wants to use the cluster
@@ -17,6 +17,10 @@ action=${1:-}
 DIR=$(realpath -m "${2:-${SPMD_SLURM_DIR:-/tmp/spmd-slurm}}")
 PORT=${SPMD_SLURM_PORT:-17817}
 MAX_ARRAY_SIZE=${SPMD_SLURM_MAX_ARRAY_SIZE:-1001}  # the tests set it small, to split arrays
+# Another test cluster on the same machine shares the cgroup v1 hierarchy `slurm/`, where a
+# job's cgroup is named by its id: clusters running at once need ids of their own.
+FIRST_JOB_ID=${SPMD_SLURM_FIRST_JOB_ID:-7000000}
+GPUS=2  # stand-in GPUs: character devices with /dev/null's numbers, under DIR/dev
 CONF=$DIR/etc/slurm.conf
 say() { echo "[slurm.sh] $*" >&2; }
 
@@ -43,7 +47,10 @@ start)
         say "already running in $DIR"
         exit 0
     fi
-    mkdir -p "$DIR"/{etc,state,spool,log,run,munge}
+    mkdir -p "$DIR"/{etc,state,spool,log,run,munge,dev}
+    for i in $(seq 0 $((GPUS - 1))); do  # Slurm reads a GPU's device numbers from its File=
+        [ -c "$DIR/dev/gpu$i" ] || mknod -m 666 "$DIR/dev/gpu$i" c 1 3
+    done
     chmod 755 "$DIR"
     node=$(hostname -s)
     read -r cpus memory < <(slurmd -C | awk '/NodeName/ {
@@ -88,22 +95,28 @@ AccountingStorageType=accounting_storage/none
 MpiDefault=none
 ReturnToService=2
 MinJobAge=3600
-FirstJobId=7000000
+FirstJobId=$FIRST_JOB_ID
 MaxArraySize=$MAX_ARRAY_SIZE
 KillWait=5
 InactiveLimit=0
 SchedulerParameters=sched_interval=1
-NodeName=$node CPUs=$cpus RealMemory=$memory State=UNKNOWN
+GresTypes=gpu
+NodeName=$node CPUs=$cpus RealMemory=$memory Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
     # ConstrainCores=no: with cgroup v1, writing a new job's cpuset.cpus fails now and then
     # (EBUSY) while another job's cgroup is being torn down on this 2-CPU node; slurmd then
     # fails the launch ("could not execve job") and drains the node, and every later job
     # waits. Cores are still allocated per task (cons_tres); only the pinning is off.
+    # gres.conf sits next to slurm.conf; no AutoDetect (no NVML): the files are the GPUs.
+    echo "NodeName=$node Name=gpu File=$DIR/dev/gpu[0-$((GPUS - 1))]" > "$DIR/etc/gres.conf"
+    # ConstrainDevices=no: the stand-ins have /dev/null's numbers, so constraining devices
+    # would take /dev/null from every job not given both GPUs.
     cat > "$DIR/etc/cgroup.conf" <<EOF
 CgroupPlugin=autodetect
 ConstrainCores=no
 ConstrainRAMSpace=yes
+ConstrainDevices=no
 ConstrainSwapSpace=yes
 AllowedSwapSpace=0
 EOF

@@ -7,6 +7,7 @@
     states  ──> ONE ``squeue --array --states=all`` for all arrays + ONE listing of the marks
             (+ ONE ``sacct`` for tasks squeue forgot, where the cluster keeps accounting)
     cancel  ──> ONE ``scancel`` of all arrays
+    cancel_pending (a spent failure budget) ──> ONE ``scancel --state=PENDING`` of all arrays
     logs    ──> jobs/<id>/slurm/<slurm id>_<index>.out, read through the store
 
 The batch script (``script.py``) leaves empty marker files of each attempt's start and end;
@@ -253,6 +254,10 @@ class SlurmQueue(BatchQueue):
         self._marks_seen[job_id] = marks
         poll = poller.shared(self.poll_interval, slurm.queue)
         seen = poll.tasks(ids, fresh=changed)
+        for array_id, _, n in arrays:  # an array's own record: its tasks not listed alone
+            if (array_id, slurm.REST) in seen:
+                rest = seen[(array_id, slurm.REST)]
+                seen = {(array_id, i): rest for i in range(n)} | seen
         if any((a, i) not in seen for a, _, n in arrays for i in range(n)) and self.accounting():
             # squeue forgets ended jobs after MinJobAge; accounting remembers (one more call)
             seen = {**slurm.accounting(ids), **seen}
@@ -285,6 +290,13 @@ class SlurmQueue(BatchQueue):
     def cancel(self, handle: str) -> None:
         _, arrays = self._arrays(handle)
         slurm.cancel([a for a, _, _ in arrays])
+
+    def cancel_pending(self, handle: str) -> None:
+        """The failure budget is spent: ONE ``scancel --state=PENDING`` of every array. Tasks
+        waiting for resources, the ``%N`` cap, the array before or their upstream item
+        (chained) never start; running ones finish and report as usual."""
+        _, arrays = self._arrays(handle)
+        slurm.cancel_pending([a for a, _, _ in arrays])
 
     def logs(self, handle: str, task: int) -> str:
         job_id, arrays = self._arrays(handle)

@@ -31,6 +31,10 @@ log = logging.getLogger("spmd")
 #: variables a task container receives from the batch script, besides the Knot's env
 TASK_VARIABLES = ("AWS_BATCH_JOB_ARRAY_INDEX", "SPMD_TASK_OFFSET", "SPMD_ATTEMPT",
                   "PYTHONUNBUFFERED", "SPMD_IMAGE")
+#: what Slurm's gres plugin sets for a task given GPUs (which ones it was given), passed on
+#: into the container when the task asks for GPUs
+GPU_VARIABLES = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "SLURM_JOB_GPUS",
+                 "SLURM_GPUS_ON_NODE")
 READY = ".spmd-ready"
 SCRATCH = "/var/tmp"  # where a Charliecloud task finds its scratch folder (its TMPDIR)
 
@@ -77,7 +81,8 @@ class Runtime:
 
     def variables(self, spec: ArraySpec) -> list[str]:
         """The names of the variables a task receives (never the submitter's others)."""
-        return sorted({*spec.env, *TASK_VARIABLES})
+        return sorted({*spec.env, *TASK_VARIABLES,
+                       *(GPU_VARIABLES if spec.resources.gpus else ())})
 
     def before(self, spec: ArraySpec) -> str:
         """Shell run before each attempt."""

@@ -187,15 +187,24 @@ def queue(array_ids: list[str]) -> dict[tuple[str, int], ArrayTask]:
 FORGOTTEN = "Invalid job id specified"  # squeue's words for a job the controller does not know
 
 
+#: the index of an array's own record when squeue shows it without one (``7000 CANCELLED``):
+#: it stands for every task of the array that squeue does not list on its own
+REST = -1
+
+
 def parse_squeue(text: str) -> dict[tuple[str, int], ArrayTask]:
-    """Parse ``squeue --array --Format=SQUEUE_FIELDS`` lines, e.g. ``7000_3 FAILED NonZeroExitCode 768 0``."""
+    """Parse ``squeue --array --Format=SQUEUE_FIELDS`` lines, e.g. ``7000_3 FAILED NonZeroExitCode 768 0``.
+    A line without a task index (after ``scancel --state=PENDING``, see ``cancel_pending``)
+    is keyed ``(array, REST)``."""
     tasks = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 5 or "_" not in parts[0]:
+        if len(parts) < 5:
             continue
-        array_id, _, index = parts[0].partition("_")
-        if not index.isdigit():  # "7000_[3-9]": squeue folds pending tasks without --array
+        array_id, underscore, index = parts[0].partition("_")
+        if not underscore and array_id.isdigit():
+            index = str(REST)
+        elif not index.isdigit():  # "7000_[3-9]": squeue folds pending tasks without --array
             continue
         status = int(parts[-2]) if parts[-2].lstrip("-").isdigit() else None
         if status is not None:  # a wait status: exit code in the high byte, signal in the low
@@ -217,27 +226,46 @@ def accounting(array_ids: list[str]) -> dict[tuple[str, int], ArrayTask]:
     """Array tasks as accounting recorded them (for those squeue forgot): ONE sacct call."""
     if not array_ids:
         return {}
+    # SLURM_BITSTR_LEN=0: an array's record of tasks never split from it (pending, or
+    # cancelled so) names them all, not the first 64 bytes of the expression (sacct(1))
     out = run(["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(array_ids)}",
-               "--format=JobID,State,ExitCode"])
+               "--format=JobID,State,ExitCode"], env={"SLURM_BITSTR_LEN": "0"})
     return parse_sacct(out)
+
+
+def task_indices(text: str) -> list[int]:
+    """The array task ids a JobID's part after ``_`` names: ``3``, or Slurm's expression
+    for the tasks of the array's own record, ``[0,2-3]`` or ``[0-9%2]`` (with its cap);
+    [] for anything else."""
+    if text.isdigit():
+        return [int(text)]
+    if not (text.startswith("[") and text.endswith("]")):
+        return []
+    indices = []
+    for part in text[1:-1].split("%")[0].split(","):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            return []  # cut short ("...") or a form not known here: nothing is guessed
+        indices.extend(range(int(first), int(last if dash else first) + 1))
+    return indices
 
 
 def parse_sacct(text: str) -> dict[tuple[str, int], ArrayTask]:
     """Parse ``sacct --parsable2 --allocations --format=JobID,State,ExitCode``, e.g.
-    ``7000_3|CANCELLED by 1000|0:15``."""
+    ``7000_3|CANCELLED by 1000|0:15``, and ``7000_[5-9]|CANCELLED by 1000|0:0`` for the
+    tasks of the array's own record (cancelled before they started)."""
     tasks = {}
     for line in text.splitlines():
         parts = line.split("|")
         if len(parts) < 3 or "_" not in parts[0] or "." in parts[0]:
             continue
         array_id, _, index = parts[0].partition("_")
-        if not index.isdigit():
-            continue
         state = parts[1].split()[0] if parts[1] else "UNKNOWN"
         code, _, signal = parts[2].partition(":")
         exit_code = -int(signal) if signal.isdigit() and int(signal) else \
             (int(code) if code.isdigit() else None)
-        tasks[(array_id, int(index))] = ArrayTask(array_id, int(index), state, parts[1], exit_code, 0)
+        for task in task_indices(index):
+            tasks[(array_id, task)] = ArrayTask(array_id, task, state, parts[1], exit_code, 0)
     return tasks
 
 
@@ -245,3 +273,12 @@ def cancel(array_ids: list[str]) -> None:
     """``scancel`` every task of these arrays, running or pending (one call)."""
     if array_ids:
         run(["scancel", *array_ids])
+
+
+def cancel_pending(array_ids: list[str]) -> None:
+    """``scancel --state=PENDING`` of these arrays (one call): the tasks that have not started,
+    whatever they wait for (resources, the ``%N`` cap, a dependency, a requeue), and none
+    that runs. Slurm cancels the array's own record of its unsplit pending tasks as one job,
+    which squeue then shows without a task index (``REST``)."""
+    if array_ids:
+        run(["scancel", "--state=PENDING", *array_ids])

@@ -44,7 +44,7 @@ whole test file can be::
     PrivacyContract         a job's objects (and puts under umask 000) are private: nobody else
                             may read or write them (``ObjectStore.exposed``)
     FailureBudgetContract   max_failures: once spent, what has not started ends with
-                            FailureBudgetSpent; what succeeded stays
+                            FailureBudgetSpent; what runs finishes, what succeeded stays
     ParallelCapContract     max_parallel: never more tasks of a map at once (by their own
                             start and end times)
     ChainContract           step2.map(job1) item by item before job 1 ends, UpstreamFailed

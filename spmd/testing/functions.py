@@ -56,6 +56,25 @@ def sleepy_or_fail(seconds):
     return seconds
 
 
+def outlast_failures(seconds, failures=2):
+    """Negative seconds: fail as sleepy_or_fail does. Positive: return seconds, that long
+    after ``failures`` other tasks of this job have written their outputs, so this task is
+    still running when those failures spend a failure budget (FailureBudgetContract)."""
+    if seconds < 0:
+        return sleepy_or_fail(seconds)
+    from spmd import layout, protocol, worker
+    # `python -m spmd.worker` runs the worker as __main__, whose current task this import
+    # of spmd.worker does not see: the task's environment names the store and job then
+    store, job_id = worker.current_task() or (worker.open_store(os.environ[protocol.STORE_URL]),
+                                              os.environ[protocol.JOB_ID])
+    for _ in range(1500):  # 300 s
+        if sum(1 for _ in store.list(layout.output_prefix(job_id))) >= failures:
+            time.sleep(seconds)
+            return seconds
+        time.sleep(0.2)
+    raise TimeoutError(f"fewer than {failures} other tasks of job {job_id} ended in 300 s")
+
+
 def hog(megabytes):
     print(f"allocating {megabytes} MB", flush=True)
     block = b"x" * (megabytes * 2**20)  # touches every page, unlike bytearray(n)

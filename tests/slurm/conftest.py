@@ -57,9 +57,12 @@ def slurm_cluster(tmp_path_factory):
     # Under /tmp itself: munged runs as the munge user, who cannot enter pytest's 0700 folders.
     folder = Path(tempfile.mkdtemp(prefix="spmd-slurm-", dir="/tmp"))
     folder.chmod(0o755)
+    port = free_port_pair()
+    # job ids of its own too: clusters running at once share cgroup v1's slurm/job_<id> names
     started = subprocess.run([str(SCRIPT), "start", str(folder)], capture_output=True, text=True,
                              env={**os.environ, "SPMD_SLURM_MAX_ARRAY_SIZE": str(MAX_ARRAY_SIZE),
-                                  "SPMD_SLURM_PORT": str(free_port_pair())})
+                                  "SPMD_SLURM_PORT": str(port),
+                                  "SPMD_SLURM_FIRST_JOB_ID": str(7_000_000 + port % 500 * 100_000)})
     if started.returncode != 0:
         subprocess.run([str(SCRIPT), "stop", str(folder)], capture_output=True)
         pytest.fail(f"scripts/slurm.sh start failed:\n{started.stderr}", pytrace=False)

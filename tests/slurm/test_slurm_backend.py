@@ -197,7 +197,11 @@ def test_squeue_states_map_to_task_statuses():
 
 
 # sacct's output where the cluster keeps accounting (this test cluster does not), for tasks
-# squeue has forgotten: --parsable2 --allocations --format=JobID,State,ExitCode
+# squeue has forgotten: --parsable2 --allocations --format=JobID,State,ExitCode. sacct(1):
+# JobID "ArrayJobID_ArrayTaskID"; ExitCode "the exit code ... Following the colon is the
+# signal"; an array's own record of tasks not split from it names them with Slurm's task
+# expression, as squeue does (the test cluster printed `8200000_[0-3%1]`, `8200001_[0,2-3]`),
+# cut at SLURM_BITSTR_LEN bytes (spmd sets 0: no limit).
 SACCT = """\
 7000000_0|COMPLETED|0:0
 7000000_1|OUT_OF_MEMORY|0:125
@@ -205,12 +209,18 @@ SACCT = """\
 7000000_3|CANCELLED by 1000|0:15
 7000000_4|NODE_FAIL|0:0
 7000000_[5-6]|PENDING|0:0
+7000001_[0,2-3%2]|CANCELLED by 1000|0:0
+7000002_[0-3,5...|CANCELLED by 1000|0:0
+7000000_0.batch|COMPLETED|0:0
 """
 
 
 def test_sacct_states_map_to_task_statuses():
     seen = slurm.parse_sacct(SACCT)
-    assert sorted(i for _, i in seen) == [0, 1, 2, 3, 4]
+    assert sorted(i for a, i in seen if a == "7000000") == [0, 1, 2, 3, 4, 5, 6]
+    assert sorted(i for a, i in seen if a == "7000001") == [0, 2, 3]  # cancelled while pending
+    assert not [a for a, _ in seen if a == "7000002"]  # an expression cut short: not guessed
+    assert seen[("7000000", 5)].state == "PENDING" and seen[("7000001", 2)].state == "CANCELLED"
     assert seen[("7000000", 2)].exit_code == 3 and seen[("7000000", 3)].state == "CANCELLED"
     started = {"started": 1, "ends": {}, "timeout": False, "infra": 0}
     assert task_status(seen[("7000000", 1)], started, "7000000", 1).lost == "oom"

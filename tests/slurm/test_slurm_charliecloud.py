@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,34 @@ def test_the_kit_passes_under_charliecloud_as_a_user_who_is_not_root(hpc_user, h
     assert not [p for p in images.iterdir() if p.name.endswith(".partial")]  # none half made
 
 
+@pytest.mark.docker
+def test_the_mrtrix3_command_example_runs_under_charliecloud(hpc_user, hpc_shared_dir,
+                                                            hpc_python, slurm_cluster):
+    """examples/mrtrix_command.py on this cluster, as that user: its task image (Debian's
+    mrtrix3 on spmd's) is the one the local example test built, same content, same tag, so
+    only the conversion is new here; map() builds it first when the engine lacks it."""
+    home = pwd.getpwnam(hpc_user).pw_dir
+    env = {"PATH": os.environ["PATH"], "HOME": home, "USER": hpc_user, "LANG": "C.UTF-8",
+           "SLURM_CONF": os.environ["SLURM_CONF"], "SPMD_USER_CONFIG": f"{home}/none.toml",
+           "SPMD_BACKEND": "slurm", "SPMD_SHARED_DIR": str(hpc_shared_dir),
+           "SPMD_RUNTIME": "charliecloud", "SPMD_PARTITION": "debug", "SPMD_POLL_INTERVAL": "0.25"}
+    started = time.monotonic()
+    run = subprocess.run(
+        ["runuser", "-u", hpc_user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+         *hpc_python, str(ROOT / "examples" / "mrtrix_command.py"), "--subjects", "2",
+         "--backend", "slurm"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    print(f"{time.monotonic() - started:.1f}s in all;", run.stdout[-1500:])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "MRtrix3 agrees with DIPY (2 subjects)" in run.stdout, run.stdout
+    assert run.stdout.count("exit 0, fa.nii.gz downloaded") == 2, run.stdout
+    # it ran under ch-run, in the converted image that holds MRtrix3
+    job_id = run.stdout.split("job ", 1)[1].split(":", 1)[0]
+    batch = hpc_shared_dir / "store" / "spmd" / "jobs" / job_id / "slurm" / "array-000000.sh"
+    line = next(x for x in batch.read_text().splitlines() if "ch-run " in x)
+    image = line.split(" -- ")[0].split()[-1]  # ch-run ... <image folder> -- ...
+    assert (Path(image) / runtimes.READY).exists() and (Path(image) / "usr/bin/dwi2tensor").exists()
+
+
 def test_a_missing_runtime_names_its_package(slurm_config, monkeypatch):
     knot = spmd.Knot(abs, backend="slurm", config={**slurm_config, "runtime": "charliecloud"})
     monkeypatch.setattr(shutil, "which", lambda name: None if name.startswith("ch-") else "/bin/x")
@@ -123,3 +152,10 @@ def test_the_charliecloud_command_runs_the_converted_folder_in_a_clean_environme
     assert "--bind=/sh/store/spmd/jobs/j1 --bind=/sh/store/spmd/data /sh/images/abc123 --" in line
     assert "--bind=/sh " not in line and "s e$cret" not in line  # values never on the command line
     assert "export SECRET='s e$cret'" in text and '"SECRET=${SECRET-}"' in text
+    assert "CUDA_VISIBLE_DEVICES" not in text
+    # a task given GPUs learns from Slurm's variables which ones, inside the clean environment
+    gpu = ArraySpec(job_id="j1", image="spmd-task:abc123", command=("python3", "-m", "spmd.worker"),
+                    n_tasks=1, resources=Resources(gpus=1))
+    text = script.render(gpu, 0, 1, options, "/sh/marks", "/sh/%A_%a.out", [])
+    assert '"CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-}"' in text
+    assert '"SLURM_JOB_GPUS=${SLURM_JOB_GPUS-}"' in text

@@ -15,6 +15,7 @@ from spmd.testing.fixtures import WAIT
 from spmd.testing.functions import square
 from spmd_slurm import poller, slurm
 from spmd_slurm.poller import Poller
+from spmd_slurm.queue import slurm_key
 
 
 def test_polling_backs_off_while_nothing_changes_and_comes_back_when_something_does():
@@ -117,12 +118,47 @@ def test_the_commands_a_10000_item_map_costs_per_phase(tmp_path, monkeypatch):
         clock[0] = float(second)
         poller.shared(backend.queue.poll_interval, slurm.queue).tasks(ids)
     phases["watch, 1 h"], calls = dict(calls), calls.clear() or calls
+    backend.queue.cancel_pending(handle)  # the failure budget is spent
+    phases["budget spent"], calls = dict(calls), calls.clear() or calls
     backend.queue.cancel(handle)
     phases["cancel"] = dict(calls)
     print(phases)
     assert phases["submit"] == {"sinfo": 1, "scontrol": 1, "sbatch": 10}
     assert set(phases["watch, 1 h"]) == {"squeue"} and phases["watch, 1 h"]["squeue"] <= 130
+    assert phases["budget spent"] == {"scancel": 1}
     assert phases["cancel"] == {"scancel": 1}
+
+
+def test_a_spent_budget_cancels_only_pending_tasks_with_one_scancel(tmp_path, monkeypatch):
+    asked = []
+    # squeue after `scancel --state=PENDING` of an array whose tasks 0 and 1 ran under %2, as
+    # the test cluster printed it: the array's own record of its pending tasks, no index
+    answer = ["8000000_0 RUNNING None 0 0\n8000000_1 RUNNING None 0 0\n"
+              "8000000_2 PENDING JobArrayTaskLimit 0 0\n8000000_3 PENDING JobArrayTaskLimit 0 0\n"
+              "8000001_0 PENDING Dependency 0 0\n"]
+
+    def run(argv, stdin=None, timeout=60, env=None):
+        asked.append(argv)
+        if argv[0] == "scancel":
+            answer[0] = ("8000000_0 RUNNING None 0 0\n8000000_1 RUNNING None 0 0\n"
+                         "8000000 CANCELLED JobArrayTaskLimit 0 0\n"
+                         "8000001_0 CANCELLED Dependency 0 0\n")
+        return answer[0] if argv[0] == "squeue" else ""
+    monkeypatch.setattr(slurm, "run", run)
+    monkeypatch.setattr(poller, "_SHARED", {})
+    clock = [0.0]
+    monkeypatch.setattr(poller, "now", lambda: clock[0])
+    queue = spmd.Knot(square, backend="slurm", config={
+        "shared_dir": str(tmp_path / "shared")}).backend.queue
+    handle = json.dumps({"job": "j", "arrays": [["8000000", 0, 4], ["8000001", 4, 1]]})
+    assert [s.state for s in queue.states(handle).values()] == [RUNNING] * 2 + ["PENDING"] * 3
+    queue.cancel_pending(handle)
+    assert asked[-1] == ["scancel", "--state=PENDING", "8000000", "8000001"]
+    clock[0] += 1  # the next poll
+    states = queue.states(handle)
+    assert [s.state for s in states.values()] == [RUNNING] * 2 + ["CANCELLED"] * 3
+    assert states[2].lost == "cancelled"  # not "infrastructure": Slurm has not forgotten them
+    assert [a[0] for a in asked] == ["squeue", "scancel", "squeue"]
 
 
 def test_a_map_over_the_clusters_job_limit_is_refused_before_any_sbatch(tmp_path, monkeypatch):
@@ -156,3 +192,39 @@ def test_a_partition_slurm_does_not_know_and_a_time_above_its_maximum_fail_at_ma
     with pytest.raises(spmd.ResourceError, match="timeout=259200s"):
         knot().backend.queue.submit(spec)
     assert calls["sbatch"] == 0
+
+
+@pytest.mark.parametrize("accounting", ["accounting_storage/slurmdbd", "accounting_storage/none"])
+def test_tasks_squeue_forgot_come_from_sacct_where_accounting_exists_else_from_the_marks(
+        tmp_path, monkeypatch, accounting):
+    asked = collections.Counter()
+
+    def run(argv, stdin=None, timeout=60, env=None):
+        asked[argv[0]] += 1
+        if argv[:3] == ["scontrol", "show", "config"]:
+            return f"AccountingStorageType = {accounting}\n"
+        if argv[0] == "squeue":  # past MinJobAge: only the running task is left
+            return "8000000_3 RUNNING None 0 0\n"
+        if argv[0] == "sacct":
+            assert env == {"SLURM_BITSTR_LEN": "0"} and "--jobs=8000000" in argv
+            return ("8000000_0|COMPLETED|0:0\n8000000_1|FAILED|3:0\n"
+                    "8000000_[2]|CANCELLED by 0|0:0\n")
+        return ""
+    monkeypatch.setattr(slurm, "run", run)
+    monkeypatch.setattr(poller, "_SHARED", {})
+    queue = spmd.Knot(square, backend="slurm", config={
+        "shared_dir": str(tmp_path / "shared")}).backend.queue
+    marks = queue.store.path(slurm_key("j", "marks"))  # the scripts' marks, as they leave them
+    marks.mkdir(parents=True)
+    for name in ("0.start.1", "0.end.1.0", "1.start.1", "1.end.1.3", "3.start.1"):
+        (marks / name).touch()
+    states = queue.states(json.dumps({"job": "j", "arrays": [["8000000", 0, 4]]}))
+    assert states[0].state == "SUCCEEDED" and states[3].state == RUNNING  # marks, squeue
+    if accounting.endswith("none"):  # the test cluster: no sacct; what left no mark is lost
+        assert asked["sacct"] == 0
+        assert states[1].lost == "error" and states[1].exit_code == 3
+        assert states[2].lost == "infrastructure" and "no longer knows" in states[2].reason
+    else:  # one sacct for the tasks squeue no longer lists
+        assert asked["sacct"] == 1 and asked["squeue"] == 1
+        assert states[1].lost == "error" and states[1].exit_code == 3
+        assert states[2].state == "CANCELLED"

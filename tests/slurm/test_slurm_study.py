@@ -1,9 +1,11 @@
 """Issue 19 on Slurm beyond the kit: the #SBATCH lines the cap, chains and GPUs render, a GPU
-map refused at map() on the test cluster (it has none), and a chained item whose upstream task
-was lost (Slurm cancels it for its never-met aftercorr) failing alone with UpstreamFailed."""
+task given one of the test cluster's two stand-in GPUs by Slurm's gres plugin (and three
+refused at map()), and a chained item whose upstream task was lost (Slurm cancels it for its
+never-met aftercorr) failing alone with UpstreamFailed."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -11,7 +13,7 @@ import spmd
 from spmd.batch_queue import ArraySpec, Resources
 from spmd.protocol import SECRETS_DIR
 from spmd.testing.fixtures import WAIT
-from spmd.testing.functions import sleepy, square
+from spmd.testing.functions import environment, sleepy, square
 from spmd_slurm import depend, runtimes, script, slurm
 
 UPSTREAM = json.dumps({"job": "up", "arrays": [["700", 0, 4], ["701", 4, 4], ["702", 8, 1]]})
@@ -67,13 +69,21 @@ def test_secrets_are_bound_read_only_in_a_docker_task():
     assert "--volume /shared/store/spmd/jobs/down:/shared/store/spmd/jobs/down " in line
 
 
-def test_gpus_from_sinfos_gres_and_a_gpu_map_refused_on_a_partition_without(slurm_config):
+def test_a_gpu_task_sees_the_gpu_slurm_gave_it_and_more_than_a_node_has_are_refused(slurm_config):
     assert [slurm.gres_gpus(g) for g in ("(null)", "gpu:2", "gpu:a100:4(S:0-1)",
                                          "gpu:1,mps:100", "mps:100")] == [0, 2, 4, 1, 0]
-    knot = spmd.Knot(square, backend="slurm", config=slurm_config, gpus=1)
-    assert knot.backend.capacity().gpus == 0  # the test node has no gres
-    with pytest.raises(spmd.ResourceError, match="asks for 1 GPU.*slurm backend has 0"):
-        knot.map([1])
+    knot = spmd.Knot(environment, backend="slurm", config=slurm_config, gpus=1, memory="256MiB")
+    # scripts/slurm.sh: gres gpu:2, stand-in device files for GPUs 0 and 1
+    assert knot.backend.capacity().gpus == 2
+    job = knot.map(["CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE"], chunksize=3)
+    visible, given, count = job.results(timeout=WAIT)  # what one task's gres plugin set
+    assert visible in ("0", "1") and given in ("0", "1") and count == "1", (visible, given, count)
+    array = json.loads(job.handle)["arrays"][0][0]
+    record = subprocess.run(["scontrol", "show", "job", array], capture_output=True, text=True,
+                            check=True).stdout
+    assert "TresPerNode=gres:gpu:1" in record, record
+    with pytest.raises(spmd.ResourceError, match="asks for 3 GPUs.*slurm backend has 2"):
+        spmd.Knot(square, backend="slurm", config=slurm_config, gpus=3).map([1])
 
 
 def test_a_chained_item_whose_upstream_task_was_lost_fails_alone(slurm_config):
