@@ -62,9 +62,10 @@ def outlast_failures(seconds, failures=2):
     still running when those failures spend a failure budget (FailureBudgetContract)."""
     if seconds < 0:
         return sleepy_or_fail(seconds)
-    from spmd import layout, protocol, worker
-    # `python -m spmd.worker` runs the worker as __main__, whose current task this import
-    # of spmd.worker does not see: the task's environment names the store and job then
+    from .. import layout, protocol
+    from ..task import worker
+    # `python -m spmd.task.worker` runs the worker as __main__, whose current task this import
+    # of spmd.task.worker does not see: the task's environment names the store and job then
     store, job_id = worker.current_task() or (worker.open_store(os.environ[protocol.STORE_URL]),
                                               os.environ[protocol.JOB_ID])
     for _ in range(1500):  # 300 s

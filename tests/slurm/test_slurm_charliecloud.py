@@ -154,7 +154,7 @@ def test_the_charliecloud_command_runs_the_converted_folder_in_a_clean_environme
     assert "export SECRET='s e$cret'" in text and '"SECRET=${SECRET-}"' in text
     assert "CUDA_VISIBLE_DEVICES" not in text
     # a task given GPUs learns from Slurm's variables which ones, inside the clean environment
-    gpu = ArraySpec(job_id="j1", image="spmd-task:abc123", command=("python3", "-m", "spmd.worker"),
+    gpu = ArraySpec(job_id="j1", image="spmd-task:abc123", command=("python3", "-m", "spmd.task.worker"),
                     n_tasks=1, resources=Resources(gpus=1))
     text = script.render(gpu, 0, 1, options, "/sh/marks", "/sh/%A_%a.out", [])
     assert '"CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-}"' in text
