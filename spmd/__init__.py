@@ -10,6 +10,7 @@ from .backend import Backend, Capacity
 from .batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
 from .codec import RemoteTraceback
 from .chain import gather
+from .checkpoint import checkpoint_dir
 from .command import Command, CommandResult
 from .data import File, open_url, outputs
 from .errors import (
@@ -44,6 +45,6 @@ __all__ = [
     "PluginError", "QueueError", "RemoteError", "RemoteTraceback", "RequirementError",
     "ResourceError", "Resources", "ResultDamaged", "Secret", "SerializationError", "SpmdError", "StoreError",
     "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
-    "UnknownBackendError", "UpstreamFailed", "WatchFailed", "as_completed", "attach", "gather", "hookimpl", "open_url",
+    "UnknownBackendError", "UpstreamFailed", "WatchFailed", "as_completed", "attach", "checkpoint_dir", "gather", "hookimpl", "open_url",
     "outputs", "upstream_files", "wait",
 ]
