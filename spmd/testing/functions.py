@@ -116,7 +116,8 @@ def count_with_checkpoint(steps, seconds=0.2):
     got (``jobs/<id>/progress/<task>-a<attempt>``), so a test knows when to stop it. Returns
     (the count, the count each attempt started from, the folder)."""
     import spmd
-    from spmd import protocol, worker
+    from spmd import protocol
+    from spmd.plugins import open_store
 
     folder = spmd.checkpoint_dir()
     state = folder / "count"
@@ -125,11 +126,10 @@ def count_with_checkpoint(steps, seconds=0.2):
         if (folder / "starts").exists() else []
     starts.append(count)
     (folder / "starts").write_text(" ".join(map(str, starts)))
-    current = worker.current_task()
     progress = None
-    if current is not None:
-        store, job_id = current
-        progress = (f"jobs/{job_id}/progress/{protocol.task_index()}-a"
+    if os.environ.get(protocol.JOB_ID):  # in a task
+        store = open_store(os.environ[protocol.STORE_URL])
+        progress = (f"jobs/{os.environ[protocol.JOB_ID]}/progress/{protocol.task_index()}-a"
                     f"{protocol.attempt_number()}")
     while count < steps:
         time.sleep(seconds)
