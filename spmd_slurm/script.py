@@ -51,8 +51,8 @@ NOT_INHERITED = ("AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ATTEMPT", "SPMD_TAS
                  "SPMD_ATTEMPT", "SPMD_SINGLE_TASK", "SPMD_INFRA_LOST")
 KILL_AFTER = 5  # seconds between `timeout`'s TERM and KILL
 #: seconds before the time limit Slurm warns a task (--signal=B:USR1@N), the stop_warning
-#: key's default: time to save its checkpoint_dir, plus Slurm's own lateness (it checks
-#: limits about every 30 s and may signal up to a minute early)
+#: key's default: time to save its checkpoint_dir to shared_dir (Slurm checks limits about
+#: every 30 s, warning up to a check early and killing at least a check later)
 STOP_WARNING = 120
 PYTHONS = ("python", "python3")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -34,6 +34,10 @@ TABLE = [
     (dict(retries=0, more_memory=(2 * GIB, 4 * GIB)), ["oom", "oom", "oom"],          ["grow", "grow", "final"]),
     # retries count afresh at a new size
     (dict(retries=1, more_memory=(2 * GIB,)),       ["oom", "error", "error"],        ["grow", "retry", "final"]),
+    # told to stop with a checkpoint saved: infra_retries, never retries
+    (dict(retries=0, infra_retries=2),              ["requeue"] * 3,                  ["retry", "retry", "final"]),
+    (dict(retries=1, infra_retries=2),              ["requeue", "infrastructure", "error", "error"],
+                                                                                      ["retry", "retry", "retry", "final"]),
     (dict(retries=1, infra_retries=1, more_memory=(2 * GIB,)),
                                                     ["error", "oom", "infrastructure", "error", "error"],
                                                                                       ["retry", "grow", "retry", "retry", "final"]),
