@@ -57,13 +57,13 @@ class TestSlurm(Forgetful, Stoppable, spmd.testing.BackendContract):
 
 
 @pytest.mark.docker
-class TestSlurmDocker(Forgetful, spmd.testing.MapContract, spmd.testing.RerunContract,
+class TestSlurmDocker(Forgetful, Stoppable, spmd.testing.MapContract, spmd.testing.RerunContract,
                       spmd.testing.DataContract, spmd.testing.UrlDataContract,
                       spmd.testing.ChainContract, spmd.testing.SecretsContract,
                       spmd.testing.PrivacyContract, spmd.testing.BatchQueueContract,
-                      spmd.testing.ImageRegistryContract):
+                      spmd.testing.ImageRegistryContract, spmd.testing.CheckpointContract):
     """The kit's parts a task's runtime changes, with ``runtime = "docker"``: each task is a
-    container the script starts (what it sees, mounts, images). The store, the faults, the
+    container the script starts (what it sees, mounts, images, the signal passed on to it). The store, the faults, the
     failure budget and the cap are the client's and the queue's, the same for every runtime,
     and TestSlurm runs them."""
 
