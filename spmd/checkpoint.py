@@ -65,23 +65,32 @@ class _Task:
 
 
 _current = threading.local()
+_main: _Task | None = None  # the task of the process's main thread, seen from its other threads
 _outside: Path | None = None
-_outside_lock = threading.Lock()
+_lock = threading.Lock()
+
+
+def _task() -> _Task | None:
+    """The task this thread runs: its own (the in-memory test queue runs tasks on threads),
+    else the main thread's (a task's own thread pool)."""
+    return getattr(_current, "task", None) or _main
 
 
 def checkpoint_dir() -> Path:
     """The folder whose contents are saved when the task is told to stop and restored into it
     at the start of its next attempt; outside a task, a temporary folder of this process."""
     global _outside
-    task: _Task | None = getattr(_current, "task", None)
+    task = _task()
     if task is None:
-        with _outside_lock:
+        with _lock:
             if _outside is None or not _outside.is_dir():
                 _outside = Path(tempfile.mkdtemp(prefix="spmd-checkpoint-"))
             return _outside
-    if task.folder is None:
-        task.folder = _make_folder(task.task)
-        task.restored = restore(task.store, task.key, task.folder)
+    with _lock:  # the task's threads may ask at once: one folder, restored once
+        if task.folder is None:
+            folder = _make_folder(task.task)
+            task.restored = restore(task.store, task.key, folder)
+            task.folder = folder
     return task.folder
 
 
@@ -161,17 +170,23 @@ def _info(tar: tarfile.TarFile, path: Path, folder: Path) -> tarfile.TarInfo:
 def begin(store: ObjectStore, job_id: str, task: int) -> Callable[[], None]:
     """Make checkpoint_dir() the task's in this thread and, in the main thread, turn the stop
     signals into StopRequested; returns what undoes both."""
+    global _main
     _current.task = _Task(store, job_id, task)
     previous = {}
-    if threading.current_thread() is threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        _main = _current.task
         for number in SIGNALS:
             previous[number] = signal.signal(number, _stop)
 
     def undo() -> None:
+        global _main
         for number, handler in previous.items():
             signal.signal(number, handler)
         task_state = getattr(_current, "task", None)
         _current.task = None
+        if main:
+            _main = None
         if task_state is not None and task_state.folder is not None \
                 and not os.environ.get(protocol.STAGE_DIR):
             shutil.rmtree(task_state.folder, ignore_errors=True)
@@ -187,7 +202,7 @@ def _stop(signum: int, frame) -> None:
 def on_stop(why: str) -> str:
     """Save the task's checkpoint, if it made one this attempt; the line its log ends with,
     which says why it stopped and what was saved (the report's reason for the attempt)."""
-    task: _Task | None = getattr(_current, "task", None)
+    task = _task()
     if task is None or task.folder is None:
         return f"spmd: requeued ({why}), no checkpoint saved"
     started = time.monotonic()
@@ -202,7 +217,7 @@ def on_stop(why: str) -> str:
 
 def on_success() -> None:
     """The task's calls all succeeded: the checkpoint an earlier attempt saved is not needed."""
-    task: _Task | None = getattr(_current, "task", None)
+    task = _task()
     if task is not None and task.restored:
         try:
             task.store.delete(task.key)

@@ -55,8 +55,8 @@ def test_a_checkpoint_naming_a_path_outside_its_folder_is_refused(tmp_path):
 
 
 def test_a_task_told_to_stop_saves_its_folder_and_exits_75(tmp_path):
-    """The worker's own process: SIGUSR1 while the call runs ends it with REQUEUE_EXIT, the
-    folder saved and the log's last line saying why."""
+    """A process of its own, as a task is: SIGUSR1 while the user's code runs raises
+    StopRequested there; the folder is saved and the line the log ends with says why."""
     store = DirectoryStore(tmp_path / "store")
     program = textwrap.dedent(f"""
         import os, signal, sys, time
@@ -81,3 +81,17 @@ def test_a_task_told_to_stop_saves_its_folder_and_exits_75(tmp_path):
     with tarfile.open(store.path(layout.checkpoint_key("job", 0))) as tar:
         assert tar.extractfile("step").read() == b"7"
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # this process is untouched
+
+
+def test_a_tasks_own_threads_share_its_folder(tmp_path):
+    import concurrent.futures
+    store = DirectoryStore(tmp_path / "store")
+    undo = checkpoint.begin(store, "job", 0)  # this test runs in the main thread, as a task does
+    try:
+        mine = spmd.checkpoint_dir()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            assert list(pool.map(lambda _: spmd.checkpoint_dir(), range(2))) == [mine, mine]
+    finally:
+        undo()
+    assert not mine.exists()  # a task's folder goes with the task
+    assert spmd.checkpoint_dir() != mine
