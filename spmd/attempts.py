@@ -69,3 +69,13 @@ def output_is_final(resources: Resources, attempt: int, uncounted: int, ok: bool
     """The worker's ``TaskOutput.final``: no retry follows an attempt whose calls all
     succeeded, or whose failure spends the retries (``uncounted`` earlier attempts aside)."""
     return ok or not after(resources, attempt, "error", Tally(before=uncounted)).again
+
+
+def infra_allowed(resources: Resources) -> int:
+    """How many attempts lost to the infrastructure or requeued a task may have before it
+    ends: the count a queue that keeps it itself (Slurm's SLURM_RESTART_COUNT) compares with."""
+    tally, allowed = Tally(), 0
+    while after(resources, allowed + 1, "requeue", tally).again:
+        tally = after(resources, allowed + 1, "requeue", tally).tally
+        allowed += 1
+    return allowed

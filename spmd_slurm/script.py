@@ -13,9 +13,10 @@
           chained map's aftercorr task runs and reads them
     USR1 (Slurm's warning before the time limit) or TERM (preemption, scancel) ──> passed to
           the task, which saves its checkpoint_dir() and exits 75 (protocol.REQUEUE_EXIT)
-          ──> mark "requeue"; after USR1, `scontrol requeue` of this array task while
-          SLURM_RESTART_COUNT < infra_retries (spmd.attempts' rule for "requeue"), else give
-          up, mark "infra"; after TERM, Slurm itself requeues (preemption) or ends it
+          ──> after USR1: mark "requeue" and `scontrol requeue` this array task while
+          SLURM_RESTART_COUNT < infra_retries (spmd.attempts.infra_allowed), else give
+          up, mark "infra"; after TERM: Slurm itself requeues it (preemption: the same
+          attempt runs again, from the checkpoint) or ends it (scancel)
 
 Marks are empty files in ``jobs/<id>/slurm/marks/`` named ``<task>.<what>.<attempt>[.<code>]``,
 so the client learns every task's attempts and exit codes from one directory listing. A
@@ -40,7 +41,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from spmd import protocol
+from spmd import attempts, protocol
 from spmd.batch_queue import ArraySpec
 from spmd.errors import ConfigError
 
@@ -191,12 +192,14 @@ while true; do
     while :; do wait $pid; code=$?; [ -n "$stopping" ] && kill -0 $pid 2>/dev/null || break; done
     pid=""
     {after}
+    if [ "$code" -eq "$requeue_exit" ] && [ "$stopping" = TERM ]; then
+        # its checkpoint is saved; Slurm requeues it (preemption: the same attempt again) or
+        # ends it (scancel)
+        sleep 10 & wait $!
+        exit 143
+    fi
     if [ "$code" -eq "$requeue_exit" ] && [ -n "$stopping" ]; then
         touch "$marks/$task.requeue.$attempt"
-        if [ "$stopping" = TERM ]; then
-            sleep 10 & wait $!  # Slurm requeues (preemption) or ends the job
-            exit 143
-        fi
         if [ "$restarts" -ge "$infra_retries" ]; then
             echo "spmd: task $task was requeued at its time limit $restarts times, as many as infra_retries=$infra_retries allows; giving up"
             touch "$marks/$task.infra.$((restarts + 1))"
@@ -279,7 +282,7 @@ def render(spec: ArraySpec, offset: int, n: int, options: Options, marks: str, o
         job_name=job_name, offset=offset, last=offset + n - 1, n_tasks=spec.n_tasks,
         runtime=options.runtime, marks=shlex.quote(marks), retries=res.retries,
         requeue_exit=protocol.REQUEUE_EXIT,
-        infra_retries=res.infra_retries, timeout=f"{res.timeout:g}" if res.timeout else "",
+        infra_retries=attempts.infra_allowed(res), timeout=f"{res.timeout:g}" if res.timeout else "",
         unset="unset " + " ".join(NOT_INHERITED),
         exports="\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
         launch=launch(spec, options, list(volumes)),

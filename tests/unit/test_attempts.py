@@ -61,3 +61,10 @@ def test_a_grown_task_counts_only_its_attempts_at_the_new_size():
     (3, 1, False, True)])
 def test_the_worker_marks_an_output_final_when_no_retry_follows(attempt, uncounted, ok, final):
     assert attempts.output_is_final(Resources(retries=1), attempt, uncounted, ok) is final
+
+
+@pytest.mark.parametrize("infra_retries", [0, 1, 3])
+def test_a_queue_counting_requeues_itself_allows_infra_retries_of_them(infra_retries):
+    resources = Resources(retries=2, infra_retries=infra_retries)
+    assert attempts.infra_allowed(resources) == infra_retries
+    assert walk(resources, ["requeue"] * 5).count("retry") == infra_retries
