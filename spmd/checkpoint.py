@@ -96,7 +96,7 @@ def checkpoint_dir() -> Path:
 
 def _make_folder(task: int) -> Path:
     """On the task's local disk: in its staging folder where it has one (a warm container's,
-    removed when the task ends), else a temporary folder (removed by ``end``)."""
+    removed when the task ends), else a temporary folder (removed when ``begin``'s undo runs)."""
     stage = os.environ.get(protocol.STAGE_DIR)
     if stage and os.path.isdir(stage):
         folder = Path(stage) / "checkpoint"
@@ -116,6 +116,11 @@ def restore(store: ObjectStore, key: str, folder: Path) -> bool:
     try:
         with tarfile.open(archive) as tar:
             _extract(tar, folder)
+    except tarfile.TarError as exc:  # damaged: this attempt starts over rather than never runs
+        log.warning("the checkpoint %s cannot be read (%s); starting from an empty folder", key, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        return False
     finally:
         archive.unlink(missing_ok=True)
     log.info("checkpoint restored from %s in %.2fs", key, time.monotonic() - started)

@@ -40,7 +40,7 @@ def test_a_saved_folder_is_restored_whole(tmp_path):
     assert not checkpoint.restore(store, layout.checkpoint_key("job", 4), tmp_path / "c")
 
 
-def test_a_checkpoint_naming_a_path_outside_its_folder_is_refused(tmp_path):
+def test_a_checkpoint_naming_a_path_outside_its_folder_is_refused_a_damaged_one_starts_over(tmp_path):
     store = DirectoryStore(tmp_path / "store")
     data = io.BytesIO()
     with tarfile.open(fileobj=data, mode="w") as tar:
@@ -52,6 +52,10 @@ def test_a_checkpoint_naming_a_path_outside_its_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="outside its folder"):
         checkpoint.restore(store, "k.tar", tmp_path / "f")
     assert not (tmp_path / "escaped").exists()
+    store.put("damaged.tar", b"not a tar archive " * 100)
+    (tmp_path / "g").mkdir()
+    assert not checkpoint.restore(store, "damaged.tar", tmp_path / "g")  # starts over
+    assert list((tmp_path / "g").iterdir()) == []
 
 
 def test_a_task_told_to_stop_saves_its_folder_and_exits_75(tmp_path):
