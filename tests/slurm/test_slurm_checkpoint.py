@@ -32,6 +32,7 @@ def test_work_three_times_the_time_limit_finishes_over_requeues(slurm_config):
     assert all(a < b for a, b in zip(starts, starts[1:])), starts
     job.wait(timeout=120)
     row = job.report()[0]
+    print(f"attempts started from {starts}: {row.why()}")
     assert row.state == "SUCCEEDED" and row.attempts == len(starts), row
     requeues, last = row.reasons[:-1], row.reasons[-1]
     assert last == "succeeded" and len(requeues) == len(starts) - 1, row.reasons
