@@ -241,7 +241,7 @@ class SlurmQueue(BatchQueue):
             if len(parts) < 3 or not parts[0].isdigit() or not parts[2].isdigit():
                 continue
             m = marks.setdefault(int(parts[0]), {"started": 0, "ends": {}, "timeout": False,
-                                                 "infra": 0, "requeues": 0})
+                                                 "infra": 0, "requeued": set()})
             what, number = parts[1], int(parts[2])
             if what == "start":
                 m["started"] = max(m["started"], number)
@@ -252,7 +252,7 @@ class SlurmQueue(BatchQueue):
             elif what == "infra":
                 m["infra"] = number
             elif what == "requeue":  # told to stop, its checkpoint saved (script.py)
-                m["requeues"] += 1
+                m["requeued"].add(number)
         return marks
 
     def states(self, handle: str) -> Mapping[int, TaskStatus]:
@@ -322,7 +322,7 @@ def write_private(path, text: str) -> None:
 def task_status(seen: slurm.ArrayTask | None, marks: dict | None, array_id: str,
                 index: int) -> TaskStatus:
     """One task's status from what squeue says about it and the marks its script left."""
-    marks = marks or {"started": 0, "ends": {}, "timeout": False, "infra": 0, "requeues": 0}
+    marks = marks or {"started": 0, "ends": {}, "timeout": False, "infra": 0, "requeued": set()}
     attempts = marks["started"]
     if seen is None:
         if marks["ends"] and max(marks["ends"]) == attempts:
@@ -343,6 +343,8 @@ def task_status(seen: slurm.ArrayTask | None, marks: dict | None, array_id: str,
         if "held" in seen.reason.lower() or seen.state.endswith("HOLD"):
             # held by a user or an admin: it waits for `scontrol release`, and says so
             return TaskStatus(PENDING, attempts, None, f"Slurm holds it: {seen.reason}")
+        if attempts in marks.get("requeued", ()):  # its last attempt saved its checkpoint
+            return TaskStatus(PENDING, attempts, None, "requeued (walltime warning)", "requeue")
         # (squeue's reason, e.g. "Resources", is not a failure: a reason would read as a retry)
         return TaskStatus(PENDING, attempts)
     if seen.state in RUNNING_STATES:
