@@ -117,7 +117,8 @@ def restore(store: ObjectStore, key: str, folder: Path) -> bool:
         with tarfile.open(archive) as tar:
             _extract(tar, folder)
     except tarfile.TarError as exc:  # damaged: this attempt starts over rather than never runs
-        log.warning("the checkpoint %s cannot be read (%s); starting from an empty folder", key, exc)
+        log.warning("the checkpoint %s cannot be read (%s); starting from an empty folder",
+                    key, exc)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
         return False
@@ -166,7 +167,8 @@ def _info(tar: tarfile.TarFile, path: Path, folder: Path) -> tarfile.TarInfo:
     info = tar.gettarinfo(str(path), arcname=str(path.relative_to(folder)))
     if not info.isfile():  # a symbolic link to a file: store what it points to
         stat = path.stat()
-        info.type, info.size, info.linkname, info.mtime = tarfile.REGTYPE, stat.st_size, "", stat.st_mtime
+        info.type, info.linkname = tarfile.REGTYPE, ""
+        info.size, info.mtime = stat.st_size, stat.st_mtime
     return info
 
 

@@ -184,7 +184,8 @@ def summary_html(report: "Report", manifest: "Manifest | None" = None) -> str:
               ("retried", str(sum(1 for r in tasks if r.attempts > 1)) + " tasks")]
     requeues = sum(r.requeues for r in tasks)
     if requeues:  # told to stop (walltime, preemption), their checkpoints saved
-        facts.append(("requeued", f"{requeues} times, in {sum(1 for r in tasks if r.requeues)} tasks"))
+        requeued = sum(1 for r in tasks if r.requeues)
+        facts.append(("requeued", f"{requeues} times, in {requeued} tasks"))
     images = sorted({(r.image, r.image_digest) for r in rows if r.image})
     for reference, digest in images:
         facts.append(("image", f"{reference} {digest or '(digest unknown)'}"))

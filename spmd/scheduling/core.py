@@ -11,8 +11,8 @@ on this machine (the local Docker backend, the process plugin). A backend suppli
 
 Retries: ``retries`` more attempts after errors in the user's code (and out-of-memory);
 ``infra_retries`` more after losses to the infrastructure, counted apart, and after an
-attempt told to stop from outside that saved its checkpoint (exit REQUEUE_EXIT: "requeue"). With more memory
-sizes (``Resources.more_memory``), an attempt killed for its memory runs again at once at
+attempt told to stop from outside that saved its checkpoint (exit REQUEUE_EXIT: "requeue").
+With more memory sizes (``Resources.more_memory``), an attempt killed for its memory runs again at once at
 the next size, in a new container limit (SPMD_MEMORY tells the runner), and ``retries``
 count again from there. The state lives
 in the store (state.json, each task's log), never only in this process: a new scheduler

@@ -63,9 +63,9 @@ class TestSlurmDocker(Forgetful, Stoppable, spmd.testing.MapContract, spmd.testi
                       spmd.testing.PrivacyContract, spmd.testing.BatchQueueContract,
                       spmd.testing.ImageRegistryContract, spmd.testing.CheckpointContract):
     """The kit's parts a task's runtime changes, with ``runtime = "docker"``: each task is a
-    container the script starts (what it sees, mounts, images, the signal passed on to it). The store, the faults, the
-    failure budget and the cap are the client's and the queue's, the same for every runtime,
-    and TestSlurm runs them."""
+    container the script starts (what it sees, mounts, images, the signal passed on to it).
+    The store, the faults, the failure budget and the cap are the client's and the queue's,
+    the same for every runtime, and TestSlurm runs them."""
 
     @pytest.fixture
     def spmd_backend_name(self):
