@@ -31,7 +31,7 @@ _logging.getLogger("spmd").addHandler(_logging.NullHandler())
 _LAZY = {
     "Args": "client.args", "Backend": "backend", "Capacity": "backend",
     "ArraySpec": "batch_queue", "BatchQueue": "batch_queue", "Resources": "batch_queue",
-    "TaskStatus": "batch_queue", "RemoteTraceback": "codec", "gather": "client.chain",
+    "TaskStatus": "batch_queue", "RemoteTraceback": "codec", "checkpoint_dir": "checkpoint", "gather": "client.chain",
     "Command": "client.command", "CommandResult": "client.command", "File": "data",
     "open_url": "data", "outputs": "data", "Executor": "client.executor",
     "Future": "client.future", "hookimpl": "hookspecs", "ImageRegistry": "image_registry",
@@ -48,7 +48,7 @@ __all__ = [
     "PluginError", "QueueError", "RemoteError", "RemoteTraceback", "RequirementError",
     "ResourceError", "Resources", "ResultDamaged", "Secret", "SerializationError", "SpmdError", "StoreError",
     "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",
-    "UnknownBackendError", "UpstreamFailed", "WatchFailed", "as_completed", "attach", "gather", "hookimpl", "open_url",
+    "UnknownBackendError", "UpstreamFailed", "WatchFailed", "as_completed", "attach", "checkpoint_dir", "gather", "hookimpl", "open_url",
     "outputs", "upstream_files", "wait",
 ]
 
@@ -74,6 +74,7 @@ def __dir__() -> list[str]:
 if _typing.TYPE_CHECKING:  # what type checkers and IDEs read
     from .backend import Backend, Capacity
     from .batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
+    from .checkpoint import checkpoint_dir
     from .client.args import Args
     from .client.chain import gather
     from .client.command import Command, CommandResult

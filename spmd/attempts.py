@@ -4,7 +4,8 @@ the in-memory test queue and the table that checks Slurm's script and AWS's retr
 all ask it.
 
     ended   ──> "oom" with a larger size left ─────────────> grow  (retries count afresh)
-            ──> "infrastructure" within infra_retries ───────> retry (retries not charged)
+            ──> "infrastructure" or "requeue" within infra_retries ──> retry (retries not
+                    charged; "requeue": told to stop, its checkpoint saved, spmd.checkpoint)
             ──> an error (or "oom" at the largest size)
                     with fewer than retries + 1 counted ───────> retry
             ──> "timeout", "cancelled", or a budget spent ────> final
@@ -17,14 +18,16 @@ from typing import Literal
 from .batch_queue import Resources
 
 #: how an attempt was lost (``TaskStatus.lost``); None: the user's code failed (exit 1)
-Lost = Literal["oom", "timeout", "infrastructure", "cancelled", "error", None]
+Lost = Literal["oom", "timeout", "infrastructure", "requeue", "cancelled", "error", None]
+#: losses charged to infra_retries: the infrastructure's doing, not the user's code's
+INFRA = ("infrastructure", "requeue")
 
 
 @dataclass(frozen=True)
 class Tally:
     """A task's attempts so far, as the budgets count them."""
 
-    infra_lost: int = 0  # attempts lost to infrastructure: charged to infra_retries only
+    infra_lost: int = 0  # attempts lost to infrastructure or requeued: infra_retries only
     before: int = 0      # attempts at smaller memory sizes: charged to nothing any more
     step: int = 0        # the memory size the last attempt ran at (index in memory_sizes)
 
@@ -53,7 +56,7 @@ def after(resources: Resources, attempt: int, lost: Lost, tally: Tally = Tally()
         return Decision("final", tally)
     if lost == "oom" and tally.step + 1 < len(resources.memory_sizes):
         return Decision("grow", Tally(tally.infra_lost, attempt - tally.infra_lost, tally.step + 1))
-    if lost == "infrastructure":
+    if lost in INFRA:
         if tally.infra_lost < resources.infra_retries:
             return Decision("retry", replace(tally, infra_lost=tally.infra_lost + 1))
         return Decision("final", tally)
@@ -66,3 +69,13 @@ def output_is_final(resources: Resources, attempt: int, uncounted: int, ok: bool
     """The worker's ``TaskOutput.final``: no retry follows an attempt whose calls all
     succeeded, or whose failure spends the retries (``uncounted`` earlier attempts aside)."""
     return ok or not after(resources, attempt, "error", Tally(before=uncounted)).again
+
+
+def infra_allowed(resources: Resources) -> int:
+    """How many attempts lost to the infrastructure or requeued a task may have before it
+    ends: the count a queue that keeps it itself (Slurm's SLURM_RESTART_COUNT) compares with."""
+    tally, allowed = Tally(), 0
+    while after(resources, allowed + 1, "requeue", tally).again:
+        tally = after(resources, allowed + 1, "requeue", tally).tally
+        allowed += 1
+    return allowed

@@ -11,6 +11,9 @@ matching TaskLost subclass when the task left no output:
     "infrastructure"  lost to the infrastructure, not to the user's code (engine restart,
                       host or spot instance lost, image not pulled or started): retried
                       under ``Resources.infra_retries``, a budget of its own
+    "requeue"         told to stop from outside (a time limit's warning, preemption, a
+                      stopped container), its spmd.checkpoint_dir() saved: run again under
+                      ``infra_retries`` too
 """
 from __future__ import annotations
 
@@ -91,7 +94,7 @@ class TaskStatus:
     attempts: int = 0
     exit_code: int | None = None
     reason: str = ""
-    lost: str | None = None  # "oom", "timeout", "cancelled", "error", "infrastructure"
+    lost: str | None = None  # "oom", "timeout", "cancelled", "error", "infrastructure", "requeue"
     started: float | None = None  # epoch seconds the last attempt started, when the queue knows
     ended: float | None = None    # and ended (for the run report, lost tasks included)
 

@@ -56,8 +56,8 @@ dt{color:#555}dd{margin:0}tr[data-item]{cursor:pointer}
 class FailureGroup:
     """Failed items that failed the same way: cause, detail (an exception type or a reason)."""
 
-    cause: str                  # "out of memory", "timeout", "lost", "pull failure", "user error",
-    #                             "damaged result"
+    cause: str                  # "out of memory", "timeout", "lost", "requeued", "pull failure",
+    #                             "user error", "damaged result"
     detail: str
     items: list[int] = field(default_factory=list)
     tasks: list[int] = field(default_factory=list)
@@ -78,6 +78,8 @@ def cause_of(row: "ItemReport") -> tuple[str, str]:
         return "out of memory", ""
     if row.lost == "timeout":
         return "timeout", ""
+    if row.lost == "requeue":  # told to stop more often than infra_retries allows
+        return "requeued", ""
     if row.lost == "infrastructure":
         return ("pull failure", "") if _PULL.search(reason) else ("lost", _general(reason))
     if row.error:
@@ -180,6 +182,10 @@ def summary_html(report: "Report", manifest: "Manifest | None" = None) -> str:
               ("wall time", _seconds(max(ends) - min(starts)) if starts and ends else ""),
               ("task time", f"{_seconds(busy)} × {report.vcpus:g} vCPU"),
               ("retried", str(sum(1 for r in tasks if r.attempts > 1)) + " tasks")]
+    requeues = sum(r.requeues for r in tasks)
+    if requeues:  # told to stop (walltime, preemption), their checkpoints saved
+        requeued = sum(1 for r in tasks if r.requeues)
+        facts.append(("requeued", f"{requeues} times, in {requeued} tasks"))
     images = sorted({(r.image, r.image_digest) for r in rows if r.image})
     for reference, digest in images:
         facts.append(("image", f"{reference} {digest or '(digest unknown)'}"))
@@ -338,7 +344,7 @@ def items_html(report: "Report", limit: int | None = None, clickable: bool = Fal
             memory = format_bytes(r.peak_memory)
             if report.memory:
                 memory += f" ({100 * r.peak_memory / report.memory:.0f}%)"
-        why = "; ".join(r.reasons) + (f" — {r.error[:300]}" if r.error else "")
+        why = r.why() + (f" — {r.error[:300]}" if r.error else "")
         attrs = f' data-item="{r.item}"' if clickable else ""
         out.append(
             f'<tr class="row {r.state}"{attrs}><td class="num">{r.item}</td>'

@@ -6,6 +6,8 @@
     jobs/<job-id>/input/<shard>.bin    task payloads, packed by spmd.shards
     jobs/<job-id>/output/<task>.pkl    one per task, written atomically by the worker
     jobs/<job-id>/logs/<task>.log      a task's log, where the queue keeps logs in the store
+    jobs/<job-id>/checkpoints/<task>.tar  a task's checkpoint_dir(), saved when it was told to
+                                       stop (spmd.checkpoint); deleted once the task succeeds
     jobs/<job-id>/queue/...            queue-private state (local scheduler, AWS memory steps)
     jobs/<job-id>/reused.pkl           results a ``reuse=True`` map took from earlier jobs
     cache/<reuse key>/<job-id>.json    a ``reuse=True`` job's item keys (spmd.reuse)
@@ -70,6 +72,10 @@ def data_key(job_id: str) -> str:
 
 def log_key(job_id: str, task: int) -> str:
     return f"{prefix(job_id)}logs/{task:06d}.log"
+
+
+def checkpoint_key(job_id: str, task: int) -> str:
+    return f"{prefix(job_id)}checkpoints/{task:06d}.tar"
 
 
 def reused_key(job_id: str) -> str:

@@ -7,6 +7,8 @@
                           SPMD_STORE_URL, SPMD_JOB_ID, SPMD_IMAGE
     task ──store──> client:  output/<task>.pkl, a TaskOutput frame (results per call,
                              attempt, final, provenance), written atomically
+    task ──exit──> queue:    0 every call succeeded, 1 one raised, REQUEUE_EXIT (75) told to
+                             stop, its checkpoint saved (spmd.checkpoint): run it again
     client:  resolve(outputs read, queue states, already resolved) ──> Resolutions
 
 ``resolve`` is the one place that decides how a task's futures end; ``spmd.client.job.Job``'s
@@ -42,6 +44,20 @@ SINGLE_TASK = "SPMD_SINGLE_TASK"           # a Batch job of one task (no array i
 SECRETS_DIR = "SPMD_SECRETS_DIR"           # the folder of the task's secrets (spmd.secrets)
 STAGE_DIR = "SPMD_STAGE_DIR"               # a warm container's folder for this task's staging
 PRELOAD = "SPMD_PRELOAD"                   # "0": a warm container imports nothing ahead
+
+#: a task's exit code after it was told to stop and saved its checkpoint (spmd.checkpoint):
+#: the queue runs it again under infra_retries (BSD's EX_TEMPFAIL, "try again later")
+REQUEUE_EXIT = 75
+REQUEUED = "spmd: requeued"  # how the log line saying why and what was saved begins
+
+
+def requeue_reason(log: str) -> str:
+    """Why an attempt that exited REQUEUE_EXIT stopped, and what it saved, from its log's
+    last ``spmd: requeued (...)`` line."""
+    for line in reversed(log.splitlines()):
+        if line.startswith(REQUEUED):
+            return line[len("spmd: "):].strip()
+    return "requeued"
 
 #: variables that belong to one task and must not leak from a parent into another task
 PER_TASK = (ARRAY_INDEX, TASK_OFFSET, ATTEMPT, BATCH_ATTEMPT, INFRA_LOST, ATTEMPT_OFFSET, MEMORY,
@@ -162,6 +178,7 @@ LOST_ERRORS: dict[Optional[str], type[TaskLost]] = {
     "oom": TaskOutOfMemory,
     "timeout": TaskTimedOut,
     "infrastructure": TaskLost,
+    "requeue": TaskLost,
     "error": TaskLost,
     None: TaskLost,
 }

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 COLOURS = {SUCCEEDED: "#2ca02c", FAILED: "#d62728", CANCELLED: "#9467bd", RUNNING: "#1f77b4",
            PENDING: "#ff7f0e"}
 REUSED_TASK = -1  # the task of a reused item's row: it ran in an earlier job
+REQUEUED = protocol.REQUEUED[len("spmd: "):]  # how a requeued attempt's reason begins
 _ATTEMPT_HEADER = re.compile(r"^--- spmd: attempt (\d+) ---$", re.MULTILINE)
 
 
@@ -56,6 +57,18 @@ class ItemReport:
     @property
     def duration(self) -> float | None:
         return None if self.start is None or self.end is None else self.end - self.start
+
+    @property
+    def requeues(self) -> int:
+        """Attempts that ended told to stop, their checkpoint saved (spmd.checkpoint)."""
+        return sum(1 for reason in self.reasons if reason.startswith(REQUEUED))
+
+    def why(self) -> str:
+        """Why each attempt ended, numbered when there were several: ``attempt 1: requeued
+        (walltime warning), checkpoint 12.0KiB saved in 0.1s; attempt 2: succeeded``."""
+        if len(self.reasons) < 2:
+            return "; ".join(self.reasons)
+        return "; ".join(f"attempt {n}: {reason}" for n, reason in enumerate(self.reasons, 1))
 
 
 @dataclass(frozen=True)
@@ -125,7 +138,7 @@ class Report:
             seconds = "" if r.duration is None else f"{r.duration:.1f}"
             memory = "" if r.peak_memory is None else format_bytes(r.peak_memory)
             lines.append(f"{r.item:>5} {r.task:>5} {r.state:<9} {r.attempts:>8} {seconds:>8} "
-                         f"{memory:>9}  {r.host[:12]:<12}  {'; '.join(r.reasons)}"
+                         f"{memory:>9}  {r.host[:12]:<12}  {r.why()}"
                          + (f" ({r.error[:120]})" if r.error else ""))
         images = sorted({(r.image, r.image_digest) for r in self.rows if r.image})
         for reference, digest in images:

@@ -359,6 +359,9 @@ class LocalRunner(Runner):
             elif message["op"] == wire.ENDED:
                 ended[slot.task] = self.outcome(slot.task, slot.attempt, message)
                 slot.task, slot.started, slot.idle_since = None, None, time.monotonic()
+                if message.get("stopping"):  # its container was told to stop (spmd.task.serve)
+                    self.drop(slot)
+                    return
 
     def outcome(self, task: int, attempt: int, record: dict, lost: str | None = None,
                 reason: str = "") -> Outcome:

@@ -40,7 +40,7 @@ from spmd.image_registry import ImageRegistry
 
 from . import environment, paths, runtimes
 from .queue import SlurmQueue
-from .script import Options
+from .script import STOP_WARNING, Options
 from .store import DirectoryStore
 
 RUNTIMES = ("python", "docker", "charliecloud")
@@ -134,6 +134,9 @@ class SlurmBackend(Backend):
             "as is, instead of the venv spmd makes"),
         Key("array_size", config.positive_int, "split arrays at this many tasks (at most the "
             "cluster's MaxArraySize)"),
+        Key("stop_warning", config.positive_int, "seconds before a task's time limit Slurm "
+            "tells it to stop (sbatch --signal=B:USR1@N): it saves spmd.checkpoint_dir() and is "
+            f"requeued (default {STOP_WARNING}; tasks with a timeout get no warning)"),
         Key("shared_paths", paths.shared_paths, "shared filesystems every node sees at the same "
             "path, e.g. [\"/scratch\", \"/project\"]: an spmd.File there is passed as it is, "
             "not copied, and outputs_to may name a folder there (shared_dir counts too)", ()),
@@ -171,7 +174,8 @@ class SlurmBackend(Backend):
                        time=get("time"),
                        sbatch_options=tuple(get("sbatch_options") or ()), runtime=get("runtime"),
                        python=get("python") or "python3", shared_dir=str(self.shared_dir),
-                       mounts=paths.SharedPaths(get("shared_paths") or ()).mounts())
+                       mounts=paths.SharedPaths(get("shared_paths") or ()).mounts(),
+                       stop_warning=get("stop_warning") or STOP_WARNING)
 
     def shared_path(self, path) -> bool:
         """True for a path under ``shared_paths`` or ``shared_dir`` (as written and resolved):

@@ -102,6 +102,16 @@ class SlurmQueue(BatchQueue):
                 f"{what} asks Slurm for {wanted} minutes, above the MaxTime of partition {names} "
                 f"({max(most)} minutes); ask for less or choose a partition with longer jobs")
 
+    def check_warning(self, spec: ArraySpec) -> None:
+        """ConfigError when Slurm's warning before the time limit would come at once: every
+        attempt would save its checkpoint and be requeued before doing any work."""
+        limit = slurm.minutes(self.options.time or "") if spec.resources.timeout is None else None
+        if limit and limit * 60 <= self.options.stop_warning:
+            raise ConfigError(
+                f"stop_warning = {self.options.stop_warning} s is not shorter than time = "
+                f"{self.options.time!r} ({limit * 60} s): each task would be told to stop as it "
+                "starts. Lower stop_warning or raise time", key="stop_warning")
+
     def accounting(self) -> bool:
         return slurm.has_accounting(self.cluster())
 
@@ -139,6 +149,7 @@ class SlurmQueue(BatchQueue):
         self.check_time(script.time_limit(spec, self.options),
                         f"timeout={spec.resources.timeout:g}s with retries={spec.resources.retries}"
                         if spec.resources.timeout else f"time = {self.options.time!r}")
+        self.check_warning(spec)
         nodes = self.nodes()
         res = spec.resources
         where = f"partition {self.options.partition!r}" if self.options.partition else "the default partition"
@@ -231,7 +242,7 @@ class SlurmQueue(BatchQueue):
             if len(parts) < 3 or not parts[0].isdigit() or not parts[2].isdigit():
                 continue
             m = marks.setdefault(int(parts[0]), {"started": 0, "ends": {}, "timeout": False,
-                                                 "infra": 0})
+                                                 "infra": 0, "requeued": set()})
             what, number = parts[1], int(parts[2])
             if what == "start":
                 m["started"] = max(m["started"], number)
@@ -241,6 +252,8 @@ class SlurmQueue(BatchQueue):
                 m["timeout"] = True
             elif what == "infra":
                 m["infra"] = number
+            elif what == "requeue":  # told to stop, its checkpoint saved (script.py)
+                m["requeued"].add(number)
         return marks
 
     def states(self, handle: str) -> Mapping[int, TaskStatus]:
@@ -321,7 +334,7 @@ def write_private(path, text: str) -> None:
 def task_status(seen: slurm.ArrayTask | None, marks: dict | None, array_id: str,
                 index: int) -> TaskStatus:
     """One task's status from what squeue says about it and the marks its script left."""
-    marks = marks or {"started": 0, "ends": {}, "timeout": False, "infra": 0}
+    marks = marks or {"started": 0, "ends": {}, "timeout": False, "infra": 0, "requeued": set()}
     attempts = marks["started"]
     if seen is None:
         if marks["ends"] and max(marks["ends"]) == attempts:
@@ -342,6 +355,8 @@ def task_status(seen: slurm.ArrayTask | None, marks: dict | None, array_id: str,
         if "held" in seen.reason.lower() or seen.state.endswith("HOLD"):
             # held by a user or an admin: it waits for `scontrol release`, and says so
             return TaskStatus(PENDING, attempts, None, f"Slurm holds it: {seen.reason}")
+        if attempts in marks.get("requeued", ()):  # its last attempt saved its checkpoint
+            return TaskStatus(PENDING, attempts, None, "requeued (walltime warning)", "requeue")
         # (squeue's reason, e.g. "Resources", is not a failure: a reason would read as a retry)
         return TaskStatus(PENDING, attempts)
     if seen.state in RUNNING_STATES:
@@ -355,8 +370,8 @@ def task_status(seen: slurm.ArrayTask | None, marks: dict | None, array_id: str,
     if marks["infra"]:
         return TaskStatus(FAILED, attempts, seen.exit_code,
                           f"{name} was lost to the infrastructure {marks['infra']} times "
-                          "(node failure, preemption, or a container that could not start; "
-                          "see its log)", "infrastructure")
+                          "(node failure, preemption, requeued at its time limit, or a "
+                          "container that could not start; see its log)", "infrastructure")
     if seen.state in LOST and seen.state != "CANCELLED" and \
             not (marks["ends"] and max(marks["ends"]) == attempts):
         lost = LOST[seen.state]

@@ -1,8 +1,9 @@
 """The batch script of one array: what each Slurm array task runs.
 
     #SBATCH --array=0-(n-1)[%max_parallel], --cpus-per-task, --mem, --time, --gres=gpu:N,
-            --dependency (depend.py) with --kill-on-invalid-dep, partition, account, options
-    task = SLURM_ARRAY_TASK_ID + offset; attempt = attempts that ended + 1
+            --dependency (depend.py) with --kill-on-invalid-dep, partition, account, options,
+            --signal=B:USR1@stop_warning (tasks without a timeout)
+    task = SLURM_ARRAY_TASK_ID + offset; attempt = attempts that ended or were requeued + 1
     lost to the infrastructure (requeued) more than infra_retries times ──> give up, mark "infra"
     loop: mark start ──> run the task (under `timeout` when it has one) ──> mark its end
           docker run could not start the container (exit 125) ──> again, under infra_retries
@@ -10,11 +11,24 @@
           failed and retries left ──> next attempt in the same allocation; else exit its code,
           or 0 for the worker's 1 (a call raised; its errors are in the output), so that a
           chained map's aftercorr task runs and reads them
+    USR1 (Slurm's warning before the time limit) or TERM (preemption, scancel) ──> passed to
+          the task, which saves its checkpoint_dir() and exits 75 (protocol.REQUEUE_EXIT)
+          ──> after USR1: mark "requeue" and `scontrol requeue` this array task while
+          SLURM_RESTART_COUNT < infra_retries (spmd.attempts.infra_allowed), else give
+          up, mark "infra"; after TERM: Slurm itself requeues it (preemption: the same
+          attempt runs again, from the checkpoint) or ends it (scancel)
 
 Marks are empty files in ``jobs/<id>/slurm/marks/`` named ``<task>.<what>.<attempt>[.<code>]``,
 so the client learns every task's attempts and exit codes from one directory listing. A
 Slurm-level requeue (node failure, preemption) runs the script again: the attempt that was
-lost is run again under the same number, and ``retries`` is not spent on it.
+lost is run again under the same number, and ``retries`` is not spent on it; an attempt that
+saved its checkpoint leaves a requeue mark, so the next one has the next number, and
+SPMD_INFRA_LOST (the requeue marks) keeps it off ``retries``.
+
+Why ``scontrol requeue`` rather than another attempt in this script's loop: the warning
+comes shortly before Slurm ends the allocation, so the next attempt needs a new one; a
+requeue keeps the array task's id, its place in the array's dependencies and its log, and
+Slurm counts it in SLURM_RESTART_COUNT, the count the script's give-up rule already reads.
 
 The task's output goes to Slurm's ``--output`` file (``%A_%a.out``, appended across requeues),
 which the queue reads as the task's log.
@@ -27,6 +41,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from spmd import attempts, protocol
 from spmd.batch_queue import ArraySpec
 from spmd.errors import ConfigError
 
@@ -34,8 +49,12 @@ from . import runtimes
 
 #: variables the worker reads that must come from this script, never from the submitter.
 NOT_INHERITED = ("AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ATTEMPT", "SPMD_TASK_OFFSET",
-                 "SPMD_ATTEMPT", "SPMD_SINGLE_TASK")
+                 "SPMD_ATTEMPT", "SPMD_SINGLE_TASK", "SPMD_INFRA_LOST")
 KILL_AFTER = 5  # seconds between `timeout`'s TERM and KILL
+#: seconds before the time limit Slurm warns a task (--signal=B:USR1@N), the stop_warning
+#: key's default: time to save its checkpoint_dir to shared_dir (Slurm checks limits about
+#: every 30 s, warning up to a check early and killing at least a check later)
+STOP_WARNING = 120
 PYTHONS = ("python", "python3")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -53,6 +72,7 @@ class Options:
     python: str = "python3"  # the interpreter tasks run (an environment on shared_dir)
     shared_dir: str = ""  # bind-mounted into containers at the same path
     mounts: tuple[str, ...] = ()  # shared_paths that exist, bind-mounted alike (data, outputs_to)
+    stop_warning: int = STOP_WARNING  # seconds before the time limit a task is told to stop
 
 
 def time_limit(spec: ArraySpec, options: Options) -> str | None:
@@ -84,6 +104,8 @@ def sbatch_lines(spec: ArraySpec, n: int, options: Options, output: str,
     limit = time_limit(spec, options)
     if limit:
         lines.append(f"--time={limit}")
+    if res.timeout is None:  # a task with its own timeout ends by it, never at Slurm's limit
+        lines.append(f"--signal=B:USR1@{options.stop_warning}")
     if options.partition:
         lines.append(f"--partition={options.partition}")
     if options.account:
@@ -126,6 +148,7 @@ timeout_s={timeout}
 export AWS_BATCH_JOB_ARRAY_INDEX=$SLURM_ARRAY_TASK_ID SPMD_TASK_OFFSET=$offset PYTHONUNBUFFERED=1
 mkdir -p "$marks"
 restarts=${{SLURM_RESTART_COUNT:-0}}
+requeue_exit={requeue_exit}
 if [ "$restarts" -gt "$infra_retries" ]; then
     echo "spmd: task $task was lost to the infrastructure (node failure or preemption) $restarts times, more than infra_retries=$infra_retries; giving up"
     touch "$marks/$task.infra.$restarts"
@@ -139,14 +162,24 @@ rm -rf "$scratch/spmd-{job_name}-$task-"* 2>/dev/null
 work=$(mktemp -d "$scratch/spmd-{job_name}-$task-XXXXXX")
 envfile=$work.env
 container=""
+pid=""
+stopping=""
 cleanup() {{ [ -n "$container" ] && docker rm -f "$container" >/dev/null 2>&1; rm -rf "$work" "$envfile"; }}
+# Told to stop: the task gets the signal too (it saves its checkpoint_dir and exits 75).
+forward() {{
+    if [ -n "$container" ]; then docker kill --signal="$1" "$container" >/dev/null 2>&1
+    elif [ -n "$pid" ]; then kill -"$1" "$pid" 2>/dev/null; fi
+}}
 trap cleanup EXIT
-trap '[ -n "$container" ] && docker kill "$container" >/dev/null 2>&1; exit 143' TERM
+trap 'stopping="${{stopping:-warning}}"; forward USR1' USR1
+trap 'stopping=TERM; forward TERM' TERM
 cd "$work"
 export TMPDIR=$work
 infra=0
 failures=$(ls "$marks" | grep -c "^$task\\.end\\.[0-9]*\\.[1-9]" || true)
-attempt=$(( $(ls "$marks" | grep -c "^$task\\.end\\." || true) + 1 ))
+requeues=$(ls "$marks" | grep -c "^$task\\.requeue\\." || true)
+export SPMD_INFRA_LOST=$requeues
+attempt=$(( $(ls "$marks" | grep -c "^$task\\.end\\." || true) + requeues + 1 ))
 while true; do
     export SPMD_ATTEMPT=$attempt
     [ "$attempt" -gt 1 ] && echo "--- spmd: attempt $attempt ---"
@@ -154,9 +187,32 @@ while true; do
     {before}
     started=$SECONDS
     {launch} &
-    wait $!
-    code=$?
+    pid=$!
+    # a trap interrupts wait: wait again while the task saves its checkpoint
+    while :; do wait $pid; code=$?; [ -n "$stopping" ] && kill -0 $pid 2>/dev/null || break; done
+    pid=""
     {after}
+    if [ "$code" -eq "$requeue_exit" ] && [ "$stopping" = TERM ]; then
+        # its checkpoint is saved; Slurm requeues it (preemption: the same attempt again) or
+        # ends it (scancel)
+        sleep 10 & wait $!
+        exit 143
+    fi
+    if [ "$code" -eq "$requeue_exit" ] && [ -n "$stopping" ]; then
+        touch "$marks/$task.requeue.$attempt"
+        if [ "$restarts" -ge "$infra_retries" ]; then
+            echo "spmd: task $task was requeued at its time limit $restarts times, as many as infra_retries=$infra_retries allows; giving up"
+            touch "$marks/$task.infra.$((restarts + 1))"
+            exit 1
+        fi
+        if ! scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"; then
+            echo "spmd: scontrol requeue of task $task failed (is JobRequeue off?); giving up"
+            touch "$marks/$task.infra.$((restarts + 1))"
+            exit 1
+        fi
+        sleep 30 & wait $!  # Slurm ends this run and starts the task again
+        exit 0
+    fi
     if [ -n "$timeout_s" ] && [ "$code" -eq 124 -o "$code" -eq 137 ] \\
             && [ $((SECONDS - started)) -ge "${{timeout_s%.*}}" ]; then
         echo "spmd: the task timed out after ${{timeout_s}}s and was stopped"
@@ -225,7 +281,8 @@ def render(spec: ArraySpec, offset: int, n: int, options: Options, marks: str, o
         sbatch="\n".join(sbatch_lines(spec, n, options, output, after)), job_id=job_name,
         job_name=job_name, offset=offset, last=offset + n - 1, n_tasks=spec.n_tasks,
         runtime=options.runtime, marks=shlex.quote(marks), retries=res.retries,
-        infra_retries=res.infra_retries, timeout=f"{res.timeout:g}" if res.timeout else "",
+        requeue_exit=protocol.REQUEUE_EXIT,
+        infra_retries=attempts.infra_allowed(res), timeout=f"{res.timeout:g}" if res.timeout else "",
         unset="unset " + " ".join(NOT_INHERITED),
         exports="\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
         launch=launch(spec, options, list(volumes)),

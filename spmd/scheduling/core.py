@@ -10,8 +10,9 @@ on this machine (the local Docker backend, the process plugin). A backend suppli
     every change ──> state.json (atomic), with this pid and ``done``
 
 Retries: ``retries`` more attempts after errors in the user's code (and out-of-memory);
-``infra_retries`` more after losses to the infrastructure, counted apart. With more memory
-sizes (``Resources.more_memory``), an attempt killed for its memory runs again at once at
+``infra_retries`` more after losses to the infrastructure, counted apart, and after an
+attempt told to stop from outside that saved its checkpoint (exit REQUEUE_EXIT: "requeue").
+With more memory sizes (``Resources.more_memory``), an attempt killed for its memory runs again at once at
 the next size, in a new container limit (SPMD_MEMORY tells the runner), and ``retries``
 count again from there. The state lives
 in the store (state.json, each task's log), never only in this process: a new scheduler
@@ -329,6 +330,8 @@ class Scheduler:
             return TaskStatus(SUCCEEDED, attempt, 0)
         if self.cancelled:
             return TaskStatus(CANCELLED, attempt, code, "cancelled", "cancelled")
+        if code == protocol.REQUEUE_EXIT and not outcome.lost:  # told to stop (spmd.checkpoint)
+            return TaskStatus(FAILED, attempt, code, protocol.requeue_reason(outcome.log), "requeue")
         if outcome.oom:
             return TaskStatus(FAILED, attempt, code,
                               f"out of memory (limit {format_bytes(memory)})", "oom")
@@ -347,6 +350,8 @@ class Scheduler:
             if decision.kind == "grow":
                 log.info("task %d ran out of memory at %s; again with %s", task,
                          format_bytes(self.sizes[tally.step]), format_bytes(self.sizes[decision.tally.step]))
+            elif decision.again and status.lost == "requeue":
+                log.info("task %d %s; again, attempt %d", task, status.reason, attempt + 1)
             elif decision.again:
                 log.info("task %d failed (%s); retrying, attempt %d", task, status.reason, attempt + 1)
             if decision.again:

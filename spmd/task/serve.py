@@ -18,6 +18,9 @@ the scheduler keeps the container:
         imports them too (SPMD_PRELOAD=0 turns this off), so the next tasks of the job start
         with them loaded, as a pool's worker process would
     idle with no scheduler connected for ORPHANED seconds ──> the server (and container) ends
+    SIGTERM (docker stop, an engine shutting down) ──> passed to the running task, which saves
+        its checkpoint and exits REQUEUE_EXIT (spmd.checkpoint); its end is reported, then the
+        server ends. Idle, it ends at once. The container's stop timeout is the task's grace.
 
 The container's limits are one task's, so memory and vcpus hold per task. A child that
 dies (os._exit, a segfault) loses only its own task; the server goes on to the next.
@@ -117,6 +120,17 @@ class Server:
         self.buffer = b""
         self.child: dict | None = None  # task, attempt, pid, log, oom_kills, pidfd, output
         self.last: dict | None = None  # the last ended record
+        self.stopping = False  # told to stop: the task is saving its checkpoint
+
+    def stop(self, signum: int, frame) -> None:
+        """SIGTERM: pass it to the task (it saves its checkpoint), end once it has ended."""
+        if self.child is None:
+            os._exit(128 + signum)
+        self.stopping = True
+        try:
+            os.kill(self.child["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
     def send(self, message: dict) -> None:
         if self.conn is None:
@@ -176,9 +190,10 @@ class Server:
             self.send(wire.hello(busy, self.last))
 
     def run(self, message: dict) -> None:
-        if self.child is not None:
+        if self.child is not None or self.stopping:
             self.send(wire.ended(message["task"], message["attempt"], None, False,
-                                 error="the server is busy"))
+                                 error="the server is stopping" if self.stopping
+                                 else "the server is busy"))
             return
         before = oom_kills()
         sys.stdout.flush()
@@ -237,16 +252,23 @@ class Server:
             self.copy_output(until_closed=True)
             self.selector.unregister(child["output"])
             os.close(child["output"])
+        code = os.waitstatus_to_exitcode(status)
+        if self.stopping and code == -signal.SIGTERM:  # stopped before it could save anything
+            code = protocol.REQUEUE_EXIT
+            child["capped"].write(f"{protocol.REQUEUED} (stop signal SIGTERM), no checkpoint "
+                                  "saved\n".encode())
         child["capped"].close()
         shutil.rmtree(child["stage"], ignore_errors=True)  # its staged inputs and outputs
-        code = os.waitstatus_to_exitcode(status)
         record = wire.ended(child["task"], child["attempt"], code,
-                            code == -signal.SIGKILL and oom_kills() > child["oom_kills"])
+                            code == -signal.SIGKILL and oom_kills() > child["oom_kills"],
+                            stopping=self.stopping)
         with open(child["log"] + ".exit.tmp", "w") as exit_file:
             json.dump(record, exit_file)
         os.replace(child["log"] + ".exit.tmp", child["log"] + ".exit")
         self.child, self.last = None, record
         self.send(record)
+        if self.stopping:
+            os._exit(0)
         if child["imports"] is not None:
             with os.fdopen(child["imports"], "rb") as pipe:  # the child has ended: no wait
                 names = pipe.read()
@@ -302,7 +324,9 @@ def main(argv: list[str]) -> int:
     path, command = argv[0], argv[argv.index("--") + 1:]
     # As the container's PID 1 the server would ignore SIGTERM; a stopping engine sends it.
     signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
-    Server(path, command).serve()
+    server = Server(path, command)
+    signal.signal(signal.SIGTERM, server.stop)
+    server.serve()
     return 0
 
 

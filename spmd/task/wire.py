@@ -5,7 +5,8 @@ socket, between a scheduler's runner (spmd_local.runner) and the server (spmd.ta
                         kill(task)                                 SIGKILL its process group
                         hello()                                    which attempt runs now?
     server ──> runner   started(task, attempt)
-                        ended(task, attempt, code, oom[, error])   also kept in <log>.exit
+                        ended(task, attempt, code, oom[, error][, stopping])  also kept in
+                                                   <log>.exit; stopping: the server ends next
                         hello(busy, last)                          the answer to hello()
 """
 from __future__ import annotations
@@ -43,8 +44,13 @@ def started(task: int, attempt: int) -> dict:
     return {"op": STARTED, "task": task, "attempt": attempt}
 
 
-def ended(task: int, attempt: int, code: int | None, oom: bool, error: str = "") -> dict:
+def ended(task: int, attempt: int, code: int | None, oom: bool, error: str = "",
+          stopping: bool = False) -> dict:
+    """An attempt's end; ``stopping``: the container was told to stop and ends now, so it
+    takes no other task."""
     message = {"op": ENDED, "task": task, "attempt": attempt, "code": code, "oom": oom}
     if error:
         message["error"] = error
+    if stopping:
+        message["stopping"] = True
     return message

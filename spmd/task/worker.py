@@ -6,6 +6,8 @@
     calls (a frame: arrays are views of the read, not copies) ──> run each, catching its error
     ──> output/<task>.pkl: a TaskOutput frame (values' buffers written as they are), atomically
     exit 0 when every call succeeded, 1 otherwise (so the queue retries the task)
+    told to stop (SIGTERM, SIGUSR1) ──> checkpoint_dir() saved, the calls done kept in a
+    non-final output ──> exit 75 (protocol.REQUEUE_EXIT): run again under infra_retries
 
 A server that runs many tasks in one process (a warm container) calls ``load_job`` once and
 ``run_task`` per task. On a retry, calls that succeeded in an earlier attempt are not run
@@ -22,7 +24,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from .. import attempts, codec, layout, protocol, secrets, shards, upstream
+from .. import attempts, checkpoint, codec, layout, protocol, secrets, shards, upstream
+from ..errors import TaskLost
 from ..layout import Manifest
 from ..stores.object_store import ObjectStore
 from ..plugins import open_store
@@ -62,13 +65,19 @@ def run_task(store: ObjectStore, job_id: str, task: int, attempt: int,
     """Run one task's calls and write its output; True when every call succeeded.
 
     ``infra_lost`` (default: from the task's environment) is how many earlier attempts were
-    lost to infrastructure; the output is final on the last attempt ``retries`` allows."""
+    lost to infrastructure; the output is final on the last attempt ``retries`` allows.
+    Told to stop, it saves the task's checkpoint and raises SystemExit(REQUEUE_EXIT)."""
     _current.task = (store, job_id)
     if infra_lost is None:
         infra_lost = protocol.infra_lost()
+    undo = checkpoint.begin(store, job_id, task)
     try:
         return _run_task(store, job_id, task, attempt, infra_lost)
+    except checkpoint.StopRequested as stop:  # told to stop before or after its calls
+        print(checkpoint.on_stop(stop.why), file=sys.stderr, flush=True)
+        raise SystemExit(protocol.REQUEUE_EXIT) from None
     finally:
+        undo()
         _current.task = None
 
 
@@ -86,29 +95,52 @@ def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int, infra_lo
             previous = before.results
 
     results: list[protocol.CallResult] = []
-    for (args, kwargs), before in zip(calls, previous):
-        if before is not None and before[0] == OK:
-            results.append(before)
-            continue
-        try:
-            args, kwargs = upstream.resolve(store, args, kwargs)  # a chained map's inputs
-            # Each value is pickled alone: an unpicklable result fails only its own call.
-            results.append((OK, codec.Pickled.of(func(*args, **kwargs))))
-        except Exception as exc:
-            logging.getLogger("spmd").exception("call failed in task %d", task)
-            results.append((ERROR, codec.capture_exception(exc)))
+    try:
+        for (args, kwargs), before in zip(calls, previous):
+            if before is not None and before[0] == OK:
+                results.append(before)
+                continue
+            try:
+                args, kwargs = upstream.resolve(store, args, kwargs)  # a chained map's inputs
+                # Each value is pickled alone: an unpicklable result fails only its own call.
+                results.append((OK, codec.Pickled.of(func(*args, **kwargs))))
+            except Exception as exc:
+                logging.getLogger("spmd").exception("call failed in task %d", task)
+                results.append((ERROR, codec.capture_exception(exc)))
+    except checkpoint.StopRequested as stop:
+        _requeue(store, job_id, task, attempt, started, results, len(calls), stop.why)
     del calls  # the inputs' memory may go before the output is written
 
     ok = all(kind == OK for kind, _ in results)
-    output = TaskOutput(
-        task=task, attempt=attempt, final=attempts.output_is_final(manifest.resources, attempt, infra_lost, ok), results=results,
+    final = attempts.output_is_final(manifest.resources, attempt, infra_lost, ok)
+    protocol.write_output(store, job_id, _output(task, attempt, final, results, started))
+    if ok:
+        checkpoint.on_success()
+    return ok
+
+
+def _output(task: int, attempt: int, final: bool, results: list, started: float) -> TaskOutput:
+    return TaskOutput(
+        task=task, attempt=attempt, final=final, results=results,
         provenance=Provenance(
             started=started, ended=time.time(), attempt=attempt,
             peak_memory=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             host=socket.gethostname(), image=os.environ.get(protocol.IMAGE, ""),
             python=sys.version.split()[0]))
-    protocol.write_output(store, job_id, output)
-    return ok
+
+
+def _requeue(store: ObjectStore, job_id: str, task: int, attempt: int, started: float,
+             results: list, n_calls: int, why: str) -> None:
+    """Told to stop: save the checkpoint, keep the calls done (a non-final output whose other
+    calls say they were interrupted), say so in the log, and exit REQUEUE_EXIT."""
+    line = checkpoint.on_stop(why)
+    if any(kind == OK for kind, _ in results):
+        stopped = codec.capture_exception(TaskLost(
+            f"requeued ({why}) before this call ended", job_id=job_id, task=task))
+        padded = results + [(ERROR, stopped)] * (n_calls - len(results))
+        protocol.write_output(store, job_id, _output(task, attempt, False, padded, started))
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(protocol.REQUEUE_EXIT)
 
 
 def main() -> int:

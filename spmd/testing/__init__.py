@@ -15,7 +15,7 @@ whole test file can be::
         def spmd_backend_config(self, tmp_path):
             return {"store_dir": str(tmp_path), "max_vcpus": 2}
 
-``BackendContract`` is all eight parts; each is usable alone:
+``BackendContract`` is all the parts; each is usable alone:
 
     ObjectStoreContract     bytes by key: round trips (empty, 60 MB, 1,200 objects), ranges,
                             sorted prefix listing in pages, atomic put, reopening by URL
@@ -51,6 +51,10 @@ whole test file can be::
                             naming the failed upstream item; spmd.gather(job) for a group step
     SecretsContract         Knot(secrets=...): the env variable and the 0600 file in the task;
                             no object in the store, log or report holds a value afterwards
+    CheckpointContract      spmd.checkpoint_dir(): a folder on the task's own disk; a task
+                            stopped from outside (``spmd_stop_task`` fixture) saves it, runs
+                            again from it (not spending ``retries``) and the report says so;
+                            ``spmd_stops_tasks = False`` where the test cannot stop a task
 
 Fixtures: see ``spmd.testing.fixtures``. The functions tasks run are in
 ``spmd.testing.functions``. ``spmd.testing.memory`` is an in-memory backend ("memory", after
@@ -68,7 +72,7 @@ _WHERE = {
     "DataContract": "data", "RerunContract": "rerun", "UrlDataContract": "urls",
     "FaultContract": "faults", "ReadOnlyStore": "faults", "FailureBudgetContract": "budget",
     "ParallelCapContract": "parallel", "ChainContract": "chain",
-    "SecretsContract": "secrets",
+    "SecretsContract": "secrets", "CheckpointContract": "checkpoint",
     "BatchQueueContract": "queue", "ImageRegistryContract": "registry",
     "ObjectStoreContract": "store", "BackendContract": "contract",
     "PrivacyContract": "privacy",

@@ -1,6 +1,7 @@
 """The whole contract of a backend: every part's mixin in one class."""
 from .budget import FailureBudgetContract
 from .chain import ChainContract
+from .checkpoint import CheckpointContract
 from .data import DataContract
 from .faults import FaultContract
 from .map import MapContract
@@ -16,7 +17,8 @@ from .urls import UrlDataContract
 
 class BackendContract(MapContract, RerunContract, DataContract, UrlDataContract, FaultContract,
                       FailureBudgetContract, ParallelCapContract, ChainContract, SecretsContract,
-                      PrivacyContract,
+                      PrivacyContract, CheckpointContract,
                       BatchQueueContract, ImageRegistryContract, ObjectStoreContract):
     """The whole contract of a backend: store, registry, queue, map, reruns, data (on this
-    machine and where it lives), commands, faults from outside, the failure budget and the concurrency cap."""
+    machine and where it lives), commands, faults from outside, the failure budget, the concurrency
+    cap and checkpoints that survive a stop."""

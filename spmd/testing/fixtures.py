@@ -97,6 +97,19 @@ class BackendFixtures:
         return forget
 
     @pytest.fixture
+    def spmd_stop_task(self, spmd_backend) -> Callable[[spmd.Job, int], None]:
+        """``spmd_stop_task(job, task)``: tell a running task to stop from outside, as the
+        backend's infrastructure does before it takes the task's machine or time away (local:
+        ``docker stop`` of its container; Slurm: the warning signal before the time limit).
+        Each backend's test provides it; a backend whose test cannot sets
+        ``spmd_stops_tasks = False`` on its class (spmd.testing.checkpoint)."""
+        def stop(job: spmd.Job, task: int) -> None:
+            pytest.fail(f"backend {type(spmd_backend).__name__}: its test must provide the "
+                        "spmd_stop_task fixture, or set spmd_stops_tasks = False (see "
+                        "spmd.testing.checkpoint)")
+        return stop
+
+    @pytest.fixture
     def spmd_store(self, spmd_backend) -> spmd.ObjectStore:
         return spmd_backend.store
 

@@ -128,3 +128,34 @@ def read_secrets(names):
         else:
             seen[name] = digest(os.environ[name])
     return seen
+
+
+def count_with_checkpoint(steps, seconds=0.2):
+    """Counts to ``steps``, one step per ``seconds``, keeping the count in spmd.checkpoint_dir()
+    (written whole, then renamed). Each attempt also records in the job's store how far it
+    got (``jobs/<id>/progress/<task>-a<attempt>``), so a test knows when to stop it. Returns
+    (the count, the count each attempt started from, the folder)."""
+    import spmd
+    from spmd import protocol
+    from spmd.plugins import open_store
+
+    folder = spmd.checkpoint_dir()
+    state = folder / "count"
+    count = int(state.read_text()) if state.exists() else 0
+    starts = [int(n) for n in (folder / "starts").read_text().split()] \
+        if (folder / "starts").exists() else []
+    starts.append(count)
+    (folder / "starts").write_text(" ".join(map(str, starts)))
+    progress = None
+    if os.environ.get(protocol.JOB_ID):  # in a task
+        store = open_store(os.environ[protocol.STORE_URL])
+        progress = (f"jobs/{os.environ[protocol.JOB_ID]}/progress/{protocol.task_index()}-a"
+                    f"{protocol.attempt_number()}")
+    while count < steps:
+        time.sleep(seconds)
+        count += 1
+        (folder / "count.tmp").write_text(str(count))
+        os.replace(folder / "count.tmp", state)
+        if progress:
+            store.put(progress, str(count).encode())
+    return count, starts, str(folder)

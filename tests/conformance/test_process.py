@@ -1,4 +1,7 @@
 """The conformance kit on the example plugin's "process" backend (no Docker at all)."""
+import os
+import signal
+
 import pytest
 
 import spmd.testing
@@ -13,6 +16,24 @@ class TestProcess(spmd.testing.BackendContract):
     def spmd_backend_config(self, tmp_path):
         # A store of this test's own; 2 CPUs, so a task of 2 vcpus runs alone.
         return {"store_dir": str(tmp_path / "store"), "max_vcpus": 2}
+
+    @pytest.fixture
+    def spmd_stop_task(self):
+        """SIGTERM to the task's process, as a machine shutting down sends it."""
+        def stop(job, task):
+            wanted = {f"SPMD_JOB_ID={job.id}".encode(), f"AWS_BATCH_JOB_ARRAY_INDEX={task}".encode()}
+            found = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{pid}/environ", "rb") as environ:
+                        if wanted <= set(environ.read().split(b"\0")):
+                            found.append(int(pid))
+                except OSError:
+                    continue
+            assert found, f"no process of task {task} of job {job.id}"
+            for pid in found:
+                os.kill(pid, signal.SIGTERM)
+        return stop
 
 
 def test_capacity_is_shared_by_the_jobs_of_one_store(tmp_path):

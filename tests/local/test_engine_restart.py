@@ -1,5 +1,6 @@
-"""The Docker engine restarting mid-job loses no work: interrupted tasks run again, counted
-as attempts lost to the infrastructure (their own budget, not ``retries``).
+"""The Docker engine restarting mid-job loses no work: interrupted tasks (told to stop by the
+engine's SIGTERM) run again, counted as attempts lost to the infrastructure (their own
+budget, not ``retries``).
 
 The engine restarted is a PRIVATE dockerd this test starts (own socket, data and exec roots,
 no bridge, no iptables, its own network namespace), with the task image loaded into it;
@@ -107,4 +108,5 @@ def test_engine_restart_mid_job_reruns_the_interrupted_tasks(local, private_engi
     state = json.loads((run_logs.parent / "state.json").read_text())
     assert state["infra_lost"] == {"0": 1, "1": 1}, state  # not charged to retries=0
     log = job.logs(0)
-    assert "--- spmd: attempt 2 ---" in log and "its container ended under it" in log, log
+    # the stopping engine sent each container SIGTERM: the task was told to stop and requeued
+    assert "--- spmd: attempt 2 ---" in log and "requeued (stop signal SIGTERM)" in log, log

@@ -5,6 +5,7 @@ the kit's 2 s timeouts are enforced by the batch script itself (``timeout`` arou
 attempt; Slurm's --time is the backstop): the timeout tests end in seconds, not a minute.
 """
 import json
+import subprocess
 
 import pytest
 
@@ -30,7 +31,22 @@ class Forgetful:
         return forget
 
 
-class TestSlurm(Forgetful, spmd.testing.BackendContract):
+class Stoppable:
+    @pytest.fixture
+    def spmd_stop_task(self):
+        """Slurm's warning before the time limit, sent at once: ``scancel --signal=USR1
+        --batch`` of the task's array task, as ``--signal=B:USR1@N`` sends it."""
+        def stop(job, task):
+            for array_id, offset, n in json.loads(job.handle)["arrays"]:
+                if offset <= task < offset + n:
+                    subprocess.run(["scancel", "--signal=USR1", "--batch",
+                                    f"{array_id}_{task - offset}"], check=True)
+                    return
+            raise AssertionError(f"job {job.id} has no task {task}")
+        return stop
+
+
+class TestSlurm(Forgetful, Stoppable, spmd.testing.BackendContract):
     @pytest.fixture
     def spmd_backend_name(self):
         return "slurm"
@@ -41,15 +57,15 @@ class TestSlurm(Forgetful, spmd.testing.BackendContract):
 
 
 @pytest.mark.docker
-class TestSlurmDocker(Forgetful, spmd.testing.MapContract, spmd.testing.RerunContract,
+class TestSlurmDocker(Forgetful, Stoppable, spmd.testing.MapContract, spmd.testing.RerunContract,
                       spmd.testing.DataContract, spmd.testing.UrlDataContract,
                       spmd.testing.ChainContract, spmd.testing.SecretsContract,
                       spmd.testing.PrivacyContract, spmd.testing.BatchQueueContract,
-                      spmd.testing.ImageRegistryContract):
+                      spmd.testing.ImageRegistryContract, spmd.testing.CheckpointContract):
     """The kit's parts a task's runtime changes, with ``runtime = "docker"``: each task is a
-    container the script starts (what it sees, mounts, images). The store, the faults, the
-    failure budget and the cap are the client's and the queue's, the same for every runtime,
-    and TestSlurm runs them."""
+    container the script starts (what it sees, mounts, images, the signal passed on to it).
+    The store, the faults, the failure budget and the cap are the client's and the queue's,
+    the same for every runtime, and TestSlurm runs them."""
 
     @pytest.fixture
     def spmd_backend_name(self):

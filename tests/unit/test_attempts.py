@@ -34,6 +34,10 @@ TABLE = [
     (dict(retries=0, more_memory=(2 * GIB, 4 * GIB)), ["oom", "oom", "oom"],          ["grow", "grow", "final"]),
     # retries count afresh at a new size
     (dict(retries=1, more_memory=(2 * GIB,)),       ["oom", "error", "error"],        ["grow", "retry", "final"]),
+    # told to stop with a checkpoint saved: infra_retries, never retries
+    (dict(retries=0, infra_retries=2),              ["requeue"] * 3,                  ["retry", "retry", "final"]),
+    (dict(retries=1, infra_retries=2),              ["requeue", "infrastructure", "error", "error"],
+                                                                                      ["retry", "retry", "retry", "final"]),
     (dict(retries=1, infra_retries=1, more_memory=(2 * GIB,)),
                                                     ["error", "oom", "infrastructure", "error", "error"],
                                                                                       ["retry", "grow", "retry", "retry", "final"]),
@@ -69,6 +73,10 @@ BATCH_ENDS = {
                        "exitCode": None},
     "oom": {"statusReason": "Essential container in task exited",
             "reason": "OutOfMemoryError: Container killed due to memory usage", "exitCode": 137},
+    # a spot instance reclaimed: ECS stops the container (SIGTERM, the worker saves its
+    # checkpoint and exits REQUEUE_EXIT) and Batch says the host went away
+    "requeue": {"statusReason": "Host EC2 (instance i-0123456789abcdef0) terminated.",
+                "reason": "", "exitCode": 75},
 }
 
 
@@ -116,19 +124,30 @@ def batch_walk(resources: Resources, losses: list) -> list[str]:
 #: Batch keeps one count of attempts per job: with retries > 0 a loss to the infrastructure
 #: uses one of the retries + 1 attempts (spmd_aws.reasons.retry_strategy says so, and
 #: docs/aws.md). These rows are where AWS departs from the rule, and how.
-BATCH_DEPARTS = {
-    5: ["retry", "final"],                           # infra, error, error with retries=1
-    10: ["retry", "grow", "retry", "final"],         # at 2 GiB the infra loss spent the retry
-}
+BATCH_DEPARTS = [
+    # resources                                     losses                            Batch
+    (dict(retries=1, infra_retries=1),              ["infrastructure", "error", "error"],
+                                                                                      ["retry", "final"]),
+    (dict(retries=1, infra_retries=2),              ["requeue", "infrastructure", "error", "error"],
+                                                                                      ["retry", "final"]),
+    (dict(retries=1, infra_retries=1, more_memory=(2 * GIB,)),
+                                                    ["error", "oom", "infrastructure", "error", "error"],
+                                                    # at 2 GiB the infra loss spent the retry
+                                                                                      ["retry", "grow", "retry", "final"]),
+]
+
+
+def batch_departure(resources: dict, losses: list) -> list[str] | None:
+    return next((aws for r, l, aws in BATCH_DEPARTS if r == resources and l == losses), None)
 
 
 @pytest.mark.parametrize("row", [i for i, r in enumerate(TABLE) if "cancelled" not in r[1]])
 def test_aws_batch_retry_strategy_follows_the_rule(row):
     resources, losses, expected = TABLE[row]
-    want = BATCH_DEPARTS.get(row, expected)
-    assert batch_walk(Resources(**resources), losses) == want
-    if row in BATCH_DEPARTS:  # and the departure is only ever fewer attempts, never more
-        assert len(want) < len(expected) and want[-1] == "final"
+    departs = batch_departure(resources, losses)
+    assert batch_walk(Resources(**resources), losses) == (departs or expected)
+    if departs:  # and the departure is only ever fewer attempts, never more
+        assert len(departs) < len(expected) and departs[-1] == "final"
 
 
 # -- The Slurm batch script follows the rule ------------------------------------------------
@@ -144,7 +163,8 @@ case "$1" in
         case "$word" in
           ok) exit 0;; error) exit 1;; infrastructure) exit 125;; oom) exit 137;;
           timeout) sleep 1.2; exit 124;;
-        esac;;
+          requeue) kill -USR1 $PPID; sleep 0.3; exit 75;;  # Slurm's warning, then the
+        esac;;                                             # worker saved its checkpoint
   inspect) [ "$(cat "$plan.last" 2>/dev/null)" = oom ] && echo true || echo false;;
 esac
 exit 0
@@ -166,13 +186,24 @@ def slurm_walk(resources: Resources, losses: list, tmp_path) -> list[str]:
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(FAKE_DOCKER.format(plan=plan))
     (bin_dir / "docker").chmod(0o755)
+    # Slurm's requeue: this run ends (as Slurm ends it) and the task runs again, its
+    # SLURM_RESTART_COUNT one more
+    (bin_dir / "scontrol").write_text(f"#!/bin/bash\necho >> {plan}.requeued\n"
+                                       "(sleep 0.3; kill -TERM $PPID) >/dev/null 2>&1 &\n")
+    (bin_dir / "scontrol").chmod(0o755)
     spec = ArraySpec("job-1", "img", ("python3", "-m", "spmd.task.worker"), 1, resources)
     script = tmp_path / "task.sh"
     script.write_text(render(spec, 0, 1, Options(runtime="docker", shared_dir=str(tmp_path)),
                              str(tmp_path / "marks"), str(tmp_path / "out")))
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "0",
-           "TMPDIR": str(tmp_path)}
-    subprocess.run(["bash", str(script)], env=env, capture_output=True, timeout=60)
+    requeued = tmp_path / "plan.requeued"
+    for restarts in range(10):
+        env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "0",
+               "SLURM_ARRAY_JOB_ID": "7000", "SLURM_RESTART_COUNT": str(restarts),
+               "TMPDIR": str(tmp_path)}
+        subprocess.run(["bash", str(script)], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)  # a left `sleep` holds no pipe
+        if not requeued.exists() or len(requeued.read_text().splitlines()) == restarts:
+            break
     ran = len((tmp_path / "plan").read_text().splitlines())
     attempts = len(losses) + 1 - ran
     return ["retry"] * (attempts - 1) + (["final"] if ran else [])
@@ -187,3 +218,10 @@ def test_the_slurm_batch_script_follows_the_rule(row, tmp_path):
     if "timeout" in losses:
         resources = {**resources, "timeout": 1}
     assert slurm_walk(Resources(**resources), losses, tmp_path) == expected
+
+
+@pytest.mark.parametrize("infra_retries", [0, 1, 3])
+def test_a_queue_counting_requeues_itself_allows_infra_retries_of_them(infra_retries):
+    resources = Resources(retries=2, infra_retries=infra_retries)
+    assert attempts.infra_allowed(resources) == infra_retries
+    assert walk(resources, ["requeue"] * 5).count("retry") == infra_retries

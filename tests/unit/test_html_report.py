@@ -128,3 +128,21 @@ def test_chained_steps_link_each_other_on_the_job_page(knot):
     assert {j["id"]: j["after"] for j in views.jobs()} == {first.id: "", second.id: first.id}
     assert f'upstream: <a href="/job/{first.id}">' in views.live(second.id)["sections"]["summary"]
     assert f'next step: <a href="/job/{second.id}">' in views.live(first.id)["sections"]["summary"]
+
+
+def test_requeues_are_numbered_reasons_and_counted():
+    reasons = ("requeued (walltime warning), checkpoint 12.0KiB saved in 0.1s",
+               "requeued (walltime warning), checkpoint 14.0KiB saved in 0.1s", "succeeded")
+    rows = [ItemReport(item=0, task=0, state=SUCCEEDED, start=1.0, end=9.0, attempts=3,
+                       reasons=reasons, peak_memory=None, host="h", image="i:t", image_digest=""),
+            ItemReport(item=1, task=1, state=FAILED, start=1.0, end=9.0, attempts=4,
+                       reasons=reasons[:1] * 4, peak_memory=None, host="h", image="i:t",
+                       image_digest="", lost="requeue")]
+    report = Report(job_id="j", rows=rows)
+    assert rows[0].requeues == 2 and rows[1].requeues == 4
+    assert ("attempt 1: requeued (walltime warning), checkpoint 12.0KiB saved in 0.1s; attempt 2: "
+            "requeued (walltime warning), checkpoint 14.0KiB saved in 0.1s; attempt 3: succeeded"
+            ) in report.text()
+    page = html.unescape(html_report.document(report))
+    assert "requeued</dt><dd>6 times, in 2 tasks" in page
+    assert [g.cause for g in html_report.failure_groups(report, tail=lambda task: "")] == ["requeued"]

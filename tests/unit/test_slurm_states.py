@@ -44,3 +44,11 @@ def test_held_tasks_carry_slurms_reason():
     assert status.state == PENDING and status.reason == "Slurm holds it: JobHeldUser"
     waiting = slurm.ArrayTask("7001", 4, "PENDING", "Resources", None, 0)
     assert task_status(waiting, None, "7001", 4).reason == ""
+
+
+def test_a_task_requeued_at_its_time_limit_says_so_while_it_waits():
+    marks = {"started": 2, "ends": {}, "timeout": False, "infra": 0, "requeued": {1, 2}}
+    waiting = slurm.ArrayTask("7001", 0, "PENDING", "BeginTime", None, 2)
+    status = task_status(waiting, marks, "7001", 0)
+    assert (status.state, status.attempts, status.lost) == (PENDING, 2, "requeue")
+    assert status.reason == "requeued (walltime warning)"
