@@ -59,7 +59,7 @@ from .aws import AwsError, Clients, boundary, error_code
 from .config import MAX_ATTEMPTS, AwsSettings
 from .compute import check_fits, instance_sizes
 from .provision import Deployment, deployment, ensure_log_group
-from .reasons import (CANCEL_REASON, NEVER_PLACED, NOT_RUN, UNPLACEABLE, UNPLACED_REASON,
+from .reasons import (BUDGET_REASON, CANCEL_REASON, NEVER_PLACED, NOT_RUN, UNPLACEABLE, UNPLACED_REASON,
                       exit_code, retry_strategy, task_status)
 from .stack import CONTENT_TAG
 
@@ -307,6 +307,10 @@ class AwsBatchQueue(BatchQueue):
         self._secrets_removed: set[str] = set()
         #: (job, task)s given UpstreamFailed outputs (spmd_aws.chain)
         self._written: set[tuple[str, int]] = set()
+        self._due: dict[str, dict] = {}  # handle -> tasks to run again with more memory
+        #: arrays whose failure budget is spent: CancelJob again while children wait
+        self._stopping: set[str] = set()
+        self._stopped_jobs: set[str] = set()  # spmd jobs whose pending work was cancelled
 
     def gpus(self, spec: ArraySpec) -> int | None:
         """GPUs per task: the Knot's (Knot(gpus=N)), else the profile's ``gpus`` default."""
@@ -624,6 +628,8 @@ class AwsBatchQueue(BatchQueue):
                                                           range(offset, offset + size)))
                     continue
                 self._unknown.pop(job_id, None)
+                if job_id in self._stopping:
+                    self._cancel_again(job_id, parents[job_id])
                 children = self._changed_children(job_id, parents[job_id])
                 ended = [c for c, s in children.items() if s["status"] in describe
                          and c not in self._ended]
@@ -639,14 +645,16 @@ class AwsBatchQueue(BatchQueue):
                 if self._end_unplaceable(job_id, offset, size, children, out):
                     continue
                 counts = (parents[job_id].get("arrayProperties") or {}).get("statusSummary")
-                if len(children) < size and (counts is None or counts.get("RUNNABLE")):
+                if len(children) < size and job_id not in self._stopping \
+                        and (counts is None or counts.get("RUNNABLE")):
                     reason = self._why_waiting(job_id)
                     if reason:
                         for task in range(offset, offset + size):
                             out.setdefault(task, TaskStatus(reason=reason))
         if grows(handle):
             from . import memory
-            memory.grow(self, self._store, grows(handle), out)
+            self._due[handle] = memory.grow(self, self._store, grows(handle), out,
+                                            lambda: self._pending_stopped(handle))
         after = chain.after_of(handle)
         if after and self._store is not None:
             self._upstream_failed(handle, after, out)
@@ -716,6 +724,68 @@ class AwsBatchQueue(BatchQueue):
                 for records in memory.records(self._store(), grows(handle)).values():
                     for record in records:
                         self._terminate(record["id"])
+
+    def cancel_pending(self, handle: str) -> None:
+        """The failure budget is spent: CancelJob on each array parent (or plain job) and on
+        each task run again with more memory. Batch cancels what has not started
+        (SUBMITTED, PENDING, RUNNABLE; for an array parent, its children; a PENDING job once
+        its dependencies have ended, so a max_parallel wave or chained array never starts)
+        and leaves STARTING and RUNNING jobs alone ("CancelJob", AWS Batch API Reference).
+        Later polls of this process cancel an array again while it has RUNNABLE children (a
+        retry queued after the first cancel); no task is run again with more memory."""
+        spmd_job = json.loads(handle).get("job", "")
+        with boundary(AwsError, "cancelling the tasks that have not started on AWS Batch"):
+            if spmd_job and self._store is not None:  # other clients: no memory resubmission
+                self._store().put(self._stopped_key(spmd_job), BUDGET_REASON.encode())
+            self._stopped_jobs.add(spmd_job or handle)
+            for job_id, _, size in decode_handle(handle):
+                self._cancel(job_id)
+                if size > 1:
+                    self._stopping.add(job_id)
+            if grows(handle):
+                from . import memory
+                for records in memory.records(self._store(), grows(handle)).values():
+                    for record in records:
+                        self._cancel(record["id"])
+
+    @staticmethod
+    def _stopped_key(spmd_job: str) -> str:
+        from spmd import layout
+        return f"{layout.prefix(spmd_job)}queue/pending-cancelled"
+
+    def _pending_stopped(self, handle: str) -> bool:
+        """Whether the job's failure budget stopped its pending work (here or in another
+        client: one HEAD, asked only when a task would run again with more memory)."""
+        spmd_job = json.loads(handle).get("job", "")
+        if (spmd_job or handle) not in self._stopped_jobs and spmd_job \
+                and self._store is not None and self._store().exists(self._stopped_key(spmd_job)):
+            self._stopped_jobs.add(spmd_job)
+        return (spmd_job or handle) in self._stopped_jobs
+
+    def _cancel(self, job_id: str) -> None:
+        try:
+            self.batch.cancel_job(jobId=job_id, reason=BUDGET_REASON)
+        except Exception as exc:
+            log.warning("could not cancel Batch job %s: %s", job_id, error_code(exc) or exc)
+
+    def _cancel_again(self, parent: str, record: dict) -> None:
+        """CancelJob on an array parent again while its statusSummary counts children waiting
+        to be placed (RUNNABLE, SUBMITTED); one request per poll at most, and none once no
+        child waits or runs."""
+        counts = (record.get("arrayProperties") or {}).get("statusSummary") or {}
+        if counts.get("RUNNABLE") or counts.get("SUBMITTED"):
+            self._cancel(parent)
+        elif counts and not (counts.get("RUNNING") or counts.get("STARTING")):
+            self._stopping.discard(parent)
+
+    def advance(self, handle: str, states: Mapping[int, TaskStatus]) -> None:
+        """The watching client's part (spmd.Job's poll): tasks killed for memory run again
+        at the next size (spmd_aws.memory.resubmit); states() never submits."""
+        due = self._due.pop(handle, None)
+        if due and not self._pending_stopped(handle):
+            from . import memory
+            with boundary(AwsError, "submitting tasks again with more memory"):
+                memory.resubmit(self, self._store, grows(handle), due)
 
     def logs(self, handle: str, task: int) -> str:
         """The tail of each attempt's log stream, from the job record states() already read

@@ -337,3 +337,68 @@ def test_100000_items_poll_within_the_budget(queue, clients):
     # a poll where nothing moved: one DescribeJobs, whatever N
     assert replay.count("DescribeJobs") == ending["DescribeJobs"] + 1
     assert replay.count("ListJobs") == ending["ListJobs"]
+
+
+def test_a_spent_budget_cancels_only_what_has_not_started(queue, clients):
+    """CancelJob (never TerminateJob) on each parent: Batch cancels SUBMITTED, PENDING and
+    RUNNABLE children and leaves STARTING and RUNNING ones ("CancelJob", AWS Batch API
+    Reference); a poll that still counts RUNNABLE children (a retry queued) cancels again."""
+    from spmd_aws.reasons import BUDGET_REASON, task_status
+    handle = encode_handle([("pa", 0, 2), ("pb", 2, 2)])
+    with Replay(clients) as replay:
+        for parent in ("pa", "pb"):  # CancelJob (AWS Batch API Reference): {}
+            replay.add("batch", "cancel_job", {}, {"jobId": parent, "reason": BUDGET_REASON})
+        queue.cancel_pending(handle)
+        running = {"jobSummaryList": [summary("pa:0", "RUNNING")]}
+        replay.add("batch", "describe_jobs", {"jobs": [
+            detail("pa", "PENDING", arrayProperties={"size": 2, "statusSummary": {
+                "RUNNING": 1, "RUNNABLE": 1}}),
+            detail("pb", "PENDING", arrayProperties={"size": 2, "statusSummary": {
+                "FAILED": 2}})]}, {"jobs": ["pa", "pb"]})
+        replay.add("batch", "cancel_job", {}, {"jobId": "pa", "reason": BUDGET_REASON})
+        replay.add("batch", "list_jobs", running,
+                   {"arrayJobId": "pa", "jobStatus": "RUNNING", "maxResults": 1000})
+        cancelled = [summary(f"pb:{i}", "FAILED") for i in range(2)]
+        replay.add("batch", "list_jobs", {"jobSummaryList": cancelled},
+                   {"arrayJobId": "pb", "jobStatus": "FAILED", "maxResults": 1000})
+        replay.add("batch", "describe_jobs", {"jobs": [
+            detail(f"pb:{i}", "FAILED", statusReason=BUDGET_REASON) for i in range(2)]},
+            {"jobs": ["pb:0", "pb:1"]})
+        states = queue.states(handle)
+    assert [op for _, op, _ in replay.requests].count("TerminateJob") == 0
+    assert states[0].state == "RUNNING"  # went on
+    assert {states[2].state, states[3].state} == {"CANCELLED"}
+    assert "failure budget" in states[2].reason
+
+
+def test_spmd_status_reads_and_only_the_watcher_submits_a_task_again(queue, clients):
+    """memory=[sizes]: states() is read-only (``spmd status``, reports); the task killed for
+    memory reads PENDING, and only advance() (the watching Job's poll) submits it again."""
+    from spmd.testing.memory import MemoryStore
+    from spmd_aws import memory
+    class Store(MemoryStore):
+        def put_new(self, key, data):  # S3Store's conditional put (If-None-Match: *)
+            return not self.exists(key) and (self.put(key, data) or True)
+    store = Store("replay-grow")
+    queue._store = lambda: store
+    spec = ArraySpec("j-9", "reg/spmd-tasks:abc", ("python3", "-m", "spmd.worker"), 2,
+                     Resources(memory=2**30, more_memory=(2**31,)))
+    memory.save_spec(store, spec)
+    handle = encode_handle([("pm", 0, 2)], 1, "j-9", "j-9")
+    killed = detail("pm:1", "FAILED", statusReason="Essential container in task exited",
+                    container={"exitCode": 137, "reason": "OutOfMemoryError: Container killed "
+                               "due to memory usage"}, attempts=[{}])
+    with Replay(clients) as replay:
+        list_pages(replay, "pm", {"FAILED": [summary("pm:1", "FAILED")],
+                                  "RUNNING": [summary("pm:0", "RUNNING")]})
+        replay.add("batch", "describe_jobs", {"jobs": [killed]}, {"jobs": ["pm:1"]})
+        states = queue.states(handle)
+        assert "SubmitJob" not in [op for _, op, _ in replay.requests]
+        assert states[1].state == "PENDING" and "again with 2.0GiB" in states[1].reason
+        assert memory.records(store, "j-9") == {}
+        queue.definition_arn = lambda spec: DEFINITION_ARN  # registering is tested elsewhere
+        queue.write_key = lambda job_id: "0" * 64
+        replay.add("batch", "submit_job", {"jobName": "j-9-t1-m1", "jobId": "g1"})
+        queue.advance(handle, states)
+    assert [op for _, op, _ in replay.requests].count("SubmitJob") == 1
+    assert memory.grown_jobs(store, "j-9", 1) == ["g1"]
