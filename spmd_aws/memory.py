@@ -27,7 +27,7 @@ import dataclasses
 import json
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from spmd import layout
 from spmd.batch_queue import FAILED, PENDING, ArraySpec, Resources, TaskStatus
@@ -36,9 +36,6 @@ from spmd.object_store import ObjectStore
 from spmd.units import format_bytes
 
 from .reasons import task_status
-
-if TYPE_CHECKING:
-    from .queue import AwsBatchQueue
 
 log = logging.getLogger("spmd")
 
@@ -100,15 +97,17 @@ def grown_jobs(store: ObjectStore, job_id: str, task: int) -> list[str]:
     return [r["id"] for r in records(store, job_id).get(task, ())]
 
 
-def grow(queue: "AwsBatchQueue", store: Callable[[], ObjectStore], job_id: str,
-         out: dict[int, TaskStatus], stopped: Callable[[], bool]) -> dict[int, tuple[int, int]]:
+def grow(describe: Callable[[list[str]], dict[str, dict]], seen: dict,
+         store: Callable[[], ObjectStore], job_id: str, out: dict[int, TaskStatus],
+         stopped: Callable[[], bool]) -> dict[int, tuple[int, int]]:
     """Update ``out`` with the grown tasks' statuses, read-only; a task killed for memory
     with a larger size left reads PENDING. Returns those tasks: task -> (next step, attempts
-    so far), for ``resubmit``. ``stopped()``: the failure budget stopped the job's pending
-    work (such a task then stays FAILED)."""
-    grown = records(store(), job_id, queue._memory_records)
+    so far), for ``resubmit``. ``describe``: Batch job records by id (the queue's cache);
+    ``seen``: the records read so far; ``stopped()``: the failure budget stopped the job's
+    pending work (such a task then stays FAILED)."""
+    grown = records(store(), job_id, seen)
     latest = {task: recs[-1] for task, recs in grown.items()}
-    jobs = queue.describe_cached([r["id"] for r in latest.values()])
+    jobs = describe([r["id"] for r in latest.values()])
     for task, rec in latest.items():
         job = jobs.get(rec["id"])
         status = task_status(job) if job else TaskStatus(PENDING)
@@ -130,10 +129,11 @@ def grow(queue: "AwsBatchQueue", store: Callable[[], ObjectStore], job_id: str,
     return due
 
 
-def resubmit(queue: "AwsBatchQueue", store: Callable[[], ObjectStore], job_id: str,
-             due: dict[int, tuple[int, int]]) -> None:
-    """Submit each task of ``due`` (from ``grow``) again at its next memory size, claiming
-    its record first so that no two clients submit it."""
+def resubmit(submit_one: Callable[[ArraySpec, str], str], store: Callable[[], ObjectStore],
+             job_id: str, due: dict[int, tuple[int, int]]) -> None:
+    """Submit each task of ``due`` (from ``grow``) again at its next memory size, as a plain
+    job (``submit_one(spec, name)`` returns its id), claiming its record first so that no
+    two clients submit it."""
     if not due:
         return
     spec = load_spec(store(), job_id)
@@ -142,7 +142,7 @@ def resubmit(queue: "AwsBatchQueue", store: Callable[[], ObjectStore], job_id: s
         key = record_key(job_id, task, step)
         record = {"id": "", "step": step, "before": before}
         if store().put_new(key, json.dumps(record).encode()):  # this client won the claim
-            batch_id = queue.submit_one(at_step(spec, step, task, before),
+            batch_id = submit_one(at_step(spec, step, task, before),
                                         f"{job_id[:100]}-t{task}-m{step}")
             store().put_json(key, {**record, "id": batch_id})
             log.info("job %s: task %d ran out of memory at %s; again with %s", job_id, task,

@@ -272,7 +272,8 @@ def test_a_poll_where_nothing_moved_lists_no_children(queue, clients):
     assert replay.count("ListJobs") == 1 and replay.count("DescribeJobs") == 2
 
 
-def test_a_lost_tasks_tail_is_one_limited_request_for_its_last_attempt(queue, clients):
+def test_a_lost_tasks_tail_is_one_limited_request_for_its_last_attempt(queue, clients,
+                                                                      monkeypatch):
     # what the client shows in a lost task's error: its last attempt's last events only
     # (GetLogEvents "limit", CloudWatch Logs API Reference), not every attempt's newest MB
     handle = encode_handle([("p7", 0, 2)])
@@ -292,8 +293,14 @@ def test_a_lost_tasks_tail_is_one_limited_request_for_its_last_attempt(queue, cl
             {"logGroupName": "/aws/batch/job", "logStreamName": "spmd/default/c",
              "startFromHead": False, "limit": 100})
         data, _ = queue.log_part(handle, 1, -64 * 1024)
+        # past TAILS_READ tails of a job (2,500 lost tasks would be 2,500 requests), an
+        # error says how to read its log instead, and job.logs() still reads it when asked
+        import spmd_aws.queue
+        monkeypatch.setattr(spmd_aws.queue, "TAILS_READ", 1)
+        pointer, _ = queue.log_part(handle, 1, -64 * 1024)
     assert data == b"ValueError: bad\n"
     assert replay.count("GetLogEvents") == 1 and replay.count("DescribeJobs") == 2
+    assert b"was not read here" in pointer and b"job.logs(item)" in pointer
 
 
 def test_100000_items_poll_within_the_budget(queue, clients):
@@ -402,3 +409,64 @@ def test_spmd_status_reads_and_only_the_watcher_submits_a_task_again(queue, clie
         queue.advance(handle, states)
     assert [op for _, op, _ in replay.requests].count("SubmitJob") == 1
     assert memory.grown_jobs(store, "j-9", 1) == ["g1"]
+
+
+def test_a_poll_costs_what_moved_not_the_array(queue, clients):
+    """One array of 10,000 (AWS's page sizes): once its first 5,000 children are known, a
+    poll where 100 running children ended, 100 others started and 50 ended unseen lists
+    only the running page and describes what moved, instead of listing SUCCEEDED from page
+    1 (6 pages); children ending out of index order fall back to the listing."""
+    handle = encode_handle([("pt", 0, 10_000)])
+
+    def parent(counts: dict) -> None:
+        replay.add("batch", "describe_jobs", {"jobs": [detail("pt", "PENDING", arrayProperties={
+            "statusSummary": {"RUNNABLE": 10_000 - sum(counts.values()), **counts},
+            "size": 10_000})]}, {"jobs": ["pt"]})
+
+    def listed(status: str, indices) -> None:
+        indices = list(indices)
+        for start in range(0, max(len(indices), 1), 1000):
+            page = {"jobSummaryList": [summary(f"pt:{i}", status)
+                                       for i in indices[start:start + 1000]]}
+            if start + 1000 < len(indices):
+                page["nextToken"] = str(start + 1000)
+            replay.add("batch", "list_jobs", page)
+
+    def described(status: str, indices) -> None:
+        replay.add("batch", "describe_jobs", {"jobs": [detail(f"pt:{i}", status)
+                                                       for i in indices]})
+
+    def poll() -> dict:
+        # and why children still wait (one ListJobs(RUNNABLE, maxResults=1)): not counted
+        replay.add("batch", "list_jobs", {"jobSummaryList": [summary("pt:9999", "RUNNABLE")]},
+                   {"arrayJobId": "pt", "jobStatus": "RUNNABLE", "maxResults": 1})
+        before = {op: replay.count(op) for op in ("DescribeJobs", "ListJobs")}
+        states = queue.states(handle)
+        poll.states = states
+        return {op: replay.count(op) - n - (op == "ListJobs") for op, n in before.items()}
+
+    with Replay(clients) as replay:
+        parent({"SUCCEEDED": 5000, "RUNNING": 100})
+        listed("RUNNING", range(5000, 5100))
+        listed("SUCCEEDED", range(5000))
+        assert poll() == {"DescribeJobs": 1, "ListJobs": 6}
+        parent({"SUCCEEDED": 5150, "RUNNING": 100})
+        listed("RUNNING", range(5100, 5200))
+        described("SUCCEEDED", range(5000, 5100))  # those no longer running: ended
+        described("SUCCEEDED", range(5200, 5250))  # the lowest unknown: ended unseen
+        assert poll() == {"DescribeJobs": 3, "ListJobs": 1}
+        probed = [p["jobs"] for _, op, p in replay.requests if op == "DescribeJobs"][-1]
+        assert probed == [f"pt:{i}" for i in range(5200, 5250)]
+        assert sum(s.state == "SUCCEEDED" for s in poll.states.values()) == 5150
+        # 10 end out of index order: the probe of the lowest unknown misses, SUCCEEDED is listed
+        parent({"SUCCEEDED": 5160, "RUNNING": 100})
+        listed("RUNNING", range(5100, 5200))
+        described("RUNNABLE", range(5250, 5260))
+        listed("SUCCEEDED", [*range(5100), *range(5200, 5250), *range(9000, 9010)])
+        assert poll() == {"DescribeJobs": 2, "ListJobs": 7}
+        assert {t for t, s in poll.states.items() if s.state == "SUCCEEDED"} >= set(range(9000, 9010))
+        # from then on this array is listed, not probed
+        parent({"SUCCEEDED": 5170, "RUNNING": 100})
+        listed("RUNNING", range(5100, 5200))
+        listed("SUCCEEDED", [*range(5100), *range(5200, 5250), *range(9000, 9020)])
+        assert poll() == {"DescribeJobs": 1, "ListJobs": 7}
