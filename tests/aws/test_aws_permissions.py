@@ -78,6 +78,8 @@ def test_docs_list_every_action_up_map_and_down_perform(aws_config, e2e_config, 
     from spmd_aws.compute import instance_sizes  # ... and when instance_types names EC2 types
     assert instance_sizes(opts.clients()("ec2"), ["c5.large"])[0].vcpus == 2
     phases["map"] = recorded()
+    from spmd_aws.permissions import MAP_ACTIONS  # what spmd doctor simulates
+    assert sorted(MAP_ACTIONS) == phases["map"]
 
     provision.down(settings)
     phases["down"] = recorded()
