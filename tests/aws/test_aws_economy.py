@@ -100,6 +100,9 @@ CLIENT = textwrap.dedent("""
     again.states(job.handle)
     phases["reattach"] = dict(counts)
     counts.clear()
+    queue.cancel_pending(job.handle)  # what a spent failure budget asks
+    phases["budget spent"] = dict(counts)
+    counts.clear()
     queue.cancel(job.handle)
     phases["cancel"] = dict(counts)
     print(json.dumps({"calls": calls, "handle": job.handle, "tasks": job.manifest.n_tasks,
@@ -157,6 +160,8 @@ def test_25000_items_take_few_requests_and_little_memory(e2e_config, base_image,
     assert phases["errors of the lost tasks"] == {"logs.GetLogEvents": TAILS_READ}
     assert phases["logs of the lost tasks"] == {"logs.GetLogEvents": 2500}  # one tail each
     assert phases["cancel"] == {"batch.TerminateJob": len(sizes)}
+    # CancelJob on each parent (this queue has no store: a map's also puts one marker)
+    assert phases["budget spent"] == {"batch.CancelJob": len(sizes)}
 
     # Three arrays of at most 10,000 children cover the 25,000 tasks, each offset once.
     jobs = json.loads(result["handle"])["jobs"]
