@@ -133,6 +133,12 @@ class BatchQueue(ABC):
         queue can tell pending tasks apart."""
         self.cancel(handle)
 
+    def advance(self, handle: str, states: Mapping[int, TaskStatus]) -> None:
+        """Act for the job on the states just read, as only the client watching it does
+        (``spmd.Job``'s poll): e.g. AWS submits a task killed for memory again, larger.
+        ``states()`` itself stays read-only, so ``spmd status`` and reports never submit.
+        By default nothing."""
+
     @abstractmethod
     def logs(self, handle: str, task: int) -> str:
         """The log text of a task that has ended (all attempts); '' if there is none."""

@@ -64,13 +64,14 @@ class Clients:
                               "profile, or set AWS_DEFAULT_REGION", key="region")
         return region
 
-    def __call__(self, service: str):
-        """The client for service ('s3', 'batch', ...)."""
+    def __call__(self, service: str, attempts: int = 8):
+        """The client for service ('s3', 'batch', ...), retrying a throttled or failed request
+        up to ``attempts`` times in all (1: a probe that must answer at once, spmd doctor)."""
         with self._lock:
-            client = self._clients.get(service)
+            client = self._clients.get((service, attempts))
             if client is None:
                 from botocore.config import Config
-                options = {"retries": {"mode": "standard", "max_attempts": 8},
+                options = {"retries": {"mode": "standard", "max_attempts": attempts},
                            "user_agent_extra": "spmd", "max_pool_connections": 20}
                 if service == "s3" and self.endpoint_url:
                     options["s3"] = {"addressing_style": "path"}
@@ -79,7 +80,7 @@ class Clients:
                     client = session(self.profile).client(
                         service, region_name=self.region, endpoint_url=self.endpoint_url,
                         config=Config(**options))
-                self._clients[service] = client
+                self._clients[(service, attempts)] = client
             return client
 
 

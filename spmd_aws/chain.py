@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-from spmd.batch_queue import ArraySpec, TaskStatus
+from spmd.batch_queue import ArraySpec, BatchQueue, TaskStatus
 from spmd.errors import ConfigError, UpstreamFailed
+from spmd.stores.object_store import ObjectStore
 
+from .handle import decode_handle
 from .reasons import DEPENDENCY_FAILED
-
-if TYPE_CHECKING:
-    from .queue import AwsBatchQueue
 
 #: AWS Batch's most dependencies of one job ("Job dependencies": up to 20)
 MAX_DEPENDENCIES = 20
@@ -79,13 +78,11 @@ def upstream_tasks(record: dict, upstream: Sequence[tuple[str, int, int]]) -> li
     return out
 
 
-def write_failed(queue: "AwsBatchQueue", after: dict, job_id: str, task: int,
+def write_failed(queue: BatchQueue, store: ObjectStore, after: dict, job_id: str, task: int,
                  record: dict) -> bool:
     """Write task's output: each item UpstreamFailed (see the module's docstring). False when
     the failed dependency is not the upstream job's (a wave of max_parallel's own)."""
     from spmd import codec, layout, protocol
-    from .queue import decode_handle
-    store = queue._store()
     upstream = decode_handle(after["handle"])
     candidates = upstream_tasks(record, upstream)
     if not candidates:

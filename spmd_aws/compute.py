@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from spmd.batch_queue import Resources
 from spmd.errors import ConfigError, ResourceError
@@ -38,8 +38,12 @@ from .aws import Clients, ProvisionError, error_code
 from .config import AwsSettings
 from .stack import Stack
 
-if TYPE_CHECKING:
-    from .provision import Report
+
+
+class Report(Protocol):
+    """What up/down record their actions in (provision.Report)."""
+
+    def add(self, action: str, kind: str, name: str) -> None: ...
 
 log = logging.getLogger("spmd")
 
@@ -389,7 +393,7 @@ def _create(batch, stack: Stack, resources: dict, service_role: str) -> None:
 
 
 def ensure_compute_environment(batch, stack: Stack, wanted: dict, service_role: str,
-                               report: "Report", on_running: str = REFUSE) -> dict:
+                               report: Report, on_running: str = REFUSE) -> dict:
     """The stack's compute environment, VALID and as the config says; its record.
 
     An infrastructure update (on EC2, anything but maxvCpus) while jobs run: ProvisionError
@@ -439,7 +443,7 @@ def ensure_compute_environment(batch, stack: Stack, wanted: dict, service_role: 
 
 
 def repair(batch, stack: Stack, wanted: dict, service_role: str, env: dict,
-           report: "Report") -> dict:
+           report: Report) -> dict:
     """Update an INVALID compute environment of the stack until it is VALID (bounded backoff).
 
     Its usual cause is IAM propagation: an instance profile made a moment ago reads as
@@ -473,7 +477,7 @@ def repair(batch, stack: Stack, wanted: dict, service_role: str, env: dict,
 
 # -- the job queue ------------------------------------------------------------------------
 
-def ensure_job_queue(batch, stack: Stack, compute_environment: str, report: "Report") -> dict:
+def ensure_job_queue(batch, stack: Stack, compute_environment: str, report: Report) -> dict:
     """The stack's job queue, VALID, ENABLED, on the compute environment, with the
     jobStateTimeLimitActions; its record."""
     name = stack.job_queue

@@ -2,20 +2,24 @@
 
 Batch retries a job with the resources it was submitted with, so a child killed for its
 memory (reason ``OutOfMemoryError``) exits there (the job definition's retry strategy has
-an EXIT rule for it while a larger size remains), and the client that next reads the
-job's states submits that task alone, as a plain job of the next size's job definition:
+an EXIT rule for it while a larger size remains), and the client that *watches* the job
+submits that task alone, as a plain job of the next size's job definition:
 
-    states(handle) ──> children as usual ──> jobs/<id>/queue/memory/<task>-<step>.json, one
-        small object per resubmission ({"id": Batch job id, "step": size index, "before":
-        attempts}), listed once per poll and each read once
+    states(handle), read-only (any reader: the watcher, ``spmd status``, reports)
+        ──> children as usual ──> jobs/<id>/queue/memory/<task>-<step>.json, one small
+            object per resubmission ({"id": Batch job id, "step": size index, "before":
+            attempts}), listed once per poll and each read once
         ──> each grown task's status is its latest job's, its attempts counted on
-        ──> a task FAILED with "oom" and a larger size left ──> its record claimed with a
-            conditional put (only one client wins: no task is submitted twice) ──>
-            SubmitJob at that size (SPMD_TASK_OFFSET = the task, SPMD_ATTEMPT_OFFSET =
-            attempts so far) ──> the record completed with the job's id
+        ──> a task FAILED with "oom" and a larger size left is PENDING ("...; again with
+            <size>"), unless the job's failure budget stopped what had not started
+    advance(handle, states), only from the client watching the job (spmd.Job's poll)
+        ──> each such task's record claimed with a conditional put (only one client wins:
+            no task is submitted twice) ──> SubmitJob at that size (SPMD_TASK_OFFSET = the
+            task, SPMD_ATTEMPT_OFFSET = attempts so far) ──> the record completed with the
+            job's id
 
-The escalation happens while a client watches (``Job``, ``spmd status``); a job nobody
-watches waits with the task failed until one does.
+A job nobody watches waits with the task pending until a client watches it again
+(``spmd results``, ``spmd.attach``); ``spmd status`` never submits.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import dataclasses
 import json
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from spmd import layout
 from spmd.batch_queue import FAILED, PENDING, ArraySpec, Resources, TaskStatus
@@ -32,9 +36,6 @@ from spmd.stores.object_store import ObjectStore
 from spmd.units import format_bytes
 
 from .reasons import task_status
-
-if TYPE_CHECKING:
-    from .queue import AwsBatchQueue
 
 log = logging.getLogger("spmd")
 
@@ -96,34 +97,53 @@ def grown_jobs(store: ObjectStore, job_id: str, task: int) -> list[str]:
     return [r["id"] for r in records(store, job_id).get(task, ())]
 
 
-def grow(queue: "AwsBatchQueue", store: Callable[[], ObjectStore], job_id: str,
-         out: dict[int, TaskStatus]) -> None:
-    """Update ``out`` with the grown tasks' statuses; resubmit tasks killed for memory."""
-    grown = records(store(), job_id, queue._memory_records)
+def grow(describe: Callable[[list[str]], dict[str, dict]], seen: dict,
+         store: Callable[[], ObjectStore], job_id: str, out: dict[int, TaskStatus],
+         stopped: Callable[[], bool]) -> dict[int, tuple[int, int]]:
+    """Update ``out`` with the grown tasks' statuses, read-only; a task killed for memory
+    with a larger size left reads PENDING. Returns those tasks: task -> (next step, attempts
+    so far), for ``resubmit``. ``describe``: Batch job records by id (the queue's cache);
+    ``seen``: the records read so far; ``stopped()``: the failure budget stopped the job's
+    pending work (such a task then stays FAILED)."""
+    grown = records(store(), job_id, seen)
     latest = {task: recs[-1] for task, recs in grown.items()}
-    jobs = queue.describe_cached([r["id"] for r in latest.values()])
+    jobs = describe([r["id"] for r in latest.values()])
     for task, rec in latest.items():
         job = jobs.get(rec["id"])
         status = task_status(job) if job else TaskStatus(PENDING)
         out[task] = replace(status, attempts=status.attempts + rec["before"])
-    spec = None
+    due: dict[int, tuple[int, int]] = {}
+    sizes: tuple[int, ...] = ()
     for task, status in sorted(out.items()):
         step = latest[task]["step"] if task in latest else 0
         if status.state != FAILED or status.lost != "oom":
             continue
-        if spec is None:
-            spec = load_spec(store(), job_id)
-        sizes = spec.resources.memory_sizes
-        if step + 1 >= len(sizes):
+        if not sizes:
+            sizes = load_spec(store(), job_id).resources.memory_sizes
+        if step + 1 >= len(sizes) or stopped():
             continue
-        key = record_key(job_id, task, step + 1)
-        record = {"id": "", "step": step + 1, "before": status.attempts}
-        if store().put_new(key, json.dumps(record).encode()):  # this client won the claim
-            batch_id = queue.submit_one(at_step(spec, step + 1, task, status.attempts),
-                                        f"{job_id[:100]}-t{task}-m{step + 1}")
-            store().put_json(key, {**record, "id": batch_id})
-            log.info("job %s: task %d ran out of memory at %s; again with %s", job_id, task,
-                     format_bytes(sizes[step]), format_bytes(sizes[step + 1]))
+        due[task] = (step + 1, status.attempts)
         out[task] = TaskStatus(PENDING, status.attempts, status.exit_code,
                                f"{status.reason}; again with {format_bytes(sizes[step + 1])}",
                                "oom", status.started, status.ended)
+    return due
+
+
+def resubmit(submit_one: Callable[[ArraySpec, str], str], store: Callable[[], ObjectStore],
+             job_id: str, due: dict[int, tuple[int, int]]) -> None:
+    """Submit each task of ``due`` (from ``grow``) again at its next memory size, as a plain
+    job (``submit_one(spec, name)`` returns its id), claiming its record first so that no
+    two clients submit it."""
+    if not due:
+        return
+    spec = load_spec(store(), job_id)
+    sizes = spec.resources.memory_sizes
+    for task, (step, before) in sorted(due.items()):
+        key = record_key(job_id, task, step)
+        record = {"id": "", "step": step, "before": before}
+        if store().put_new(key, json.dumps(record).encode()):  # this client won the claim
+            batch_id = submit_one(at_step(spec, step, task, before),
+                                        f"{job_id[:100]}-t{task}-m{step}")
+            store().put_json(key, {**record, "id": batch_id})
+            log.info("job %s: task %d ran out of memory at %s; again with %s", job_id, task,
+                     format_bytes(sizes[step - 1]), format_bytes(sizes[step]))

@@ -54,6 +54,17 @@ _ALSO = {
 #: fsspec/s3fs (not spmd_aws's clients) with the user's credentials: a HEAD or a listing of
 #: each s3 input (``spmd.remote.resolve``), and a probe object put and removed under each
 #: ``outputs_to`` folder (``spmd.remote.check_writable``; a refused delete is ignored)
+#: what a map needs (submit, watch, results, logs, cancel, a spent failure budget): the
+#: `map` row of docs/aws.md's table, which test_aws_permissions.py records; `spmd doctor`
+#: asks IAM's policy simulator about each
+MAP_ACTIONS = (
+    "batch:CancelJob", "batch:DescribeComputeEnvironments", "batch:DescribeJobDefinitions",
+    "batch:DescribeJobQueues", "batch:DescribeJobs", "batch:ListJobs",
+    "batch:RegisterJobDefinition", "batch:SubmitJob", "batch:TagResource", "batch:TerminateJob",
+    "ec2:DescribeInstanceTypes", "ecr:DescribeImages", "ecr:DescribeRepositories",
+    "ecr:GetAuthorizationToken", "iam:GetRole", "iam:GetRolePolicy", "iam:PassRole",
+    "logs:DescribeLogGroups", "logs:GetLogEvents", "s3:GetObject", "s3:ListBucket",
+    "s3:PutObject")
 DATA_CHECKS = ("s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject")
 #: what ``docker push`` to ECR needs: the registry protocol, not API calls botocore sees
 ECR_PUSH = ("ecr:BatchCheckLayerAvailability", "ecr:CompleteLayerUpload",

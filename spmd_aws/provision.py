@@ -360,6 +360,9 @@ def down(settings: Settings | AwsSettings, *, keep_bucket: bool = False) -> Repo
                    stack.launch_template)
     with provisioning(f"removing log group {stack.log_group}"):
         report.add(_delete_log_group(clients("logs"), stack), "log group", stack.log_group)
+    with provisioning(f"removing the secrets of stack {stack.name} from Secrets Manager"):
+        for name in _delete_secrets(clients("secretsmanager"), stack):
+            report.add("deleted", "secret", name)
     with provisioning(f"removing IAM resources of stack {stack.name}"):
         for kind, name in permissions.delete_iam(clients("iam"), stack):
             report.add("deleted", kind, name)
@@ -369,6 +372,24 @@ def down(settings: Settings | AwsSettings, *, keep_bucket: bool = False) -> Repo
     with provisioning(f"removing bucket {opts.bucket}"):
         report.add(_delete_bucket(clients, opts.bucket, stack, keep_bucket), "bucket", opts.bucket)
     return report
+
+
+def _delete_secrets(manager, stack: Stack) -> list[str]:
+    """Delete the job secrets spmd made (named ``<stack>/...`` and tagged with the stack) that
+    are left: a job nobody watched to its end keeps them (spmd_aws.secrets). No recovery
+    window: they are the values of a job that can no longer run."""
+    deleted = []
+    pages = manager.get_paginator("list_secrets").paginate(
+        Filters=[{"Key": "name", "Values": [f"{stack.name}/"]}])
+    for secret in (s for page in pages for s in page.get("SecretList", ())):
+        if secret["Name"].startswith(f"{stack.name}/") and stack.owns(secret.get("Tags") or []):
+            try:
+                manager.delete_secret(SecretId=secret["ARN"], ForceDeleteWithoutRecovery=True)
+            except Exception as exc:
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise
+            deleted.append(secret["Name"])
+    return deleted
 
 
 def _delete_bucket(clients: Clients, bucket: str, stack: Stack, keep: bool) -> str:

@@ -29,7 +29,9 @@
                  ──> with memory=[sizes]: tasks killed for memory again at the next size
                      (spmd_aws.memory: one record object per resubmission, claimed first)
     cancel       ──> TerminateJob on each parent (or plain job); Batch cancels the children
-    log_part     ──> a lost task's tail: its last attempt's stream, GetLogEvents(limit=100)
+    log_part     ──> a lost task's tail: its last attempt's stream, GetLogEvents(limit=100),
+                     for the first TAILS_READ lost tasks of a job in a process; the others'
+                     errors say how to read their log (logs() reads it when asked)
     logs         ──> the record states() described (DescribeJobs only if it did not)
                      ──> the tail of every attempt's CloudWatch Logs stream in the stack's log
                      group (``/aws/batch/job`` for jobs of spmd before it had one), one
@@ -56,18 +58,21 @@ from spmd.stores.object_store import ObjectStore
 
 from . import chain, signing
 from .aws import AwsError, Clients, boundary, error_code
-from .config import MAX_ATTEMPTS, AwsSettings
 from .compute import check_fits, instance_sizes
+from .config import MAX_ATTEMPTS, AwsSettings
+from .handle import (MAX_ARRAY, child_id, decode_handle, encode_handle, grows, max_attempts,
+                     parts, split, waits_for)
 from .provision import Deployment, deployment, ensure_log_group
-from .reasons import (CANCEL_REASON, NEVER_PLACED, NOT_RUN, UNPLACEABLE, UNPLACED_REASON,
+from .reasons import (BUDGET_REASON, CANCEL_REASON, NEVER_PLACED, NOT_RUN, UNPLACEABLE,
+                      UNPLACED_REASON,
                       exit_code, retry_strategy, task_status)
 from .stack import CONTENT_TAG
 
-__all__ = ["AwsBatchQueue", "CANCEL_REASON", "task_status"]  # the reasons are spmd_aws.reasons'
+__all__ = ["AwsBatchQueue", "CANCEL_REASON", "decode_handle", "encode_handle", "split",
+           "task_status"]  # the reasons are spmd_aws.reasons'
 
 log = logging.getLogger("spmd")
 
-MAX_ARRAY = 10_000
 MIN_TIMEOUT = 60  # AWS Batch's smallest attemptDurationSeconds
 LOG_GROUP = "/aws/batch/job"  # AWS Batch's default, where jobs of earlier spmd versions log
 MAX_SUBMIT_BYTES = 30 * 1024  # AWS Batch's limit on a SubmitJob request ("Service quotas")
@@ -94,65 +99,11 @@ FARGATE_SIZES = {  # vCPU -> allowed memory in MiB
 }
 
 
-# -- handles ----------------------------------------------------------------------
-
-def split(n_tasks: int) -> list[tuple[int, int]]:
-    """(first task, size) of each submission: as few as hold n_tasks, sizes balanced."""
-    parts = max(1, math.ceil(n_tasks / MAX_ARRAY))
-    base, extra = divmod(n_tasks, parts)
-    out, offset = [], 0
-    for i in range(parts):
-        size = base + (i < extra)
-        out.append((offset, size))
-        offset += size
-    return out
-
-
-def parts(n_tasks: int, cap: int | None = None) -> list[tuple[int, int]]:
-    """(first task, size) of each submission: split(n_tasks), or with a cap (max_parallel)
-    waves of at most cap tasks, each following the one before (spmd_aws.chain's waves)."""
-    if not cap:
-        return split(n_tasks)
-    size = min(cap, MAX_ARRAY)
-    return [(offset, min(size, n_tasks - offset)) for offset in range(0, n_tasks, size)]
-
-
-def encode_handle(jobs: list[tuple[str, int, int]], attempts: int = 1, grows: str = "",
-                  job: str = "", after: dict | None = None, secrets: dict | None = None) -> str:
-    """The handle of submitted jobs ``(job id, first task, size)`` allowing ``attempts`` each;
-    ``grows``: the spmd job id whose tasks get more memory after an out-of-memory kill;
-    ``job``: the spmd job id (where its outputs are, should Batch forget its jobs)."""
-    data = {"v": 1, "jobs": [list(job) for job in jobs], "attempts": attempts}
-    if grows:
-        data["grows"] = grows
-    if job:
-        data["job"] = job
-    if after:
-        data["after"] = after  # the upstream job of a chained map (spmd_aws.chain)
-    if secrets:  # the ARNs (never values) of the job's secrets, deleted when it has ended
-        data["secrets"] = secrets
-    return json.dumps(data, separators=(",", ":"))
-
-
-def grows(handle: str) -> str:
-    """The spmd job id when its tasks grow their memory (spmd_aws.memory), else ''."""
-    return json.loads(handle).get("grows", "")
-
-
-def decode_handle(handle: str) -> list[tuple[str, int, int]]:
-    data = json.loads(handle)
-    if data.get("v") != 1:
-        raise AwsError(f"this spmd cannot read queue handle version {data.get('v')!r}")
-    return [(str(job_id), int(offset), int(size)) for job_id, offset, size in data["jobs"]]
-
-
-def max_attempts(handle: str) -> int | None:
-    """How many attempts each task may have (None: not recorded)."""
-    return json.loads(handle).get("attempts")
-
-
 #: events of a lost task's log its error shows (its last attempt's stream, one request)
 TAIL_EVENTS = 100
+#: lost tasks per job whose error shows its log's tail (one GetLogEvents each, per process);
+#: the others' errors say how to read their log (job.logs reads it when asked)
+TAILS_READ = 25
 #: seconds Batch may describe nothing of a job before spmd takes it as forgotten
 FORGOTTEN_AFTER = 120.0
 
@@ -163,19 +114,6 @@ def forgotten_status(job_id: str) -> TaskStatus:
     return TaskStatus(FAILED, 0, None, f"the scheduler no longer knows this job: AWS Batch "
                       f"describes no job {job_id} (it keeps ended jobs for a limited time)",
                       "infrastructure")
-
-
-def waits_for(before: str, before_size: int, size: int) -> dict:
-    """The dependsOn entry of a wave on the wave before it: child i after child i (N_TO_N)
-    when both are arrays of one size, else after the whole wave."""
-    if before_size == size > 1:
-        return {"jobId": before, "type": "N_TO_N"}
-    return {"jobId": before}
-
-
-def child_id(job_id: str, offset: int, size: int, task: int) -> str:
-    """The Batch job id that runs task (a child ``<parent>:<index>``, or the plain job itself)."""
-    return f"{job_id}:{task - offset}" if size > 1 else job_id
 
 
 # -- job definitions ----------------------------------------------------------------
@@ -266,6 +204,19 @@ def latest(summaries) -> dict[str, dict]:
     return children
 
 
+def summary_of(job: dict) -> dict:
+    """The ListJobs summary fields of a DescribeJobs record (what a known child keeps)."""
+    out = {k: job[k] for k in ("jobId", "jobName", "status", "statusReason", "startedAt",
+                               "stoppedAt", "createdAt") if k in job}
+    index = (job.get("arrayProperties") or {}).get("index")
+    if index is not None:
+        out["arrayProperties"] = {"index": index}
+    code = (job.get("container") or {}).get("exitCode")
+    if code is not None:
+        out["container"] = {"exitCode": code}
+    return out
+
+
 def merge(summary: dict, detail: dict | None) -> dict:
     """A child's ListJobs summary under its DescribeJobs record, keeping a known exit code."""
     job = {**summary, **(detail or {})}
@@ -307,6 +258,12 @@ class AwsBatchQueue(BatchQueue):
         self._secrets_removed: set[str] = set()
         #: (job, task)s given UpstreamFailed outputs (spmd_aws.chain)
         self._written: set[tuple[str, int]] = set()
+        self._due: dict[str, dict] = {}  # handle -> tasks to run again with more memory
+        #: arrays whose failure budget is spent: CancelJob again while children wait
+        self._stopping: set[str] = set()
+        self._stopped_jobs: set[str] = set()  # spmd jobs whose pending work was cancelled
+        self._unordered: set[str] = set()  # arrays whose children ended out of index order
+        self._tails: dict[str, int] = {}  # spmd job -> lost tasks' tails read (TAILS_READ)
 
     def gpus(self, spec: ArraySpec) -> int | None:
         """GPUs per task: the Knot's (Knot(gpus=N)), else the profile's ``gpus`` default."""
@@ -452,7 +409,8 @@ class AwsBatchQueue(BatchQueue):
         """Secrets Manager secrets the job definition names (spmd_aws.secrets); no variable
         is added to SubmitJob's environment."""
         from . import secrets as aws_secrets
-        self._secrets[job_id] = aws_secrets.deliver(self, job_id, tuple(secrets))
+        self._secrets[job_id] = aws_secrets.deliver(self.clients, self.opts.stack, job_id,
+                                                    tuple(secrets))
         return {}
 
     def _remove_secrets(self, handle: str, out: Mapping[int, TaskStatus]) -> None:
@@ -465,7 +423,7 @@ class AwsBatchQueue(BatchQueue):
                        for status in out.values()):
             return
         from . import secrets as aws_secrets
-        aws_secrets.remove(self, delivered)
+        aws_secrets.remove(self.clients, self.opts.stack, delivered)
         self._secrets_removed.add(job)
 
     def submit(self, spec: ArraySpec) -> str:
@@ -474,7 +432,8 @@ class AwsBatchQueue(BatchQueue):
         except BaseException:
             if spec.job_id in self._secrets:  # no task will read them
                 from . import secrets as aws_secrets
-                aws_secrets.remove(self, self._secrets.pop(spec.job_id))
+                aws_secrets.remove(self.clients, self.opts.stack,
+                                   self._secrets.pop(spec.job_id))
             raise
 
     def _submit(self, spec: ArraySpec) -> str:
@@ -534,27 +493,87 @@ class AwsBatchQueue(BatchQueue):
                                                      PaginationConfig={"PageSize": 1000})
                       for summary in page.get("jobSummaryList", ()))
 
-    def _changed_children(self, parent: str, record: dict) -> dict[str, dict]:
-        """The array's children in _LISTED states, listing only the states whose count in the
-        parent's arrayProperties.statusSummary differs from the children already known
-        (an array where nothing moved costs no ListJobs)."""
+    def _changed_children(self, parent: str, record: dict, describe=("FAILED",)) -> dict[str, dict]:
+        """The array's children in _LISTED states, at a cost that grows with what moved since
+        the last poll, not with the array (the parent's arrayProperties.statusSummary counts
+        them per state; an array where nothing moved costs no request):
+
+        - the RUNNING children are listed (a page per 1,000 running, bounded by capacity);
+          those known RUNNING and no longer listed are described (100 per DescribeJobs),
+          which gives their end, or RUNNABLE again for a retry;
+        - children that ended without being seen running (a fast task, a slow poll) are
+          found by describing the lowest indices not yet known (Batch places an array's
+          children in index order), when that takes fewer requests than listing those
+          states from the first page (1,000 per page); a probe that misses lists anyway, and
+          the array is listed from then on.
+
+        Described children whose state is in ``describe`` keep their record in _ended (they
+        are not described again)."""
         counts = (record.get("arrayProperties") or {}).get("statusSummary")
         known = self._known.setdefault(parent, {})
-        for status in _LISTED:
-            have = [c for c, s in known.items() if s["status"] == status]
-            if counts is not None and counts.get(status, 0) == len(have):
-                continue
-            listed = self._children(parent, (status,))
-            if status == "RUNNING":  # those no longer running show up in a later state
-                for child in have:
-                    if child not in listed:
-                        del known[child]
-            for child, summary in listed.items():
-                before = known.get(child)
-                if before is None or _RANK.get(summary["status"], 0) >= \
-                        _RANK.get(before["status"], 0):
-                    known[child] = summary
+        if counts is None:  # no per-state counts: list every state
+            for status in _LISTED:
+                self._take(known, self._children(parent, (status,)))
+            return dict(known)
+        have = self._have(known)
+        if all(counts.get(status, 0) == have[status] for status in _LISTED):
+            return dict(known)
+        running = self._children(parent, ("RUNNING",)) if counts.get("RUNNING") else {}
+        left = [c for c, s in known.items() if s["status"] == "RUNNING" and c not in running]
+        self._take(known, running)
+        if left:
+            self._take_described(known, left, describe)
+        have = self._have(known)
+        missing = {status: counts.get(status, 0) - have[status] for status in ("SUCCEEDED", "FAILED")}
+        want = sum(n for n in missing.values() if n > 0)
+        if not want:
+            return dict(known)
+        pages = [-(-counts.get(status, 0) // 1000) for status, n in missing.items() if n > 0]
+        if parent not in self._unordered and max(pages) > 1 and -(-want // 100) < sum(pages):
+            size = int((record.get("arrayProperties") or {}).get("size") or 0)
+            unknown = (f"{parent}:{i}" for i in range(size) if f"{parent}:{i}" not in known)
+            probe = [c for _, c in zip(range(want), unknown)]
+            self._take_described(known, probe, describe)
+            have = self._have(known)
+            if all(counts.get(status, 0) <= have[status] for status in missing):
+                return dict(known)
+            self._unordered.add(parent)
+        for status in ("SUCCEEDED", "FAILED"):
+            if counts.get(status, 0) != self._have(known)[status]:
+                self._take(known, self._children(parent, (status,)))
         return dict(known)
+
+    @staticmethod
+    def _have(known: dict[str, dict]) -> dict[str, int]:
+        have = dict.fromkeys(_LISTED, 0)
+        for summary in known.values():
+            have[summary["status"]] = have.get(summary["status"], 0) + 1
+        return have
+
+    @staticmethod
+    def _take(known: dict[str, dict], listed: dict[str, dict]) -> None:
+        """Listed children into known, each keeping the later of its states (one listed in
+        another state than asked for, e.g. RUNNABLE again, is pending)."""
+        for child, summary in listed.items():
+            before = known.get(child)
+            if summary["status"] not in _LISTED:
+                if before is not None and before["status"] == "RUNNING":
+                    del known[child]
+                continue
+            if before is None or _RANK.get(summary["status"], 0) >= _RANK.get(before["status"], 0):
+                known[child] = summary
+
+    def _take_described(self, known: dict[str, dict], ids: list[str], describe) -> None:
+        """Children described (100 per request) into known, as compact summaries; one no
+        longer in a _LISTED state (RUNNABLE again for a retry) is pending again."""
+        for child, job in self._describe(ids).items():
+            status = job.get("status")
+            if status not in _LISTED:
+                known.pop(child, None)
+                continue
+            if status in describe and status in ("FAILED", "SUCCEEDED"):
+                self._ended[child] = job
+            known[child] = summary_of(job)
 
     def _describe(self, ids: list[str]) -> dict[str, dict]:
         out = {}
@@ -624,7 +643,9 @@ class AwsBatchQueue(BatchQueue):
                                                           range(offset, offset + size)))
                     continue
                 self._unknown.pop(job_id, None)
-                children = self._changed_children(job_id, parents[job_id])
+                if job_id in self._stopping:
+                    self._cancel_again(job_id, parents[job_id])
+                children = self._changed_children(job_id, parents[job_id], describe)
                 ended = [c for c, s in children.items() if s["status"] in describe
                          and c not in self._ended]
                 self._ended.update(self._describe(ended))
@@ -639,14 +660,17 @@ class AwsBatchQueue(BatchQueue):
                 if self._end_unplaceable(job_id, offset, size, children, out):
                     continue
                 counts = (parents[job_id].get("arrayProperties") or {}).get("statusSummary")
-                if len(children) < size and (counts is None or counts.get("RUNNABLE")):
+                if len(children) < size and job_id not in self._stopping \
+                        and (counts is None or counts.get("RUNNABLE")):
                     reason = self._why_waiting(job_id)
                     if reason:
                         for task in range(offset, offset + size):
                             out.setdefault(task, TaskStatus(reason=reason))
         if grows(handle):
             from . import memory
-            memory.grow(self, self._store, grows(handle), out)
+            self._due[handle] = memory.grow(self.describe_cached, self._memory_records,
+                                            self._store, grows(handle), out,
+                                            lambda: self._pending_stopped(handle))
         after = chain.after_of(handle)
         if after and self._store is not None:
             self._upstream_failed(handle, after, out)
@@ -666,7 +690,7 @@ class AwsBatchQueue(BatchQueue):
                 record = self._ended.get(child_id(job_id, offset, size, task))
                 if chain.dependency_failed(record):
                     self._written.add((spmd_job, task))
-                    chain.write_failed(self, after, spmd_job, task, record)
+                    chain.write_failed(self, self._store(), after, spmd_job, task, record)
 
     def _end_unplaceable(self, parent: str, offset: int, size: int, children: dict[str, dict],
                          out: dict[int, TaskStatus]) -> bool:
@@ -717,6 +741,68 @@ class AwsBatchQueue(BatchQueue):
                     for record in records:
                         self._terminate(record["id"])
 
+    def cancel_pending(self, handle: str) -> None:
+        """The failure budget is spent: CancelJob on each array parent (or plain job) and on
+        each task run again with more memory. Batch cancels what has not started
+        (SUBMITTED, PENDING, RUNNABLE; for an array parent, its children; a PENDING job once
+        its dependencies have ended, so a max_parallel wave or chained array never starts)
+        and leaves STARTING and RUNNING jobs alone ("CancelJob", AWS Batch API Reference).
+        Later polls of this process cancel an array again while it has RUNNABLE children (a
+        retry queued after the first cancel); no task is run again with more memory."""
+        spmd_job = json.loads(handle).get("job", "")
+        with boundary(AwsError, "cancelling the tasks that have not started on AWS Batch"):
+            if spmd_job and self._store is not None:  # other clients: no memory resubmission
+                self._store().put(self._stopped_key(spmd_job), BUDGET_REASON.encode())
+            self._stopped_jobs.add(spmd_job or handle)
+            for job_id, _, size in decode_handle(handle):
+                self._cancel(job_id)
+                if size > 1:
+                    self._stopping.add(job_id)
+            if grows(handle):
+                from . import memory
+                for records in memory.records(self._store(), grows(handle)).values():
+                    for record in records:
+                        self._cancel(record["id"])
+
+    @staticmethod
+    def _stopped_key(spmd_job: str) -> str:
+        from spmd import layout
+        return f"{layout.prefix(spmd_job)}queue/pending-cancelled"
+
+    def _pending_stopped(self, handle: str) -> bool:
+        """Whether the job's failure budget stopped its pending work (here or in another
+        client: one HEAD, asked only when a task would run again with more memory)."""
+        spmd_job = json.loads(handle).get("job", "")
+        if (spmd_job or handle) not in self._stopped_jobs and spmd_job \
+                and self._store is not None and self._store().exists(self._stopped_key(spmd_job)):
+            self._stopped_jobs.add(spmd_job)
+        return (spmd_job or handle) in self._stopped_jobs
+
+    def _cancel(self, job_id: str) -> None:
+        try:
+            self.batch.cancel_job(jobId=job_id, reason=BUDGET_REASON)
+        except Exception as exc:
+            log.warning("could not cancel Batch job %s: %s", job_id, error_code(exc) or exc)
+
+    def _cancel_again(self, parent: str, record: dict) -> None:
+        """CancelJob on an array parent again while its statusSummary counts children waiting
+        to be placed (RUNNABLE, SUBMITTED); one request per poll at most, and none once no
+        child waits or runs."""
+        counts = (record.get("arrayProperties") or {}).get("statusSummary") or {}
+        if counts.get("RUNNABLE") or counts.get("SUBMITTED"):
+            self._cancel(parent)
+        elif counts and not (counts.get("RUNNING") or counts.get("STARTING")):
+            self._stopping.discard(parent)
+
+    def advance(self, handle: str, states: Mapping[int, TaskStatus]) -> None:
+        """The watching client's part (spmd.Job's poll): tasks killed for memory run again
+        at the next size (spmd_aws.memory.resubmit); states() never submits."""
+        due = self._due.pop(handle, None)
+        if due and not self._pending_stopped(handle):
+            from . import memory
+            with boundary(AwsError, "submitting tasks again with more memory"):
+                memory.resubmit(self.submit_one, self._store, grows(handle), due)
+
     def logs(self, handle: str, task: int) -> str:
         """The tail of each attempt's log stream, from the job record states() already read
         (one DescribeJobs only for a task it did not need to describe)."""
@@ -757,6 +843,14 @@ class AwsBatchQueue(BatchQueue):
         its last attempt's stream, one GetLogEvents with a limit; else the whole log."""
         if start >= 0:
             return super().log_part(handle, task, start)
+        spmd_job = json.loads(handle).get("job", "") or handle
+        read = self._tails.get(spmd_job, 0)
+        if read >= TAILS_READ:
+            data = (f"spmd: this log was not read here ({TAILS_READ} tails of this job were, to "
+                    f"keep CloudWatch Logs requests few); its item's job.logs(item) or `spmd "
+                    f"logs {json.loads(handle).get('job') or '<job>'} <item>` reads it\n").encode()
+            return data, len(data)
+        self._tails[spmd_job] = read + 1
         for job_id, offset, size in decode_handle(handle):
             if offset <= task < offset + size:
                 break

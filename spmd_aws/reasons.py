@@ -5,6 +5,8 @@ them: a pull failure reads "CannotPullContainerError: ... request canceled ... (
 exceeded ...)", which is neither a cancel nor a timeout.
 
     statusReason == CANCEL_REASON                 cancelled (spmd's own TerminateJob reason)
+    statusReason == BUDGET_REASON                 cancelled: not started, the failure budget
+                                                  is spent (spmd's own CancelJob reason)
     exit 124 under spmd_aws.task --timeout,
       or statusReason == TIMEOUT_REASON           timeout
     container.reason  OutOfMemoryError...         oom
@@ -33,6 +35,8 @@ from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, Tas
 from .task import TIMEOUT_EXIT  # spmd_aws.task's exit code when its own short timeout fired
 
 CANCEL_REASON = "spmd: cancelled by the user"
+#: spmd's CancelJob reason once a job's failure budget is spent (max_failures)
+BUDGET_REASON = "spmd: not started, the job's failure budget is spent"
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"  # Batch's own timeout
 #: why AWS Batch failed a job without running it: a job in its dependsOn failed
 #: ("Job dependencies", AWS Batch user guide: the dependent job moves PENDING to FAILED)
@@ -162,6 +166,9 @@ def _classify(job: dict, waiting: str = "") -> TaskStatus:
     command = (job.get("container") or {}).get("command") or ()
     if own == CANCEL_REASON:
         return TaskStatus(CANCELLED, attempts, code, "cancelled", "cancelled")
+    if own == BUDGET_REASON:
+        return TaskStatus(CANCELLED, attempts, code, "not started: the job's failure budget "
+                          "is spent", "cancelled")
     if own == TIMEOUT_REASON or (code == TIMEOUT_EXIT and "--timeout" in command):
         limit = _timeout_of(job)
         return TaskStatus(FAILED, attempts, code,

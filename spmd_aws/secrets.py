@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING
 
 from spmd.errors import ConfigError
 from spmd.secrets import FILE_ENV, Secret
 
-from .aws import AwsError, boundary, error_code
-
-if TYPE_CHECKING:
-    from .queue import AwsBatchQueue
+from .aws import AwsError, Clients, boundary, error_code
+from .stack import Stack
 
 #: Secrets Manager's largest SecretString (65,536 bytes), less base64's growth for files
 MAX_BYTES = 65_536
@@ -51,13 +48,12 @@ def policy_name(job_id: str) -> str:
     return f"spmd-secrets-{job_id}"[:128]
 
 
-def deliver(queue: "AwsBatchQueue", job_id: str, secrets: tuple[Secret, ...]) -> dict:
+def deliver(clients: Clients, stack: Stack, job_id: str, secrets: tuple[Secret, ...]) -> dict:
     """Create the job's secrets and let the execution role read exactly them; returns
     {"refs": [{name, valueFrom}], "role": execution role ARN, "policy": its policy name}."""
     from . import permissions
-    stack = queue.opts.stack
     texts = [(variable(s), text(s)) for s in secrets]  # every size checked before a call
-    manager = queue.clients("secretsmanager")
+    manager = clients("secretsmanager")
     refs: list[dict] = []
     with boundary(AwsError, f"creating the secrets of job {job_id} in Secrets Manager"):
         for name, data in texts:
@@ -67,9 +63,9 @@ def deliver(queue: "AwsBatchQueue", job_id: str, secrets: tuple[Secret, ...]) ->
                 Tags=[*stack.tag_list, {"Key": "spmd:job", "Value": job_id}])["ARN"]
             refs.append({"name": name, "valueFrom": arn})
     with boundary(AwsError, f"letting role {stack.execution_role} read job {job_id}'s secrets"):
-        iam = queue.clients("iam")
+        iam = clients("iam")
         partition = refs[0]["valueFrom"].split(":")[1]
-        account = queue.clients("sts").get_caller_identity()["Account"]
+        account = clients("sts").get_caller_identity()["Account"]
         role, _ = permissions.ensure_role(
             iam, stack, stack.execution_role, "ecs-tasks.amazonaws.com",
             managed=(f"arn:{partition}:iam::aws:policy/{EXECUTION_POLICY}",), account=account)
@@ -81,9 +77,9 @@ def deliver(queue: "AwsBatchQueue", job_id: str, secrets: tuple[Secret, ...]) ->
     return {"refs": refs, "role": role, "policy": policy_name(job_id)}
 
 
-def remove(queue: "AwsBatchQueue", delivered: dict) -> None:
+def remove(clients: Clients, stack: Stack, delivered: dict) -> None:
     """Delete the job's secrets and the role's policy for them (what is gone already is fine)."""
-    manager, iam = queue.clients("secretsmanager"), queue.clients("iam")
+    manager, iam = clients("secretsmanager"), clients("iam")
     with boundary(AwsError, "deleting a job's secrets from Secrets Manager"):
         for ref in delivered.get("refs", ()):
             try:
@@ -92,7 +88,7 @@ def remove(queue: "AwsBatchQueue", delivered: dict) -> None:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
         try:
-            iam.delete_role_policy(RoleName=queue.opts.stack.execution_role,
+            iam.delete_role_policy(RoleName=stack.execution_role,
                                    PolicyName=delivered["policy"])
         except Exception as exc:
             if error_code(exc) != "NoSuchEntity":

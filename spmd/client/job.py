@@ -275,6 +275,7 @@ class Job:
         so an ended task's output is always listed) and apply what it decides."""
         store, tasks = self.backend.store, range(self.manifest.n_tasks)
         statuses = self.backend.queue.states(self.handle)
+        self.backend.queue.advance(self.handle, statuses)  # the watcher acts; readers do not
         self._states = dict(statuses)
         start = protocol.listing_start(self.id, tasks, self._resolved)
         listed = [layout.task_of_output_key(k)

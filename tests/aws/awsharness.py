@@ -7,6 +7,7 @@ respect and says which; spmd_aws itself never knows about any of them.
     any client's SubmitJob ──> moto (patched in this process): the job's command runs
         behind SHIM, and its env gets fake credentials and what SHIM needs
     any client's TerminateJob on an array parent ──> its children are terminated too
+    any client's CancelJob ──> the job and its children not started (held back) cancelled
     any client's UpdateComputeEnvironment ──> its computeResources are applied
     SHIM in the container ──> Scheduler (HTTP on the Docker bridge): capacity, attempts
     spmd_aws's ListJobs/DescribeJobs ──> botocore hooks fill in what AWS would say
@@ -292,6 +293,23 @@ class Harness:
             for child in (getattr(job, "_child_jobs", None) or ()):
                 terminate_job(backend, child.job_id, reason)
         monkeypatch.setattr(BatchBackend, "terminate_job", terminate)
+        scheduler = self.scheduler
+
+        def cancel(backend, job_id, reason):
+            """AWS's CancelJob cancels a job that has not started (SUBMITTED, PENDING,
+            RUNNABLE) and, given an array parent, its children that have not; STARTING and
+            RUNNING ones go on ("CancelJob", AWS Batch API Reference). moto cancels only the
+            job it is given, and runs every child at once: a child the harness holds back for
+            capacity (RUNNABLE on AWS) is cancelled too, atomically with its start."""
+            job = backend.get_job_by_id(job_id)
+            for target in ([job, *(job._child_jobs or ())] if job is not None else ()):
+                with scheduler.lock:
+                    held = target.job_id not in scheduler.granted \
+                        and target.job_id not in scheduler.attempts
+                    if target.status in ("SUBMITTED", "PENDING", "RUNNABLE") or \
+                            (target.status in ("STARTING", "RUNNING") and held):
+                        target.terminate(reason)
+        monkeypatch.setattr(BatchBackend, "cancel_job", cancel)
         update_environment = BatchBackend.update_compute_environment
 
         def update(backend, compute_environment_name, state, compute_resources, service_role):

@@ -16,3 +16,16 @@ def test_a_missing_stack_says_to_run_up_and_a_made_one_passes(aws_config):
     after = {c.name: c for c in doctor.run(settings)}
     assert after["stack"].ok, after["stack"].line()
     assert "VALID, ENABLED, as configured" in after["stack"].detail
+    # moto has no policy simulator nor EC2/Fargate quotas: said, not failed
+    assert after["permissions"].ok and after["permissions"].detail.startswith("not checked: ")
+    assert after["quota"].ok and after["quota"].detail.startswith("not checked: ")
+    assert after["instance types"].ok and "fits optimal" in after["instance types"].detail
+
+
+def test_a_too_small_instance_type_fails_and_says_what_to_set(aws_config):
+    settings = settings_of({**aws_config, "instance_types": ["t3.nano"]})  # 0.5 GiB
+    provision.up(settings)
+    found = {c.name: c for c in doctor.run(settings)}
+    assert not found["instance types"].ok
+    assert "t3.nano" in found["instance types"].detail
+    assert "instance_types" in found["instance types"].fix

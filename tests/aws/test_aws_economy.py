@@ -85,6 +85,10 @@ CLIENT = textwrap.dedent("""
         phases[phase] = dict(counts)
     lost = sorted(t for t, s in states.items() if s.state == "FAILED")
     counts.clear()
+    for task in lost:  # what the Job reads for each lost task's error (spmd.client.job._apply)
+        queue.log_part(job.handle, task, -64 * 1024)
+    phases["errors of the lost tasks"] = dict(counts)
+    counts.clear()
     for task in lost:
         queue.logs(job.handle, task)
     phases["logs of the lost tasks"] = dict(counts)
@@ -95,6 +99,9 @@ CLIENT = textwrap.dedent("""
     again = AwsBatchQueue(queue.opts, queue.clients)  # another process reattaching
     again.states(job.handle)
     phases["reattach"] = dict(counts)
+    counts.clear()
+    queue.cancel_pending(job.handle)  # what a spent failure budget asks
+    phases["budget spent"] = dict(counts)
     counts.clear()
     queue.cancel(job.handle)
     phases["cancel"] = dict(counts)
@@ -147,8 +154,14 @@ def test_25000_items_take_few_requests_and_little_memory(e2e_config, base_image,
     assert phases["next poll"] == {"batch.DescribeJobs": 1}  # nothing moved: no listing
     within(phases["reattach"], first)
     within(phases["report"], {**first, "s3.GetObject": 1, "s3.ListObjectsV2": 1})
+    # a lost task's error shows its log's tail for the first TAILS_READ of the job; the
+    # others say how to read it, and job.logs(i) reads each one asked for
+    from spmd_aws.queue import TAILS_READ
+    assert phases["errors of the lost tasks"] == {"logs.GetLogEvents": TAILS_READ}
     assert phases["logs of the lost tasks"] == {"logs.GetLogEvents": 2500}  # one tail each
     assert phases["cancel"] == {"batch.TerminateJob": len(sizes)}
+    # CancelJob on each parent (this queue has no store: a map's also puts one marker)
+    assert phases["budget spent"] == {"batch.CancelJob": len(sizes)}
 
     # Three arrays of at most 10,000 children cover the 25,000 tasks, each offset once.
     jobs = json.loads(result["handle"])["jobs"]

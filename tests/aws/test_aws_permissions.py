@@ -69,6 +69,7 @@ def test_docs_list_every_action_up_map_and_down_perform(aws_config, e2e_config, 
     assert job.results(timeout=300) == [-1, -2]
     assert job.logs(0) is not None
     job.cancel()
+    job.backend.queue.cancel_pending(job.handle)  # what a spent failure budget asks
     from spmd_aws.config import AwsSettings  # the calls a map makes when images go to ECR
     from spmd_aws.registry import EcrRegistry
     opts = AwsSettings.from_settings(settings)
@@ -77,6 +78,8 @@ def test_docs_list_every_action_up_map_and_down_perform(aws_config, e2e_config, 
     from spmd_aws.compute import instance_sizes  # ... and when instance_types names EC2 types
     assert instance_sizes(opts.clients()("ec2"), ["c5.large"])[0].vcpus == 2
     phases["map"] = recorded()
+    from spmd_aws.permissions import MAP_ACTIONS  # what spmd doctor simulates
+    assert sorted(MAP_ACTIONS) == phases["map"]
 
     provision.down(settings)
     phases["down"] = recorded()

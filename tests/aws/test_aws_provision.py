@@ -140,6 +140,12 @@ def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
     batch.create_job_queue(jobQueueName=f"{stack}-keep", priority=1, state="ENABLED",
                            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": f"{stack}-keep"}])
     s3.put_object(Bucket=bucket, Key="jobs/x/manifest.json", Body=b"{}")
+    # a job's secret left by a job nobody watched to its end (as spmd_aws.secrets makes
+    # it), and a secret of the same name pattern that is not the stack's
+    manager = boto("secretsmanager")
+    tags = [{"Key": TAG_KEY, "Value": stack}, {"Key": "spmd:job", "Value": "j-1"}]
+    manager.create_secret(Name=f"{stack}/j-1/TOKEN", SecretString="s", Tags=tags)
+    manager.create_secret(Name=f"{stack}/mine", SecretString="s")
 
     report = provision.down(settings)
     deleted = report.names("deleted")
@@ -149,6 +155,9 @@ def test_down_removes_the_stack_and_leaves_what_is_not_tagged(aws_config, boto):
                             f"bucket {bucket}", f"log group /spmd/{stack}/tasks",
                             f"launch template {stack}-instances"}
     # nothing tagged with the stack is left
+    assert [s["Name"] for s in manager.list_secrets()["SecretList"]
+            if s["Name"].startswith(f"{stack}/")] == [f"{stack}/mine"]
+    assert f"secret {stack}/j-1/TOKEN" in deleted
     assert [q for q in batch.describe_job_queues()["jobQueues"]
             if q.get("tags", {}).get(TAG_KEY) == stack and q["status"] != "DELETED"] == []
     assert [e for e in batch.describe_compute_environments()["computeEnvironments"]

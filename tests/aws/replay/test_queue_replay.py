@@ -272,7 +272,8 @@ def test_a_poll_where_nothing_moved_lists_no_children(queue, clients):
     assert replay.count("ListJobs") == 1 and replay.count("DescribeJobs") == 2
 
 
-def test_a_lost_tasks_tail_is_one_limited_request_for_its_last_attempt(queue, clients):
+def test_a_lost_tasks_tail_is_one_limited_request_for_its_last_attempt(queue, clients,
+                                                                      monkeypatch):
     # what the client shows in a lost task's error: its last attempt's last events only
     # (GetLogEvents "limit", CloudWatch Logs API Reference), not every attempt's newest MB
     handle = encode_handle([("p7", 0, 2)])
@@ -292,8 +293,14 @@ def test_a_lost_tasks_tail_is_one_limited_request_for_its_last_attempt(queue, cl
             {"logGroupName": "/aws/batch/job", "logStreamName": "spmd/default/c",
              "startFromHead": False, "limit": 100})
         data, _ = queue.log_part(handle, 1, -64 * 1024)
+        # past TAILS_READ tails of a job (2,500 lost tasks would be 2,500 requests), an
+        # error says how to read its log instead, and job.logs() still reads it when asked
+        import spmd_aws.queue
+        monkeypatch.setattr(spmd_aws.queue, "TAILS_READ", 1)
+        pointer, _ = queue.log_part(handle, 1, -64 * 1024)
     assert data == b"ValueError: bad\n"
     assert replay.count("GetLogEvents") == 1 and replay.count("DescribeJobs") == 2
+    assert b"was not read here" in pointer and b"job.logs(item)" in pointer
 
 
 def test_100000_items_poll_within_the_budget(queue, clients):
@@ -337,3 +344,129 @@ def test_100000_items_poll_within_the_budget(queue, clients):
     # a poll where nothing moved: one DescribeJobs, whatever N
     assert replay.count("DescribeJobs") == ending["DescribeJobs"] + 1
     assert replay.count("ListJobs") == ending["ListJobs"]
+
+
+def test_a_spent_budget_cancels_only_what_has_not_started(queue, clients):
+    """CancelJob (never TerminateJob) on each parent: Batch cancels SUBMITTED, PENDING and
+    RUNNABLE children and leaves STARTING and RUNNING ones ("CancelJob", AWS Batch API
+    Reference); a poll that still counts RUNNABLE children (a retry queued) cancels again."""
+    from spmd_aws.reasons import BUDGET_REASON, task_status
+    handle = encode_handle([("pa", 0, 2), ("pb", 2, 2)])
+    with Replay(clients) as replay:
+        for parent in ("pa", "pb"):  # CancelJob (AWS Batch API Reference): {}
+            replay.add("batch", "cancel_job", {}, {"jobId": parent, "reason": BUDGET_REASON})
+        queue.cancel_pending(handle)
+        running = {"jobSummaryList": [summary("pa:0", "RUNNING")]}
+        replay.add("batch", "describe_jobs", {"jobs": [
+            detail("pa", "PENDING", arrayProperties={"size": 2, "statusSummary": {
+                "RUNNING": 1, "RUNNABLE": 1}}),
+            detail("pb", "PENDING", arrayProperties={"size": 2, "statusSummary": {
+                "FAILED": 2}})]}, {"jobs": ["pa", "pb"]})
+        replay.add("batch", "cancel_job", {}, {"jobId": "pa", "reason": BUDGET_REASON})
+        replay.add("batch", "list_jobs", running,
+                   {"arrayJobId": "pa", "jobStatus": "RUNNING", "maxResults": 1000})
+        cancelled = [summary(f"pb:{i}", "FAILED") for i in range(2)]
+        replay.add("batch", "list_jobs", {"jobSummaryList": cancelled},
+                   {"arrayJobId": "pb", "jobStatus": "FAILED", "maxResults": 1000})
+        replay.add("batch", "describe_jobs", {"jobs": [
+            detail(f"pb:{i}", "FAILED", statusReason=BUDGET_REASON) for i in range(2)]},
+            {"jobs": ["pb:0", "pb:1"]})
+        states = queue.states(handle)
+    assert [op for _, op, _ in replay.requests].count("TerminateJob") == 0
+    assert states[0].state == "RUNNING"  # went on
+    assert {states[2].state, states[3].state} == {"CANCELLED"}
+    assert "failure budget" in states[2].reason
+
+
+def test_spmd_status_reads_and_only_the_watcher_submits_a_task_again(queue, clients):
+    """memory=[sizes]: states() is read-only (``spmd status``, reports); the task killed for
+    memory reads PENDING, and only advance() (the watching Job's poll) submits it again."""
+    from spmd.testing.memory import MemoryStore
+    from spmd_aws import memory
+    class Store(MemoryStore):
+        def put_new(self, key, data):  # S3Store's conditional put (If-None-Match: *)
+            return not self.exists(key) and (self.put(key, data) or True)
+    store = Store("replay-grow")
+    queue._store = lambda: store
+    spec = ArraySpec("j-9", "reg/spmd-tasks:abc", ("python3", "-m", "spmd.task.worker"), 2,
+                     Resources(memory=2**30, more_memory=(2**31,)))
+    memory.save_spec(store, spec)
+    handle = encode_handle([("pm", 0, 2)], 1, "j-9", "j-9")
+    killed = detail("pm:1", "FAILED", statusReason="Essential container in task exited",
+                    container={"exitCode": 137, "reason": "OutOfMemoryError: Container killed "
+                               "due to memory usage"}, attempts=[{}])
+    with Replay(clients) as replay:
+        list_pages(replay, "pm", {"FAILED": [summary("pm:1", "FAILED")],
+                                  "RUNNING": [summary("pm:0", "RUNNING")]})
+        replay.add("batch", "describe_jobs", {"jobs": [killed]}, {"jobs": ["pm:1"]})
+        states = queue.states(handle)
+        assert "SubmitJob" not in [op for _, op, _ in replay.requests]
+        assert states[1].state == "PENDING" and "again with 2.0GiB" in states[1].reason
+        assert memory.records(store, "j-9") == {}
+        queue.definition_arn = lambda spec: DEFINITION_ARN  # registering is tested elsewhere
+        queue.write_key = lambda job_id: "0" * 64
+        replay.add("batch", "submit_job", {"jobName": "j-9-t1-m1", "jobId": "g1"})
+        queue.advance(handle, states)
+    assert [op for _, op, _ in replay.requests].count("SubmitJob") == 1
+    assert memory.grown_jobs(store, "j-9", 1) == ["g1"]
+
+
+def test_a_poll_costs_what_moved_not_the_array(queue, clients):
+    """One array of 10,000 (AWS's page sizes): once its first 5,000 children are known, a
+    poll where 100 running children ended, 100 others started and 50 ended unseen lists
+    only the running page and describes what moved, instead of listing SUCCEEDED from page
+    1 (6 pages); children ending out of index order fall back to the listing."""
+    handle = encode_handle([("pt", 0, 10_000)])
+
+    def parent(counts: dict) -> None:
+        replay.add("batch", "describe_jobs", {"jobs": [detail("pt", "PENDING", arrayProperties={
+            "statusSummary": {"RUNNABLE": 10_000 - sum(counts.values()), **counts},
+            "size": 10_000})]}, {"jobs": ["pt"]})
+
+    def listed(status: str, indices) -> None:
+        indices = list(indices)
+        for start in range(0, max(len(indices), 1), 1000):
+            page = {"jobSummaryList": [summary(f"pt:{i}", status)
+                                       for i in indices[start:start + 1000]]}
+            if start + 1000 < len(indices):
+                page["nextToken"] = str(start + 1000)
+            replay.add("batch", "list_jobs", page)
+
+    def described(status: str, indices) -> None:
+        replay.add("batch", "describe_jobs", {"jobs": [detail(f"pt:{i}", status)
+                                                       for i in indices]})
+
+    def poll() -> dict:
+        # and why children still wait (one ListJobs(RUNNABLE, maxResults=1)): not counted
+        replay.add("batch", "list_jobs", {"jobSummaryList": [summary("pt:9999", "RUNNABLE")]},
+                   {"arrayJobId": "pt", "jobStatus": "RUNNABLE", "maxResults": 1})
+        before = {op: replay.count(op) for op in ("DescribeJobs", "ListJobs")}
+        states = queue.states(handle)
+        poll.states = states
+        return {op: replay.count(op) - n - (op == "ListJobs") for op, n in before.items()}
+
+    with Replay(clients) as replay:
+        parent({"SUCCEEDED": 5000, "RUNNING": 100})
+        listed("RUNNING", range(5000, 5100))
+        listed("SUCCEEDED", range(5000))
+        assert poll() == {"DescribeJobs": 1, "ListJobs": 6}
+        parent({"SUCCEEDED": 5150, "RUNNING": 100})
+        listed("RUNNING", range(5100, 5200))
+        described("SUCCEEDED", range(5000, 5100))  # those no longer running: ended
+        described("SUCCEEDED", range(5200, 5250))  # the lowest unknown: ended unseen
+        assert poll() == {"DescribeJobs": 3, "ListJobs": 1}
+        probed = [p["jobs"] for _, op, p in replay.requests if op == "DescribeJobs"][-1]
+        assert probed == [f"pt:{i}" for i in range(5200, 5250)]
+        assert sum(s.state == "SUCCEEDED" for s in poll.states.values()) == 5150
+        # 10 end out of index order: the probe of the lowest unknown misses, SUCCEEDED is listed
+        parent({"SUCCEEDED": 5160, "RUNNING": 100})
+        listed("RUNNING", range(5100, 5200))
+        described("RUNNABLE", range(5250, 5260))
+        listed("SUCCEEDED", [*range(5100), *range(5200, 5250), *range(9000, 9010)])
+        assert poll() == {"DescribeJobs": 2, "ListJobs": 7}
+        assert {t for t, s in poll.states.items() if s.state == "SUCCEEDED"} >= set(range(9000, 9010))
+        # from then on this array is listed, not probed
+        parent({"SUCCEEDED": 5170, "RUNNING": 100})
+        listed("RUNNING", range(5100, 5200))
+        listed("SUCCEEDED", [*range(5100), *range(5200, 5250), *range(9000, 9020)])
+        assert poll() == {"DescribeJobs": 1, "ListJobs": 7}
