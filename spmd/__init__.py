@@ -31,7 +31,7 @@ _logging.getLogger("spmd").addHandler(_logging.NullHandler())
 _LAZY = {
     "Args": "client.args", "Backend": "backend", "Capacity": "backend",
     "ArraySpec": "batch_queue", "BatchQueue": "batch_queue", "Resources": "batch_queue",
-    "TaskStatus": "batch_queue", "RemoteTraceback": "codec", "checkpoint_dir": "checkpoint", "gather": "client.chain",
+    "TaskStatus": "batch_queue", "RemoteTraceback": "codec", "checkpoint_dir": "task.checkpoint", "gather": "client.chain",
     "Command": "client.command", "CommandResult": "client.command", "File": "data",
     "open_url": "data", "outputs": "data", "Executor": "client.executor",
     "Future": "client.future", "hookimpl": "hookspecs", "ImageRegistry": "image_registry",
@@ -74,7 +74,7 @@ def __dir__() -> list[str]:
 if _typing.TYPE_CHECKING:  # what type checkers and IDEs read
     from .backend import Backend, Capacity
     from .batch_queue import ArraySpec, BatchQueue, Resources, TaskStatus
-    from .checkpoint import checkpoint_dir
+    from .task.checkpoint import checkpoint_dir
     from .client.args import Args
     from .client.chain import gather
     from .client.command import Command, CommandResult

@@ -5,7 +5,7 @@ all ask it.
 
     ended   ──> "oom" with a larger size left ─────────────> grow  (retries count afresh)
             ──> "infrastructure" or "requeue" within infra_retries ──> retry (retries not
-                    charged; "requeue": told to stop, its checkpoint saved, spmd.checkpoint)
+                    charged; "requeue": told to stop, its checkpoint saved, spmd.task.checkpoint)
             ──> an error (or "oom" at the largest size)
                     with fewer than retries + 1 counted ───────> retry
             ──> "timeout", "cancelled", or a budget spent ────> final

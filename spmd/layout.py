@@ -7,7 +7,7 @@
     jobs/<job-id>/output/<task>.pkl    one per task, written atomically by the worker
     jobs/<job-id>/logs/<task>.log      a task's log, where the queue keeps logs in the store
     jobs/<job-id>/checkpoints/<task>.tar  a task's checkpoint_dir(), saved when it was told to
-                                       stop (spmd.checkpoint); deleted once the task succeeds
+                                       stop (spmd.task.checkpoint); deleted once the task succeeds
     jobs/<job-id>/queue/...            queue-private state (local scheduler, AWS memory steps)
     jobs/<job-id>/reused.pkl           results a ``reuse=True`` map took from earlier jobs
     cache/<reuse key>/<job-id>.json    a ``reuse=True`` job's item keys (spmd.reuse)

@@ -8,7 +8,7 @@
     task ──store──> client:  output/<task>.pkl, a TaskOutput frame (results per call,
                              attempt, final, provenance), written atomically
     task ──exit──> queue:    0 every call succeeded, 1 one raised, REQUEUE_EXIT (75) told to
-                             stop, its checkpoint saved (spmd.checkpoint): run it again
+                             stop, its checkpoint saved (spmd.task.checkpoint): run it again
     client:  resolve(outputs read, queue states, already resolved) ──> Resolutions
 
 ``resolve`` is the one place that decides how a task's futures end; ``spmd.client.job.Job``'s
@@ -45,7 +45,7 @@ SECRETS_DIR = "SPMD_SECRETS_DIR"           # the folder of the task's secrets (s
 STAGE_DIR = "SPMD_STAGE_DIR"               # a warm container's folder for this task's staging
 PRELOAD = "SPMD_PRELOAD"                   # "0": a warm container imports nothing ahead
 
-#: a task's exit code after it was told to stop and saved its checkpoint (spmd.checkpoint):
+#: a task's exit code after it was told to stop and saved its checkpoint (spmd.task.checkpoint):
 #: the queue runs it again under infra_retries (BSD's EX_TEMPFAIL, "try again later")
 REQUEUE_EXIT = 75
 REQUEUED = "spmd: requeued"  # how the log line saying why and what was saved begins

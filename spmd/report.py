@@ -60,7 +60,7 @@ class ItemReport:
 
     @property
     def requeues(self) -> int:
-        """Attempts that ended told to stop, their checkpoint saved (spmd.checkpoint)."""
+        """Attempts that ended told to stop, their checkpoint saved (spmd.task.checkpoint)."""
         return sum(1 for reason in self.reasons if reason.startswith(REQUEUED))
 
     def why(self) -> str:

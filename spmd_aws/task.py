@@ -17,7 +17,7 @@ Without ``--timeout`` it replaces itself with COMMAND (no extra process).
 
 Batch stops a job with SIGTERM (then SIGKILL 30 s later), as ECS does before a spot instance
 is reclaimed: it reaches the worker (directly, or passed on by ``supervise``), which saves
-``spmd.checkpoint_dir()`` under the job's prefix and exits 75 (spmd.checkpoint); the retry
+``spmd.checkpoint_dir()`` under the job's prefix and exits 75 (spmd.task.checkpoint); the retry
 strategy's ``Host EC2*`` / ``Your Spot Task*`` rule runs the task again, from it.
 """
 from __future__ import annotations

@@ -330,7 +330,7 @@ class Scheduler:
             return TaskStatus(SUCCEEDED, attempt, 0)
         if self.cancelled:
             return TaskStatus(CANCELLED, attempt, code, "cancelled", "cancelled")
-        if code == protocol.REQUEUE_EXIT and not outcome.lost:  # told to stop (spmd.checkpoint)
+        if code == protocol.REQUEUE_EXIT and not outcome.lost:  # told to stop (spmd.task.checkpoint)
             return TaskStatus(FAILED, attempt, code, protocol.requeue_reason(outcome.log), "requeue")
         if outcome.oom:
             return TaskStatus(FAILED, attempt, code,

@@ -19,7 +19,7 @@ the scheduler keeps the container:
         with them loaded, as a pool's worker process would
     idle with no scheduler connected for ORPHANED seconds ──> the server (and container) ends
     SIGTERM (docker stop, an engine shutting down) ──> passed to the running task, which saves
-        its checkpoint and exits REQUEUE_EXIT (spmd.checkpoint); its end is reported, then the
+        its checkpoint and exits REQUEUE_EXIT (spmd.task.checkpoint); its end is reported, then the
         server ends. Idle, it ends at once. The container's stop timeout is the task's grace.
 
 The container's limits are one task's, so memory and vcpus hold per task. A child that

@@ -24,7 +24,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from .. import attempts, checkpoint, codec, layout, protocol, secrets, shards, upstream
+from .. import attempts, codec, layout, protocol, secrets, shards, upstream
+from . import checkpoint
 from ..errors import TaskLost
 from ..layout import Manifest
 from ..stores.object_store import ObjectStore

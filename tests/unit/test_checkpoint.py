@@ -10,7 +10,8 @@ import textwrap
 import pytest
 
 import spmd
-from spmd import checkpoint, layout, protocol
+from spmd import layout, protocol
+from spmd.task import checkpoint
 from spmd.stores.directory import DirectoryStore
 
 
@@ -65,7 +66,7 @@ def test_a_task_told_to_stop_saves_its_folder_and_exits_75(tmp_path):
     program = textwrap.dedent(f"""
         import os, signal, sys, time
         import spmd
-        from spmd import checkpoint
+        from spmd.task import checkpoint
         from spmd.stores.directory import DirectoryStore
         store = DirectoryStore({str(tmp_path / 'store')!r})
         checkpoint.begin(store, "job", 0)

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import layout, protocol
-from .errors import ObjectNotFound
-from .stores.object_store import ObjectStore
-from .units import format_bytes
+from .. import layout, protocol
+from ..errors import ObjectNotFound
+from ..stores.object_store import ObjectStore
+from ..units import format_bytes
 
 log = logging.getLogger("spmd")
 
