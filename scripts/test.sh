@@ -13,7 +13,8 @@ if [ $# -gt 0 ]; then
 fi
 # The private Slurm runs alone, after the rest: with both cores loaded its slurmd now and
 # then fails a job's launch on a cgroup race and drains the node, and every later job waits.
+# Its second worker runs only the walltime test (a cluster of its own, mostly idle).
 status=0
 .venv/bin/python -m pytest -ra --durations=15 -n "${SPMD_TEST_WORKERS:-2}" --dist loadgroup --ignore=tests/slurm || status=$?
-.venv/bin/python -m pytest -ra --durations=15 tests/slurm || status=$?
+.venv/bin/python -m pytest -ra --durations=15 -n 2 --dist loadgroup tests/slurm || status=$?
 exit $status

@@ -194,7 +194,8 @@ while true; do
     {after}
     if [ "$code" -eq "$requeue_exit" ] && [ "$stopping" = TERM ]; then
         # its checkpoint is saved; Slurm requeues it (preemption: the same attempt again) or
-        # ends it (scancel)
+        # ends it (scancel), killing this script after KillWait: clean up before waiting
+        cleanup
         sleep 10 & wait $!
         exit 143
     fi
@@ -235,7 +236,8 @@ while true; do
     if [ "$code" -eq 143 ]; then
         # SIGTERM from outside: Slurm requeues, cancels or stops the job and signals this
         # script too, a moment later under load. No end mark: a requeued run must not count
-        # this attempt as the user's.
+        # this attempt as the user's. Slurm kills this script after KillWait: clean up first.
+        cleanup
         sleep 10 & wait $!
         exit 143
     fi

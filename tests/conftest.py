@@ -35,11 +35,14 @@ def _isolated_config(tmp_path, monkeypatch):
 # Under pytest-xdist (scripts/test.sh runs two workers) a file's tests stay on one worker,
 # so module fixtures run once; so do all the tests of a stack that a session fixture starts
 # (moto + registry for tests/aws, a private Slurm for tests/slurm), so each starts once.
+# A test marked with an xdist_group of its own runs beside them (its stack started again).
 _ONE_WORKER = ("aws", "slurm")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if item.get_closest_marker("xdist_group"):  # a test that asks for a worker of its own
+            continue
         parts = item.path.relative_to(config.rootpath).parts
         group = parts[1] if len(parts) > 2 and parts[1] in _ONE_WORKER else "/".join(parts)
         item.add_marker(pytest.mark.xdist_group(group))

@@ -20,6 +20,9 @@ LIMIT_MINUTES = 1
 WORK_SECONDS = 3 * 60 * LIMIT_MINUTES
 
 
+# Four minutes spent mostly waiting for Slurm's checks: on a worker (and cluster) of its own,
+# beside the other Slurm tests (scripts/test.sh runs them on two workers).
+@pytest.mark.xdist_group("slurm-walltime")
 def test_work_three_times_the_time_limit_finishes_over_requeues(slurm_config):
     config = {**slurm_config, "time": str(LIMIT_MINUTES), "stop_warning": 5}
     knot = spmd.Knot(count_with_checkpoint, backend="slurm", config=config, retries=0,
