@@ -35,6 +35,16 @@ def queue(clients):
     return q
 
 
+def full_pages(replay, parent: str, status: str, indices: list[int]) -> None:
+    """ListJobs of one state of an array, as AWS pages it: 1,000 children a page."""
+    for start in range(0, max(len(indices), 1), 1000):
+        page = {"jobSummaryList": [summary(f"{parent}:{i}", status)
+                                   for i in indices[start:start + 1000]]}
+        if start + 1000 < len(indices):
+            page["nextToken"] = str(start + 1000)
+        replay.add("batch", "list_jobs", page)
+
+
 def list_pages(replay, parent, listed: dict, size: int = 2, known: dict | None = None):
     """What states() reads of one array: DescribeJobs of its parent, whose
     arrayProperties.statusSummary ("ArrayPropertiesDetail", AWS Batch API Reference) counts
@@ -315,20 +325,12 @@ def test_100000_items_poll_within_the_budget(queue, clients):
                              "SUCCEEDED", "FAILED"), 0), **counts}, "size": 10_000})
             for p in parents]}
 
-    def pages(parent: str, status: str, indices: list[int]) -> None:
-        for start in range(0, max(len(indices), 1), 1000):
-            page = {"jobSummaryList": [summary(f"{parent}:{i}", status)
-                                       for i in indices[start:start + 1000]]}
-            if start + 1000 < len(indices):
-                page["nextToken"] = str(start + 1000)
-            replay.add("batch", "list_jobs", page)
-
     with Replay(clients) as replay:
         # every child ended: 9,000 succeeded and 1,000 failed per array
         replay.add("batch", "describe_jobs", described({"SUCCEEDED": 9000, "FAILED": 1000}))
         for parent in parents:
-            pages(parent, "SUCCEEDED", [i for i in range(10_000) if i % 10])
-            pages(parent, "FAILED", list(range(0, 10_000, 10)))
+            full_pages(replay, parent, "SUCCEEDED", [i for i in range(10_000) if i % 10])
+            full_pages(replay, parent, "FAILED", list(range(0, 10_000, 10)))
             for start in range(0, 10_000, 1000):
                 replay.add("batch", "describe_jobs", {"jobs": [detail(
                     f"{parent}:{i}", "FAILED", statusReason="Essential container in task exited",
@@ -424,13 +426,7 @@ def test_a_poll_costs_what_moved_not_the_array(queue, clients):
             "size": 10_000})]}, {"jobs": ["pt"]})
 
     def listed(status: str, indices) -> None:
-        indices = list(indices)
-        for start in range(0, max(len(indices), 1), 1000):
-            page = {"jobSummaryList": [summary(f"pt:{i}", status)
-                                       for i in indices[start:start + 1000]]}
-            if start + 1000 < len(indices):
-                page["nextToken"] = str(start + 1000)
-            replay.add("batch", "list_jobs", page)
+        full_pages(replay, "pt", status, list(indices))
 
     def described(status: str, indices) -> None:
         replay.add("batch", "describe_jobs", {"jobs": [detail(f"pt:{i}", status)
