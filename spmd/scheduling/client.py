@@ -29,6 +29,7 @@ from spmd.batch_queue import FAILED, SUCCEEDED, TERMINAL, ArraySpec, BatchQueue,
 from spmd.errors import ObjectNotFound
 from spmd.secrets import SECRETS_DIR, write as write_secrets
 
+from . import engine
 from .core import queue_key
 from ..stores.directory import DirectoryStore
 
@@ -79,6 +80,12 @@ class SchedulerQueue(BatchQueue):
         return spec.job_id
 
     def _start_scheduler(self, job_id: str) -> None:
+        """Hand the job to an idle engine of this user's (spmd.scheduling.engine), or start a
+        scheduler process for it."""
+        pid = engine.hand_over(self.scheduler_module, str(self.store.root), job_id)
+        if pid is not None:
+            log.debug("job %s handed to the engine, pid %d", job_id, pid)
+            return
         log_path = self.store.path(queue_key(job_id, "scheduler.log"))
         with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
             # -P and cwd="/": a module planted in the caller's folder is never imported

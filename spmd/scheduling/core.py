@@ -25,6 +25,8 @@ import fcntl
 import logging
 import os
 import signal
+import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, replace
@@ -37,6 +39,7 @@ from spmd.batch_queue import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TE
 from spmd.errors import ObjectNotFound
 from spmd.units import format_bytes
 
+from . import engine
 from .hostdata import HostData
 from .runner import Attempt, Outcome, Runner
 from ..stores.directory import DirectoryStore
@@ -44,6 +47,7 @@ from ..stores.directory import DirectoryStore
 log = logging.getLogger("spmd.scheduler")
 
 TICK = 0.1
+LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
 STATE_EVERY = 0.05
 
 
@@ -133,6 +137,16 @@ class Scheduler:
     # -- the loop -----------------------------------------------------------------
 
     def run(self) -> None:
+        """Run the job's tasks to their end, then finish it."""
+        try:
+            self.loop()
+        except BaseException:
+            self.close()
+            raise
+        self.finish()
+
+    def loop(self) -> None:
+        """Start, watch and end attempts until no task is pending, running or waiting."""
         self.write_state()
         written = self.snapshot()
         fetches = self.data is not None and self.data.fetches
@@ -140,29 +154,36 @@ class Scheduler:
             self.waiting, self.pending = self.pending, collections.deque()
         if fetches:
             self.data.fetch_for([task for task, _ in self.waiting])
+        while self.pending or self.running or self.waiting:
+            if not self.cancelled and self.cancel_asked():
+                self.cancel_all()
+            if not self.stopped_pending and self.store.exists(queue_key(self.job_id, "cancel_pending")):
+                self.cancel_pending()
+            if not self.cancelled:
+                self.admit()
+                self.start_what_fits()
+            for task, outcome in self.runner.poll(TICK).items():
+                self.end(task, outcome)
+            self.time_out()
+            now = self.snapshot()
+            # At most once per STATE_EVERY while tasks run: with warm workers tasks end
+            # many times a second, and the file holds every task.
+            if now != written and (time.monotonic() - self.written >= STATE_EVERY
+                                   or not self.running):
+                self.write_state()
+                written = now
+
+    def close(self) -> None:
+        """Let the runner's resources go (local: the job's warm containers)."""
         try:
-            while self.pending or self.running or self.waiting:
-                if not self.cancelled and self.cancel_asked():
-                    self.cancel_all()
-                if not self.stopped_pending and self.store.exists(queue_key(self.job_id, "cancel_pending")):
-                    self.cancel_pending()
-                if not self.cancelled:
-                    self.admit()
-                    self.start_what_fits()
-                for task, outcome in self.runner.poll(TICK).items():
-                    self.end(task, outcome)
-                self.time_out()
-                now = self.snapshot()
-                # At most once per STATE_EVERY while tasks run: with warm workers tasks end
-                # many times a second, and the file holds every task.
-                if now != written and (time.monotonic() - self.written >= STATE_EVERY
-                                       or not self.running):
-                    self.write_state()
-                    written = now
-        finally:
             self.runner.close()
+        finally:
             if self.data is not None:
                 self.data.close()
+
+    def finish(self) -> None:
+        """Every task has ended: let the resources and the secrets go, then say done."""
+        self.close()
         secrets.remove(self.store, self.job_id)  # no task of the job will run again
         self.write_state(done=True)
 
@@ -421,37 +442,114 @@ def _take(lock, tries: int = 40) -> bool:
     return False
 
 
-def main(argv: list[str], make_runner: Callable[[DirectoryStore, str, dict], Runner],
-         kind: str) -> int:
-    """``python -m <backend's scheduler> ROOT JOB``: run (or resume) the job's scheduler."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    root, job_id = argv
-    store = DirectoryStore(root)
-    lock = open(os.open(store.path(queue_key(job_id, "scheduler.lock")), os.O_WRONLY | os.O_CREAT, 0o600), "a")
+def take_job(root: str, job_id: str):
+    """The job's lock, open and held (the process keeps it while it runs the job); None when
+    another scheduler holds it, the job is done, or its folder is not there."""
+    try:
+        lock = open(os.open(DirectoryStore(root).path(queue_key(job_id, "scheduler.lock")),
+                            os.O_WRONLY | os.O_CREAT, 0o600), "a")
+    except OSError as exc:
+        log.info("job %s in %s cannot be locked: %s", job_id, root, exc)
+        return None
     if not _take(lock):
         log.info("another scheduler runs job %s; leaving it to that one", job_id)
-        return 0
+        lock.close()
+        return None
     try:
-        state = store.get_json(queue_key(job_id, "state.json"))
-    except ObjectNotFound:
+        state = DirectoryStore(root).get_json(queue_key(job_id, "state.json"))
+    except (ObjectNotFound, ValueError):
         state = None
     if state and state.get("done"):
-        return 0
+        lock.close()
+        return None
+    return lock
 
-    def stop(signum, frame):
-        raise SystemExit(f"stopped by signal {signum}")
 
-    signal.signal(signal.SIGTERM, stop)
-    config = store.get_json(queue_key(job_id, "spec.json"))
-    scheduler = Scheduler(store, job_id, config, None)
+def run_job(root: str, job_id: str, lock, make_runner: Callable[[DirectoryStore, str, dict], Runner],
+            kind: str, handed: bool = False) -> int:
+    """Run (or resume) a job whose lock this process holds; the lock is let go at the end.
+    ``handed``: an engine took it over (spmd.scheduling.engine), so its log goes to the job's
+    scheduler.log, as a process started for it writes there."""
+    store = DirectoryStore(root)
+    handler = None
+    if handed:
+        log_file = open(os.open(store.path(queue_key(job_id, "scheduler.log")),
+                                os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")
+        handler = logging.StreamHandler(log_file)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.getLogger().addHandler(handler)
+        log.info("job %s taken over by the engine (pid %d)", job_id, os.getpid())
+    try:
+        try:
+            state = store.get_json(queue_key(job_id, "state.json"))
+        except ObjectNotFound:
+            state = None
+        config = store.get_json(queue_key(job_id, "spec.json"))
+        scheduler = Scheduler(store, job_id, config, None)
+    except BaseException:
+        log.error("scheduler failed at its start: %s", traceback.format_exc())
+        _let_go(lock, handler)
+        return 1
     try:
         scheduler.runner = make_runner(store, job_id, config)
         scheduler.data = HostData.of(store, job_id)
         if state:
             scheduler.resume(state)
-        scheduler.run()
+        if engine.linger_seconds() <= 0:
+            scheduler.run()
+        else:
+            scheduler.loop()
     except BaseException as exc:
         log.error("scheduler failed: %s", traceback.format_exc())
         scheduler.fail_all(f"the {kind} scheduler failed: {type(exc).__name__}: {exc}")
+        _let_go(lock, handler)
         return 1
+    if engine.linger_seconds() <= 0:
+        _let_go(lock, handler)
+        return 0
+    # The engine takes the next job while this one's containers go: the job's lock is held,
+    # and state.json says done, only once they are gone.
+    _let_go(None, handler)
+    threading.Thread(target=_finish, args=(scheduler, lock), name=f"finish-{job_id}").start()
     return 0
+
+
+def _finish(scheduler: Scheduler, lock) -> None:
+    try:
+        scheduler.finish()
+    except BaseException:
+        log.error("job %s could not finish: %s", scheduler.job_id, traceback.format_exc())
+        scheduler.fail_all("the scheduler failed while it ended the job")
+    finally:
+        lock.close()
+
+
+def _let_go(lock, handler) -> None:
+    if lock is not None:
+        lock.close()
+    if handler is not None:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def main(argv: list[str], make_runner: Callable[[DirectoryStore, str, dict], Runner],
+         kind: str) -> int:
+    """``python -m <backend's scheduler> ROOT JOB``: run (or resume) the job's scheduler, then
+    stay a while as the engine that takes the next job (spmd.scheduling.engine)."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    root, job_id = argv
+
+    def stop(signum, frame):
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    lock = take_job(root, job_id)
+    if lock is None:
+        return 0
+    code = run_job(root, job_id, lock, make_runner, kind)
+    if code == 0:
+        module = getattr(sys.modules["__main__"].__spec__, "name", "")
+        if module:
+            engine.linger(module, lambda r, j, held: run_job(r, j, held, make_runner, kind, True),
+                          take_job)
+    return code
