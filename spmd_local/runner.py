@@ -7,7 +7,8 @@
     poll  ──> messages from the containers' servers (spmd.task.serve): started, ended (code, oom)
               a container that dies under its task ──> OOMKilled: "oom"; else "infrastructure"
     kill  ──> {"op": "kill"} (the server SIGKILLs the task's process group)
-    idle containers stop after LINGER seconds; all of the job's go when it ends
+    idle containers stop after LINGER seconds, or at once when the job has nothing left to
+    start (release_idle); all of the job's go when it ends
 
 Each attempt writes its output to jobs/<id>/queue/run/<task>-a<attempt>.log in the store
 (bind-mounted at the same path), and the server the attempt's end to <that>.exit, so a
@@ -447,6 +448,11 @@ class LocalRunner(Runner):
         if slot.container_id:
             self.pool.submit(self.remove, slot.container_id)
         Path(slot.socket_path).unlink(missing_ok=True)
+
+    def release_idle(self) -> None:
+        for slot in [s for s in self.slots.values() if s.task is None and s.conn is not None]:
+            log.info("warm container %s stops: the job has nothing left to start", slot.name)
+            self.drop(slot)
 
     def retire(self, slot: Slot) -> None:
         log.info("warm container %s idle for %gs; stopping it", slot.name, LINGER)

@@ -165,6 +165,8 @@ class Scheduler:
             for task, outcome in self.runner.poll(TICK).items():
                 self.end(task, outcome)
             self.time_out()
+            if not self.pending and not self.waiting:
+                self.runner.release_idle()
             now = self.snapshot()
             # At most once per STATE_EVERY while tasks run: with warm workers tasks end
             # many times a second, and the file holds every task.

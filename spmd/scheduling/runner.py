@@ -90,6 +90,10 @@ class Runner(ABC):
         """The memory this job holds, its running attempts holding ``running`` bytes."""
         return running
 
+    def release_idle(self) -> None:
+        """The job has nothing left to start (retries aside): let capacity it holds idle go,
+        so another job (the next step of a study) can start now."""
+
     def adopt(self, running: Iterable[Attempt], maybe: Iterable[Attempt] = ()) -> Adoption:
         """After a scheduler died: take over its ``running`` attempts (as start() got them).
         ``maybe`` are the next attempts of tasks its last state.json calls pending, which it
