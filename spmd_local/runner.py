@@ -26,7 +26,6 @@ import os
 import selectors
 import shutil
 import socket
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from spmd.task import wire
 from spmd.batch_queue import ArraySpec
 from spmd.errors import EngineError
 from spmd.scheduling import Adoption, Attempt, DirectoryStore, Outcome, Runner, queue_key
+from spmd.scheduling.engine import private_folder
 
 from . import dataview, gpus
 
@@ -111,22 +111,6 @@ def task_mounts(store: DirectoryStore, job_id: str, after_job: str = "",
     return mounts
 
 
-def private_socket_root(folder: Path) -> None:
-    """Make the user's socket folder, or check one that exists: a folder of this user's that
-    no one else may enter. Another user's (made first, to receive tasks' env) is refused."""
-    try:
-        folder.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(folder)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise EngineError(f"{folder} is not a folder of this user's (owner uid {st.st_uid}); "
-                          "another user may have made it to read tasks' messages: remove it "
-                          "(or ask an admin to), then run again")
-    if st.st_mode & 0o077:
-        os.chmod(folder, 0o700)
-
-
 class LocalRunner(Runner):
     """Runs a job's attempts in up to ``slots`` warm containers of its image."""
 
@@ -136,11 +120,12 @@ class LocalRunner(Runner):
         self.config = config
         self.spec = ArraySpec.from_dict(config["spec"])
         self.engine = docker_engine.client()
-        self.pool = concurrent.futures.ThreadPoolExecutor(DOCKER_THREADS)
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            DOCKER_THREADS, thread_name_prefix=f"job-{job_id}-docker")  # its lines: the job's log
         self.slots: dict[str, Slot] = {}
         self.selector = selectors.DefaultSelector()
         self.sockets = socket_dir(str(store.root), job_id)
-        private_socket_root(self.sockets.parent)
+        private_folder(self.sockets.parent)
         self.sockets.mkdir(mode=0o700, exist_ok=True)
         self.run_dir = store.path(queue_key(job_id, "run"))
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 import traceback
 from dataclasses import asdict, replace
@@ -155,6 +154,8 @@ class Scheduler:
         if fetches:
             self.data.fetch_for([task for task, _ in self.waiting])
         while self.pending or self.running or self.waiting:
+            if engine.STOPPING.is_set():
+                raise SystemExit("the engine running this job was stopped")
             if not self.cancelled and self.cancel_asked():
                 self.cancel_all()
             if not self.stopped_pending and self.store.exists(queue_key(self.job_id, "cancel_pending")):
@@ -470,8 +471,9 @@ def take_job(root: str, job_id: str):
 def run_job(root: str, job_id: str, lock, make_runner: Callable[[DirectoryStore, str, dict], Runner],
             kind: str, handed: bool = False) -> int:
     """Run (or resume) a job whose lock this process holds; the lock is let go at the end.
-    ``handed``: an engine took it over (spmd.scheduling.engine), so its log goes to the job's
-    scheduler.log, as a process started for it writes there."""
+    ``handed``: run by the engine (spmd.scheduling.engine) in a thread ``job-<id>``, so the
+    job's lines of the engine's log also go to the job's scheduler.log, where a process
+    started for the job alone writes them."""
     store = DirectoryStore(root)
     handler = None
     if handed:
@@ -479,8 +481,11 @@ def run_job(root: str, job_id: str, lock, make_runner: Callable[[DirectoryStore,
                                 os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")
         handler = logging.StreamHandler(log_file)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        thread = f"job-{job_id}"  # the job's thread, and its runner's and fetcher's pools
+        handler.addFilter(lambda record: record.threadName == thread
+                          or record.threadName.startswith(thread + "-"))
         logging.getLogger().addHandler(handler)
-        log.info("job %s taken over by the engine (pid %d)", job_id, os.getpid())
+        log.info("job %s run by the engine (pid %d)", job_id, os.getpid())
     try:
         try:
             state = store.get_json(queue_key(job_id, "state.json"))
@@ -497,33 +502,14 @@ def run_job(root: str, job_id: str, lock, make_runner: Callable[[DirectoryStore,
         scheduler.data = HostData.of(store, job_id)
         if state:
             scheduler.resume(state)
-        if engine.linger_seconds() <= 0:
-            scheduler.run()
-        else:
-            scheduler.loop()
+        scheduler.run()
     except BaseException as exc:
         log.error("scheduler failed: %s", traceback.format_exc())
         scheduler.fail_all(f"the {kind} scheduler failed: {type(exc).__name__}: {exc}")
         _let_go(lock, handler)
         return 1
-    if engine.linger_seconds() <= 0:
-        _let_go(lock, handler)
-        return 0
-    # The engine takes the next job while this one's containers go: the job's lock is held,
-    # and state.json says done, only once they are gone.
-    _let_go(None, handler)
-    threading.Thread(target=_finish, args=(scheduler, lock), name=f"finish-{job_id}").start()
+    _let_go(lock, handler)
     return 0
-
-
-def _finish(scheduler: Scheduler, lock) -> None:
-    try:
-        scheduler.finish()
-    except BaseException:
-        log.error("job %s could not finish: %s", scheduler.job_id, traceback.format_exc())
-        scheduler.fail_all("the scheduler failed while it ended the job")
-    finally:
-        lock.close()
 
 
 def _let_go(lock, handler) -> None:
@@ -536,8 +522,8 @@ def _let_go(lock, handler) -> None:
 
 def main(argv: list[str], make_runner: Callable[[DirectoryStore, str, dict], Runner],
          kind: str) -> int:
-    """``python -m <backend's scheduler> ROOT JOB``: run (or resume) the job's scheduler, then
-    stay a while as the engine that takes the next job (spmd.scheduling.engine)."""
+    """``python -m <backend's scheduler> ROOT JOB``: run (or resume) the job's scheduler, as
+    the engine that takes other jobs too when none listens yet (spmd.scheduling.engine)."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     root, job_id = argv
 
@@ -548,10 +534,7 @@ def main(argv: list[str], make_runner: Callable[[DirectoryStore, str, dict], Run
     lock = take_job(root, job_id)
     if lock is None:
         return 0
-    code = run_job(root, job_id, lock, make_runner, kind)
-    if code == 0:
-        module = getattr(sys.modules["__main__"].__spec__, "name", "")
-        if module:
-            engine.linger(module, lambda r, j, held: run_job(r, j, held, make_runner, kind, True),
-                          take_job)
-    return code
+    module = getattr(sys.modules["__main__"].__spec__, "name", "")
+    return engine.serve(module, (root, job_id, lock),
+                        lambda r, j, held, handed: run_job(r, j, held, make_runner, kind, handed),
+                        take_job)

@@ -1,18 +1,18 @@
-"""The engine kept alive: a job's detached scheduler process that, once its job has ended,
-waits a while for the next job of the same user, backend, Python, spmd code and
-environment, so that job pays no process start and no imports.
+"""The engine kept alive: a job's detached scheduler process that also takes the next jobs
+of the same user, backend, Python, spmd code and environment, while its own job runs and
+for a while after, so those jobs pay no process start and no imports.
 
     client (SchedulerQueue.submit, or replacing a dead scheduler)
-        connect <private folder>/engine-<digest>.sock ── {"root", "job"} ──> idle engine
-            the engine takes the job's lock, then answers {"pid": N}: nothing is started
+        connect <private folder>/engine-<digest>.sock ── {"root", "job"} ──> the engine
+            it takes the job's lock, answers {"pid": N}, and runs the job in a thread
         no socket, no answer, or refused ──> start ``python -m <scheduler> ROOT JOB`` as before
-    scheduler process: run its job ──> idle: listen up to LINGER seconds ──> the next job ...
+    scheduler process: takes its job's lock ──> the engine lock is free: listen, run its job
+        and every job handed over in threads, until none has run for LINGER seconds
+                                          ──> another engine listens: run its job alone
 
-One engine listens per digest at a time (``engine-<digest>.lock``); while it runs a job it
-listens no more, so another job's scheduler may become the listener, and a second job
-submitted meanwhile gets a process of its own. Everything a job needs to resume stays where
-it was (the job's lock, state.json, the runner's adopt), so a killed engine loses nothing.
-The folder is this user's alone (0700): no one else can hand it a job.
+Everything a job needs to resume stays where it was (the job's lock, state.json, the runner's
+adopt), so a killed engine loses nothing: each of its jobs gets a new scheduler. The folder
+is this user's alone (0700): no one else can hand it a job.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import os
 import socket
 import stat
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -34,8 +35,12 @@ log = logging.getLogger("spmd.scheduler")
 
 #: seconds an idle engine waits for the next job (SPMD_ENGINE_LINGER; 0 turns it off)
 LINGER = 120.0
+#: set when the engine is told to stop: each job's scheduler stops at its next tick
+STOPPING = threading.Event()
 #: seconds a client waits for an engine's answer before starting a process of its own
 ANSWER_WAIT = 3.0
+#: bytes of an engine's own log before it starts another (one older log is kept)
+LOG_LIMIT = 4 * 2**20
 #: variables that differ between two shells of one user without changing what a job does
 VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "TERM", "PS1",
                       "PROMPT_COMMAND", "HISTFILE", "SSH_TTY", "WINDOWID", "TMUX_PANE"})
@@ -111,79 +116,112 @@ def hand_over(module: str, root: str, job_id: str) -> int | None:
     return pid if isinstance(pid, int) else None
 
 
-def linger(module: str, run: Callable[[str, str, object], int],
-           take: Callable[[str, str], object | None]) -> None:
-    """Serve jobs handed over on the engine socket until none comes for LINGER seconds.
+def serve(module: str, first: tuple[str, str, object],
+          run: Callable[[str, str, object, bool], int],
+          take: Callable[[str, str], object | None]) -> int:
+    """Run the process's first job (its lock held), as the engine when none listens yet.
     ``take(root, job)`` takes a job's lock (None: another scheduler holds it, or it is
-    done); ``run(root, job, lock)`` runs it and returns the scheduler's exit code."""
+    done); ``run(root, job, lock, handed)`` runs a job, returning the scheduler's exit code."""
+    root, job_id, lock = first
     seconds = linger_seconds()
-    if seconds <= 0:
-        return
-    try:
-        path = address(module)
-    except (OSError, EngineError) as exc:
-        log.info("no engine: %s", exc)
-        return
-    while True:
-        guard = open(os.open(str(path) + ".lock", os.O_WRONLY | os.O_CREAT, 0o600), "a")
+    path = guard = None
+    if seconds > 0 and module:
         try:
-            fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # another engine of the same kind listens
-        _quiet(Path(str(path) + ".log"))
-        job = _next_job(path, seconds, take)
-        guard.close()  # another scheduler may listen while this one runs the job
-        if job is None:
-            return
-        root, job_id, lock = job
-        if run(root, job_id, lock) != 0:
-            return  # a failed job ends its engine: a fresh process serves the next one
-
-
-def _next_job(path: Path, seconds: float, take) -> tuple[str, str, object] | None:
-    """Listen until a job is handed over and its lock taken, or ``seconds`` pass."""
+            path = address(module)
+            guard = _listener_lock(path)
+        except (OSError, EngineError) as exc:
+            log.info("no engine: %s", exc)
+    if guard is None:
+        return run(root, job_id, lock, False)
+    _quiet(Path(str(path) + ".log"))
+    jobs: list[threading.Thread] = []
     try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+        _start(jobs, run, root, job_id, lock)
+        _listen(path, seconds, jobs, run, take)
+    except BaseException:
+        STOPPING.set()  # SIGTERM: every job's scheduler stops, marking what it did not finish
+        raise
+    finally:
+        for thread in jobs:
+            thread.join()
+        guard.close()
+    return 0
+
+
+def _listener_lock(path: Path):
+    """The lock of the one engine that listens on ``path``; None when another holds it."""
+    guard = open(os.open(str(path) + ".lock", os.O_WRONLY | os.O_CREAT, 0o600), "a")
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        guard.close()
+        return None
+    return guard
+
+
+def _start(jobs: list, run, root: str, job_id: str, lock) -> None:
+    thread = threading.Thread(target=run, args=(root, job_id, lock, True), name=f"job-{job_id}")
+    thread.start()
+    jobs.append(thread)
+
+
+def _listen(path: Path, seconds: float, jobs: list, run, take) -> None:
+    """Take jobs on the socket while any runs, and until none has run for ``seconds``."""
+    path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(str(path))
-        listener.listen(8)
-        deadline = time.monotonic() + seconds
-        log.info("idle: the engine waits %gs for the next job on %s", seconds, path)
-        while (left := deadline - time.monotonic()) > 0:
-            listener.settimeout(left)
+        listener.listen(16)
+        idle_since = None
+        while True:
+            jobs[:] = [t for t in jobs if t.is_alive()]
+            now = time.monotonic()
+            if jobs:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+                log.info("idle: the engine waits %gs for the next job on %s", seconds, path)
+            elif now - idle_since >= seconds:
+                return
+            listener.settimeout(0.5 if jobs else max(0.01, seconds - (now - idle_since)))
             try:
                 conn, _ = listener.accept()
             except socket.timeout:
-                break
+                continue
             with conn:
-                conn.settimeout(ANSWER_WAIT)
-                try:
-                    message = json.loads(conn.makefile("rb").readline() or b"{}")
-                    root, job_id = str(message["root"]), str(message["job"])
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue
-                lock = take(root, job_id)
-                try:
-                    conn.sendall(json.dumps({"pid": os.getpid()} if lock is not None
-                                            else {"refused": "the job has a scheduler"}).encode() + b"\n")
-                except OSError:
-                    pass  # the client gave up waiting; the job's lock is ours all the same
-                if lock is not None:
-                    return root, job_id, lock
-        return None
+                taken = _answer(conn, take)
+            if taken is not None:
+                _start(jobs, run, *taken)
     finally:
         listener.close()
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        path.unlink(missing_ok=True)
+
+
+def _answer(conn: socket.socket, take) -> tuple[str, str, object] | None:
+    """Read a hand-over; take the job's lock, then answer with this pid (or a refusal)."""
+    conn.settimeout(ANSWER_WAIT)
+    try:
+        message = json.loads(conn.makefile("rb").readline() or b"{}")
+        root, job_id = str(message["root"]), str(message["job"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    lock = take(root, job_id)
+    answer = {"pid": os.getpid()} if lock is not None else {"refused": "the job has a scheduler"}
+    try:
+        conn.sendall(json.dumps(answer).encode() + b"\n")
+    except OSError:
+        pass  # the client gave up waiting; the job's lock is this engine's all the same
+    return None if lock is None else (root, job_id, lock)
 
 
 def _quiet(log_path: Path) -> None:
-    """An idle engine writes to a log of its own, not to the log of the job it came from."""
+    """An idle engine writes to a log of its own, not to the log of the job it came from;
+    past LOG_LIMIT bytes the log becomes ``<log>.1`` and a new one starts."""
+    try:
+        if log_path.stat().st_size > LOG_LIMIT:
+            os.replace(log_path, str(log_path) + ".1")
+    except FileNotFoundError:
+        pass
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -67,7 +67,7 @@ class HostData:
         if not self.fetches:
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="spmd-fetch")
+            self._pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix=f"job-{self.job_id}-fetch")
         for task in tasks:
             for ref in self.needs(task):
                 if ref.digest not in self._fetching:

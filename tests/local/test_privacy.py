@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import spmd
-from spmd_local.runner import private_socket_root
+from spmd.scheduling.engine import private_folder
 
 pytestmark = pytest.mark.docker
 WAIT = 180
@@ -63,16 +63,16 @@ def test_a_socket_folder_of_another_user_is_refused(tmp_path):
     theirs.mkdir()
     os.chown(theirs, 65534, 65534)
     with pytest.raises(spmd.EngineError, match="not a folder of this user's"):
-        private_socket_root(theirs)
+        private_folder(theirs)
     open_to_all = tmp_path / "mine"
     open_to_all.mkdir(mode=0o777)
     os.chmod(open_to_all, 0o777)
-    private_socket_root(open_to_all)
+    private_folder(open_to_all)
     assert stat.S_IMODE(open_to_all.stat().st_mode) == 0o700
     link = tmp_path / "link"
     link.symlink_to(open_to_all)
     with pytest.raises(spmd.EngineError):
-        private_socket_root(link)
+        private_folder(link)
 
 
 def poke(target):

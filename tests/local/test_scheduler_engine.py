@@ -63,8 +63,23 @@ def test_the_next_job_is_handed_to_the_scheduler_kept_alive(local, engine, own_e
     third = spmd.Knot(nap, config=local).map([0.5], chunksize=1)  # another Knot, same user
     assert third.results(timeout=WAIT) == [0.5]
     assert pid_of(second) == pid_of(first) == pid_of(third)
-    assert f"taken over by the engine (pid {pid_of(first)})" in scheduler_log(second)
+    assert f"run by the engine (pid {pid_of(first)})" in scheduler_log(second)
     assert all(r.attempts == 1 for r in second.report().rows)
+
+
+def test_a_job_submitted_while_another_runs_is_run_by_the_same_engine(local, engine, own_engine):
+    knot = spmd.Knot(nap, config=local)
+    first = knot.map([8], chunksize=1)
+    wait_for(lambda: first.status()["RUNNING"] == 1, what="the first job's task to run")
+    second = knot.map([0.1], chunksize=1)  # a study's next step, or another notebook cell
+    assert second.results(timeout=WAIT) == [0.1]
+    assert not first.futures[0].done()
+    assert first.results(timeout=WAIT) == [8]
+    assert pid_of(second) == pid_of(first)
+    # each job's scheduler.log has its own lines only
+    assert f"spmd-{second.id}-w" in scheduler_log(second)
+    assert f"spmd-{first.id}-w" not in scheduler_log(second)
+    assert f"spmd-{second.id}-w" not in scheduler_log(first)
 
 
 def test_a_job_in_another_environment_gets_a_scheduler_of_its_own(local, engine, own_engine,
@@ -78,7 +93,6 @@ def test_a_job_in_another_environment_gets_a_scheduler_of_its_own(local, engine,
     second = knot.map([0.2])
     assert second.results(timeout=WAIT) == [0.2]
     assert pid_of(second) != pid_of(first)
-    assert "taken over by the engine" not in scheduler_log(second)
 
 
 def test_a_killed_idle_engine_leaves_the_next_job_to_a_new_process(local, engine, own_engine):
@@ -101,7 +115,7 @@ def test_an_engine_killed_under_a_handed_job_is_replaced_and_the_job_resumes(loc
     job = knot.map([6, 6, 0.1, 0.1], chunksize=1)
     wait_for(lambda: job.status()["RUNNING"] == 2, what="two running tasks")
     pid = pid_of(job)
-    assert "taken over by the engine" in scheduler_log(job)
+    assert "run by the engine" in scheduler_log(job)
     os.kill(pid, signal.SIGKILL)
     assert job.results(timeout=WAIT) == [6, 6, 0.1, 0.1]
     assert pid_of(job) != pid
