@@ -141,3 +141,19 @@ def test_with_linger_0_each_job_has_its_own_process(local, engine, own_engine, m
     second = knot.map([0.2])
     assert second.results(timeout=WAIT) == [0.2]
     assert pid_of(second) != pid_of(first)
+
+
+def test_sigterm_to_the_engine_ends_each_of_its_jobs_with_the_reason(local, engine, own_engine):
+    knot = spmd.Knot(nap, config=local)
+    first = knot.map([60], chunksize=1)
+    wait_for(lambda: first.status()["RUNNING"] == 1, what="the first job's task to run")
+    second = knot.map([60], chunksize=1)
+    wait_for(lambda: second.status()["RUNNING"] == 1, what="the second job's task to run")
+    pid = pid_of(first)
+    assert pid_of(second) == pid
+    os.kill(pid, signal.SIGTERM)
+    for job in (first, second):
+        error = job.futures[0].exception(timeout=WAIT)
+        assert isinstance(error, spmd.TaskLost), error
+        assert "engine running this job was stopped" in str(error)
+    wait_for(lambda: not alive(pid), what="the engine to exit")
