@@ -1,7 +1,8 @@
 """The attempt rule, in one place: after an attempt ends, does its task run again, at which
-memory size, or is that attempt final? Pure; the scheduler core, the worker's ``final`` flag,
-the in-memory test queue and the table that checks Slurm's script and AWS's retry strategy
-all ask it.
+memory size, or is that attempt final? Pure; the scheduler core, the worker's ``final`` flag
+and the in-memory test queue ask it, and the engines that retry by themselves are generated
+from it: Slurm's batch script carries a table of its decisions (spmd_slurm.decisions) and AWS
+Batch's retryStrategy counts its ``allowed`` attempts (spmd_aws.reasons).
 
     ended   ──> "oom" with a larger size left ─────────────> grow  (retries count afresh)
             ──> "infrastructure" or "requeue" within infra_retries ──> retry (retries not
@@ -71,11 +72,13 @@ def output_is_final(resources: Resources, attempt: int, uncounted: int, ok: bool
     return ok or not after(resources, attempt, "error", Tally(before=uncounted)).again
 
 
-def infra_allowed(resources: Resources) -> int:
-    """How many attempts lost to the infrastructure or requeued a task may have before it
-    ends: the count a queue that keeps it itself (Slurm's SLURM_RESTART_COUNT) compares with."""
-    tally, allowed = Tally(), 0
-    while after(resources, allowed + 1, "requeue", tally).again:
-        tally = after(resources, allowed + 1, "requeue", tally).tally
-        allowed += 1
-    return allowed
+def allowed(resources: Resources, lost: Lost, most: int | None = None) -> int:
+    """How many attempts in a row, each lost as ``lost``, run again before one is final (at
+    most ``most``): the count an engine that keeps one number per kind of loss is given."""
+    tally, count = Tally(), 0
+    while most is None or count < most:
+        decision = after(resources, count + 1, lost, tally)
+        if not decision.again:
+            break
+        tally, count = decision.tally, count + 1
+    return count

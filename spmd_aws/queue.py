@@ -163,9 +163,8 @@ def job_definition(spec: ArraySpec, where: Deployment, gpus: int | None = None,
             command += ["--timeout", f"{res.timeout:g}"]
             timeout = math.ceil(res.timeout) + MIN_TIMEOUT
     fargate = where.platform == "FARGATE"
-    retry = retry_strategy(res.retries, res.infra_retries, MAX_ATTEMPTS, fargate,
-                           short_timeout=bool(res.timeout) and res.timeout < MIN_TIMEOUT,
-                           grows_memory=bool(res.more_memory))
+    retry = retry_strategy(res, MAX_ATTEMPTS, fargate,
+                           short_timeout=bool(res.timeout) and res.timeout < MIN_TIMEOUT)
     container = {
         "image": spec.image,
         "command": command + ["--", *spec.command],
@@ -388,8 +387,8 @@ class AwsBatchQueue(BatchQueue):
             if self._store is None:
                 raise ResourceError("this AwsBatchQueue has no store, so it cannot grow the "
                                     "memory of tasks; give one memory size")
-            retry_strategy(res.retries, res.infra_retries, MAX_ATTEMPTS, self.opts.stack.fargate,
-                           bool(res.timeout) and res.timeout < MIN_TIMEOUT, grows_memory=True)
+            retry_strategy(res, MAX_ATTEMPTS, self.opts.stack.fargate,
+                           bool(res.timeout) and res.timeout < MIN_TIMEOUT)
             for memory in res.more_memory:
                 resource_requirements(replace(res, memory=memory), self.gpus(spec),
                                       self.opts.stack.fargate)

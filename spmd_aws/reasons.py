@@ -30,7 +30,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from spmd.batch_queue import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TaskStatus
+from spmd import attempts
+from spmd.batch_queue import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, Resources,
+                              TaskStatus)
+from spmd.errors import ResourceError
 
 from .task import TIMEOUT_EXIT  # spmd_aws.task's exit code when its own short timeout fired
 
@@ -67,43 +70,50 @@ PLACE_HINT = ("no instance of the compute environment can run this task: lower v
               "gpus or change instance_types, max_vcpus or subnets (see docs/aws.md)")
 
 
-def retry_strategy(retries: int, infra_retries: int, max_attempts: int, fargate: bool,
-                   short_timeout: bool, grows_memory: bool = False) -> dict:
-    """The job definition's retryStrategy: Batch itself retries losses to the infrastructure.
+def retry_strategy(resources: Resources, max_attempts: int, fargate: bool,
+                   short_timeout: bool) -> dict:
+    """The job definition's retryStrategy, counted from the attempt rule (spmd.attempts).
 
-    Batch keeps one count of attempts, so the two budgets are separate only while
-    ``retries == 0`` (the default): attempts = 1 + infra_retries, an image or host failure
-    → RETRY, every other end → EXIT. With ``retries > 0`` the count is retries + 1 and
+    Batch tells apart the losses its rules name: an image not pulled or started
+    ("infrastructure"), a host or spot instance lost (the worker saved its checkpoint:
+    "requeue"), a kill for memory, spmd_aws.task's short timeout (exit 124) and the rest
+    ("error"). Each RETRYs where the rule runs it again (``attempts.allowed``). Batch keeps
+    one count of attempts, so the two budgets are separate only while the rule retries no
+    error (``retries == 0``, the default): attempts = 1 + the infrastructure's allowance, and
+    every other end → EXIT. When it retries errors the count is 1 + their allowance and
     serves both: the user's code never runs more often than asked, and a loss to the
-    infrastructure uses one of those attempts. Rules match in order (at most 5).
-    ``grows_memory``: a larger memory size follows, so a kill for memory is not retried here
-    (spmd_aws.memory submits the task again at that size).
+    infrastructure uses one of those attempts. Rules match in order (at most 5). A kill for
+    memory that the rule grows EXITs here (spmd_aws.memory submits the task again larger).
     """
+    most = max_attempts - 1
+    errors = attempts.allowed(resources, "error", most)
+    image = attempts.allowed(resources, "infrastructure", most)
+    host = attempts.allowed(resources, "requeue", most)
     # An image that was not pulled or started: on EC2 the job's statusReason is "Task failed
     # to start" and the cause ("CannotPullContainerError: ...") is in container.reason,
     # which onReason matches; onStatusReason matches statusReason only.
-    rules = [{"onReason": "Cannot*", "action": "RETRY"},  # Cannot{Pull,Start,...}ContainerError
-             {"onStatusReason": START_FAILED + "*", "action": "RETRY"},
-             {"onStatusReason": "ResourceInitializationError*", "action": "RETRY"},
-             {"onStatusReason": "Your Spot Task*" if fargate else "Host EC2*", "action": "RETRY"}]
-    if retries == 0:
-        rules.append({"onReason": "*", "action": "EXIT"})
-        attempts = min(max_attempts, 1 + (infra_retries or 0))
-        if not infra_retries:
-            rules = rules[4:]
-    else:
-        if short_timeout:
-            rules.append({"onExitCode": str(TIMEOUT_EXIT), "action": "EXIT"})
-        attempts = retries + 1
-        if grows_memory:
-            rules.insert(0, {"onReason": "OutOfMemoryError*", "action": "EXIT"})
-            if len(rules) > 5:
-                from spmd.errors import ResourceError
-                raise ResourceError(
-                    "AWS Batch takes at most 5 retry rules: a list of memory sizes with retries "
-                    "and a timeout under 60 s needs 6; give one memory size, retries=0, or a "
-                    "timeout of 60 s or more")
-    return {"attempts": attempts, "evaluateOnExit": rules}
+    rules = [{"onReason": "Cannot*", "action": _action(image)},  # Cannot{Pull,Start,...}Container
+             {"onStatusReason": START_FAILED + "*", "action": _action(image)},
+             {"onStatusReason": "ResourceInitializationError*", "action": _action(image)},
+             {"onStatusReason": "Your Spot Task*" if fargate else "Host EC2*",
+              "action": _action(host)}]
+    if not errors:
+        rules = [r for r in rules if r["action"] == "RETRY"] + [{"onReason": "*", "action": "EXIT"}]
+        return {"attempts": 1 + max(image, host), "evaluateOnExit": rules}
+    if short_timeout and not attempts.after(resources, 1, "timeout").again:
+        rules.append({"onExitCode": str(TIMEOUT_EXIT), "action": "EXIT"})
+    if attempts.after(resources, 1, "oom").kind != "retry":  # grown, or final
+        rules.insert(0, {"onReason": "OutOfMemoryError*", "action": "EXIT"})
+    if len(rules) > 5:
+        raise ResourceError(
+            "AWS Batch takes at most 5 retry rules: a list of memory sizes with retries "
+            "and a timeout under 60 s needs 6; give one memory size, retries=0, or a "
+            "timeout of 60 s or more")
+    return {"attempts": 1 + errors, "evaluateOnExit": rules}
+
+
+def _action(retried: int) -> str:
+    return "RETRY" if retried else "EXIT"
 
 
 def _fields(job: dict) -> list[str]:

@@ -4,31 +4,37 @@
             --dependency (depend.py) with --kill-on-invalid-dep, partition, account, options,
             --signal=B:USR1@stop_warning (tasks without a timeout)
     task = SLURM_ARRAY_TASK_ID + offset; attempt = attempts that ended or were requeued + 1
-    lost to the infrastructure (requeued) more than infra_retries times ──> give up, mark "infra"
-    loop: mark start ──> run the task (under `timeout` when it has one) ──> mark its end
-          docker run could not start the container (exit 125) ──> again, under infra_retries
-          exit 0 ──> done; timed out ──> mark "timeout", done (never retried);
-          failed and retries left ──> next attempt in the same allocation; else exit its code,
-          or 0 for the worker's 1 (a call raised; its errors are in the output), so that a
-          chained map's aftercorr task runs and reads them
-    USR1 (Slurm's warning before the time limit) or TERM (preemption, scancel) ──> passed to
-          the task, which saves its checkpoint_dir() and exits 75 (protocol.REQUEUE_EXIT)
-          ──> after USR1: mark "requeue" and `scontrol requeue` this array task while
-          SLURM_RESTART_COUNT < infra_retries (spmd.attempts.infra_allowed), else give
-          up, mark "infra"; after TERM: Slurm itself requeues it (preemption: the same
-          attempt runs again, from the checkpoint) or ends it (scancel)
+    decide LOST COUNTED INFRA ──> retry or final: the attempt rule's table for this array's
+          resources, computed by render() from spmd.attempts.after (decisions.py); the
+          script only says how an attempt ended and counts, and never compares a budget
+    Slurm requeued it (node failure, preemption) ──> decide "infrastructure": final: mark
+          "infra", exit 1
+    loop: mark start ──> run the task (under `timeout` when it has one) ──> how it ended:
+          exit 0 ──> mark its end, done
+          75 after USR1 (Slurm's warning before the time limit; checkpoint saved) "requeue"
+              ──> retry: `scontrol requeue` this array task; final: mark "infra", exit 1
+          timed out "timeout" ──> final: mark "timeout", exit 124
+          docker run could not start the container (125) "infrastructure" ──> retry: again
+              in this allocation; final: mark "infra", exit 125
+          137 "oom", any other code "error" ──> mark its end; retry: next attempt in this
+              allocation; final: exit its code, or 0 for the worker's 1 (a call raised; its
+              errors are in the output), so that a chained map's aftercorr task runs
+          75 after TERM, or 143 (preemption, scancel, Slurm's own requeue) ──> no decision:
+              Slurm requeues it (the same attempt runs again) or ends it; exit 143
 
-Marks are empty files in ``jobs/<id>/slurm/marks/`` named ``<task>.<what>.<attempt>[.<code>]``,
-so the client learns every task's attempts and exit codes from one directory listing. A
-Slurm-level requeue (node failure, preemption) runs the script again: the attempt that was
-lost is run again under the same number, and ``retries`` is not spent on it; an attempt that
-saved its checkpoint leaves a requeue mark, so the next one has the next number, and
-SPMD_INFRA_LOST (the requeue marks) keeps it off ``retries``.
+Marks are empty files in ``jobs/<id>/slurm/marks/`` named ``<task>.<what>.<attempt>[.<n>]``
+(``end``'s n: the exit code; ``requeue``'s: SLURM_RESTART_COUNT then; ``nostart``'s: the
+losses to the infrastructure before it), so the client learns every task's attempts and exit
+codes from one directory listing, and a run Slurm started again counts from them: COUNTED =
+attempt - requeues (SPMD_INFRA_LOST, which keeps them off ``retries``), INFRA =
+SLURM_RESTART_COUNT + nostart marks. A run after Slurm's own requeue runs the lost attempt
+again under the same number; one after this script's requeue (a requeue mark of the run
+before) has the next number, its loss judged already.
 
 Why ``scontrol requeue`` rather than another attempt in this script's loop: the warning
 comes shortly before Slurm ends the allocation, so the next attempt needs a new one; a
 requeue keeps the array task's id, its place in the array's dependencies and its log, and
-Slurm counts it in SLURM_RESTART_COUNT, the count the script's give-up rule already reads.
+Slurm counts it in SLURM_RESTART_COUNT, which INFRA reads.
 
 The task's output goes to Slurm's ``--output`` file (``%A_%a.out``, appended across requeues),
 which the queue reads as the task's log.
@@ -45,7 +51,7 @@ from spmd import attempts, protocol
 from spmd.batch_queue import ArraySpec
 from spmd.errors import ConfigError
 
-from . import runtimes
+from . import decisions, runtimes
 
 #: variables the worker reads that must come from this script, never from the submitter.
 NOT_INHERITED = ("AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ATTEMPT", "SPMD_TASK_OFFSET",
@@ -82,7 +88,8 @@ def time_limit(spec: ArraySpec, options: Options) -> str | None:
         return options.time
     # The script enforces each attempt's timeout itself (Slurm checks only every ~30 s, in
     # whole minutes); Slurm's limit is the backstop for the whole allocation.
-    seconds = (res.timeout + KILL_AFTER + 5) * (res.retries + 1) + 60
+    tries = attempts.allowed(res, "error") + 1  # an allocation's attempts (the rule's)
+    seconds = (res.timeout + KILL_AFTER + 5) * tries + 60
     return str(math.ceil(seconds / 60))
 
 
@@ -140,8 +147,6 @@ umask 077
 offset={offset}
 task=$((SLURM_ARRAY_TASK_ID + offset))
 marks={marks}
-retries={retries}
-infra_retries={infra_retries}
 timeout_s={timeout}
 {unset}
 {exports}
@@ -149,9 +154,26 @@ export AWS_BATCH_JOB_ARRAY_INDEX=$SLURM_ARRAY_TASK_ID SPMD_TASK_OFFSET=$offset P
 mkdir -p "$marks"
 restarts=${{SLURM_RESTART_COUNT:-0}}
 requeue_exit={requeue_exit}
-if [ "$restarts" -gt "$infra_retries" ]; then
-    echo "spmd: task $task was lost to the infrastructure (node failure or preemption) $restarts times, more than infra_retries=$infra_retries; giving up"
-    touch "$marks/$task.infra.$restarts"
+# The attempt rule (spmd.attempts.after) for this array's resources, computed by render():
+# how an attempt ended, the attempts `retries` counts (this one included), the losses to the
+# infrastructure before it ──> retry or final.
+decide() {{
+    case "$1:$2:$3" in
+{decisions}
+        *) echo final;;
+    esac
+}}
+requeues=$(ls "$marks" | grep -c "^$task\\.requeue\\." || true)
+export SPMD_INFRA_LOST=$requeues
+attempt=$(( $(ls "$marks" | grep -c "^$task\\.end\\." || true) + requeues + 1 ))
+# losses to the infrastructure so far: Slurm's requeues (this script's own and Slurm's) and
+# containers docker could not start
+infra=$(( restarts + $(ls "$marks" | grep -c "^$task\\.nostart\\." || true) ))
+if [ "$restarts" -gt 0 ] && [ ! -e "$marks/$task.requeue.$((attempt - 1)).$((restarts - 1))" ] \\
+        && [ "$(decide infrastructure $((attempt - requeues)) $((infra - 1)))" = final ]; then
+    # Slurm, not this script, requeued it (node failure, preemption): a loss the rule judges now
+    echo "spmd: task $task was lost to the infrastructure (node failure or preemption) $infra times, more than infra_retries={infra_retries} allows; giving up"
+    touch "$marks/$task.infra.$infra"
     exit 1
 fi
 [ "$restarts" -gt 0 ] && echo "--- spmd: requeued by Slurm (restart $restarts) ---"
@@ -175,11 +197,6 @@ trap 'stopping="${{stopping:-warning}}"; forward USR1' USR1
 trap 'stopping=TERM; forward TERM' TERM
 cd "$work"
 export TMPDIR=$work
-infra=0
-failures=$(ls "$marks" | grep -c "^$task\\.end\\.[0-9]*\\.[1-9]" || true)
-requeues=$(ls "$marks" | grep -c "^$task\\.requeue\\." || true)
-export SPMD_INFRA_LOST=$requeues
-attempt=$(( $(ls "$marks" | grep -c "^$task\\.end\\." || true) + requeues + 1 ))
 while true; do
     export SPMD_ATTEMPT=$attempt
     [ "$attempt" -gt 1 ] && echo "--- spmd: attempt $attempt ---"
@@ -192,64 +209,70 @@ while true; do
     while :; do wait $pid; code=$?; [ -n "$stopping" ] && kill -0 $pid 2>/dev/null || break; done
     pid=""
     {after}
-    if [ "$code" -eq "$requeue_exit" ] && [ "$stopping" = TERM ]; then
-        # its checkpoint is saved; Slurm requeues it (preemption: the same attempt again) or
-        # ends it (scancel), killing this script after KillWait: clean up before waiting
+    if [ "$code" -eq "$requeue_exit" ] && [ "$stopping" = TERM ] || [ "$code" -eq 143 ]; then
+        # SIGTERM from outside (after TERM the task saved its checkpoint): Slurm requeues,
+        # cancels or stops the job and signals this script too, a moment later under load. No
+        # end mark: a requeued run must not count this attempt as the user's; it judges the
+        # loss. Slurm kills this script after KillWait: clean up before waiting.
         cleanup
         sleep 10 & wait $!
         exit 143
     fi
-    if [ "$code" -eq "$requeue_exit" ] && [ -n "$stopping" ]; then
-        touch "$marks/$task.requeue.$attempt"
-        if [ "$restarts" -ge "$infra_retries" ]; then
-            echo "spmd: task $task was requeued at its time limit $restarts times, as many as infra_retries=$infra_retries allows; giving up"
-            touch "$marks/$task.infra.$((restarts + 1))"
-            exit 1
-        fi
+    # how the attempt ended, in the rule's words (spmd.attempts.Lost)
+    if [ "$code" -eq 0 ]; then
+        touch "$marks/$task.end.$attempt.0"
+        exit 0
+    elif [ "$code" -eq "$requeue_exit" ] && [ -n "$stopping" ]; then
+        lost=requeue  # Slurm's warning before the time limit; its checkpoint is saved
+        touch "$marks/$task.requeue.$attempt.$restarts"
+    elif [ -n "$timeout_s" ] && [ "$code" -eq 124 -o "$code" -eq 137 ] \\
+            && [ $((SECONDS - started)) -ge "${{timeout_s%.*}}" ]; then
+        lost=timeout
+    elif [ "$code" -eq 125 ] && [ {runtime} = docker ]; then
+        lost=infrastructure  # docker run itself failed: it could not create or start the container
+    elif [ "$code" -eq 137 ]; then
+        lost=oom  # SIGKILL that spmd did not send: the cgroup's or the container's OOM killer
+    else
+        lost=error
+    fi
+    case "$lost:$(decide "$lost" $((attempt - requeues)) "$infra")" in
+    requeue:retry)
         if ! scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"; then
             echo "spmd: scontrol requeue of task $task failed (is JobRequeue off?); giving up"
-            touch "$marks/$task.infra.$((restarts + 1))"
+            touch "$marks/$task.infra.$((infra + 1))"
             exit 1
         fi
         sleep 30 & wait $!  # Slurm ends this run and starts the task again
-        exit 0
-    fi
-    if [ -n "$timeout_s" ] && [ "$code" -eq 124 -o "$code" -eq 137 ] \\
-            && [ $((SECONDS - started)) -ge "${{timeout_s%.*}}" ]; then
+        exit 0;;
+    requeue:final)
+        echo "spmd: task $task was requeued at its time limit or lost to the infrastructure $infra times, as many as infra_retries={infra_retries} allows; giving up"
+        touch "$marks/$task.infra.$((infra + 1))"
+        exit 1;;
+    infrastructure:retry)
+        echo "spmd: docker could not start the task's container (exit 125); trying again"
+        touch "$marks/$task.nostart.$attempt.$infra"
+        infra=$((infra + 1))
+        sleep 2;;
+    infrastructure:final)
+        echo "spmd: docker could not start the task's container; lost to the infrastructure $((infra + 1)) times, giving up"
+        touch "$marks/$task.infra.$((infra + 1))"
+        exit 125;;
+    timeout:final)
         echo "spmd: the task timed out after ${{timeout_s}}s and was stopped"
         touch "$marks/$task.timeout.$attempt"
-        exit 124
-    fi
-    if [ "$code" -eq 125 ] && [ {runtime} = docker ]; then
-        # docker run itself failed (the daemon could not create or start the container):
-        # a loss to the infrastructure, retried under infra_retries, not retries
-        infra=$((infra + 1))
-        if [ "$infra" -gt "$infra_retries" ]; then
-            echo "spmd: docker could not start the task's container $infra times; giving up"
-            touch "$marks/$task.infra.$infra"
-            exit 125
-        fi
-        echo "spmd: docker could not start the task's container (exit 125); trying again"
-        sleep 2
-        continue
-    fi
-    if [ "$code" -eq 143 ]; then
-        # SIGTERM from outside: Slurm requeues, cancels or stops the job and signals this
-        # script too, a moment later under load. No end mark: a requeued run must not count
-        # this attempt as the user's. Slurm kills this script after KillWait: clean up first.
-        cleanup
-        sleep 10 & wait $!
-        exit 143
-    fi
-    touch "$marks/$task.end.$attempt.$code"
-    [ "$code" -eq 0 ] && exit 0
-    failures=$((failures + 1))
-    # exit 1 is the worker's "a call raised", its errors in the task's output (the mark keeps
-    # the code): Slurm records COMPLETED, so a chained map's aftercorr task runs and reads each
-    # item's own result or UpstreamFailed. Other codes (crash, OOM) fail the Slurm task.
-    [ "$failures" -gt "$retries" ] && {{ [ "$code" -eq 1 ] && exit 0; exit "$code"; }}
-    echo "spmd: attempt $attempt of task $task failed (exit $code); retrying"
-    attempt=$((attempt + 1))
+        exit 124;;
+    *:final)
+        touch "$marks/$task.end.$attempt.$code"
+        # exit 1 is the worker's "a call raised", its errors in the task's output (the mark
+        # keeps the code): Slurm records COMPLETED, so a chained map's aftercorr task runs and
+        # reads each item's own result or UpstreamFailed. Other codes (crash, OOM) fail it.
+        [ "$code" -eq 1 ] && exit 0
+        exit "$code";;
+    *:retry)
+        touch "$marks/$task.end.$attempt.$code"
+        echo "spmd: attempt $attempt of task $task failed (exit $code); retrying"
+        attempt=$((attempt + 1));;
+    esac
 done
 """
 
@@ -282,9 +305,9 @@ def render(spec: ArraySpec, offset: int, n: int, options: Options, marks: str, o
     return TEMPLATE.format(
         sbatch="\n".join(sbatch_lines(spec, n, options, output, after)), job_id=job_name,
         job_name=job_name, offset=offset, last=offset + n - 1, n_tasks=spec.n_tasks,
-        runtime=options.runtime, marks=shlex.quote(marks), retries=res.retries,
-        requeue_exit=protocol.REQUEUE_EXIT,
-        infra_retries=attempts.infra_allowed(res), timeout=f"{res.timeout:g}" if res.timeout else "",
+        runtime=options.runtime, marks=shlex.quote(marks), requeue_exit=protocol.REQUEUE_EXIT,
+        decisions=decisions.table(res), infra_retries=res.infra_retries,
+        timeout=f"{res.timeout:g}" if res.timeout else "",
         unset="unset " + " ".join(NOT_INHERITED),
         exports="\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
         launch=launch(spec, options, list(volumes)),

@@ -4,6 +4,7 @@ import pytest
 from spmd import attempts
 from spmd.attempts import Tally
 from spmd.batch_queue import Resources
+from spmd.errors import ResourceError
 
 GIB = 2**30
 
@@ -100,9 +101,7 @@ def batch_walk(resources: Resources, losses: list) -> list[str]:
     that ran past its timeout ("Job timeouts", AWS Batch user guide)."""
     from spmd_aws.config import MAX_ATTEMPTS
     from spmd_aws.reasons import retry_strategy
-    strategy = retry_strategy(resources.retries, resources.infra_retries, MAX_ATTEMPTS,
-                              fargate=False, short_timeout=False,
-                              grows_memory=len(resources.memory_sizes) > 1)
+    strategy = retry_strategy(resources, MAX_ATTEMPTS, fargate=False, short_timeout=False)
     kinds, in_job, step = [], 0, 0
     for lost in losses:
         in_job += 1
@@ -223,5 +222,73 @@ def test_the_slurm_batch_script_follows_the_rule(row, tmp_path):
 @pytest.mark.parametrize("infra_retries", [0, 1, 3])
 def test_a_queue_counting_requeues_itself_allows_infra_retries_of_them(infra_retries):
     resources = Resources(retries=2, infra_retries=infra_retries)
-    assert attempts.infra_allowed(resources) == infra_retries
+    assert attempts.allowed(resources, "requeue") == infra_retries
+    assert attempts.allowed(resources, "infrastructure") == infra_retries
+    assert attempts.allowed(resources, "error") == 2
     assert walk(resources, ["requeue"] * 5).count("retry") == infra_retries
+
+
+# -- The engines are generated from the rule: change the rule, and they follow --------------
+def never_retry_errors(resources, attempt, lost, tally=Tally()):
+    """A different rule: the user's code runs once; losses to the infrastructure as before."""
+    if lost in ("error", "oom"):
+        return attempts.Decision("final", tally)
+    return RULE(resources, attempt, lost, tally)
+
+
+def one_infra_loss_fewer(resources, attempt, lost, tally=Tally()):
+    """A different rule: infra_retries - 1 losses to the infrastructure are retried."""
+    if lost in attempts.INFRA and tally.infra_lost + 1 >= resources.infra_retries:
+        return attempts.Decision("final", tally)
+    return RULE(resources, attempt, lost, tally)
+
+
+RULE = attempts.after
+CHANGED = [  # rule, resources, losses: rows whose decisions the changed rule changes
+    (never_retry_errors, dict(retries=2), ["error", "error", "error"]),
+    (never_retry_errors, dict(retries=1, infra_retries=2), ["requeue", "infrastructure", "error", "error"]),
+    (one_infra_loss_fewer, dict(retries=0, infra_retries=2), ["infrastructure"] * 3),
+    (one_infra_loss_fewer, dict(retries=0, infra_retries=2), ["requeue"] * 3),
+]
+
+
+@pytest.mark.parametrize("rule,resources,losses", CHANGED)
+def test_the_engines_follow_a_changed_rule(rule, resources, losses, monkeypatch, tmp_path):
+    """Edit spmd.attempts.after alone, and Slurm's script and AWS's retryStrategy change with
+    it: neither keeps a copy of the rule."""
+    before = walk(Resources(**resources), losses)
+    monkeypatch.setattr(attempts, "after", rule)
+    expected = walk(Resources(**resources), losses)
+    assert expected != before  # the row tells the two rules apart
+    assert slurm_walk(Resources(**resources), losses, tmp_path) == expected
+    assert batch_walk(Resources(**resources), losses) == expected
+
+
+def test_the_slurm_table_is_short_for_the_defaults_and_bounded_for_large_budgets():
+    from spmd_slurm.decisions import table
+    assert table(Resources()).splitlines() == ["        infrastructure:1:[0-2]) echo retry;;",
+                                               "        requeue:1:[0-2]) echo retry;;"]
+    assert table(Resources(infra_retries=0)) == ""
+    assert len(table(Resources(retries=1000, infra_retries=40)).splitlines()) <= 20
+    with pytest.raises(ResourceError, match="more than 100000 states"):  # not a hang
+        table(Resources(retries=10**6))
+
+
+def test_the_batch_script_keeps_no_budget_of_its_own():
+    from spmd.batch_queue import ArraySpec
+    from spmd_slurm.script import Options, render
+    spec = ArraySpec("job-1", "img", ("python3",), 1, Resources(retries=4, infra_retries=2))
+    text = render(spec, 0, 1, Options(), "/marks", "/out")
+    assert "retries=" not in text.replace("infra_retries=2 allows", "")
+    assert "-gt \"$retries\"" not in text and "-ge \"$infra_retries\"" not in text
+
+
+@pytest.mark.parametrize("low,high", [(0, 0), (0, 2), (1, 100), (7, 1234), (19, 21), (99, 1000),
+                                      (0, 12), (300, 3099)])
+def test_a_range_of_numbers_is_a_few_bash_globs(low, high):
+    import fnmatch
+    from spmd_slurm.decisions import globs
+    patterns = globs(low, high)
+    assert len(patterns) <= 2 * len(str(high))
+    for n in range(0, 4000):
+        assert any(fnmatch.fnmatchcase(str(n), p) for p in patterns) == (low <= n <= high), n
