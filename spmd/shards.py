@@ -51,10 +51,12 @@ def pack(payloads: Sequence) -> bytes:
 
 
 def read(store: ObjectStore, key: str, index: int) -> memoryview:
-    """Payload number index of the shard at key, by two range reads (the second a view)."""
+    """Payload number index of the shard at key, by two range reads, the second a view that a
+    store of files maps copy-on-write: the task's arrays are built on the map, writable, and
+    what the task writes to them never reaches the shard."""
     start_at = _HEADER.size + _RANGE.size * index
     start, end = _RANGE.unpack(store.get(key, start_at, start_at + _RANGE.size))
-    return store.get_view(key, start, end)
+    return store.get_mapped(key, start, end)
 
 
 def plan(sizes: Sequence[int], *, target_bytes: int = 64 * 2**20) -> int:

@@ -12,11 +12,15 @@ folder (the driver walks everything).
 Folders are 0700 and files 0600, or, when the owner's ``share_with_group`` names a group,
 setgid 2750 and 0640: the group reads, nobody else does, and only the owner writes.
 ``put_parts`` writes a frame's parts one after the other and ``get_view`` reads straight into
-the buffer a value is then built on, so large buffers go between memory and the file once.
+the buffer a value is then built on, so large buffers go between memory and the file once;
+that buffer is the reader's own memory, so what was verified stays what it holds.
+``get_mapped`` maps the range copy-on-write instead (a task's input: no read, no copy; what
+the task writes to it stays in the task).
 """
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import shutil
 import stat
@@ -266,15 +270,15 @@ class DirectoryStore(LibcloudStore):
             raise ObjectNotFound(key) from exc
 
     def get_view(self, key: str, start: int | None = None, end: int | None = None) -> memoryview:
-        # One read straight into the buffer the value will live in (no memory map: a map
-        # holds a file descriptor for as long as any array built on it lives).
+        # One read straight into the buffer the value will live in. Private memory, not a map
+        # of the file: a task of the job may rewrite or truncate the file in place after its
+        # signature was checked (spmd.integrity), and a map holds a file descriptor for as
+        # long as any array built on it lives.
         try:
             with open(self.path(key), "rb", buffering=0) as handle:
-                size = os.fstat(handle.fileno()).st_size
-                start = min(start or 0, size)
-                end = size if end is None else max(start, min(end, size))
-                handle.seek(start)
+                start, end = self._span(handle, start, end)
                 buffer = memoryview(bytearray(end - start))
+                handle.seek(start)
                 done = 0
                 while done < len(buffer):
                     n = handle.readinto(buffer[done:])
@@ -284,6 +288,28 @@ class DirectoryStore(LibcloudStore):
                 return buffer[:done]
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
+
+    def get_mapped(self, key: str, start: int | None = None, end: int | None = None) -> memoryview:
+        """The range as a copy-on-write map of the object's file: pages are read when used, and
+        a write to the view stays in this process's memory, never reaching the file."""
+        try:
+            with open(self.path(key), "rb", buffering=0) as handle:
+                start, end = self._span(handle, start, end)
+                if end == start:
+                    return memoryview(bytearray())
+                base = start - start % mmap.ALLOCATIONGRANULARITY  # a map starts on a page
+                mapped = mmap.mmap(handle.fileno(), end - base, access=mmap.ACCESS_COPY,
+                                   offset=base)
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+        return memoryview(mapped)[start - base:]
+
+    @staticmethod
+    def _span(handle, start: int | None, end: int | None) -> tuple[int, int]:
+        """[start, end) clipped to the open file's size."""
+        size = os.fstat(handle.fileno()).st_size
+        start = min(start or 0, size)
+        return start, size if end is None else max(start, min(end, size))
 
     def delete(self, key: str) -> None:
         """Remove the object's file, then its folders up to the container while they are empty."""

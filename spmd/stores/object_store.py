@@ -5,10 +5,12 @@ A backend implements five primitives; everything else is built on them here.
 ``put_file``/``get_file`` stream files of any size; the defaults here keep memory bounded,
 and a backend overrides them with its native transfer (file copy, S3 multipart).
 
-Three conveniences have a default here that a store may replace with a faster way:
+Four conveniences have a default here that a store may replace with a faster way:
 ``put_parts`` (write a frame's parts without joining them first), ``get_view`` (bytes as a
-memoryview of a buffer a value can be built on, so large buffers are not copied again) and ``list_after`` (keys
-after a given one, S3's ``StartAfter``, so a watcher does not re-list what it has seen).
+memoryview of a buffer a value can be built on, so large buffers are not copied again),
+``get_mapped`` (the same, but a store of files may map the range instead of reading it) and
+``list_after`` (keys after a given one, S3's ``StartAfter``, so a watcher does not re-list
+what it has seen).
 
     >>> store.put("jobs/j1/manifest.json", b"{}")
     >>> list(store.list("jobs/j1/"))
@@ -66,6 +68,12 @@ class ObjectStore(ABC):
         (arrays unpickled from it are then built on it, not copied). Writing to the view
         never changes the object."""
         return memoryview(self.get(key, start, end))
+
+    def get_mapped(self, key: str, start: int | None = None, end: int | None = None) -> memoryview:
+        """Like ``get_view``; a store of files maps the range copy-on-write instead of reading it
+        (nothing is read before it is used; writing to the view never changes the object). Only
+        for an object nobody checks or rewrites in place while the view lives: a task's input."""
+        return self.get_view(key, start, end)
 
     def list_after(self, prefix: str, start_after: str = "") -> Iterator[str]:
         """The keys of ``list(prefix)`` that sort after start_after ("" for all of them)."""

@@ -1,5 +1,6 @@
 """ObjectStore alone: bytes by key, atomic put, range get, sorted prefix listing, delete,
-and the conveniences a store may override (``put_parts``, ``get_view``, ``list_after``).
+and the conveniences a store may override (``put_parts``, ``get_view``, ``get_mapped``,
+``list_after``).
 
 Needs only the ``spmd_store`` fixture (by default the backend's store), so a store that
 is not part of a backend (``spmd.stores.libcloud.LibcloudStore`` over some driver) can run it too.
@@ -178,7 +179,7 @@ class ObjectStoreContract(BackendFixtures):
             spmd_store.get_file(f"{spmd_scratch}files/none", folder / "x")
         assert list(folder.iterdir()) == []  # neither the file nor a temporary one
 
-    def test_store_put_parts_get_view_and_list_after(self, spmd_store, spmd_scratch):
+    def test_store_put_parts_get_view_get_mapped_and_list_after(self, spmd_store, spmd_scratch):
         # A frame's parts are written as one object; a view reads it (or a range) back.
         key = f"{spmd_scratch}frame"
         big = bytes(range(256)) * (3 * MB // 256)
@@ -195,6 +196,16 @@ class ObjectStoreContract(BackendFixtures):
             assert spmd_store.get(key, 0, 1) == b"h"
         with pytest.raises(spmd.ObjectNotFound):
             spmd_store.get_view(f"{spmd_scratch}missing")
+        # A mapped range is the same bytes, from any offset; writing to it changes no object.
+        assert bytes(spmd_store.get_mapped(key, 4, 4 + MB)) == big[:MB]
+        assert bytes(spmd_store.get_mapped(key, 4097, 4100)) == whole[4097:4100]
+        assert bytes(spmd_store.get_mapped(key, len(whole))) == b""
+        mapped = spmd_store.get_mapped(key, 0, 8)
+        if not mapped.readonly:
+            mapped[0] = ord("H")
+            assert spmd_store.get(key, 0, 1) == b"h"
+        with pytest.raises(spmd.ObjectNotFound):
+            spmd_store.get_mapped(f"{spmd_scratch}missing")
         # Listing after a key gives only the keys sorted after it.
         keys = [f"{spmd_scratch}out/{i:06d}.pkl" for i in range(5)]
         for k in keys:

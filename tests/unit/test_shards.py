@@ -11,23 +11,23 @@ def test_pack_and_read_every_payload(tmp_path):
     assert [bytes(shards.read(store, "s.bin", i)) for i in range(4)] == payloads
 
 
-def test_read_is_two_range_reads_and_only_the_index_is_read_as_bytes(tmp_path):
+def test_read_is_two_range_reads_and_the_payload_is_mapped(tmp_path):
     store = DirectoryStore(tmp_path)
     store.put_parts("s.bin", shards.pack_parts([b"x" * 1_000_000, b"needle", b"y" * 1_000_000]))
     reads = []
-    original_get, original_view = store.get, store.get_view
+    original_get, original_view = store.get, store.get_mapped
 
     def counting_get(key, start=None, end=None):
         reads.append(("get", start, end))
         return original_get(key, start, end)
 
     def counting_view(key, start=None, end=None):
-        reads.append(("view", start, end))
+        reads.append(("mapped", start, end))
         return original_view(key, start, end)
 
-    store.get, store.get_view = counting_get, counting_view
+    store.get, store.get_mapped = counting_get, counting_view
     assert shards.read(store, "s.bin", 1) == b"needle"
-    assert [kind for kind, _, _ in reads] == ["get", "view"]
+    assert [kind for kind, _, _ in reads] == ["get", "mapped"]
     assert reads[0][2] - reads[0][1] == 16 and reads[1][2] - reads[1][1] == len(b"needle")
 
 
