@@ -16,7 +16,7 @@ import typing as _typing
 
 from .errors import (
     BaseImageError, CommandFailed, CommandImageError, CommandSpecError, ConfigError,
-    DataError, EngineError, FailureBudgetSpent, ImageError, JobNotFound, ObjectNotFound, PluginError,
+    DataError, EngineError, FailureBudgetSpent, ImageError, InputsLost, JobNotFound, ObjectNotFound, PluginError,
     QueueError, RemoteError, RequirementError, ResourceError, ResultDamaged, SerializationError,
     SpmdError, StoreError, SystemPackageError, TaskLost, TaskOutOfMemory, TaskTimedOut,
     UnknownBackendError, UpstreamFailed, WatchFailed,
@@ -44,7 +44,7 @@ __all__ = [
     "Args", "ArraySpec", "Backend", "BaseImageError", "BatchQueue", "Capacity", "Command",
     "CommandFailed", "CommandImageError", "CommandResult", "CommandSpecError",
     "ConfigError", "DataError", "EngineError", "Executor", "FailureBudgetSpent", "File", "Future", "ImageError",
-    "ImageRegistry", "Job", "JobNotFound", "Knot", "ObjectNotFound", "ObjectStore",
+    "ImageRegistry", "InputsLost", "Job", "JobNotFound", "Knot", "ObjectNotFound", "ObjectStore",
     "PluginError", "QueueError", "RemoteError", "RemoteTraceback", "RequirementError",
     "ResourceError", "Resources", "ResultDamaged", "Secret", "SerializationError", "SpmdError", "StoreError",
     "SystemPackageError", "TaskLost", "TaskOutOfMemory", "TaskStatus", "TaskTimedOut",

@@ -82,6 +82,9 @@ class Backend(ABC):
     #: False for a backend that runs tasks without container images (e.g. local processes):
     #: then no image is built and ``make_registry`` may raise NotImplementedError.
     uses_images: ClassVar[bool] = True
+    #: True where tasks run on this machine and see its /dev/shm (local): a job's input
+    #: shards are kept in memory while it runs (ObjectStore.keep_in_memory), not on disk
+    inputs_in_memory: ClassVar[bool] = False
     #: who moves data that lives elsewhere (URLs in, ``outputs_to`` out)
     data_rule: ClassVar[DataRule] = DataRule()
 

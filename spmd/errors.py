@@ -18,6 +18,7 @@
     │   └── SystemPackageError (ValueError) a Debian package is misnamed or not in the release
     ├── StoreError                       the object store failed
     │   ├── ObjectNotFound (KeyError)
+    │   ├── InputsLost                   a job's inputs kept in memory are gone (a restart)
     │   └── ResultDamaged                an output, log or reused result cannot be decoded
     ├── WatchFailed                      a job's progress could not be checked, persistently
     ├── FailureBudgetSpent               not run: the job failed more items than max_failures
@@ -173,6 +174,10 @@ class SystemPackageError(ImageError, ValueError):
 
 class StoreError(SpmdError):
     """The object store failed."""
+
+
+class InputsLost(StoreError):
+    """A job's inputs, kept in memory while it ran (ObjectStore.keep_in_memory), are gone."""
 
 
 class ObjectNotFound(StoreError, KeyError):

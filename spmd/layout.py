@@ -49,8 +49,13 @@ def function_key(job_id: str) -> str:
     return f"{prefix(job_id)}function.pkl"
 
 
+def input_prefix(job_id: str) -> str:
+    """Where a job's input shards are: needed only while its tasks run."""
+    return f"{prefix(job_id)}input/"
+
+
 def shard_key(job_id: str, shard: int) -> str:
-    return f"{prefix(job_id)}input/{shard:05d}.bin"
+    return f"{input_prefix(job_id)}{shard:05d}.bin"
 
 
 def output_prefix(job_id: str) -> str:

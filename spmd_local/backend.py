@@ -22,6 +22,7 @@ class LocalBackend(Backend):
     """Tasks are containers on the local Docker engine; the store is a local directory."""
 
     name = "local"
+    inputs_in_memory = True
     config_keys = (
         Key("store_dir", config.text, "directory of the local store (jobs, inputs, outputs, logs)"),
         Key("max_vcpus", config.positive_float, "CPUs all running tasks may use together "

@@ -35,7 +35,7 @@ from spmd.task import wire
 from spmd.batch_queue import ArraySpec
 from spmd.errors import EngineError
 from spmd.scheduling import Adoption, Attempt, DirectoryStore, Outcome, Runner, queue_key
-from spmd.scheduling.engine import private_folder
+from spmd.folders import private_folder
 
 from . import dataview, gpus
 
@@ -95,6 +95,9 @@ def task_mounts(store: DirectoryStore, job_id: str, after_job: str = "",
     mounts = {str(job): {"bind": str(job), "mode": "rw"},
               str(queue): {"bind": str(queue), "mode": "ro"},
               str(run): {"bind": str(run), "mode": "rw"}}
+    held = store.in_memory(layout.input_prefix(job_id))  # its inputs, on /dev/shm
+    if held is not None:
+        mounts[str(held)] = {"bind": str(held), "mode": "ro"}
     for kind in dataview.KINDS:
         mounts[str(view / kind)] = {"bind": str(store.path(f"data/{kind}")), "mode": "ro"}
     if secrets_dir:

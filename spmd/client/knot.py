@@ -244,6 +244,9 @@ class Knot:
             store.put_json(layout.data_key(job_id),
                            data.job_data(staged, url_refs, destinations))
         store.put(layout.function_key(job_id), function)
+        if self.backend.inputs_in_memory:
+            store.keep_in_memory(layout.input_prefix(job_id),
+                                 sum(codec.frame_size(p) for p in payloads))
         for shard, start in enumerate(range(0, len(payloads), per_shard)):
             store.put_parts(layout.shard_key(job_id, shard),
                             shards.pack_parts(payloads[start:start + per_shard]))

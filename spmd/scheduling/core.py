@@ -188,6 +188,7 @@ class Scheduler:
         """Every task has ended: let the resources and the secrets go, then say done."""
         self.close()
         secrets.remove(self.store, self.job_id)  # no task of the job will run again
+        self.store.release_memory(layout.input_prefix(self.job_id))
         self.write_state(done=True)
 
     def admit(self) -> None:
@@ -429,6 +430,7 @@ class Scheduler:
         for task, status in self.tasks.items():
             if status.state in (PENDING, RUNNING):
                 self.tasks[task] = TaskStatus(FAILED, status.attempts, None, reason, "error")
+        self.store.release_memory(layout.input_prefix(self.job_id))
         self.write_state(done=True)
 
 

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import socket
-import stat
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from spmd.errors import EngineError
+from spmd.folders import private_folder
 
 log = logging.getLogger("spmd.scheduler")
 
@@ -51,24 +51,6 @@ def linger_seconds() -> float:
         return float(os.environ.get("SPMD_ENGINE_LINGER", LINGER))
     except ValueError:
         return LINGER
-
-
-def private_folder(folder: Path) -> Path:
-    """Make the user's private folder, or check one that exists: a folder of this user's
-    that no one else may enter. Another user's (made first, to read what is sent there) is
-    refused."""
-    try:
-        folder.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(folder)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise EngineError(f"{folder} is not a folder of this user's (owner uid {st.st_uid}); "
-                          "another user may have made it to read tasks' messages: remove it "
-                          "(or ask an admin to), then run again")
-    if st.st_mode & 0o077:
-        os.chmod(folder, 0o700)
-    return folder
 
 
 def _code_stamp(module: str) -> str:

@@ -19,6 +19,7 @@ the task writes to it stays in the task).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import mmap
 import os
@@ -30,7 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from spmd.errors import ConfigError, ObjectNotFound, StoreError
+from spmd.errors import ConfigError, EngineError, ObjectNotFound, StoreError
+from spmd.folders import private_folder
 from .libcloud import LibcloudStore
 
 log = logging.getLogger("spmd")
@@ -132,6 +134,11 @@ def shared_with_me(folder: Path) -> bool:
     return st.st_uid != os.getuid() and _shared(st) and st.st_gid in _my_groups()
 
 
+#: where keep_in_memory puts a job's inputs: a tmpfs on every Linux
+MEMORY_ROOT = Path("/dev/shm")
+MEMORY_CAP = 4 * 2**30  # bytes of one job's inputs in memory at most
+MEMORY_SHARE = 0.25     # of the tmpfs's free space
+
 class DirectoryStore(LibcloudStore):
     """A directory holding objects as files under ``<root>/spmd/``."""
 
@@ -181,6 +188,53 @@ class DirectoryStore(LibcloudStore):
         if not url.startswith("file://"):
             raise ValueError(f"not a file:// URL: {url!r}")
         return cls(url[len("file://"):])
+
+    def keep_in_memory(self, prefix: str, size: int) -> bool:
+        """The prefix's folder becomes a link to a folder of this user's on /dev/shm, when
+        ``size`` is at most MEMORY_SHARE of its free space and MEMORY_CAP; not for a store
+        shared with a group (its members could not follow the link)."""
+        folder = self.path(prefix.rstrip("/"))
+        if self.shared or self.reader or os.path.lexists(folder):
+            return False
+        try:
+            st = os.statvfs(MEMORY_ROOT)
+            if size > min(MEMORY_CAP, st.f_bavail * st.f_frsize * MEMORY_SHARE):
+                return False
+            base = private_folder(MEMORY_ROOT / f"spmd-{os.getuid()}")
+            target = base / hashlib.sha1(str(self.root).encode()).hexdigest()[:16] / prefix.strip("/")
+            target.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.make_folders(folder.parent)
+            os.symlink(target, folder)
+        except (OSError, EngineError) as exc:
+            log.info("%s stays on disk: %s", prefix, exc)
+            return False
+        return True
+
+    def in_memory(self, prefix: str) -> Path | None:
+        """Where keep_in_memory put the prefix's objects; None when they are on disk (or
+        the link leads anywhere but this user's memory folder)."""
+        folder = self.path(prefix.rstrip("/"))
+        if not folder.is_symlink():
+            return None
+        target = Path(os.readlink(folder))
+        base = MEMORY_ROOT / f"spmd-{os.getuid()}"
+        return target if target.is_relative_to(base) and ".." not in target.parts else None
+
+    def release_memory(self, prefix: str) -> None:
+        target = self.in_memory(prefix)
+        if target is not None:
+            shutil.rmtree(target, ignore_errors=True)
+            self.path(prefix.rstrip("/")).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Also frees the memory of the jobs' inputs under prefix (spmd clean)."""
+        folder = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root / CONTAINER
+        if folder.is_dir() and not folder.is_symlink():
+            links = [folder / "input", *folder.glob("*/input"), *folder.glob("jobs/*/input")]
+            for link in [p for p in links if p.is_symlink()]:
+                self.release_memory(str(link.relative_to(self.root / CONTAINER)))
+                link.unlink(missing_ok=True)  # one that leads elsewhere: only the link goes
+        return super().delete_prefix(prefix)
 
     def path(self, key: str) -> Path:
         """The file that holds key."""
@@ -347,12 +401,15 @@ class DirectoryStore(LibcloudStore):
         base = self.root / CONTAINER
         folder = base / prefix.rpartition("/")[0]
         keys = []
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = [d for d in dirnames if d not in (".lock", ".hash")]
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
             rel = os.path.relpath(dirpath, base)
+            # a linked folder is walked only when it holds a job's inputs in memory
+            dirnames[:] = [d for d in dirnames if d not in (".lock", ".hash") and (
+                not os.path.islink(os.path.join(dirpath, d))
+                or self.in_memory(d if rel == "." else f"{rel}/{d}") is not None)]
             for name in filenames:
-                if name.startswith(".tmp-"):
-                    continue
+                if name.startswith(".tmp-") or not os.path.exists(os.path.join(dirpath, name)):
+                    continue  # a temporary file, or the link to inputs freed or lost
                 key = name if rel == "." else f"{rel}/{name}"
                 if key.startswith(prefix):
                     keys.append(key)

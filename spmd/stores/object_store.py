@@ -129,6 +129,16 @@ class ObjectStore(ABC):
     def get_json(self, key: str) -> Any:
         return json.loads(self.get(key))
 
+    def keep_in_memory(self, prefix: str, size: int) -> bool:
+        """Keep the ``size`` bytes about to be written under prefix in memory (a tmpfs), not on
+        disk, where this store can and has room: objects needed only while a job runs on this
+        machine, which live until ``release_memory(prefix)`` or the machine restarts. False:
+        they go where every object goes (the default)."""
+        return False
+
+    def release_memory(self, prefix: str) -> None:
+        """Free what ``keep_in_memory(prefix)`` kept in memory (nothing by default)."""
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under prefix; returns how many."""
         keys = list(self.list(prefix))

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from .. import attempts, codec, layout, protocol, secrets, shards, upstream
 from . import checkpoint
-from ..errors import TaskLost
+from ..errors import InputsLost, ObjectNotFound, TaskLost
 from ..layout import Manifest
 from ..stores.object_store import ObjectStore
 from ..plugins import open_store
@@ -87,7 +87,13 @@ def _run_task(store: ObjectStore, job_id: str, task: int, attempt: int, infra_lo
     secrets.apply()  # the Knot's secrets, as environment variables (spmd.secrets)
     manifest, func = load_job(store, job_id)
     shard, index = manifest.shard_of(task)
-    calls = codec.loads_frame(shards.read(store, layout.shard_key(job_id, shard), index))
+    try:
+        calls = codec.loads_frame(shards.read(store, layout.shard_key(job_id, shard), index))
+    except ObjectNotFound as exc:
+        raise InputsLost(
+            f"the inputs of job {job_id} are gone ({exc}): they were kept in memory "
+            "(/dev/shm) while the job ran, and the machine has restarted since, or they were "
+            "removed; map again (reuse=True skips the items that finished)") from None
 
     previous: list = [None] * len(calls)
     if attempt > 1:

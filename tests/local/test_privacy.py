@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import spmd
-from spmd.scheduling.engine import private_folder
+from spmd.folders import private_folder
 
 pytestmark = pytest.mark.docker
 WAIT = 180
