@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import json
 import logging
 import os
 import signal
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Callable
 
 from spmd import attempts, layout, logcap, protocol, secrets
@@ -89,15 +90,20 @@ class Scheduler:
         return {i: (s.state, s.attempts) for i, s in self.tasks.items()}
 
     def write_state(self, done: bool = False) -> None:
+        """state.json, atomically. Written many times a second while warm containers end
+        tasks, so it is encoded compactly by json's C encoder (put_json indents, which takes
+        the pure-Python one), and a TaskStatus (flat) is its fields' dict, not a deep copy."""
         self.written = time.monotonic()
-        self.store.put_json(queue_key(self.job_id, "state.json"), {
+        state = {
             "pid": os.getpid(),
             "done": done,
-            "tasks": {str(i): asdict(s) for i, s in self.tasks.items()},
+            "tasks": {str(i): vars(s) for i, s in self.tasks.items()},
             "infra_lost": {str(i): n for i, n in self.infra_lost.items()},
             "memory_step": {str(i): n for i, n in self.step.items()},
             "memory_before": {str(i): n for i, n in self.before.items()},
-        })
+        }
+        self.store.put(queue_key(self.job_id, "state.json"),
+                       json.dumps(state, separators=(",", ":")).encode())
 
     def memory_of(self, task: int) -> int:
         """The memory of the task's next or current attempt."""

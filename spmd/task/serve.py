@@ -102,6 +102,13 @@ class Server:
         self.worker = is_worker(command)
         self.preloading = os.environ.get(protocol.PRELOAD, "1") != "0"
         self.store = None
+        # Listen first: the runner connects and sends the first run while the job loads (its
+        # message waits in the socket), instead of finding the socket only after the load.
+        if os.path.exists(path):
+            os.unlink(path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(2)
         if self.worker:  # import and load once; every child inherits it
             from . import worker
             self.store = worker.open_store(os.environ[protocol.STORE_URL])
@@ -109,11 +116,6 @@ class Server:
                 worker.load_job(self.store, os.environ[protocol.JOB_ID])
             except Exception:  # each task then fails on it, with the traceback in its log
                 traceback.print_exc()
-        if os.path.exists(path):
-            os.unlink(path)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(2)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
         self.conn: socket.socket | None = None

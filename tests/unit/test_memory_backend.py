@@ -1,6 +1,7 @@
 """Job and its futures on the in-memory backend (spmd.testing.memory): no Docker, milliseconds."""
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -215,3 +216,29 @@ def test_rerun_of_a_running_job_attaches_and_submits_nothing(knot):
     finally:
         k.backend.queue.release()
     assert again.results(timeout=WAIT) == [0, 1, 4, 9]
+
+
+def test_the_watcher_checks_soon_after_submit_then_backs_off(knot, monkeypatch):
+    # A backend with a fast pace is checked at it after submit, doubling while nothing moves,
+    # so a first result is seen long before the configured interval (30 s here) comes round.
+    monkeypatch.setattr(memory.MemoryBackend, "poll_fast", 0.01)
+    name = knot(functions.square).settings.get("memory_store")
+    k = spmd.Knot(functions.square, backend="memory",
+                  config={"memory_store": name, "poll_interval": 30})
+    k.backend.queue.hold()
+    job = k.map([3])
+    for _ in range(1000):  # bounded: the watcher checks again within 30 s only at its fast pace
+        if job._polls >= 3:
+            break
+        time.sleep(0.01)
+    assert job._polls >= 3
+    k.backend.queue.release()
+    assert job.results(timeout=10) == [9]
+    assert [job._pause(q) for q in (0, 1, 2, 20)] == [0.01, 0.02, 0.04, 30]
+
+
+def test_a_backend_without_a_fast_pace_is_checked_at_its_interval(knot):
+    k = knot(functions.square)
+    job = k.map([2])
+    assert job.results(timeout=WAIT) == [4]
+    assert {job._pause(q) for q in (0, 1, 5)} == {k.backend.poll_interval}
