@@ -159,10 +159,13 @@ class Scheduler:
                     self.end(task, outcome)
                 self.time_out()
                 now = self.snapshot()
+                # A cancelled job's last states are written after runner.close(), so a client
+                # that sees every task ended finds none of the job's containers left.
+                last = self.cancelled and not (self.pending or self.running or self.waiting)
                 # At most once per STATE_EVERY while tasks run: with warm workers tasks end
                 # many times a second, and the file holds every task.
-                if now != written and (time.monotonic() - self.written >= STATE_EVERY
-                                       or not self.running):
+                if now != written and not last and (time.monotonic() - self.written >= STATE_EVERY
+                                                    or not self.running):
                     self.write_state()
                     written = now
         finally:
