@@ -211,11 +211,17 @@ class Job:
             time.sleep(self._pause(looks))
             looks += 1
 
+    def _eager(self) -> bool:
+        """Whether a result is awaited soon: none has come yet (right after submit), or no
+        task waits to start (the job's tail). In between, results flow and the configured
+        interval gathers several per check."""
+        return not self._resolved or not any(s.state == PENDING for s in self._states.values())
+
     def _pause(self, quiet: int) -> float:
         """Seconds before the next check after ``quiet`` checks in a row saw nothing move:
-        the backend's fast pace, doubling up to the poll interval. Right after submit and
-        while results flow, a result is seen within tens of milliseconds; an idle job is
-        checked at the configured pace."""
+        the backend's fast pace, doubling up to the poll interval, so that the first results
+        and the last are seen within tens of milliseconds and an idle job is checked at the
+        configured pace."""
         return min(self._interval, self._fast * 2 ** min(quiet, 30))
 
     def provenance(self, index: int) -> dict:
@@ -258,7 +264,8 @@ class Job:
         while len(self._resolved) < self.manifest.n_tasks and not self._stop.is_set():
             try:
                 with self._polling:
-                    quiet = 0 if self._poll() else quiet + 1
+                    moved = self._poll()
+                quiet = (0 if moved else quiet + 1) if self._eager() else 30  # the interval
                 failures = 0
             except Exception as exc:
                 failures += 1
