@@ -213,8 +213,8 @@ class Job:
 
     def _eager(self) -> bool:
         """Whether a result is awaited soon: none has come yet (right after submit), or no
-        task waits to start (the job's tail). In between, results flow and the configured
-        interval gathers several per check."""
+        task waits to start (the job's tail). In between, results flow and the pace slows
+        to the configured interval, which gathers several per check."""
         return not self._resolved or not any(s.state == PENDING for s in self._states.values())
 
     def _pause(self, quiet: int) -> float:
@@ -265,7 +265,9 @@ class Job:
             try:
                 with self._polling:
                     moved = self._poll()
-                quiet = (0 if moved else quiet + 1) if self._eager() else 30  # the interval
+                # back to the fast pace only where a result is awaited soon; elsewhere the
+                # pace keeps slowing to the interval, results flowing or not
+                quiet = 0 if moved and self._eager() else quiet + 1
                 failures = 0
             except Exception as exc:
                 failures += 1
