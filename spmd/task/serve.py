@@ -13,7 +13,8 @@ the scheduler keeps the container:
     {"op": "kill"} ──> SIGKILL to the child's process group (timeout, cancel)
     {"op": "hello"} ──> which task runs now (a resumed scheduler adopts it)
     the child ends, however ──> its staging folder (SPMD_STAGE_DIR: inputs it fetched, its
-        output files) is removed, so no subject's data stays for the container's next task
+        output files) is removed once its end is reported, before the next message is read,
+        so no subject's data stays for the container's next task
     a task that succeeded ──> the installed modules it imported, over a pipe; the server
         imports them too (SPMD_PRELOAD=0 turns this off), so the next tasks of the job start
         with them loaded, as a pool's worker process would
@@ -260,7 +261,6 @@ class Server:
             child["capped"].write(f"{protocol.REQUEUED} (stop signal SIGTERM), no checkpoint "
                                   "saved\n".encode())
         child["capped"].close()
-        shutil.rmtree(child["stage"], ignore_errors=True)  # its staged inputs and outputs
         record = wire.ended(child["task"], child["attempt"], code,
                             code == -signal.SIGKILL and oom_kills() > child["oom_kills"],
                             stopping=self.stopping)
@@ -269,6 +269,9 @@ class Server:
         os.replace(child["log"] + ".exit.tmp", child["log"] + ".exit")
         self.child, self.last = None, record
         self.send(record)
+        # After the end is reported (the removal is off the task's path to the runner), before
+        # the server reads its next message: the next task never sees this one's data.
+        shutil.rmtree(child["stage"], ignore_errors=True)  # its staged inputs and outputs
         if self.stopping:
             os._exit(0)
         if child["imports"] is not None:
