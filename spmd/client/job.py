@@ -42,6 +42,8 @@ LOG_WAIT_SECONDS = 60
 #: seconds, end the unresolved futures with WatchFailed (a fault that passes sooner is retried)
 WATCH_FAILURES = 10
 WATCH_SECONDS = 120.0
+#: the watcher's pace while results flow and tasks wait: the fast pace doubled this many times
+FLOWING = 2
 
 
 #: the Jobs of this process by id, so a chained map over a job's futures finds their job
@@ -211,10 +213,18 @@ class Job:
             time.sleep(self._pause(looks))
             looks += 1
 
+    def _quiet_after(self, moved: bool, quiet: int) -> int:
+        """The pace after a check (see ``_pause``): nothing moved, one step slower; the job
+        moved, the fast pace where a result is awaited soon (``_eager``), else FLOWING steps
+        (results flow while tasks wait: several are gathered per check, at a few checks a
+        second rather than dozens)."""
+        if not moved:
+            return quiet + 1
+        return 0 if self._eager() else FLOWING
+
     def _eager(self) -> bool:
         """Whether a result is awaited soon: none has come yet (right after submit), or no
-        task waits to start (the job's tail). In between, results flow and the pace slows
-        to the configured interval, which gathers several per check."""
+        task waits to start (the job's tail)."""
         return not self._resolved or not any(s.state == PENDING for s in self._states.values())
 
     def _pause(self, quiet: int) -> float:
@@ -265,9 +275,7 @@ class Job:
             try:
                 with self._polling:
                     moved = self._poll()
-                # back to the fast pace only where a result is awaited soon; elsewhere the
-                # pace keeps slowing to the interval, results flowing or not
-                quiet = 0 if moved and self._eager() else quiet + 1
+                quiet = self._quiet_after(moved, quiet)
                 failures = 0
             except Exception as exc:
                 failures += 1

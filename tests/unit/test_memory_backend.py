@@ -244,17 +244,20 @@ def test_a_backend_without_a_fast_pace_is_checked_at_its_interval(knot):
     assert {job._pause(q) for q in (0, 1, 5)} == {k.backend.poll_interval}
 
 
-def test_while_results_flow_and_tasks_wait_the_watcher_keeps_its_interval(knot, monkeypatch):
+def test_while_results_flow_and_tasks_wait_the_watcher_slows_down(knot, monkeypatch):
     # Fast checks are for the first results and the job's tail; in between, results flow
     # and each check at the configured interval gathers several.
     from spmd.batch_queue import PENDING, RUNNING, SUCCEEDED, TaskStatus
+    from spmd.client.job import FLOWING
     monkeypatch.setattr(memory.MemoryBackend, "poll_fast", 0.01)
     job = knot(functions.square).map([1, 2, 3], chunksize=1)
     assert job.results(timeout=WAIT) == [1, 4, 9]
     job._states = {0: TaskStatus(SUCCEEDED), 1: TaskStatus(RUNNING), 2: TaskStatus(PENDING)}
     assert not job._eager()
+    assert job._quiet_after(True, 6) == FLOWING  # results flow: a few checks a second
+    assert job._quiet_after(False, 6) == 7  # nothing moved: slower
     job._states[2] = TaskStatus(RUNNING)  # nothing waits to start: the tail
-    assert job._eager()
+    assert job._eager() and job._quiet_after(True, 6) == 0
     job._resolved.clear()  # no result yet: right after submit
     job._states[2] = TaskStatus(PENDING)
     assert job._eager()
