@@ -1,4 +1,4 @@
-"""A warm container's server (spmd.task.serve) in this process: what it does before its first task."""
+"""A warm container's server (spmd.task.serve) in this process: its start and a task's end."""
 import os
 import socket
 
