@@ -79,6 +79,10 @@ class Backend(ABC):
     runtime_packages: ClassVar[tuple[str, ...]] = ()
     #: seconds between checks for finished tasks, unless configured.
     poll_interval: ClassVar[float] = 1.0
+    #: seconds between checks right after submit and after a check that saw the job move,
+    #: doubling while nothing moves up to poll_interval (spmd.client.job); None: always
+    #: poll_interval (a queue whose checks cost API calls keeps its pace)
+    poll_fast: ClassVar[float | None] = None
     #: False for a backend that runs tasks without container images (e.g. local processes):
     #: then no image is built and ``make_registry`` may raise NotImplementedError.
     uses_images: ClassVar[bool] = True

@@ -114,8 +114,12 @@ def read_part(path: str | os.PathLike, start: int = 0, size: int | None = None) 
 
 
 def read_kept(path: str | os.PathLike, limit: int) -> bytes:
-    """The log cut to its last ``limit`` bytes (the note of what was dropped first), read."""
+    """The log cut to its last ``limit`` bytes (the note of what was dropped first), read.
+    A log within its limit (nearly every one) is opened once and read as it is."""
     try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size <= limit:
+                return handle.read()
         cut(path, limit)
         with open(path, "rb") as handle:
             return handle.read(limit + 4096)

@@ -37,6 +37,7 @@ class LocalBackend(Backend):
             "write) the store's jobs, inputs and results (default: none, the store is yours alone)"),
     )
     poll_interval = 0.2
+    poll_fast = 0.02  # a check reads a file and lists a folder
     # Tasks keep no network and no credentials: the job's scheduler fetches URL inputs into
     # the store's cache (mounted read-only) and publishes outputs_to destinations.
     data_rule = DataRule(inputs="host", outputs="host")

@@ -237,37 +237,40 @@ class LocalRunner(Runner):
         return slot
 
     def launch(self, slot: Slot) -> str:
-        """Create and start a warm container (on the pool); returns its id."""
-        spec, res = self.spec, self.spec.resources
+        """Create and start a warm container (on the pool); returns its id. Two engine calls:
+        the low-level create, then start (the SDK's ``containers.create`` inspects the new
+        container too, a third call whose answer the runner never reads)."""
+        spec, res, api = self.spec, self.spec.resources, self.engine.api
         inside = f"{SERVE_DIR}/{os.path.basename(slot.socket_path)}"
         secret_folder = secrets.folder(self.store, self.job_id)  # never a path from spec.json
         mounts = task_mounts(self.store, self.job_id, spec.after_job,
                              str(secret_folder) if secret_folder.is_dir() else "")
         mounts[str(self.sockets)] = {"bind": SERVE_DIR, "mode": "rw"}
-        container = self.engine_call(
-            self.engine.containers.create,
+        host_config = api.create_host_config(
+            binds=mounts, network_mode=None if spec.network else "none",
+            nano_cpus=int(res.vcpus * 1e9), mem_limit=slot.memory, memswap_limit=slot.memory,
+            pids_limit=PIDS_LIMIT, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            group_add=[str(self.store.root.joinpath("spmd").stat().st_gid)]
+            if self.store.shared else None,  # share_with_group: what the task writes is the group's
+            device_requests=gpus.device_requests(res.gpus))
+        container_id = self.engine_call(
+            api.create_container,
             spec.image, ["python3", "-m", "spmd.task.serve", inside, "--", *spec.command],
             name=slot.name, environment={**spec.env, protocol.IMAGE: spec.image},
             labels={LABEL_MANAGED: "1", LABEL_JOB: self.job_id, "spmd.vcpus": str(res.vcpus),
                     "spmd.memory": str(slot.memory), "spmd.socket": slot.socket_path,
                     "spmd.first": f"{slot.task}:{slot.attempt}"},
-            volumes=mounts,
-            network_mode=None if spec.network else "none",
-            nano_cpus=int(res.vcpus * 1e9), mem_limit=slot.memory,
-            pids_limit=PIDS_LIMIT, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            volumes=[m["bind"] for m in mounts.values()], host_config=host_config,
             # This process's own user, store and job, never spec.json's: a restarted scheduler
             # takes from the spec only what a task may choose (image, command, env, resources).
-            memswap_limit=slot.memory, user=f"{os.getuid()}:{os.getgid()}",
-            group_add=[str(self.store.root.joinpath("spmd").stat().st_gid)]
-            if self.store.shared else None,  # share_with_group: what the task writes is the group's
-            device_requests=gpus.device_requests(res.gpus))
+            user=f"{os.getuid()}:{os.getgid()}")["Id"]
         try:
-            self.engine_call(container.start)
+            self.engine_call(api.start, container_id)
         except Exception:
-            self.remove(container.id)  # a container that never started is not left behind
+            self.remove(container_id)  # a container that never started is not left behind
             raise
         log.info("warm container %s started", slot.name)
-        return container.id
+        return container_id
 
     def attempt_log(self, task: int, attempt: int) -> Path:
         return self.run_dir / f"{task}-a{attempt}.log"
@@ -422,7 +425,7 @@ class LocalRunner(Runner):
     def remove(self, container_id: str) -> None:
         from docker.errors import APIError
         try:
-            self.engine.containers.get(container_id).remove(force=True)
+            self.engine.api.remove_container(container_id, force=True)  # one call, no inspect
         except Exception as exc:  # gone already, or the engine is down: nothing to keep
             if not isinstance(exc, APIError):
                 log.warning("cannot remove container %s: %s", container_id, exc)

@@ -42,6 +42,8 @@ LOG_WAIT_SECONDS = 60
 #: seconds, end the unresolved futures with WatchFailed (a fault that passes sooner is retried)
 WATCH_FAILURES = 10
 WATCH_SECONDS = 120.0
+#: the watcher's pace while results flow and tasks wait: the fast pace doubled this many times
+FLOWING = 2
 
 
 #: the Jobs of this process by id, so a chained map over a job's futures finds their job
@@ -72,6 +74,8 @@ class Job:
         self._stop = threading.Event()
         self._polling = threading.Lock()  # the watcher's polls and cancel's last one
         self._interval = backend.settings.get("poll_interval") or backend.poll_interval
+        self._fast = min(self._interval, backend.poll_fast or self._interval)
+        self._polls = 0  # checks made (the watcher's and cancel's)
         self._watcher = threading.Thread(target=self._watch, daemon=True,
                                          name=f"spmd-watch-{manifest.job_id}")
         #: results of items taken from earlier jobs (map's reuse=True), by item
@@ -200,13 +204,35 @@ class Job:
 
     def _wait_ended(self, tasks: Iterable[int], seconds: float) -> None:
         """A result arrives when its task writes it; the task's log and final state come when it
-        has ended, a moment later. Wait (boundedly) for that moment."""
-        deadline = time.monotonic() + seconds
+        has ended, a moment later. Wait (boundedly) for that moment, looking again soon."""
+        deadline, looks = time.monotonic() + seconds, 0
         while time.monotonic() < deadline:
             states = self.backend.queue.states(self.handle)
             if all(states.get(t, TaskStatus()).state in TERMINAL for t in tasks):
                 return
-            time.sleep(self._interval)
+            time.sleep(self._pause(looks))
+            looks += 1
+
+    def _quiet_after(self, moved: bool, quiet: int) -> int:
+        """The pace after a check (see ``_pause``): nothing moved, one step slower; the job
+        moved, the fast pace where a result is awaited soon (``_eager``), else FLOWING steps
+        (results flow while tasks wait: several are gathered per check, at a few checks a
+        second rather than dozens)."""
+        if not moved:
+            return quiet + 1
+        return 0 if self._eager() else FLOWING
+
+    def _eager(self) -> bool:
+        """Whether a result is awaited soon: none has come yet (right after submit), or no
+        task waits to start (the job's tail)."""
+        return not self._resolved or not any(s.state == PENDING for s in self._states.values())
+
+    def _pause(self, quiet: int) -> float:
+        """Seconds before the next check after ``quiet`` checks in a row saw nothing move:
+        the backend's fast pace, doubling up to the poll interval, so that the first results
+        and the last are seen within tens of milliseconds and an idle job is checked at the
+        configured pace."""
+        return min(self._interval, self._fast * 2 ** min(quiet, 30))
 
     def provenance(self, index: int) -> dict:
         """Where and when the task of item index ran: start, end, attempt, peak memory, host, image."""
@@ -244,11 +270,12 @@ class Job:
     # -- watching -----------------------------------------------------------------
 
     def _watch(self) -> None:
-        failures, since = 0, 0.0
+        failures, since, quiet = 0, 0.0, 0
         while len(self._resolved) < self.manifest.n_tasks and not self._stop.is_set():
             try:
                 with self._polling:
-                    self._poll()
+                    moved = self._poll()
+                quiet = self._quiet_after(moved, quiet)
                 failures = 0
             except Exception as exc:
                 failures += 1
@@ -259,7 +286,8 @@ class Job:
                 if failures >= WATCH_FAILURES and spent >= WATCH_SECONDS:
                     self._give_up(WatchFailed(self.id, failures, spent, f"{type(exc).__name__}: {exc}"))
                     break
-            self._stop.wait(min(self._interval * (1 + failures), 30))
+            self._stop.wait(min(self._interval * (1 + failures), 30) if failures
+                            else self._pause(quiet))
         for future in self.futures:
             future._notify_if_cancelled()
 
@@ -270,17 +298,21 @@ class Job:
             if not future.done():
                 future._set(False, error)
 
-    def _poll(self) -> None:
+    def _poll(self) -> bool:
         """Gather the inputs of ``protocol.resolve`` (queue states first, then the new outputs,
-        so an ended task's output is always listed) and apply what it decides."""
+        so an ended task's output is always listed) and apply what it decides. True when the
+        job moved: the queue's states changed, or an output was read."""
+        self._polls += 1
         store, tasks = self.backend.store, range(self.manifest.n_tasks)
         statuses = self.backend.queue.states(self.handle)
         self.backend.queue.advance(self.handle, statuses)  # the watcher acts; readers do not
+        moved = statuses != self._states
         self._states = dict(statuses)
         start = protocol.listing_start(self.id, tasks, self._resolved)
         listed = [layout.task_of_output_key(k)
                   for k in store.list_after(layout.output_prefix(self.id), start)]
         for task in protocol.outputs_to_read(tasks, listed, statuses, self._read_at, self._resolved):
+            moved = True
             try:
                 self._outputs[task] = protocol.read_output(store, self.id, task)
                 self._damaged.pop(task, None)
@@ -304,6 +336,7 @@ class Job:
         for task in step.running:
             for index in self.manifest.items_of(task):
                 self.futures[index]._mark_running()
+        return moved
 
     def _log_retries(self, statuses: dict[int, TaskStatus]) -> None:
         for task, status in statuses.items():

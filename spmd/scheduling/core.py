@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import json
 import logging
 import os
 import signal
 import sys
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Callable
 
 from spmd import attempts, layout, logcap, protocol, secrets
@@ -92,15 +93,20 @@ class Scheduler:
         return {i: (s.state, s.attempts) for i, s in self.tasks.items()}
 
     def write_state(self, done: bool = False) -> None:
+        """state.json, atomically. Written many times a second while warm containers end
+        tasks, so it is encoded compactly by json's C encoder (put_json indents, which takes
+        the pure-Python one), and a TaskStatus (flat) is its fields' dict, not a deep copy."""
         self.written = time.monotonic()
-        self.store.put_json(queue_key(self.job_id, "state.json"), {
+        state = {
             "pid": os.getpid(),
             "done": done,
-            "tasks": {str(i): asdict(s) for i, s in self.tasks.items()},
+            "tasks": {str(i): vars(s) for i, s in self.tasks.items()},
             "infra_lost": {str(i): n for i, n in self.infra_lost.items()},
             "memory_step": {str(i): n for i, n in self.step.items()},
             "memory_before": {str(i): n for i, n in self.before.items()},
-        })
+        }
+        self.store.put(queue_key(self.job_id, "state.json"),
+                       json.dumps(state, separators=(",", ":")).encode())
 
     def memory_of(self, task: int) -> int:
         """The memory of the task's next or current attempt."""
@@ -169,10 +175,13 @@ class Scheduler:
             if not self.pending and not self.waiting:
                 self.runner.release_idle()
             now = self.snapshot()
+            # A cancelled job's last states are written after runner.close() (finish), so a
+            # client that sees every task ended finds none of the job's containers left.
+            last = self.cancelled and not (self.pending or self.running or self.waiting)
             # At most once per STATE_EVERY while tasks run: with warm workers tasks end
             # many times a second, and the file holds every task.
-            if now != written and (time.monotonic() - self.written >= STATE_EVERY
-                                   or not self.running):
+            if now != written and not last and (time.monotonic() - self.written >= STATE_EVERY
+                                                or not self.running):
                 self.write_state()
                 written = now
 

@@ -148,7 +148,6 @@ class DirectoryStore(LibcloudStore):
         """group: the owner's ``share_with_group`` (a group name, or None: private); KEEP for
         the processes that only work in the store (schedulers, tasks). Another user's store
         shared with a group of this user's opens for reading (``reader``)."""
-        from libcloud.storage.drivers.local import LocalStorageDriver
         self.root = Path(root).expanduser().resolve()
         folder = self.root / CONTAINER
         self.reader = shared_with_me(folder)
@@ -157,7 +156,21 @@ class DirectoryStore(LibcloudStore):
         self.shared = _shared(folder.stat())
         self.file_mode = SHARED_FILE_MODE if self.shared else FILE_MODE
         self.folder_mode = SHARED_FOLDER_MODE if self.shared else FOLDER_MODE
-        super().__init__(LocalStorageDriver(str(self.root)), CONTAINER, url=self.root.as_uri())
+        super().__init__(None, CONTAINER, url=self.root.as_uri())
+
+    @property
+    def driver(self):
+        """libcloud's local driver, made on first use: importing libcloud (and requests) takes
+        about 0.1 s, which a warm container's server and a scheduler would pay at each start
+        for the few operations that go through the driver."""
+        if self._driver is None:
+            from libcloud.storage.drivers.local import LocalStorageDriver
+            self._driver = LocalStorageDriver(str(self.root))
+        return self._driver
+
+    @driver.setter
+    def driver(self, value) -> None:
+        self._driver = value
 
     def check_owner(self) -> None:
         if self.reader:

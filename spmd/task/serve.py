@@ -13,7 +13,8 @@ the scheduler keeps the container:
     {"op": "kill"} ──> SIGKILL to the child's process group (timeout, cancel)
     {"op": "hello"} ──> which task runs now (a resumed scheduler adopts it)
     the child ends, however ──> its staging folder (SPMD_STAGE_DIR: inputs it fetched, its
-        output files) is removed, so no subject's data stays for the container's next task
+        output files) is removed once its end is reported, before the next message is read,
+        so no subject's data stays for the container's next task
     a task that succeeded ──> the installed modules it imported, over a pipe; the server
         imports them too (SPMD_PRELOAD=0 turns this off), so the next tasks of the job start
         with them loaded, as a pool's worker process would
@@ -102,6 +103,13 @@ class Server:
         self.worker = is_worker(command)
         self.preloading = os.environ.get(protocol.PRELOAD, "1") != "0"
         self.store = None
+        # Listen first: the runner connects and sends the first run while the job loads (its
+        # message waits in the socket), instead of finding the socket only after the load.
+        if os.path.exists(path):
+            os.unlink(path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(2)
         if self.worker:  # import and load once; every child inherits it
             from . import worker
             self.store = worker.open_store(os.environ[protocol.STORE_URL])
@@ -109,11 +117,6 @@ class Server:
                 worker.load_job(self.store, os.environ[protocol.JOB_ID])
             except Exception:  # each task then fails on it, with the traceback in its log
                 traceback.print_exc()
-        if os.path.exists(path):
-            os.unlink(path)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(2)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
         self.conn: socket.socket | None = None
@@ -258,7 +261,6 @@ class Server:
             child["capped"].write(f"{protocol.REQUEUED} (stop signal SIGTERM), no checkpoint "
                                   "saved\n".encode())
         child["capped"].close()
-        shutil.rmtree(child["stage"], ignore_errors=True)  # its staged inputs and outputs
         record = wire.ended(child["task"], child["attempt"], code,
                             code == -signal.SIGKILL and oom_kills() > child["oom_kills"],
                             stopping=self.stopping)
@@ -267,6 +269,9 @@ class Server:
         os.replace(child["log"] + ".exit.tmp", child["log"] + ".exit")
         self.child, self.last = None, record
         self.send(record)
+        # After the end is reported (the removal is off the task's path to the runner), before
+        # the server reads its next message: the next task never sees this one's data.
+        shutil.rmtree(child["stage"], ignore_errors=True)  # its staged inputs and outputs
         if self.stopping:
             os._exit(0)
         if child["imports"] is not None:

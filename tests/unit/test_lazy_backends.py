@@ -68,3 +68,15 @@ def test_plugins_add_command_groups_loaded_on_use():
     modules = loaded("from spmd.cli import main\ntry:\n    main(['jobs', '--help'])\nexcept SystemExit:\n    pass",
                      None)
     assert "spmd_aws.cli" not in modules
+
+
+def test_a_directory_stores_own_operations_import_no_libcloud(tmp_path):
+    # A warm container's server and a scheduler open a DirectoryStore at each start; libcloud
+    # (and requests under it) is imported only for the operations that use its driver.
+    code = (f"from spmd.stores.directory import DirectoryStore\n"
+            f"s = DirectoryStore({str(tmp_path / 'store')!r})\n"
+            f"s.put('a/b', b'x'); assert s.get('a/b') == b'x' and s.exists('a/b')\n"
+            f"assert list(s.list('a/')) == ['a/b']; s.delete('a/b')\n"
+            f"from spmd.task import worker; worker.open_store(s.url)")
+    modules = loaded(code, tmp_path)
+    assert not [m for m in modules if m.startswith(("libcloud", "requests"))]

@@ -1,6 +1,7 @@
 """Job and its futures on the in-memory backend (spmd.testing.memory): no Docker, milliseconds."""
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -215,3 +216,48 @@ def test_rerun_of_a_running_job_attaches_and_submits_nothing(knot):
     finally:
         k.backend.queue.release()
     assert again.results(timeout=WAIT) == [0, 1, 4, 9]
+
+
+def test_the_watcher_checks_soon_after_submit_then_backs_off(knot, monkeypatch):
+    # A backend with a fast pace is checked at it after submit, doubling while nothing moves,
+    # so a first result is seen long before the configured interval (30 s here) comes round.
+    monkeypatch.setattr(memory.MemoryBackend, "poll_fast", 0.01)
+    name = knot(functions.square).settings.get("memory_store")
+    k = spmd.Knot(functions.square, backend="memory",
+                  config={"memory_store": name, "poll_interval": 30})
+    k.backend.queue.hold()
+    job = k.map([3])
+    for _ in range(1000):  # bounded: the watcher checks again within 30 s only at its fast pace
+        if job._polls >= 3:
+            break
+        time.sleep(0.01)
+    assert job._polls >= 3
+    k.backend.queue.release()
+    assert job.results(timeout=10) == [9]
+    assert [job._pause(q) for q in (0, 1, 2, 20)] == [0.01, 0.02, 0.04, 30]
+
+
+def test_a_backend_without_a_fast_pace_is_checked_at_its_interval(knot):
+    k = knot(functions.square)
+    job = k.map([2])
+    assert job.results(timeout=WAIT) == [4]
+    assert {job._pause(q) for q in (0, 1, 5)} == {k.backend.poll_interval}
+
+
+def test_while_results_flow_and_tasks_wait_the_watcher_slows_down(knot, monkeypatch):
+    # Fast checks are for the first results and the job's tail; in between, results flow
+    # and each check at the configured interval gathers several.
+    from spmd.batch_queue import PENDING, RUNNING, SUCCEEDED, TaskStatus
+    from spmd.client.job import FLOWING
+    monkeypatch.setattr(memory.MemoryBackend, "poll_fast", 0.01)
+    job = knot(functions.square).map([1, 2, 3], chunksize=1)
+    assert job.results(timeout=WAIT) == [1, 4, 9]
+    job._states = {0: TaskStatus(SUCCEEDED), 1: TaskStatus(RUNNING), 2: TaskStatus(PENDING)}
+    assert not job._eager()
+    assert job._quiet_after(True, 6) == FLOWING  # results flow: a few checks a second
+    assert job._quiet_after(False, 6) == 7  # nothing moved: slower
+    job._states[2] = TaskStatus(RUNNING)  # nothing waits to start: the tail
+    assert job._eager() and job._quiet_after(True, 6) == 0
+    job._resolved.clear()  # no result yet: right after submit
+    job._states[2] = TaskStatus(PENDING)
+    assert job._eager()

@@ -1,4 +1,5 @@
 """The scheduler core's policy with a scripted Runner: no Docker, no processes."""
+import json
 import time
 
 from spmd.batch_queue import CANCELLED, FAILED, SUCCEEDED
@@ -105,6 +106,32 @@ def test_cancel_kills_running_and_drops_pending(tmp_path, monkeypatch):
     assert runner.killed == [0] and runner.attempts == [(0, 1)]
     assert [(s.state, s.attempts) for s in scheduler.tasks.values()] == [(CANCELLED, 1), (CANCELLED, 0)]
     assert state["done"]
+
+
+def test_a_cancelled_jobs_last_states_are_written_after_the_runner_closed(tmp_path, monkeypatch):
+    # The client's wait returns once every task has ended: by then the runner has released
+    # what it held (the local runner: the job's containers are removed).
+    store = DirectoryStore(tmp_path)
+    events = []
+    poll, put = ScriptedRunner.poll, DirectoryStore.put
+
+    def poll_then_cancel(self, timeout):
+        if 0 in self.running:
+            store.put(queue_key("job-1", "cancel"), b"cancelled\n")
+        return poll(self, timeout)
+
+    def recording_put(self, key, data):
+        if key.endswith("state.json"):
+            tasks = json.loads(data)["tasks"].values()
+            events.append("all ended" if all(t["state"] == CANCELLED for t in tasks) else "state")
+        put(self, key, data)
+
+    monkeypatch.setattr(ScriptedRunner, "poll", poll_then_cancel)
+    monkeypatch.setattr(ScriptedRunner, "close", lambda self: events.append("close"), raising=False)
+    monkeypatch.setattr(DirectoryStore, "put", recording_put)
+    run(tmp_path, {0: ["hang"], 1: ["ok"]})
+    assert "close" in events and "all ended" in events
+    assert events.index("close") < events.index("all ended"), events
 
 
 MiB = 2**20
