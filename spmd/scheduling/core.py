@@ -17,10 +17,17 @@ the next size, in a new container limit (SPMD_MEMORY tells the runner), and ``re
 count again from there. The state lives
 in the store (state.json, each task's log), never only in this process: a new scheduler
 resumes from it and the runner's ``adopt``.
+
+The store is read and written through ``ObjectStore`` methods, but for three steps that need
+a directory: the capacity lock (a file every scheduler of the machine flocks), appending a
+task's log (cut in place, ``spmd.logcap``) and removing the job's secrets. Each is a method
+of its own, so a scheduler in another setting overrides just those (``spmd.testing.memory``
+runs this class on a thread, its store a dict, its lock the queue's).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import json
 import logging
@@ -30,7 +37,7 @@ import sys
 import time
 import traceback
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Iterator
 
 from spmd import attempts, layout, logcap, protocol, secrets
 from spmd.attempts import Tally
@@ -43,6 +50,7 @@ from . import engine
 from .hostdata import HostData
 from .runner import Attempt, Outcome, Runner
 from ..stores.directory import DirectoryStore
+from ..stores.object_store import ObjectStore
 
 log = logging.getLogger("spmd.scheduler")
 
@@ -59,7 +67,9 @@ def queue_key(job_id: str, name: str) -> str:
 class Scheduler:
     """Runs one job's tasks through a Runner within the capacity, retrying and timing them out."""
 
-    def __init__(self, store: DirectoryStore, job_id: str, config: dict, runner: Runner | None):
+    def __init__(self, store: ObjectStore, job_id: str, config: dict, runner: Runner | None):
+        """store: a DirectoryStore, unless a subclass overrides capacity_lock, append_log and
+        remove_secrets (the only steps that need a directory)."""
         self.store = store
         self.job_id = job_id
         self.config = config
@@ -178,10 +188,7 @@ class Scheduler:
             # A cancelled job's last states are written after runner.close() (finish), so a
             # client that sees every task ended finds none of the job's containers left.
             last = self.cancelled and not (self.pending or self.running or self.waiting)
-            # At most once per STATE_EVERY while tasks run: with warm workers tasks end
-            # many times a second, and the file holds every task.
-            if now != written and not last and (time.monotonic() - self.written >= STATE_EVERY
-                                                or not self.running):
+            if now != written and not last and self.state_due():
                 self.write_state()
                 written = now
 
@@ -196,9 +203,15 @@ class Scheduler:
     def finish(self) -> None:
         """Every task has ended: let the resources and the secrets go, then say done."""
         self.close()
-        secrets.remove(self.store, self.job_id)  # no task of the job will run again
+        self.remove_secrets()  # no task of the job will run again
         self.store.release_memory(layout.input_prefix(self.job_id))
         self.write_state(done=True)
+
+    def state_due(self) -> bool:
+        """Whether a changed state is written now: at most once per STATE_EVERY while tasks
+        run (with warm workers tasks end many times a second, and the file holds every task),
+        at once when none runs."""
+        return time.monotonic() - self.written >= STATE_EVERY or not self.running
 
     def admit(self) -> None:
         """Move waiting tasks whose inputs are there (fetched, and their upstream tasks ended)
@@ -258,8 +271,7 @@ class Scheduler:
             return  # the job holds all it may: no need to ask what the others hold
         if time.monotonic() - self.checked < TICK:
             return  # others' usage was read a moment ago and nothing fitted
-        with open(self.store.root / self.runner.lock_name, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self.capacity_lock():
             used_cpu, used_mem = self.runner.used_by_others()
             used_cpu += cpu * held
             used_mem += held_mem
@@ -273,6 +285,14 @@ class Scheduler:
                 self.launch(batch)
             else:
                 self.checked = time.monotonic()
+
+    @contextlib.contextmanager
+    def capacity_lock(self) -> Iterator[None]:
+        """Held while this scheduler reads the other jobs' usage and starts what fits beside it:
+        the runner's lock file at the store's root, which every scheduler of its kind flocks."""
+        with open(self.store.root / self.runner.lock_name, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def room(self) -> int:
         """How many more attempts may start under the map's max_parallel (any: no cap)."""
@@ -427,6 +447,10 @@ class Scheduler:
         header = f"--- spmd: attempt {attempt} ---\n" if attempt > 1 or path.exists() else ""
         path.parent.mkdir(parents=True, exist_ok=True)
         logcap.append(path, (header + text).encode(), self.config.get("log_limit") or logcap.DEFAULT_LIMIT)
+
+    def remove_secrets(self) -> None:
+        """Remove the job's secrets from the store's folder for them (``spmd.secrets``)."""
+        secrets.remove(self.store, self.job_id)
 
     def fail_all(self, reason: str) -> None:
         """The scheduler itself failed: stop what runs and end every unfinished task."""

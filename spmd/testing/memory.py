@@ -1,13 +1,21 @@
-"""An in-memory backend for tests: a store in a dict, a queue that runs tasks in threads.
+"""An in-memory backend for tests: a store in a dict, the scheduler core and its tasks on threads.
 
-No Docker, no images, no processes: tasks run ``spmd.task.worker.run_task`` in threads of this
-process, so the task protocol, ``Job`` and the futures are tested in milliseconds::
+No Docker, no images, no processes. Each job runs spmd's scheduler core (``spmd.scheduling``:
+its state machine, retries, timeouts, cancel, failure budget, state.json and task logs) on a
+thread of this process, the same as the local and process backends run it in a process; its
+runner runs each attempt as a ``spmd.task.worker.run_task`` call on a thread of its own::
+
+    submit ──> spec.json ──> Scheduler (a thread per job) ──> state.json, logs/<task>.log
+                                 │ start / poll / kill, under one capacity for all jobs
+                                 └──> MemoryRunner: a thread per attempt, which waits while
+                                      held, then ends as faults[task][attempt] says or runs
+                                      run_task (exit 0, or 1 when a call failed)
 
     from spmd.testing import memory
     memory.register()                       # backend "memory" and store "memory://"
     knot = spmd.Knot(f, backend="memory", config={"memory_store": "t1"})
     knot.backend.queue.faults[3] = {1: memory.Fault("oom", "out of memory")}
-    knot.backend.queue.hold()               # tasks wait at the start until release()
+    knot.backend.queue.hold()               # started attempts wait until release()
 
 The backend exists only in a process that calls ``register()``: it is not offered to users
 (``spmd backends``), since its tasks share the client's memory and limits are not enforced.
@@ -16,21 +24,31 @@ Tasks cannot read their attempt from the environment here (threads share it).
 """
 from __future__ import annotations
 
-import concurrent.futures
+import dataclasses
+import json
+import logging
+import signal
 import threading
+import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from queue import Empty, SimpleQueue
+from typing import ContextManager, Iterator, Mapping
 
-from spmd import attempts, config
-from spmd.attempts import Tally
+from spmd import config, layout, protocol
 from spmd.backend import Backend, Capacity
-from spmd.batch_queue import (CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, ArraySpec,
-                              BatchQueue, TaskStatus)
+from spmd.batch_queue import ArraySpec, BatchQueue, TaskStatus
 from spmd.config import Key
 from spmd.errors import ObjectNotFound
 from spmd.hookspecs import hookimpl
+from ..scheduling.core import STATE_EVERY, Scheduler, queue_key
+from ..scheduling.runner import Attempt, Outcome, Runner
 from ..stores.object_store import ObjectStore
+
+log = logging.getLogger("spmd.scheduler")
+
+ATTEMPT_THREADS = 64
 
 _stores: dict[str, "MemoryStore"] = {}
 _queues: dict[str, "MemoryQueue"] = {}
@@ -112,116 +130,276 @@ class Fault:
     log: str = ""
     exit_code: int | None = None
 
+    def outcome(self) -> Outcome:
+        """The attempt's end as its runner reports it; the scheduler core judges it."""
+        return Outcome(self.exit_code, self.log, lost=self.lost, reason=self.reason)
+
 
 @dataclass
-class _Array:
-    spec: ArraySpec
-    states: dict[int, TaskStatus]
-    tallies: dict[int, Tally] = field(default_factory=dict)
-    cancelled: bool = False
+class _Slot:
+    """One attempt the runner was asked to start: its memory, from when it runs, whether killed."""
+
+    memory: int
+    started: float | None = None
+    killed: bool = False
+
+
+class MemoryRunner(Runner):
+    """Each attempt is a call of ``run_task`` (or ends as its Fault says) on the queue's threads.
+
+    A thread cannot be stopped: ``kill`` reports the attempt ended at once (SIGKILL's code),
+    and a thread already running goes on unseen, as a process the kernel failed to kill.
+    While the queue is held, attempts wait before they run; after ``release()`` they go
+    once the scheduler has polled twice, so a cancel asked while held is seen first.
+    """
+
+    def __init__(self, queue: "MemoryQueue", job_id: str, vcpus: float):
+        self.queue = queue
+        self.job_id = job_id
+        self.vcpus = vcpus
+        self.slots: dict[int, _Slot] = {}
+        self._ended: "SimpleQueue[tuple[int, Outcome]]" = SimpleQueue()
+        self._lock = threading.Lock()
+        self.go = threading.Event()  # cleared while the queue is held
+        if not queue.held:
+            self.go.set()
+        self._release_seen = False
+
+    def start(self, attempts: list[Attempt]) -> dict[int, Outcome]:
+        for a in attempts:
+            slot = _Slot(a.memory)
+            with self._lock:
+                self.slots[a.task] = slot
+            self.queue.pool.submit(self._run, a, slot)
+        return {}
+
+    def _run(self, a: Attempt, slot: _Slot) -> None:
+        self.go.wait()
+        with self._lock:
+            if slot.killed:
+                return
+            slot.started = time.monotonic()
+        fault = self.queue.faults.get(a.task, {}).get(a.number)
+        outcome = fault.outcome() if fault is not None else self._call(a)
+        with self._lock:
+            if slot.killed:
+                return
+            del self.slots[a.task]
+        self._ended.put((a.task, outcome))
+
+    def _call(self, a: Attempt) -> Outcome:
+        from ..task.worker import run_task
+        try:
+            ok = run_task(self.queue.store, self.job_id, a.task, a.number,
+                          int(a.env[protocol.INFRA_LOST]))
+        except BaseException as exc:  # the worker itself failed: the task ends without output
+            return Outcome(1, traceback.format_exc(), reason=f"the worker failed: {exc}")
+        return Outcome(0) if ok else Outcome(1, "a call failed\n")
+
+    def poll(self, timeout: float) -> dict[int, Outcome]:
+        if self.queue.held:
+            self._release_seen = False
+        elif not self.go.is_set():
+            if self._release_seen:  # the scheduler looked for a cancel since the release
+                self.go.set()
+            self._release_seen = True
+        try:
+            task, outcome = self._ended.get(timeout=timeout)
+        except Empty:
+            return {}
+        ended = {task: outcome}
+        while not self._ended.empty():
+            task, outcome = self._ended.get()
+            ended[task] = outcome
+        return ended
+
+    def started_at(self, task: int) -> float | None:
+        with self._lock:
+            slot = self.slots.get(task)
+            return slot.started if slot else None
+
+    def kill(self, task: int) -> None:
+        with self._lock:
+            slot = self.slots.pop(task, None)
+            if slot is None:
+                return
+            slot.killed = True
+        self._ended.put((task, Outcome(-signal.SIGKILL)))
+
+    def running(self) -> tuple[float, int]:
+        """vCPUs and memory this job's attempts hold."""
+        with self._lock:
+            return self.vcpus * len(self.slots), sum(s.memory for s in self.slots.values())
+
+    def used_by_others(self) -> tuple[float, int]:
+        usage = [r.running() for r in self.queue.runners() if r is not self]
+        return sum(c for c, _ in usage), sum(m for _, m in usage)
+
+    def close(self) -> None:
+        self.go.set()  # attempts still held were killed: let their threads see it and return
+        self.queue.closed(self)
+
+
+class _Statuses(dict):
+    """Task statuses that count the changes of a task's state or attempts as they are made."""
+
+    changes = 0
+
+    def __setitem__(self, task: int, status: TaskStatus) -> None:
+        old = self.get(task)
+        if old is None or (old.state, old.attempts) != (status.state, status.attempts):
+            self.changes += 1
+        super().__setitem__(task, status)
+
+
+class _MemoryScheduler(Scheduler):
+    """The scheduler core with its three directory steps done in memory, and its state.json
+    written at a pace for attempts that last a millisecond (``snapshot``, ``state_due``)."""
+
+    def __init__(self, queue: "MemoryQueue", job_id: str, config: dict, runner: MemoryRunner):
+        super().__init__(queue.store, job_id, config, runner)
+        self.queue = queue
+        self.write_cost = 0.0  # seconds the last state.json took
+        self.tasks = _Statuses(self.tasks)
+
+    def snapshot(self) -> int:
+        """What the core compares to decide state.json changed: here the count of changes,
+        not every task's state, which the loop (once per ended attempt) would copy each time."""
+        return self.tasks.changes
+
+    def capacity_lock(self) -> ContextManager:
+        return self.queue.capacity_lock
+
+    def append_log(self, task: int, attempt: int, text: str) -> None:
+        """The task's log in the dict; never cut (this backend enforces no limit)."""
+        key = layout.log_key(self.job_id, task)
+        try:
+            before = self.store.get(key)
+        except ObjectNotFound:
+            before = b""
+        header = f"--- spmd: attempt {attempt} ---\n" if attempt > 1 or before else ""
+        self.store.put(key, before + (header + text).encode())
+
+    def remove_secrets(self) -> None:
+        """Nothing to remove: this backend takes no secrets."""
+
+    def write_state(self, done: bool = False) -> None:
+        began = time.monotonic()
+        super().write_state(done)
+        self.write_cost = time.monotonic() - began
+
+    def state_due(self) -> bool:
+        """Once per STATE_EVERY, or per ten writes' time when a write takes longer (a large
+        array), until the job has nothing left to run. Attempts here end within a millisecond
+        of their start, so "none running" (the core's cue) holds between nearly any two, and
+        the thread would spend its time rewriting every task's state."""
+        pause = max(STATE_EVERY, 10 * self.write_cost)
+        return time.monotonic() - self.written >= pause \
+            or not (self.running or self.pending or self.waiting)
+
+
+def _schedule(scheduler: Scheduler) -> None:
+    """A scheduler thread: run the job; if the core itself fails, end it saying why (as
+    ``spmd.scheduling.core.main`` does for a scheduler process)."""
+    try:
+        scheduler.run()
+    except Exception as exc:
+        log.error("scheduler of job %s failed: %s", scheduler.job_id, traceback.format_exc())
+        scheduler.fail_all(f"the memory scheduler failed: {type(exc).__name__}: {exc}")
 
 
 class MemoryQueue(BatchQueue):
-    """Runs each task's attempts as ``run_task`` calls on a thread pool of ``slots`` threads.
+    """Runs each array with the scheduler core on a thread, within one capacity for all jobs.
 
     ``faults[task][attempt]`` makes that attempt end as the Fault says, without running;
-    ``hold()`` makes tasks wait before they run until ``release()``.
+    ``hold()`` makes started attempts wait before they run (the core sees them starting)
+    until ``release()``.
     """
 
-    def __init__(self, store: MemoryStore, slots: int):
+    grows_memory = True  # the core runs an attempt killed for memory again at the next size
+    caps_parallel = True  # the core starts at most max_parallel attempts at once
+
+    def __init__(self, store: MemoryStore, capacity: Capacity):
         self.store = store
-        self.slots = slots
+        self.capacity = capacity
         self.faults: dict[int, dict[int, Fault]] = {}
-        self._arrays: dict[str, _Array] = {}
-        self._logs: dict[tuple[str, int], str] = {}
-        self._lock = threading.Lock()
-        self._gate = threading.Event()
-        self._gate.set()
-        self._pool = concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="spmd-memory")
+        self.capacity_lock = threading.Lock()  # the core's lock while a job claims capacity
+        self.held = False
+        self._runners: list[MemoryRunner] = []
+        self._read: dict[str, tuple[bytes, dict[int, TaskStatus]]] = {}  # state.json last parsed
+        # Threads kept for the attempts (starting a thread costs a GIL handover, milliseconds
+        # under load); more than the capacity runs, as killed attempts may still hold some.
+        self.pool = ThreadPoolExecutor(ATTEMPT_THREADS, thread_name_prefix="spmd-memory")
 
     def hold(self) -> None:
-        self._gate.clear()
+        with self.capacity_lock:
+            self.held = True
+            for runner in self._runners:
+                runner.go.clear()
 
     def release(self) -> None:
-        self._gate.set()
+        self.held = False
 
     def submit(self, spec: ArraySpec) -> str:
-        with self._lock:
-            self._arrays[spec.job_id] = _Array(spec, {t: TaskStatus() for t in range(spec.n_tasks)})
-        for task in range(spec.n_tasks):
-            self._pool.submit(self._run, spec.job_id, task, 1)
+        self.capacity.slots(spec.resources, "memory")  # ResourceError if a task can never start
+        config = {"spec": dataclasses.asdict(spec), "capacity": dataclasses.asdict(self.capacity)}
+        self.store.put_json(queue_key(spec.job_id, "spec.json"), config)
+        with self.capacity_lock:
+            runner = MemoryRunner(self, spec.job_id, spec.resources.vcpus)
+            self._runners.append(runner)
+        scheduler = _MemoryScheduler(self, spec.job_id, config, runner)
+        threading.Thread(target=_schedule, args=(scheduler,), daemon=True,
+                         name=f"spmd-memory-{spec.job_id}").start()
         return spec.job_id
 
-    def _run(self, handle: str, task: int, attempt: int) -> None:
-        self._gate.wait()
-        array = self._arrays[handle]
-        with self._lock:
-            if array.states[task].state in TERMINAL:  # cancelled before it started
-                return
-            array.states[task] = TaskStatus(RUNNING, attempt, None, array.states[task].reason,
-                                            array.states[task].lost)
-        fault = self.faults.get(task, {}).get(attempt)
-        if fault is not None:
-            self._log(handle, task, attempt, fault.log)
-            self._ended(handle, task, TaskStatus(FAILED, attempt, fault.exit_code, fault.reason,
-                                                 fault.lost))
-            return
-        from ..task.worker import run_task
-        try:
-            ok = run_task(self.store, handle, task, attempt,
-                          array.tallies.get(task, Tally()).uncounted)
-            status = TaskStatus(SUCCEEDED, attempt, 0) if ok else \
-                TaskStatus(FAILED, attempt, 1, "exited with code 1", "error")
-            self._log(handle, task, attempt, "" if ok else "a call failed\n")
-        except Exception as exc:  # the worker itself failed: the task ends without output
-            self._log(handle, task, attempt, traceback.format_exc())
-            status = TaskStatus(FAILED, attempt, 1, f"the worker failed: {exc}", "error")
-        self._ended(handle, task, status)
+    def runners(self) -> list[MemoryRunner]:
+        """The runners of the jobs still running (read under ``capacity_lock``)."""
+        return list(self._runners)
 
-    def _ended(self, handle: str, task: int, status: TaskStatus) -> None:
-        """Record how an attempt ended; retry it where the budgets allow (as the local queue)."""
-        array = self._arrays[handle]
-        retry = False
-        with self._lock:
-            if array.states[task].state in TERMINAL:
-                return
-            if status.state == FAILED and not array.cancelled:
-                tally = array.tallies.get(task, Tally())
-                decision = attempts.after(array.spec.resources, status.attempts, status.lost, tally)
-                array.tallies[task] = decision.tally
-                retry = decision.again
-            if retry:
-                status = TaskStatus(PENDING, status.attempts, status.exit_code, status.reason,
-                                    status.lost)
-            array.states[task] = status
-        if retry:
-            self._pool.submit(self._run, handle, task, status.attempts + 1)
-
-    def _log(self, handle: str, task: int, attempt: int, text: str) -> None:
-        with self._lock:
-            before = self._logs.get((handle, task), "")
-            header = f"--- spmd: attempt {attempt} ---\n" if attempt > 1 or before else ""
-            self._logs[(handle, task)] = before + header + text
+    def closed(self, runner: MemoryRunner) -> None:
+        with self.capacity_lock:
+            if runner in self._runners:
+                self._runners.remove(runner)
 
     def states(self, handle: str) -> Mapping[int, TaskStatus]:
-        with self._lock:
-            array = self._arrays.get(handle)
-            return dict(array.states) if array else {}
+        """From the job's state.json, parsed again only when its scheduler rewrote it (the
+        client polls every 10 ms, and the file holds every task)."""
+        try:
+            data = self.store.get(queue_key(handle, "state.json"))
+        except ObjectNotFound:  # its scheduler has not written yet
+            try:
+                n_tasks = self.store.get_json(queue_key(handle, "spec.json"))["spec"]["n_tasks"]
+            except ObjectNotFound:
+                return {}
+            return {i: TaskStatus() for i in range(n_tasks)}
+        with self.capacity_lock:
+            read, tasks = self._read.get(handle, (b"", {}))
+        if data != read:
+            tasks = {int(k): TaskStatus(**v) for k, v in json.loads(data)["tasks"].items()}
+            with self.capacity_lock:
+                self._read[handle] = (data, tasks)
+        return dict(tasks)
 
     def cancel(self, handle: str) -> None:
-        with self._lock:
-            array = self._arrays.get(handle)
-            if array is None:
-                return
-            array.cancelled = True
-            for task, status in array.states.items():
-                if status.state not in TERMINAL:
-                    array.states[task] = TaskStatus(CANCELLED, status.attempts, None, "cancelled",
-                                                    "cancelled")
+        self.store.put(queue_key(handle, "cancel"), b"cancelled\n")  # the core looks every tick
+
+    def cancel_pending(self, handle: str) -> None:
+        self.store.put(queue_key(handle, "cancel_pending"), b"the failure budget is spent\n")
 
     def logs(self, handle: str, task: int) -> str:
-        with self._lock:
-            return self._logs.get((handle, task), "")
+        try:
+            return self.store.get(layout.log_key(handle, task)).decode(errors="replace")
+        except ObjectNotFound:
+            return ""
+
+    def close(self) -> None:
+        """Cancel every job still running and let held attempts go (a test's clean-up)."""
+        with self.capacity_lock:
+            jobs = [r.job_id for r in self._runners]
+        for job_id in jobs:
+            self.cancel(job_id)
+        self.release()
+        self.pool.shutdown(wait=False)
 
 
 class MemoryBackend(Backend):
@@ -247,10 +425,10 @@ class MemoryBackend(Backend):
         raise NotImplementedError("the memory backend runs tasks without images")
 
     def make_queue(self) -> MemoryQueue:
-        store, slots = self.store, max(1, int(self.capacity().vcpus))
+        store, capacity = self.store, self.capacity()
         with _registry_lock:
             if self._name() not in _queues:
-                _queues[self._name()] = MemoryQueue(store, slots)
+                _queues[self._name()] = MemoryQueue(store, capacity)
             return _queues[self._name()]
 
     def capacity(self) -> Capacity:
@@ -263,5 +441,4 @@ def forget(name: str) -> None:
         _stores.pop(name, None)
         queue = _queues.pop(name, None)
     if queue is not None:
-        queue.release()
-        queue._pool.shutdown(wait=False, cancel_futures=True)
+        queue.close()

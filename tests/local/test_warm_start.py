@@ -7,12 +7,15 @@ import spmd
 from spmd import protocol
 from spmd.scheduling import Attempt, DirectoryStore, queue_key
 from spmd.testing import functions
+from spmd_local.backend import LocalBackend
 from spmd_local.runner import LocalRunner
 
 pytestmark = pytest.mark.docker
 
 
-def test_a_warm_container_is_created_and_started_in_two_engine_calls(local, engine):
+def test_a_warm_container_is_created_and_started_in_two_engine_calls(local, engine, monkeypatch):
+    # the attempt below runs after the job ended: its inputs must outlive it, on disk
+    monkeypatch.setattr(LocalBackend, "inputs_in_memory", False)
     job = spmd.Knot(functions.square, config=local).map([3])
     assert job.results(timeout=300) == [9]
     store = DirectoryStore(local["store_dir"])

@@ -50,7 +50,9 @@ def test_the_report_groups_failures_by_cause_with_counts_and_log_tails(failed_jo
     assert groups[("user error", "SubjectError")].items == [3]
     assert groups[("user error", "ValueError")].items == [5]
     assert groups[("out of memory", "")].items == [6]
-    assert groups[("out of memory", "")].tail.endswith("killed here")
+    # the attempt's own last words, then the scheduler core's note of why it was stopped
+    assert groups[("out of memory", "")].tail.endswith(
+        "killed here\nspmd: the task was stopped: out of memory (limit 512.0MiB)")
     assert groups[("timeout", "")].items == [7] and "still fitting" in groups[("timeout", "")].tail
     assert groups[("pull failure", "")].items == [8]
     assert groups[("lost", "the Docker engine restarted")].items == [9]
@@ -62,7 +64,7 @@ def test_the_report_groups_failures_by_cause_with_counts_and_log_tails(failed_jo
     assert 'data-cause="out of memory" data-count="1"' in page
     assert "killed here" in page and "no b0 volume" in page
     bars = re.findall(r'<rect class="bar (\w+)" data-task="(\d+)"', page)
-    # one bar per task that started (the memory queue's faults never start), in its state
+    # one bar per task that started, in its state
     assert bars == [(r.state, str(r.task)) for r in report.tasks() if r.start is not None]
     assert [state for state, _ in bars].count(SUCCEEDED) == 4 and FAILED in dict(bars)
     assert page.count('<tr class="row') == 10

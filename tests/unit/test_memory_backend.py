@@ -53,7 +53,9 @@ def test_task_ended_without_output_raises_with_reason_and_log_tail(knot, lost, e
         exc = job.futures[index].exception(timeout=WAIT)
         assert type(exc) is error
         assert exc.reason == f"reason {lost}" and exc.exit_code == 137 and exc.task == 1
-        assert exc.log_tail.endswith("last words")
+        # the attempt's own log, then the scheduler core's note of a task stopped for its memory
+        note = f"\nspmd: the task was stopped: reason {lost}" if lost == "oom" else ""
+        assert exc.log_tail.endswith("last words" + note)
 
 
 def test_timeout_is_not_retried_but_oom_is(knot):
