@@ -67,7 +67,7 @@ def lost_future(queue, handle, task, status):
     from spmd.client.job import Job
     manifest = types.SimpleNamespace(job_id="j-1", n_items=2, n_tasks=2, reused=None, chained=False,
                                      items_of=lambda t: [t], task_of=lambda i: i)
-    backend = types.SimpleNamespace(queue=queue, settings={}, poll_interval=1)
+    backend = types.SimpleNamespace(queue=queue, settings={}, poll_interval=1, poll_fast=None)
     job = Job(backend, manifest, handle, watch=False)
     from spmd import protocol
     for resolution in protocol.resolve([task], {}, {task: status}, set()).resolutions:
