@@ -167,6 +167,8 @@ def download_wheels(requirements: tuple[str, ...], dest: Path,
             "or pick a release that publishes wheels", requirement=bad)
 
 
+# spmd is compiled in the image so that no container compiles it; best effort, since a Command
+# image's older python3 may not parse every module (those compile, or fail, on import as before).
 DOCKERFILE = """\
 FROM {base}
 COPY wheels /tmp/spmd-wheels
@@ -175,6 +177,7 @@ RUN export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_
       --find-links /tmp/spmd-wheels -r /tmp/spmd-wheels/requirements.txt \\
  && rm -rf /tmp/spmd-wheels
 COPY runtime /opt/spmd
+RUN python3 -m compileall -q --invalidation-mode unchecked-hash /opt/spmd >/dev/null 2>&1 || true
 ENV PYTHONPATH=/opt/spmd PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 WORKDIR /tmp
 CMD ["python3", "-m", "spmd.task.worker"]

@@ -67,3 +67,14 @@ def test_missing_base_image_says_what_to_do(local, engine):
     knot = spmd.Knot(len, base_image="spmd-test/absent:never", config=local)
     with pytest.raises(spmd.BaseImageError, match="spmd image bootstrap"):
         knot.map([1])
+
+
+def compiled_spmd(_):
+    import os
+    import spmd.task.worker
+    return [os.path.exists(module.__spec__.cached) for module in (spmd, spmd.task.worker)]
+
+
+def test_the_image_carries_spmd_compiled_so_no_container_compiles_it(local, engine):
+    job = spmd.Knot(compiled_spmd, config=local).map([0])
+    assert job.results(timeout=600) == [[True, True]]
